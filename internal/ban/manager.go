@@ -1,0 +1,408 @@
+// Package ban is the one place bans and allows are decided: it applies policy
+// (the allow list, the admin's own session, addresses that cannot be banned),
+// records them in the store, and keeps the kernel's sets in step with it.
+package ban
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// Store is what the manager needs of the persistent store.
+type Store interface {
+	PutBan(e store.Entry) (store.Entry, error)
+	DelBan(p netip.Prefix) (bool, error)
+	Bans() ([]store.Entry, error)
+	PruneBans(now time.Time) ([]store.Entry, error)
+	PutAllow(e store.Entry) error
+	DelAllow(p netip.Prefix) (bool, error)
+	Allows() ([]store.Entry, error)
+	PruneAllows(now time.Time) ([]store.Entry, error)
+}
+
+// Enforcer changes set elements in the kernel.
+type Enforcer interface {
+	Update(kind firewall.SetKind, del, add []firewall.Element) error
+}
+
+var (
+	_ Store    = (*store.Store)(nil)
+	_ Enforcer = (*firewall.Applier)(nil)
+)
+
+// Origins of bans and allows.
+const (
+	OriginManual = "manual"
+	OriginConfig = "config"
+)
+
+// ErrRefused wraps every refusal on policy grounds (as opposed to failures).
+var ErrRefused = errors.New("refused")
+
+// ErrNotPersisted marks a ban that is in the kernel but could not be written
+// to the store: it holds until it expires or moat restarts.
+var ErrNotPersisted = errors.New("not saved to the store")
+
+// Request asks for a ban.
+type Request struct {
+	Prefix  netip.Prefix
+	For     time.Duration // zero: until removed
+	Origin  string
+	Reason  string
+	Session netip.Addr // the source of the caller's SSH session, if any
+	Force   bool       // ban even the caller's own session source
+}
+
+// Manager owns the live bans and allows. It is safe for concurrent use.
+type Manager struct {
+	mu     sync.Mutex
+	store  Store
+	enf    Enforcer
+	bans   *cover
+	allows *cover
+	meta   map[netip.Prefix]store.Entry // ban records by prefix
+	ameta  map[netip.Prefix]store.Entry // allow records (config and runtime)
+}
+
+// New loads live bans and allows from st. configAllow is the config's allow
+// list: permanent, never stored. Nothing touches the kernel until Elements
+// is used for a full install.
+func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time) (*Manager, error) {
+	m := &Manager{store: st, enf: enf, bans: newCover(), allows: newCover(),
+		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}}
+	if _, err := st.PruneBans(now); err != nil {
+		return nil, err
+	}
+	if _, err := st.PruneAllows(now); err != nil {
+		return nil, err
+	}
+	bans, err := st.Bans()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range bans {
+		if e.Active(now) {
+			m.bans.active[e.Prefix] = e.Expires
+			m.meta[e.Prefix] = e
+		}
+	}
+	allows, err := st.Allows()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range allows {
+		if e.Active(now) {
+			m.allows.active[e.Prefix] = e.Expires
+			m.ameta[e.Prefix] = e
+		}
+	}
+	m.setConfigAllows(configAllow)
+	return m, nil
+}
+
+func (m *Manager) setConfigAllows(ps []netip.Prefix) {
+	for p, e := range m.ameta {
+		if e.Origin == OriginConfig {
+			delete(m.ameta, p)
+			delete(m.allows.active, p)
+		}
+	}
+	for _, p := range ps {
+		p = p.Masked()
+		m.allows.active[p] = time.Time{}
+		m.ameta[p] = store.Entry{Prefix: p, Origin: OriginConfig, Reason: "[firewall] allow"}
+	}
+}
+
+// Reconfigure replaces the config's allow list (on reload). The caller
+// installs the table again with Elements afterwards.
+func (m *Manager) Reconfigure(configAllow []netip.Prefix) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setConfigAllows(configAllow)
+}
+
+// Elements returns the ban and allow elements for a full table install,
+// and resets the view of what the kernel holds to them.
+func (m *Manager) Elements(now time.Time) (bans, allows []firewall.Element) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bans.rebuild(now), m.allows.rebuild(now)
+}
+
+// Unbannable says why p may never be banned, or "".
+func unbannable(p netip.Prefix) string {
+	a := p.Addr()
+	switch {
+	case p.Bits() == 0:
+		return "it covers every address"
+	case a.IsLoopback():
+		return "it is a loopback address, and loopback traffic is always accepted"
+	case a.IsUnspecified():
+		return "it is the unspecified address"
+	case a.IsMulticast():
+		return "it is a multicast address, never a packet's source"
+	}
+	return ""
+}
+
+// Add bans r.Prefix after checking policy. It writes the store first so a
+// crash never loses a ban; if the store fails the ban is still enforced and
+// the error says it was not saved.
+func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
+	p := r.Prefix.Masked()
+	if !p.IsValid() {
+		return store.Entry{}, fmt.Errorf("%w: %q is not an address or prefix", ErrRefused, r.Prefix)
+	}
+	if why := unbannable(p); why != "" {
+		return store.Entry{}, fmt.Errorf("%w: cannot ban %s: %s", ErrRefused, p, why)
+	}
+	if r.For < 0 {
+		return store.Entry{}, fmt.Errorf("%w: ban duration %s is negative", ErrRefused, r.For)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if q, ok := m.allows.overlapping(p, now); ok {
+		e := m.ameta[q]
+		return store.Entry{}, fmt.Errorf("%w: cannot ban %s: it overlaps %s in the allow list (%s); remove that first",
+			ErrRefused, p, q, allowSource(e))
+	}
+	if r.Session.IsValid() && !r.Force && p.Contains(r.Session.Unmap()) {
+		return store.Entry{}, fmt.Errorf("%w: banning %s would cut off %s, the source of your SSH session; add --force if you mean it",
+			ErrRefused, p, r.Session.Unmap())
+	}
+	e := store.Entry{Prefix: p, Origin: r.Origin, Reason: r.Reason, Created: now}
+	if e.Origin == "" {
+		e.Origin = OriginManual
+	}
+	if r.For > 0 {
+		e.Expires = now.Add(r.For)
+	}
+	stored, serr := m.store.PutBan(e)
+	if serr == nil {
+		e = stored
+	} else {
+		e.Count = m.meta[p].Count + 1
+	}
+	m.meta[p] = e
+	del, add := m.bans.put(p, e.Expires, now)
+	if err := m.enf.Update(firewall.Bans, del, add); err != nil {
+		return e, fmt.Errorf("ban %s is saved but not yet in the kernel (moat retries at the next reconcile): %w", p, err)
+	}
+	if serr != nil {
+		return e, fmt.Errorf("ban %s is in the kernel but %w (it is lost if moat restarts before it expires): %w", p, ErrNotPersisted, serr)
+	}
+	return e, nil
+}
+
+func allowSource(e store.Entry) string {
+	if e.Origin == OriginConfig {
+		return "from the config's [firewall] allow"
+	}
+	return "added with moat allow add"
+}
+
+// Del lifts a ban. It reports whether there was one.
+func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
+	p = p.Masked()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	del, add, found := m.bans.remove(p, now)
+	delete(m.meta, p)
+	stored, serr := m.store.DelBan(p)
+	if err := m.enf.Update(firewall.Bans, del, add); err != nil {
+		return found || stored, fmt.Errorf("unban %s: %w", p, err)
+	}
+	if serr != nil {
+		return found || stored, fmt.Errorf("unban %s: removed from the kernel, but the store could not be updated (it comes back at restart): %w", p, serr)
+	}
+	return found || stored, nil
+}
+
+// List returns the live bans sorted by prefix.
+func (m *Manager) List(now time.Time) []store.Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sorted(m.meta, now)
+}
+
+func sorted(meta map[netip.Prefix]store.Entry, now time.Time) []store.Entry {
+	out := make([]store.Entry, 0, len(meta))
+	for _, e := range meta {
+		if e.Active(now) {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Prefix, out[j].Prefix
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c < 0
+		}
+		return a.Bits() < b.Bits()
+	})
+	return out
+}
+
+// Counts returns the number of live bans and allows.
+func (m *Manager) Counts() (bans, allows int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.bans.active), len(m.allows.active)
+}
+
+// AllowRequest asks to allow a source.
+type AllowRequest struct {
+	Prefix netip.Prefix
+	For    time.Duration
+	Reason string
+}
+
+// Allow adds a runtime allow entry. Bans that overlap it are lifted, since
+// bans are enforced before allows; the lifted prefixes are returned.
+func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Prefix, error) {
+	p := r.Prefix.Masked()
+	if !p.IsValid() {
+		return store.Entry{}, nil, fmt.Errorf("%w: %q is not an address or prefix", ErrRefused, r.Prefix)
+	}
+	if r.For < 0 {
+		return store.Entry{}, nil, fmt.Errorf("%w: allow duration %s is negative", ErrRefused, r.For)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
+		return e, nil, nil // already allowed for good by the config
+	}
+	e := store.Entry{Prefix: p, Origin: OriginManual, Reason: r.Reason, Created: now}
+	if r.For > 0 {
+		e.Expires = now.Add(r.For)
+	}
+	if err := m.store.PutAllow(e); err != nil {
+		return store.Entry{}, nil, err
+	}
+	var lifted []netip.Prefix
+	for {
+		q, ok := m.bans.overlapping(p, now)
+		if !ok {
+			break
+		}
+		del, add, _ := m.bans.remove(q, now)
+		delete(m.meta, q)
+		if _, err := m.store.DelBan(q); err != nil {
+			return e, lifted, err
+		}
+		if err := m.enf.Update(firewall.Bans, del, add); err != nil {
+			return e, lifted, err
+		}
+		lifted = append(lifted, q)
+	}
+	m.ameta[p] = e
+	del, add := m.allows.put(p, e.Expires, now)
+	if err := m.enf.Update(firewall.Allows, del, add); err != nil {
+		return e, lifted, fmt.Errorf("allow %s is saved but not yet in the kernel: %w", p, err)
+	}
+	return e, lifted, nil
+}
+
+// Disallow removes a runtime allow entry. Config entries are refused: they
+// change with the config.
+func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
+	p = p.Masked()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
+		return false, fmt.Errorf("%w: %s comes from the config's [firewall] allow: remove it there and reload", ErrRefused, p)
+	}
+	del, add, found := m.allows.remove(p, now)
+	delete(m.ameta, p)
+	stored, serr := m.store.DelAllow(p)
+	if err := m.enf.Update(firewall.Allows, del, add); err != nil {
+		return found || stored, err
+	}
+	return found || stored, serr
+}
+
+// Allows returns the live allow entries, config ones included.
+func (m *Manager) Allows(now time.Time) []store.Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sorted(m.ameta, now)
+}
+
+// IsAllowed reports whether a is in the allow list.
+func (m *Manager) IsAllowed(a netip.Addr, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.allows.overlapping(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), now)
+	return ok
+}
+
+// Expire forgets what ended by now, in memory and in the store, and puts
+// into the kernel what the ended prefixes covered.
+func (m *Manager) Expire(now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	gone, add := m.bans.expire(now)
+	for _, p := range gone {
+		delete(m.meta, p)
+	}
+	agone, aadd := m.allows.expire(now)
+	for _, p := range agone {
+		delete(m.ameta, p)
+	}
+	var errs []error
+	if _, err := m.store.PruneBans(now); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := m.store.PruneAllows(now); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, m.enf.Update(firewall.Bans, nil, add), m.enf.Update(firewall.Allows, nil, aadd))
+	return errors.Join(errs...)
+}
+
+// NextExpiry is when Expire next has work (zero: nothing expires).
+func (m *Manager) NextExpiry() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, b := m.bans.next(), m.allows.next()
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// Reconcile re-asserts elements the kernel lost. have reads what the kernel
+// holds for a kind. It returns how many elements were re-added.
+func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error), now time.Time) (int, error) {
+	total := 0
+	for _, k := range []firewall.SetKind{firewall.Bans, firewall.Allows} {
+		// Read outside the lock: it can take a second for big sets.
+		ps, err := have(k)
+		if err != nil {
+			return total, err
+		}
+		m.mu.Lock()
+		c := m.bans
+		if k == firewall.Allows {
+			c = m.allows
+		}
+		miss := c.missing(ps, now)
+		var err2 error
+		if len(miss) > 0 {
+			err2 = m.enf.Update(k, nil, miss)
+		}
+		m.mu.Unlock()
+		if err2 != nil {
+			return total, err2
+		}
+		total += len(miss)
+	}
+	return total, nil
+}

@@ -1,0 +1,423 @@
+// Package cli is moat's command line: cobra commands that either work from
+// the config alone or talk to the running daemon over its control socket.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/daemon"
+	"github.com/moat-fw/moat/internal/firewall"
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=...".
+var Version = "dev"
+
+type app struct {
+	ctx        context.Context
+	out, errw  io.Writer
+	configPath string
+	socket     string
+	explicit   bool
+}
+
+// Run executes the command line args (without the program name) and
+// returns the exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, out: stdout, errw: stderr}
+	root := a.root()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return int(ec)
+	}
+	fmt.Fprintln(stderr, "moat:", err)
+	return 1
+}
+
+// exitCode ends a command with a status and no further message.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "moat",
+		Short:         "moat makes a Linux host invisible and self-defending",
+		Long:          "moat owns a default-deny nftables table (inet moat), keeps bans with kernel timeouts,\nand runs as a daemon controlled through a unix socket.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			a.explicit = cmd.Flags().Changed("config")
+		},
+	}
+	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "config file (the embedded default is used when the default path is missing)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config)")
+	root.AddCommand(a.runCmd(), a.configCmd(), a.firewallCmd(), a.listCmd("ban"), a.listCmd("allow"), a.statusCmd())
+	return root
+}
+
+func (a *app) logger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(a.errw, &slog.HandlerOptions{Level: l}))
+}
+
+func (a *app) opts(force bool) daemon.Options {
+	return daemon.Options{ConfigPath: a.configPath, Explicit: a.explicit, Session: os.Getenv("SSH_CONNECTION"), Force: force}
+}
+
+func (a *app) runCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon in the foreground",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ld, err := daemon.LoadConfig(a.configPath, a.explicit)
+			if err != nil {
+				return err
+			}
+			o := a.opts(force)
+			o.Log = a.logger(ld.Cfg.Daemon.LogLevel)
+			slog.SetDefault(o.Log)
+			return daemon.Run(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "start even if the config would cut off the SSH session this runs in")
+	return cmd
+}
+
+func (a *app) configCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Print or check the configuration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "default",
+		Short: "Print the embedded default config",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := a.out.Write(config.Default())
+			return err
+		},
+	}, &cobra.Command{
+		Use:   "check [FILE]",
+		Short: "Validate a config file (default: --config)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, explicit := a.configPath, a.explicit
+			if len(args) == 1 {
+				path, explicit = args[0], true
+			}
+			ld, err := daemon.LoadConfig(path, explicit)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func (a *app) firewallCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "firewall", Short: "Show, apply, confirm or remove moat's nftables table"}
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Print the ruleset moat would install, in nft syntax (needs no root)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ld, err := daemon.LoadConfig(a.configPath, a.explicit)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "# from %s\n", ld.Source)
+			fmt.Fprint(a.out, firewall.Build(ld.Cfg.Firewall, daemon.SSHPorts(cmd.Context(), nil)).String())
+			return nil
+		},
+	}
+	var confirm time.Duration
+	var force bool
+	apply := &cobra.Command{
+		Use:   "apply",
+		Short: "Install the config's firewall (through the daemon when it runs)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var resp daemon.ApplyResponse
+			err = c.Call(cmd.Context(), http.MethodPost, daemon.RouteApply,
+				daemon.ApplyRequest{Confirm: confirm, Session: os.Getenv("SSH_CONNECTION"), Force: force}, &resp)
+			if errors.Is(err, control.ErrNotRunning) {
+				return daemon.ApplyStandalone(cmd.Context(), a.opts(force), confirm, a.out)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "applied %s\n", resp.Source)
+			if resp.Pending {
+				fmt.Fprintf(a.out, "run `moat firewall confirm` before %s, or the previous firewall comes back\n",
+					resp.Deadline.Local().Format(time.TimeOnly))
+			}
+			return nil
+		},
+	}
+	apply.Flags().DurationVar(&confirm, "confirm", 0, "roll back unless `moat firewall confirm` comes within this time (e.g. 60s)")
+	apply.Flags().BoolVar(&force, "force", false, "apply even if it would cut off the SSH session this runs in")
+	confirmCmd := &cobra.Command{
+		Use:   "confirm",
+		Short: "Keep the firewall applied with --confirm",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Call(cmd.Context(), http.MethodPost, daemon.RouteConfirm, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.out, "confirmed")
+			return nil
+		},
+	}
+	off := &cobra.Command{
+		Use:   "off",
+		Short: "Remove moat's table (and nothing else) from the kernel",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var resp daemon.DelResponse
+			err = c.Call(cmd.Context(), http.MethodPost, daemon.RouteOff, nil, &resp)
+			if errors.Is(err, control.ErrNotRunning) {
+				resp.Found, err = firewall.NewApplier().Remove()
+			}
+			if err != nil {
+				return err
+			}
+			if !resp.Found {
+				fmt.Fprintln(a.out, "table inet moat was not installed")
+				return nil
+			}
+			fmt.Fprintln(a.out, "removed table inet moat; bans stay in the store and come back with `moat firewall apply` or `moat run`")
+			return nil
+		},
+	}
+	cmd.AddCommand(show, apply, confirmCmd, off)
+	return cmd
+}
+
+// client connects to the daemon's socket: --socket, else the config's.
+func (a *app) client() (*control.Client, error) {
+	path := a.socket
+	if path == "" {
+		ld, err := daemon.LoadConfig(a.configPath, a.explicit)
+		if err != nil {
+			return nil, err
+		}
+		path = ld.Cfg.Daemon.Socket
+	}
+	return control.NewClient(path), nil
+}
+
+// listCmd builds `moat ban ...` and `moat allow ...`, which share verbs.
+func (a *app) listCmd(kind string) *cobra.Command {
+	route, delRoute := daemon.RouteBans, daemon.RouteBansDel
+	short := "Ban addresses and prefixes (kernel timeouts, kept across restarts)"
+	if kind == "allow" {
+		route, delRoute = daemon.RouteAllows, daemon.RouteAllowDel
+		short = "Allow trusted addresses and prefixes: never banned, reach every port"
+	}
+	cmd := &cobra.Command{Use: kind, Short: short}
+	var dur time.Duration
+	var reason string
+	var force bool
+	add := &cobra.Command{
+		Use:   "add ADDR|CIDR",
+		Short: "Add an entry",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := daemon.ParsePrefix(args[0]); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: os.Getenv("SSH_CONNECTION"), Force: force}
+			if kind == "allow" {
+				var resp daemon.AllowResponse
+				if err := c.Call(cmd.Context(), http.MethodPost, route, req, &resp); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "allowed %s%s\n", resp.Entry.Addr, until(resp.Entry.Expires))
+				if len(resp.Lifted) > 0 {
+					fmt.Fprintf(a.out, "lifted overlapping bans: %s\n", strings.Join(resp.Lifted, ", "))
+				}
+				return nil
+			}
+			var e daemon.EntryJSON
+			if err := c.Call(cmd.Context(), http.MethodPost, route, req, &e); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "banned %s%s (ban #%d for this address)\n", e.Addr, until(e.Expires), e.Count)
+			return nil
+		},
+	}
+	add.Flags().DurationVar(&dur, "for", 0, "how long (e.g. 1h, 30m); default: until removed")
+	add.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	if kind == "ban" {
+		add.Flags().BoolVar(&force, "force", false, "ban even the source of the SSH session this runs in")
+	}
+	del := &cobra.Command{
+		Use:     "del ADDR|CIDR",
+		Aliases: []string{"rm", "delete"},
+		Short:   "Remove an entry",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := daemon.ParsePrefix(args[0]); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var resp daemon.DelResponse
+			if err := c.Call(cmd.Context(), http.MethodPost, delRoute, daemon.DelRequest{Addr: args[0]}, &resp); err != nil {
+				return err
+			}
+			if !resp.Found {
+				return fmt.Errorf("%s was not in the %s list", args[0], kind)
+			}
+			fmt.Fprintf(a.out, "removed %s\n", args[0])
+			return nil
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List live entries",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var es []daemon.EntryJSON
+			if err := c.Call(cmd.Context(), http.MethodGet, route, nil, &es); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(es)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ADDR\tORIGIN\tEXPIRES\tCOUNT\tREASON")
+			for _, e := range es {
+				exp := "never"
+				if e.Expires != nil {
+					exp = e.Expires.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.Addr, e.Origin, exp, e.Count, e.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	cmd.AddCommand(add, del, list)
+	return cmd
+}
+
+func until(t *time.Time) string {
+	if t == nil {
+		return " until removed"
+	}
+	return " until " + t.Local().Format(time.DateTime)
+}
+
+func (a *app) statusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon, the firewall and the bans",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var st daemon.Status
+			if err := c.Call(cmd.Context(), http.MethodGet, daemon.RouteStatus, nil, &st); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(a.out, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st daemon.Status) {
+	fmt.Fprintf(w, "daemon:    running, pid %d, up %s\n", st.PID, time.Since(st.Started).Round(time.Second))
+	fmt.Fprintf(w, "config:    %s\n", st.ConfigSource)
+	switch {
+	case !st.Enforcing:
+		fmt.Fprintln(w, "firewall:  OFF (moat firewall off); `moat firewall apply` turns it back on")
+	case !st.TablePresent:
+		fmt.Fprintln(w, "firewall:  table inet moat is MISSING from the kernel; the next reconcile reinstalls it")
+	default:
+		fmt.Fprintf(w, "firewall:  table inet moat installed; open %s; closed ports %s\n", strings.Join(st.Open, " "), st.ClosedResponse)
+	}
+	if st.PendingConfirm != nil {
+		fmt.Fprintf(w, "pending:   rolls back at %s unless `moat firewall confirm`\n", st.PendingConfirm.Local().Format(time.TimeOnly))
+	}
+	fmt.Fprintf(w, "bans:      %d", st.Bans)
+	for o, n := range st.BansByOrigin {
+		fmt.Fprintf(w, " (%s %d)", o, n)
+	}
+	fmt.Fprintf(w, "\nallows:    %d\n", st.Allows)
+	if len(st.Counters) > 0 {
+		fmt.Fprint(w, "dropped:  ")
+		for _, name := range append([]string{firewall.CounterBan, firewall.CounterClosed, firewall.CounterInvalid}, firewall.StealthReasons()...) {
+			if c, ok := st.Counters[name]; ok {
+				fmt.Fprintf(w, " %s %d", name, c.Packets)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if st.Reasserted > 0 {
+		fmt.Fprintf(w, "reconcile: re-added %d elements the kernel had lost\n", st.Reasserted)
+	}
+}

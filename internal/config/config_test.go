@@ -1,0 +1,591 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+const examplePath = "../../examples/moat.toml"
+
+func mustParse(t *testing.T, src string) *Config {
+	t.Helper()
+	c, err := Parse([]byte(src), "moat.toml")
+	if err != nil {
+		t.Fatalf("Parse:\n%s\nerror: %v", src, err)
+	}
+	return c
+}
+
+func TestDefaults(t *testing.T) {
+	want := &Config{
+		Daemon: Daemon{
+			StateDir:       "/var/lib/moat",
+			Socket:         "/run/moat/moat.sock",
+			OnExit:         "keep",
+			ReconcileEvery: time.Minute,
+			LogLevel:       "info",
+		},
+		Firewall: Firewall{
+			Open:           []PortSpec{{Proto: TCP, SSH: true}},
+			ClosedResponse: "drop",
+			Stealth:        true,
+			LogGroup:       7,
+			LogRate:        20,
+			LogBurst:       50,
+			Forward:        "untouched",
+		},
+	}
+	if got := mustParse(t, ""); !reflect.DeepEqual(got, want) {
+		t.Errorf("empty file:\n got %+v\nwant %+v", got, want)
+	}
+	// The embedded file must say what the code does when keys are absent.
+	if got := mustParse(t, string(Default())); !reflect.DeepEqual(got, want) {
+		t.Errorf("embedded default:\n got %+v\nwant %+v", got, want)
+	}
+	// Empty tables are the same as absent ones.
+	if got := mustParse(t, "[daemon]\n[firewall]\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("empty tables:\n got %+v\nwant %+v", got, want)
+	}
+	if err := want.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(data, examplePath); err != nil {
+		t.Fatalf("example does not parse: %v", err)
+	}
+	var m map[string]any
+	md, err := toml.Decode(string(data), &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(data), "\n")
+	pos := scanPositions(string(data))
+	for _, k := range knownKeys() {
+		if !md.IsDefined(strings.Split(k, ".")...) {
+			t.Errorf("%s does not set %s: document every key there", examplePath, k)
+			continue
+		}
+		// The line above each key is its comment.
+		if n := pos[k]; n < 2 || !strings.HasPrefix(lines[n-2], "#") {
+			t.Errorf("%s: line %d: %s has no comment on the line above", examplePath, n, k)
+		}
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	src := `
+[daemon]
+state_dir = "/srv/moat"
+socket = "/run/m.sock"
+on_exit = "remove"
+reconcile_every = "1m30s"
+log_level = "debug"
+
+[firewall]
+interfaces = ["eth0", "wg*"]
+open = [
+  "ssh",         # the sshd ports
+  "tcp/443",
+  "udp/53",
+  "tcp/8000-8100",
+  "udp/60000-60000",
+]
+allow = ["192.0.2.7", "2001:db8::1", "192.0.2.128/25", "::ffff:198.51.100.9", "::ffff:203.0.113.0/120", "2001:db8::/32"]
+closed_response = "reject"
+ping = true
+stealth = false
+log_group = 0
+log_rate = 1
+log_burst = 4294967295
+forward = "drop"
+`
+	want := &Config{
+		Daemon: Daemon{StateDir: "/srv/moat", Socket: "/run/m.sock", OnExit: "remove",
+			ReconcileEvery: 90 * time.Second, LogLevel: "debug"},
+		Firewall: Firewall{
+			Interfaces: []string{"eth0", "wg*"},
+			Open: []PortSpec{
+				{Proto: TCP, SSH: true},
+				{Proto: TCP, From: 443, To: 443},
+				{Proto: UDP, From: 53, To: 53},
+				{Proto: TCP, From: 8000, To: 8100},
+				{Proto: UDP, From: 60000, To: 60000},
+			},
+			Allow: []netip.Prefix{
+				netip.MustParsePrefix("192.0.2.7/32"),
+				netip.MustParsePrefix("2001:db8::1/128"),
+				netip.MustParsePrefix("192.0.2.128/25"),
+				netip.MustParsePrefix("198.51.100.9/32"),
+				netip.MustParsePrefix("203.0.113.0/24"),
+				netip.MustParsePrefix("2001:db8::/32"),
+			},
+			ClosedResponse: "reject",
+			Ping:           true,
+			Stealth:        false,
+			LogGroup:       0,
+			LogRate:        1,
+			LogBurst:       4294967295,
+			Forward:        "drop",
+		},
+	}
+	// 2001:db8::1 lies inside 2001:db8::/32: expect exactly that complaint.
+	_, err := Parse([]byte(src), "moat.toml")
+	if err == nil || !strings.Contains(err.Error(), `line 18: firewall.allow[5] "2001:db8::/32": covers allow[1] "2001:db8::1"`) {
+		t.Fatalf("want the overlap reported, got %v", err)
+	}
+	src = strings.Replace(src, `, "2001:db8::/32"]`, "]", 1)
+	want.Firewall.Allow = want.Firewall.Allow[:5]
+	got := mustParse(t, src)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("\n got %+v\nwant %+v", got, want)
+	}
+	if mustParse(t, "[firewall]\nopen = []\n").Firewall.Open != nil {
+		t.Error("open = [] should leave nothing open")
+	}
+	// Dotted keys and inline tables are TOML too.
+	c := mustParse(t, "firewall.ping = true\ndaemon = { log_level = \"warn\" }\n")
+	if !c.Firewall.Ping || c.Daemon.LogLevel != "warn" {
+		t.Errorf("dotted/inline: %+v", c)
+	}
+}
+
+// TestParseErrors checks every kind of error names the file, the line and
+// the key, and says what is wanted.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want string // must appear in the error, after "moat.toml: "
+	}{
+		// Syntax.
+		{"syntax", "[daemon]\nsocket = \n", `line 2: invalid TOML after key daemon.socket: expected value`},
+		{"duplicate key", "[daemon]\nsocket = \"/a\"\nsocket = \"/b\"\n", `line 3: invalid TOML after key daemon.socket`},
+		{"unterminated string", "[firewall]\nopen = [\"ssh]\n", `line 2: invalid TOML`},
+
+		// Unknown keys and tables.
+		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
+		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
+		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
+		{"unknown table", "[daemon]\n\n[login]\nmax_tries = 3\n", `line 3: login: unknown section; moat knows [daemon] and [firewall]`},
+		{"unknown array of tables", "\n[[door]]\nname = \"x\"\n", `line 2: door: unknown section`},
+		{"unknown top-level key", "\n\nverbose = true\n", `line 3: verbose: unknown section`},
+		{"unknown dotted key", "\nfirewall.stelth = true\n", `line 2: firewall.stelth: unknown key (did you mean "stealth"?)`},
+		{"unknown key in inline table", "daemon = {\n  log_level = \"info\", colour = 1 }\n", `line 2: daemon.colour: unknown key`},
+		{"quoted unknown key", "[firewall]\n\"open port\" = 1\n", `line 2: firewall."open port": unknown key`},
+		{"table not a table", "\ndaemon = \"x\"\n", `line 2: daemon "x": want a table`},
+
+		// Types.
+		{"bool as string", "[firewall]\n\nping = \"yes\"\n", `line 3: firewall.ping "yes": want true or false`},
+		{"string as int", "[daemon]\nsocket = 5\n", `line 2: daemon.socket 5: want an absolute path`},
+		{"list as string", "[daemon]\nstate_dir = [\"/a\"]\n", `line 2: daemon.state_dir: want an absolute path like "/var/lib/moat", not a list`},
+		{"int as float", "[firewall]\nlog_rate = 2.5\n", `line 2: firewall.log_rate 2.5: want a whole number from 1 to 4294967295`},
+		{"open not a list", "[firewall]\nopen = \"ssh\"\n", `line 2: firewall.open "ssh": want a list like ["ssh", "tcp/443", "udp/53"]`},
+		{"open element type", "[firewall]\nopen = [\n\"ssh\",\n22]\n", `line 4: firewall.open[1] 22: want "ssh", "tcp/22"`},
+		{"interfaces element type", "[firewall]\ninterfaces = [true]\n", `line 2: firewall.interfaces[0] true: want an interface name`},
+		{"allow element type", "[firewall]\nallow = [{a = 1}]\n", `line 2: firewall.allow[0]: want an address like "192.0.2.7" or a network like "2001:db8::/32", not a table`},
+		{"enum type", "[daemon]\non_exit = false\n", `line 2: daemon.on_exit false: want "keep" or "remove"`},
+		{"date", "[daemon]\nlog_level = 2024-01-01\n", `line 2: daemon.log_level 2024-01-01T00:00:00Z: want "debug", "info", "warn" or "error"`},
+
+		// Ports.
+		{"port out of range", "[firewall]\nopen = [\n  \"ssh\",\n  \"tcp/70000\",\n]\n", `line 4: firewall.open[1] "tcp/70000": port 70000 out of range 1-65535`},
+		{"port zero", "[firewall]\nopen = [\"udp/0\"]\n", `line 2: firewall.open[0] "udp/0": port 0 out of range 1-65535`},
+		{"port not a number", "[firewall]\nopen = [\"tcp/http\"]\n", `line 2: firewall.open[0] "tcp/http": port "http" is not a number`},
+		{"port no proto", "[firewall]\nopen = [\"22\"]\n", `line 2: firewall.open[0] "22": no protocol; did you mean "tcp/22"?`},
+		{"port bad proto", "[firewall]\nopen = [\"sctp/22\"]\n", `line 2: firewall.open[0] "sctp/22": protocol "sctp": want tcp or udp`},
+		{"port upper case", "[firewall]\nopen = [\"TCP/22\"]\n", `line 2: firewall.open[0] "TCP/22": protocol "TCP": want tcp or udp`},
+		{"port garbage", "[firewall]\nopen = [\"https\"]\n", `line 2: firewall.open[0] "https": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"`},
+		{"port range backwards", "[firewall]\nopen = [\"tcp/8100-8000\"]\n", `line 2: firewall.open[0] "tcp/8100-8000": range 8100-8000 is backwards; did you mean "tcp/8000-8100"?`},
+		{"port range open end", "[firewall]\nopen = [\"tcp/8000-\"]\n", `line 2: firewall.open[0] "tcp/8000-": port "" is not a number`},
+		{"port duplicate", "[firewall]\nopen = [\"tcp/22\", \"udp/22\",\n \"tcp/22\"]\n", `line 3: firewall.open[2] "tcp/22": duplicate of open[0] "tcp/22"`},
+		{"port overlap", "[firewall]\nopen = [\"tcp/8000-8100\",\n \"tcp/8080\"]\n", `line 3: firewall.open[1] "tcp/8080": overlaps open[0] "tcp/8000-8100"`},
+		{"ssh duplicate", "[firewall]\nopen = [\"ssh\",\n\"ssh\"]\n", `line 3: firewall.open[1] "ssh": duplicate of open[0]`},
+
+		// Addresses.
+		{"allow host bits", "[firewall]\nallow = [\"192.0.2.7/24\"]\n", `line 2: firewall.allow[0] "192.0.2.7/24": host bits are set; did you mean 192.0.2.0/24?`},
+		{"allow host bits v6", "[firewall]\nallow = [\"2001:db8::1/32\"]\n", `line 2: firewall.allow[0] "2001:db8::1/32": host bits are set; did you mean 2001:db8::/32?`},
+		{"allow zone", "[firewall]\nallow = [\"fe80::1%eth0\"]\n", `line 2: firewall.allow[0] "fe80::1%eth0": zones (the %interface suffix) are not allowed`},
+		{"allow garbage", "[firewall]\nallow = [\"192.0.2.256\"]\n", `line 2: firewall.allow[0] "192.0.2.256": want an address like "192.0.2.7"`},
+		{"allow bad cidr", "[firewall]\nallow = [\"192.0.2.0/33\"]\n", `line 2: firewall.allow[0] "192.0.2.0/33": want a network like "192.0.2.0/24"`},
+		{"allow hostname", "[firewall]\nallow = [\"example.com\"]\n", `line 2: firewall.allow[0] "example.com": want an address`},
+		{"allow inside", "[firewall]\nallow = [\n\"192.0.2.0/24\",\n\"192.0.2.9\",\n]\n", `line 4: firewall.allow[1] "192.0.2.9": is inside allow[0] "192.0.2.0/24"`},
+		{"allow mapped duplicate", "[firewall]\nallow = [\"192.0.2.9\", \"::ffff:192.0.2.9\"]\n", `line 2: firewall.allow[1] "192.0.2.9": duplicate of allow[0] "192.0.2.9"`},
+
+		// Interfaces.
+		{"interface lo", "[firewall]\ninterfaces = [\"eth0\", \"lo\"]\n", `line 2: firewall.interfaces[1] "lo": loopback is always accepted`},
+		{"interface long", "[firewall]\ninterfaces = [\"abcdefghijklmnop\"]\n", `line 2: firewall.interfaces[0] "abcdefghijklmnop": interface names are at most 15 bytes`},
+		{"interface slash", "[firewall]\ninterfaces = [\"eth/0\"]\n", `line 2: firewall.interfaces[0] "eth/0": interface names cannot contain "/"`},
+		{"interface space", "[firewall]\ninterfaces = [\"eth 0\"]\n", `line 2: firewall.interfaces[0] "eth 0": interface names cannot contain`},
+		{"interface nul", "[firewall]\ninterfaces = [\"eth\\u0000\"]\n", `line 2: firewall.interfaces[0] "eth\x00": interface names cannot contain`},
+		{"interface empty", "[firewall]\ninterfaces = [\"\"]\n", `line 2: firewall.interfaces[0] "": want an interface name`},
+		{"interface star", "[firewall]\ninterfaces = [\"*\"]\n", `line 2: firewall.interfaces[0] "*": to match every interface leave interfaces empty`},
+		{"interface inner star", "[firewall]\ninterfaces = [\"e*h0\"]\n", `line 2: firewall.interfaces[0] "e*h0": "*" may only end a name`},
+		{"interface double star", "[firewall]\ninterfaces = [\"eth**\"]\n", `line 2: firewall.interfaces[0] "eth**": "*" may only end a name`},
+		{"interface duplicate", "[firewall]\ninterfaces = [\"eth0\",\n\"eth0\"]\n", `line 3: firewall.interfaces[1] "eth0": duplicate of interfaces[0]`},
+
+		// Enumerations.
+		{"closed_response", "[firewall]\nclosed_response = \"deny\"\n", `line 2: firewall.closed_response "deny": want "drop" or "reject"`},
+		{"on_exit", "[daemon]\non_exit = \"flush\"\n", `line 2: daemon.on_exit "flush": want "keep" or "remove"`},
+		{"forward", "[firewall]\nforward = \"accept\"\n", `line 2: firewall.forward "accept": want "untouched", "ban" or "drop"`},
+		{"log_level", "[daemon]\nlog_level = \"trace\"\n", `line 2: daemon.log_level "trace": want "debug", "info", "warn" or "error"`},
+
+		// Durations.
+		{"duration bad", "[daemon]\nreconcile_every = \"3x\"\n", `line 2: daemon.reconcile_every "3x": want a duration like "30s"`},
+		{"duration int", "[daemon]\nreconcile_every = 60\n", `line 2: daemon.reconcile_every 60: want a duration like "30s"`},
+		{"duration short", "[daemon]\nreconcile_every = \"500ms\"\n", `line 2: daemon.reconcile_every "500ms": too short; want at least "1s"`},
+		{"duration negative", "[daemon]\nreconcile_every = \"-1m\"\n", `line 2: daemon.reconcile_every "-1m0s": too short`},
+
+		// Numbers.
+		{"log_group range", "[firewall]\nlog_group = 65536\n", `line 2: firewall.log_group 65536: out of range; want 0 to 65535`},
+		{"log_group negative", "[firewall]\nlog_group = -1\n", `line 2: firewall.log_group -1: out of range`},
+		{"log_rate zero", "[firewall]\nlog_rate = 0\n", `line 2: firewall.log_rate 0: out of range; want 1 to 4294967295`},
+		{"log_burst zero", "[firewall]\n\nlog_burst = 0\n", `line 3: firewall.log_burst 0: out of range; want 1 to`},
+
+		// Paths.
+		{"state_dir relative", "[daemon]\nstate_dir = \"var/lib/moat\"\n", `line 2: daemon.state_dir "var/lib/moat": want an absolute path`},
+		{"socket empty", "[daemon]\nsocket = \"\"\n", `line 2: daemon.socket "": want an absolute path like "/run/moat/moat.sock"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "moat.toml")
+			if err == nil {
+				t.Fatalf("no error for:\n%s", tt.src)
+			}
+			if !strings.Contains(err.Error(), "moat.toml: "+tt.want) {
+				t.Errorf("error:\n  %v\nwant it to contain:\n  moat.toml: %s", err, tt.want)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || ce.File != "moat.toml" || ce.Line == 0 {
+				t.Errorf("want a *config.Error with file and line, got %#v", err)
+			}
+			if ce != nil && ce.Key == "" && !strings.HasPrefix(ce.Msg, "invalid TOML after key") {
+				t.Errorf("error names no key: %v", err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if line != strings.TrimSpace(line) || line == "" {
+					t.Errorf("untidy line %q", line)
+				}
+			}
+		})
+	}
+}
+
+func TestParseReportsAllInLineOrder(t *testing.T) {
+	src := "[firewall]\nping = \"no\"\nopen = [\"tcp/1\", \"x\"]\n[daemon]\nlog_level = 1\n[scan]\n"
+	_, err := Parse([]byte(src), "f.toml")
+	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
+f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
+f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
+f.toml: line 6: scan: unknown section; moat knows [daemon] and [firewall]`
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+	for range 5 {
+		if _, err2 := Parse([]byte(src), "f.toml"); err2 == nil || err2.Error() != err.Error() {
+			t.Fatalf("not deterministic:\n%v\n%v", err, err2)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := func() *Config { c := defaults(); return &c }
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"ssh with port", func(c *Config) { c.Firewall.Open = []PortSpec{{Proto: TCP, SSH: true, From: 22, To: 22}} }, `firewall.open[0] "ssh": the ssh alias is TCP`},
+		{"bad proto", func(c *Config) { c.Firewall.Open = []PortSpec{{Proto: 1, From: 1, To: 1}} }, `firewall.open[0] "proto-1/1": want tcp or udp`},
+		{"port zero", func(c *Config) { c.Firewall.Open = []PortSpec{{Proto: UDP}} }, `firewall.open[0] "udp/0": port 0 out of range`},
+		{"backwards", func(c *Config) { c.Firewall.Open = []PortSpec{{Proto: TCP, From: 9, To: 8}} }, `firewall.open[0] "tcp/9-8": range 9-8 is backwards`},
+		{"invalid prefix", func(c *Config) { c.Firewall.Allow = []netip.Prefix{{}} }, `firewall.allow[0] "invalid Prefix": want an address`},
+		{"mapped prefix", func(c *Config) { c.Firewall.Allow = []netip.Prefix{netip.MustParsePrefix("::ffff:192.0.2.0/120")} }, `firewall.allow[0] "::ffff:192.0.2.0/120": IPv4-mapped; write it as 192.0.2.0/24`},
+		{"host bits", func(c *Config) { c.Firewall.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")} }, `firewall.allow[0] "192.0.2.1/24": host bits are set; did you mean 192.0.2.0/24?`},
+		{"covers", func(c *Config) {
+			c.Firewall.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.0/24")}
+		}, `firewall.allow[1] "192.0.2.0/24": covers allow[0] "192.0.2.1"`},
+		{"reconcile", func(c *Config) { c.Daemon.ReconcileEvery = 0 }, `daemon.reconcile_every "0s": too short`},
+		{"log_rate", func(c *Config) { c.Firewall.LogRate = 0 }, `firewall.log_rate 0: want at least 1`},
+		{"log_burst", func(c *Config) { c.Firewall.LogBurst = 0 }, `firewall.log_burst 0: want at least 1`},
+		{"socket", func(c *Config) { c.Daemon.Socket = "moat.sock" }, `daemon.socket "moat.sock": want an absolute path`},
+		{"socket nul", func(c *Config) { c.Daemon.Socket = "/run/\x00" }, `daemon.socket "/run/\x00": want an absolute path`},
+		{"enum", func(c *Config) { c.Firewall.Forward = "" }, `firewall.forward "": want "untouched", "ban" or "drop"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.mod(c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v\nwant it to contain %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePortSpecRoundTrip(t *testing.T) {
+	for _, s := range []string{"ssh", "tcp/22", "udp/53", "tcp/8000-8100", "udp/1", "tcp/65535", "tcp/1-65535"} {
+		p, err := ParsePortSpec(s)
+		if err != nil {
+			t.Errorf("%s: %v", s, err)
+			continue
+		}
+		if p.String() != s {
+			t.Errorf("%s: round trip gave %s", s, p)
+		}
+	}
+	if p, err := ParsePortSpec("tcp/22-22"); err != nil || p != (PortSpec{Proto: TCP, From: 22, To: 22}) {
+		t.Errorf("tcp/22-22: %v %v", p, err)
+	}
+}
+
+func TestParseAddrOrPrefix(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":              "192.0.2.7/32",
+		"2001:db8::1":            "2001:db8::1/128",
+		"2001:DB8::/32":          "2001:db8::/32",
+		"::ffff:192.0.2.7":       "192.0.2.7/32",
+		"::ffff:192.0.2.0/120":   "192.0.2.0/24",
+		"::ffff:0:0/96":          "0.0.0.0/0",
+		"::/0":                   "::/0",
+		"0.0.0.0/0":              "0.0.0.0/0",
+		"::ffff:0:0/95":          "::fffe:0:0/95",
+		"2001:db8:42::/48":       "2001:db8:42::/48",
+		"192.0.2.128/25":         "192.0.2.128/25",
+		"::ffff:192.0.2.128/121": "192.0.2.128/25",
+	} {
+		if in == "::ffff:0:0/95" {
+			continue // host bits set: checked below
+		}
+		got, err := ParseAddrOrPrefix(in)
+		if err != nil || got.String() != want {
+			t.Errorf("%s: got %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"::ffff:192.0.2.7/120": "did you mean 192.0.2.0/24?",
+		"fe80::1%eth0":         "zones",
+		"fe80::%eth0/64":       "zones",
+		"":                     "want an address",
+		"192.0.2.0/":           "want a network",
+		" 192.0.2.1":           "want an address",
+	} {
+		_, err := ParseAddrOrPrefix(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", in, err, want)
+		}
+	}
+}
+
+func TestPositions(t *testing.T) {
+	src := `# comment with [brackets] and key = "value"
+title = """
+[firewall]
+open = "not a key"
+""" # still a comment
+lit = '''
+[daemon]'''
+s = 'a#b' # x
+"quoted.key" = { a = 1, b.c = [
+  2,
+  { d = 3 },
+] }
+
+[ firewall ]
+open = [ # comment
+  "ssh", # [x]
+  [1, 2],
+
+  "tcp/443"
+]
+'dotted'.key = 2024-01-01 07:00:00
+[[door]]
+name = "a"
+[[door]]
+name = "b"
+ports = ["tcp/1",
+  "tcp/2"]
+[door.knock]
+seq = 1
+`
+	got := scanPositions(src)
+	for path, line := range map[string]int{
+		"title":                    2,
+		"lit":                      6,
+		"s":                        8,
+		`"quoted.key"`:             9,
+		`"quoted.key".a`:           9,
+		`"quoted.key".b.c`:         9,
+		`"quoted.key".b.c[0]`:      10,
+		`"quoted.key".b.c[1].d`:    11,
+		"firewall":                 14,
+		"firewall.open":            15,
+		"firewall.open[0]":         16,
+		"firewall.open[1]":         17,
+		"firewall.open[1][1]":      17,
+		"firewall.open[2]":         19,
+		"firewall.dotted.key":      21,
+		"door":                     22,
+		"door[0]":                  22,
+		"door[0].name":             23,
+		"door[1]":                  24,
+		"door[1].name":             25,
+		"door[1].ports[1]":         27,
+		"door[1].knock":            28,
+		"door[1].knock.seq":        29,
+		"door[1].knock.seq[4]":     29, // falls back to the enclosing key
+		"firewall.open[2].nothing": 19,
+	} {
+		if n := got.line(path); n != line {
+			t.Errorf("%s: line %d, want %d", path, n, line)
+		}
+	}
+	if _, ok := got["firewall.open[3]"]; ok {
+		t.Error("firewall.open has only three elements")
+	}
+	if n := got.line("nowhere"); n != 0 {
+		t.Errorf("unknown path: line %d", n)
+	}
+	// The scanner agrees with the decoder about what is a key.
+	var m map[string]any
+	if _, err := toml.Decode(src, &m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.toml")
+
+	c, src, err := LoadOrDefault(missing, false)
+	if err != nil || src != "embedded default" || c.Daemon.StateDir != "/var/lib/moat" {
+		t.Errorf("missing, not explicit: %v %q %v", c, src, err)
+	}
+	if _, _, err := LoadOrDefault(missing, true); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing, explicit: %v", err)
+	}
+	if _, err := Load(missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Load missing: %v", err)
+	}
+
+	path := filepath.Join(dir, "moat.toml")
+	if err := os.WriteFile(path, []byte("[firewall]\nping = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, explicit := range []bool{false, true} {
+		c, src, err := LoadOrDefault(path, explicit)
+		if err != nil || src != path || !c.Firewall.Ping {
+			t.Errorf("explicit=%v: %v %q %v", explicit, c, src, err)
+		}
+	}
+	if err := os.WriteFile(path, []byte("[firewall]\nping = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrDefault(path, false); err == nil || !strings.HasPrefix(err.Error(), path+": line 2: firewall.ping 1:") {
+		t.Errorf("bad file: %v", err)
+	}
+}
+
+func TestDefaultIsACopy(t *testing.T) {
+	Default()[0] = 'X'
+	if Default()[0] == 'X' {
+		t.Error("Default returned the embedded bytes themselves")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(Default())
+	if data, err := os.ReadFile(examplePath); err == nil {
+		f.Add(data)
+	}
+	for _, s := range []string{
+		"[firewall]\nopen = [\"tcp/1-65535\", \"udp/53\"]\nallow = [\"::ffff:1.2.3.0/120\"]\n",
+		"daemon = { log_level = \"warn\" }\nfirewall.interfaces = [\"eth*\"]\n",
+		"[[door]]\nname = \"x\"\n[door.knock]\nseq = [1, 2]\n",
+		"a = \"\"\"\n[b]\n\"\"\"\n",
+		"[firewall]\nopen = [\"tcp/8100-8000\", 22, \"ssh\", \"ssh\"]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, "f.toml")
+		if err != nil {
+			if c != nil {
+				t.Fatal("config returned with an error")
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "f.toml: ") {
+					t.Fatalf("error line without the file name: %q", line)
+				}
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("parsed config does not validate: %v", err)
+		}
+		// Every value survives being written out and read back.
+		again, err := Parse([]byte(render(c)), "again.toml")
+		if err != nil {
+			t.Fatalf("re-parse of\n%s\nfailed: %v", render(c), err)
+		}
+		if !reflect.DeepEqual(c, again) {
+			t.Fatalf("round trip changed the config:\n%+v\n%+v", c, again)
+		}
+	})
+}
+
+// render writes c back as TOML, for the fuzz round trip.
+func render(c *Config) string {
+	var b strings.Builder
+	q := tomlQuote
+	list := func(items []string) string { return "[" + strings.Join(items, ", ") + "]" }
+	fmt.Fprintf(&b, "[daemon]\nstate_dir = %s\nsocket = %s\non_exit = %s\nreconcile_every = %s\nlog_level = %s\n",
+		q(c.Daemon.StateDir), q(c.Daemon.Socket), q(c.Daemon.OnExit), q(c.Daemon.ReconcileEvery.String()), q(c.Daemon.LogLevel))
+	var ifs, open, allow []string
+	for _, s := range c.Firewall.Interfaces {
+		ifs = append(ifs, q(s))
+	}
+	for _, s := range c.Firewall.Open {
+		open = append(open, q(s.String()))
+	}
+	for _, p := range c.Firewall.Allow {
+		allow = append(allow, q(p.String()))
+	}
+	f := c.Firewall
+	fmt.Fprintf(&b, "[firewall]\ninterfaces = %s\nopen = %s\nallow = %s\nclosed_response = %s\nping = %t\nstealth = %t\nlog_group = %d\nlog_rate = %d\nlog_burst = %d\nforward = %s\n",
+		list(ifs), list(open), list(allow), q(f.ClosedResponse), f.Ping, f.Stealth, f.LogGroup, f.LogRate, f.LogBurst, q(f.Forward))
+	return b.String()
+}
+
+// tomlQuote writes s as a TOML basic string (Go's %q uses escapes TOML lacks).
+func tomlQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

@@ -1,0 +1,107 @@
+// Package config holds moat's configuration: the TOML schema, the embedded
+// default, and validation that names the offending key and its line.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Config is a parsed, validated moat configuration.
+type Config struct {
+	Daemon   Daemon
+	Firewall Firewall
+}
+
+// Daemon configures the long-running process.
+type Daemon struct {
+	StateDir       string        // state_dir: where the ban store lives
+	Socket         string        // socket: the control socket path
+	OnExit         string        // on_exit: "keep" (fail closed, default) or "remove"
+	ReconcileEvery time.Duration // reconcile_every: how often the kernel is checked against the store
+	LogLevel       string        // log_level: "debug", "info", "warn", "error"
+}
+
+// Firewall configures the nftables table moat owns.
+type Firewall struct {
+	Interfaces     []string       // interfaces: empty means every interface but loopback; "eth*" matches a prefix
+	Open           []PortSpec     // open: public services
+	Allow          []netip.Prefix // allow: trusted sources (hosts are /32 or /128)
+	ClosedResponse string         // closed_response: "drop" or "reject"
+	Ping           bool           // ping: answer ICMP echo requests
+	Stealth        bool           // stealth: drop invalid TCP flag combinations and fragments
+	LogGroup       uint16         // log_group: NFLOG group for dropped packets
+	LogRate        uint32         // log_rate: packets per second logged to NFLOG at most
+	LogBurst       uint32         // log_burst: burst allowed above log_rate
+	Forward        string         // forward: "untouched" (default), "ban" or "drop"
+}
+
+// Proto is an IP protocol number that a port belongs to.
+type Proto uint8
+
+// The protocols a port spec may name.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
+}
+
+// PortSpec is "tcp/22", "udp/53", "tcp/8000-8100", or the alias "ssh"
+// (the TCP ports sshd really listens on, resolved at load time).
+type PortSpec struct {
+	Proto Proto
+	From  uint16
+	To    uint16 // equal to From for a single port
+	SSH   bool   // the "ssh" alias: Proto is TCP, From/To are unset until resolved
+}
+
+func (p PortSpec) String() string {
+	if p.SSH {
+		return "ssh"
+	}
+	if p.From == p.To {
+		return fmt.Sprintf("%s/%d", p.Proto, p.From)
+	}
+	return fmt.Sprintf("%s/%d-%d", p.Proto, p.From, p.To)
+}
+
+// Contains reports whether the spec covers proto/port.
+func (p PortSpec) Contains(proto Proto, port uint16) bool {
+	return !p.SSH && p.Proto == proto && port >= p.From && port <= p.To
+}
+
+// ResolveSSH returns open with the "ssh" alias replaced by one TCP spec per
+// port in sshPorts (22 when sshPorts is empty), without duplicates.
+func ResolveSSH(open []PortSpec, sshPorts []uint16) []PortSpec {
+	if len(sshPorts) == 0 {
+		sshPorts = []uint16{22}
+	}
+	out := make([]PortSpec, 0, len(open)+len(sshPorts))
+	seen := map[PortSpec]bool{}
+	add := func(s PortSpec) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, s := range open {
+		if !s.SSH {
+			add(s)
+			continue
+		}
+		for _, port := range sshPorts {
+			add(PortSpec{Proto: TCP, From: port, To: port})
+		}
+	}
+	return out
+}

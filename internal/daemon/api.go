@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// Routes of the control API.
+const (
+	RouteStatus   = "/v1/status"
+	RouteBans     = "/v1/bans"
+	RouteBansDel  = "/v1/bans/delete"
+	RouteAllows   = "/v1/allows"
+	RouteAllowDel = "/v1/allows/delete"
+	RouteApply    = "/v1/firewall/apply"
+	RouteConfirm  = "/v1/firewall/confirm"
+	RouteOff      = "/v1/firewall/off"
+)
+
+// EntryJSON is a ban or allow as the CLI and `--json` show it.
+type EntryJSON struct {
+	Addr    string     `json:"addr"`
+	Origin  string     `json:"origin"`
+	Reason  string     `json:"reason"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires"` // null: until removed
+	Count   int        `json:"count"`
+}
+
+// ToJSON converts a store entry; host prefixes print as bare addresses.
+func ToJSON(e store.Entry) EntryJSON {
+	j := EntryJSON{Addr: PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count}
+	if !e.Expires.IsZero() {
+		t := e.Expires
+		j.Expires = &t
+	}
+	return j
+}
+
+// PrefixString prints a host prefix as its address and others as CIDR.
+func PrefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// AddRequest asks to ban or allow an address or prefix.
+type AddRequest struct {
+	Addr    string        `json:"addr"`
+	For     time.Duration `json:"for,omitempty"`
+	Reason  string        `json:"reason,omitempty"`
+	Session string        `json:"session,omitempty"` // the caller's SSH_CONNECTION
+	Force   bool          `json:"force,omitempty"`
+}
+
+// DelRequest asks to lift a ban or allow.
+type DelRequest struct {
+	Addr string `json:"addr"`
+}
+
+// DelResponse says whether there was anything to lift.
+type DelResponse struct {
+	Found bool `json:"found"`
+}
+
+// AllowResponse is the new allow entry and the bans it lifted.
+type AllowResponse struct {
+	Entry  EntryJSON `json:"entry"`
+	Lifted []string  `json:"lifted,omitempty"`
+}
+
+// ApplyRequest asks the daemon to reload its config file and install it.
+type ApplyRequest struct {
+	Confirm time.Duration `json:"confirm,omitempty"` // roll back unless confirmed within this
+	Session string        `json:"session,omitempty"`
+	Force   bool          `json:"force,omitempty"`
+}
+
+// ApplyResponse describes the applied ruleset.
+type ApplyResponse struct {
+	Source   string    `json:"source"`
+	Pending  bool      `json:"pending"` // awaiting confirmation
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// Status is what `moat status` shows.
+type Status struct {
+	PID            int                         `json:"pid"`
+	Started        time.Time                   `json:"started"`
+	ConfigSource   string                      `json:"config_source"`
+	Enforcing      bool                        `json:"enforcing"` // false after `moat firewall off`
+	TablePresent   bool                        `json:"table_present"`
+	Bans           int                         `json:"bans"`
+	Allows         int                         `json:"allows"`
+	BansByOrigin   map[string]int              `json:"bans_by_origin"`
+	Counters       map[string]firewall.Counter `json:"counters"`
+	Open           []string                    `json:"open"`
+	ClosedResponse string                      `json:"closed_response"`
+	PendingConfirm *time.Time                  `json:"pending_confirm,omitempty"`
+	LastReconcile  time.Time                   `json:"last_reconcile,omitzero"`
+	Reasserted     int                         `json:"reasserted"` // elements re-added by reconcile since start
+}

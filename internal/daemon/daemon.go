@@ -1,0 +1,379 @@
+// Package daemon wires moat together: it loads the config, installs the
+// firewall, restores bans, serves the control socket, reloads on SIGHUP,
+// and keeps the kernel in step with the store. It owns every goroutine.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/sshd"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// Options configure a daemon.
+type Options struct {
+	ConfigPath string // config file; see Explicit
+	Explicit   bool   // the path was given on the command line: a missing file is an error
+	Session    string // SSH_CONNECTION of whoever started it
+	Force      bool   // start even if the config would cut that session off
+	Log        *slog.Logger
+	Now        func() time.Time
+}
+
+// Loaded is a parsed config with where it came from and its text, kept so a
+// confirmed apply can roll back to exactly what was in force.
+type Loaded struct {
+	Cfg    *config.Config
+	Source string
+	Raw    []byte
+}
+
+// LoadConfig reads the config file, or the embedded default when the file
+// is missing and was not named explicitly.
+func LoadConfig(path string, explicit bool) (*Loaded, error) {
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		cfg, err := config.Parse(raw, path)
+		if err != nil {
+			return nil, err
+		}
+		return &Loaded{Cfg: cfg, Source: path, Raw: raw}, nil
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		raw = config.Default()
+		cfg, err := config.Parse(raw, "embedded default")
+		if err != nil {
+			return nil, err
+		}
+		return &Loaded{Cfg: cfg, Source: "embedded default", Raw: raw}, nil
+	}
+	return nil, fmt.Errorf("config: %w", err)
+}
+
+// SSHPorts is where sshd really listens, falling back to 22.
+func SSHPorts(ctx context.Context, log *slog.Logger) []uint16 {
+	ports, err := sshd.ListenPorts(ctx)
+	if err != nil || len(ports) == 0 {
+		if log != nil {
+			log.Warn("cannot read sshd's ports; keeping tcp/22 open for the ssh alias", "err", err)
+		}
+		return []uint16{22}
+	}
+	return ports
+}
+
+// Daemon is a running moat.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	fw      *firewall.Applier
+	st      *store.Store
+	bans    *ban.Manager
+	started time.Time
+	wake    chan struct{}
+
+	mu         sync.Mutex // guards everything below
+	cur        *Loaded
+	sshPorts   []uint16
+	enforcing  bool
+	pending    *Loaded // config to roll back to unless confirmed
+	deadline   time.Time
+	lastRec    time.Time
+	reasserted int
+}
+
+// Run runs the daemon until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(),
+		wake: make(chan struct{}, 1), enforcing: true}
+	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
+	if err != nil {
+		return err
+	}
+	d.cur = ld
+	d.sshPorts = SSHPorts(ctx, d.log)
+	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
+		return fmt.Errorf("refusing to start with %s: %w", ld.Source, err)
+	}
+	// The store's file lock is what makes a second daemon fail fast.
+	st, err := store.Open(ld.Cfg.Daemon.StateDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	d.st = st
+	ln, err := control.Listen(ld.Cfg.Daemon.Socket)
+	if err != nil {
+		return err
+	}
+	d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	d.started = d.now()
+	if err := d.install(ld); err != nil {
+		ln.Close()
+		return err
+	}
+	nb, na := d.bans.Counts()
+	d.log.Info("moat is guarding this host", "config", ld.Source, "bans", nb, "allows", na,
+		"open", openList(ld.Cfg, d.sshPorts), "socket", ld.Cfg.Daemon.Socket)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
+	g.Go(func() error { return d.maintain(gctx) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				if err := d.reload("", true); err != nil {
+					d.log.Error("reload failed; the previous config stays in force", "err", err)
+				}
+			}
+		}
+	})
+	err = g.Wait()
+	d.mu.Lock()
+	onExit := d.cur.Cfg.Daemon.OnExit
+	d.mu.Unlock()
+	if onExit == "remove" {
+		if _, rerr := d.fw.Remove(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		d.log.Info("stopped; firewall table removed (on_exit = \"remove\")")
+	} else {
+		d.log.Info("stopped; the firewall and its bans stay in force (on_exit = \"keep\")")
+	}
+	return err
+}
+
+func openList(cfg *config.Config, ports []uint16) []string {
+	var out []string
+	for _, p := range config.ResolveSSH(cfg.Firewall.Open, ports) {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// guard refuses a config that would lock out the caller's SSH session.
+func (d *Daemon) guard(cfg *config.Config, sshConn string, force bool) error {
+	s, ok := firewall.ParseSSHConnection(sshConn)
+	if !ok || force {
+		return nil
+	}
+	var extra []netip.Prefix
+	if d.bans != nil {
+		for _, e := range d.bans.Allows(d.now()) {
+			extra = append(extra, e.Prefix)
+		}
+	}
+	if why := firewall.CutsOff(cfg.Firewall, d.sshPorts, extra, s); why != "" {
+		return fmt.Errorf("%w: %s", ban.ErrRefused, why)
+	}
+	return nil
+}
+
+// install builds the table from ld and puts it in the kernel with every
+// live ban and allow, in one transaction.
+func (d *Daemon) install(ld *Loaded) error {
+	d.mu.Lock()
+	ports := d.sshPorts
+	d.mu.Unlock()
+	rs := firewall.Build(ld.Cfg.Firewall, ports)
+	b, a := d.bans.Elements(d.now())
+	t0 := time.Now()
+	if err := d.fw.Apply(rs, b, a); err != nil {
+		return err
+	}
+	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "took", time.Since(t0))
+	if err := d.st.SetMeta(MetaApplied, ld.Raw); err != nil {
+		d.log.Warn("could not record the applied config", "err", err)
+	}
+	return nil
+}
+
+// MetaApplied is the store key holding the text of the config in force.
+const MetaApplied = "applied_config"
+
+// reload rereads the config file and installs it. sshConn is the caller's
+// session to protect (empty for SIGHUP).
+func (d *Daemon) reload(sshConn string, force bool) error {
+	ld, err := LoadConfig(d.opts.ConfigPath, d.opts.Explicit)
+	if err != nil {
+		return err
+	}
+	return d.switchTo(ld, sshConn, force, 0)
+}
+
+func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.Duration) error {
+	ports := SSHPorts(context.Background(), d.log)
+	d.mu.Lock()
+	d.sshPorts = ports
+	prev := d.cur
+	d.mu.Unlock()
+	if err := d.guard(ld.Cfg, sshConn, force); err != nil {
+		return err
+	}
+	if ld.Cfg.Daemon.StateDir != prev.Cfg.Daemon.StateDir || ld.Cfg.Daemon.Socket != prev.Cfg.Daemon.Socket {
+		d.log.Warn("state_dir and socket changes take effect at the next start")
+	}
+	d.bans.Reconfigure(ld.Cfg.Firewall.Allow)
+	if err := d.install(ld); err != nil {
+		d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
+		return err
+	}
+	d.mu.Lock()
+	d.cur = ld
+	d.enforcing = true
+	if confirm > 0 {
+		if d.pending == nil {
+			d.pending = prev // keep the oldest: that is the one known to work
+		}
+		d.deadline = d.now().Add(confirm)
+	} else {
+		d.pending = nil
+	}
+	d.mu.Unlock()
+	d.poke()
+	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
+	return nil
+}
+
+func (d *Daemon) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// maintain expires bans on time, rolls back unconfirmed applies, and
+// reconciles the kernel with the store.
+func (d *Daemon) maintain(ctx context.Context) error {
+	d.mu.Lock()
+	every := d.cur.Cfg.Daemon.ReconcileEvery
+	d.mu.Unlock()
+	nextRec := d.now().Add(every)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		now := d.now()
+		due := nextRec
+		if t := d.bans.NextExpiry(); !t.IsZero() && t.Before(due) {
+			due = t
+		}
+		d.mu.Lock()
+		if d.pending != nil && d.deadline.Before(due) {
+			due = d.deadline
+		}
+		d.mu.Unlock()
+		timer.Reset(max(due.Sub(now), 0))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+			if !timer.Stop() {
+				<-timer.C
+			}
+			continue
+		case <-timer.C:
+		}
+		now = d.now()
+		if err := d.bans.Expire(now); err != nil {
+			d.log.Warn("expiring bans", "err", err)
+		}
+		d.rollbackIfDue(now)
+		if !now.Before(nextRec) {
+			d.reconcile()
+			d.mu.Lock()
+			every = d.cur.Cfg.Daemon.ReconcileEvery
+			d.mu.Unlock()
+			nextRec = d.now().Add(every)
+		}
+	}
+}
+
+func (d *Daemon) rollbackIfDue(now time.Time) {
+	d.mu.Lock()
+	prev, deadline := d.pending, d.deadline
+	d.mu.Unlock()
+	if prev == nil || now.Before(deadline) {
+		return
+	}
+	d.log.Warn("apply was not confirmed in time: rolling back", "to", prev.Source)
+	d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
+	if err := d.install(prev); err != nil {
+		d.log.Error("rollback failed", "err", err)
+		return
+	}
+	d.mu.Lock()
+	d.cur, d.pending = prev, nil
+	d.mu.Unlock()
+}
+
+// reconcile re-installs a table that vanished (a `flush ruleset` elsewhere)
+// and re-adds set elements the kernel lost.
+func (d *Daemon) reconcile() {
+	d.mu.Lock()
+	enforcing, cur := d.enforcing, d.cur
+	d.mu.Unlock()
+	if !enforcing {
+		return
+	}
+	ok, err := d.fw.Exists()
+	if err != nil {
+		d.log.Error("reconcile: cannot read the kernel's tables", "err", err)
+		return
+	}
+	n := 0
+	if !ok {
+		d.log.Warn("table inet moat is gone from the kernel (a flush elsewhere?): reinstalling it with every ban")
+		if err := d.install(cur); err != nil {
+			d.log.Error("reconcile: reinstall failed", "err", err)
+			return
+		}
+		b, a := d.bans.Counts()
+		n = b + a
+	} else {
+		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
+		if err != nil {
+			d.log.Error("reconcile failed", "err", err)
+			return
+		}
+		if n > 0 {
+			d.log.Warn("reconcile: re-added set elements missing from the kernel", "count", n)
+		}
+	}
+	d.mu.Lock()
+	d.lastRec = d.now()
+	d.reasserted += n
+	d.mu.Unlock()
+}

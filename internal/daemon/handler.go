@@ -1,0 +1,231 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/firewall"
+)
+
+func (d *Daemon) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+RouteStatus, d.status)
+	mux.HandleFunc("GET "+RouteBans, func(w http.ResponseWriter, r *http.Request) {
+		out := []EntryJSON{}
+		for _, e := range d.bans.List(d.now()) {
+			out = append(out, ToJSON(e))
+		}
+		control.WriteJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST "+RouteBans, d.banAdd)
+	mux.HandleFunc("POST "+RouteBansDel, func(w http.ResponseWriter, r *http.Request) {
+		var req DelRequest
+		p, ok := decodeAddr(w, r, &req, &req.Addr)
+		if !ok {
+			return
+		}
+		found, err := d.bans.Del(p, d.now())
+		if err != nil {
+			control.WriteError(w, http.StatusInternalServerError, err)
+			return
+		}
+		if found {
+			d.log.Info("unbanned", "addr", PrefixString(p))
+		}
+		control.WriteJSON(w, http.StatusOK, DelResponse{Found: found})
+	})
+	mux.HandleFunc("GET "+RouteAllows, func(w http.ResponseWriter, r *http.Request) {
+		out := []EntryJSON{}
+		for _, e := range d.bans.Allows(d.now()) {
+			out = append(out, ToJSON(e))
+		}
+		control.WriteJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST "+RouteAllows, d.allowAdd)
+	mux.HandleFunc("POST "+RouteAllowDel, func(w http.ResponseWriter, r *http.Request) {
+		var req DelRequest
+		p, ok := decodeAddr(w, r, &req, &req.Addr)
+		if !ok {
+			return
+		}
+		found, err := d.bans.Disallow(p, d.now())
+		if err != nil {
+			control.WriteError(w, statusFor(err), err)
+			return
+		}
+		control.WriteJSON(w, http.StatusOK, DelResponse{Found: found})
+	})
+	mux.HandleFunc("POST "+RouteApply, d.apply)
+	mux.HandleFunc("POST "+RouteConfirm, func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		had := d.pending != nil
+		d.pending = nil
+		d.mu.Unlock()
+		if !had {
+			control.WriteError(w, http.StatusConflict, errors.New("nothing to confirm: no apply is waiting for confirmation"))
+			return
+		}
+		d.log.Info("apply confirmed")
+		control.WriteJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+RouteOff, func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		d.enforcing, d.pending = false, nil
+		d.mu.Unlock()
+		existed, err := d.fw.Remove()
+		if err != nil {
+			control.WriteError(w, http.StatusInternalServerError, err)
+			return
+		}
+		d.log.Warn("firewall turned off: table inet moat removed; `moat firewall apply` puts it back", "existed", existed)
+		control.WriteJSON(w, http.StatusOK, DelResponse{Found: existed})
+	})
+	return mux
+}
+
+func statusFor(err error) int {
+	if errors.Is(err, ban.ErrRefused) {
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// ParsePrefix accepts an address or a CIDR, refusing host bits set and zones.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a valid CIDR: %w", s, err)
+		}
+		if p.Addr().Is4In6() {
+			bits := p.Bits() - 96
+			if bits < 0 {
+				return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped prefix needs at least /96", s)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), bits)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s?", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q has a zone: ban or allow the address without %%%s", s, a.Zone())
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func decodeAddr(w http.ResponseWriter, r *http.Request, req any, addr *string) (netip.Prefix, bool) {
+	if err := control.DecodeJSON(r, req); err != nil {
+		control.WriteError(w, http.StatusBadRequest, err)
+		return netip.Prefix{}, false
+	}
+	p, err := ParsePrefix(*addr)
+	if err != nil {
+		control.WriteError(w, http.StatusBadRequest, err)
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+func (d *Daemon) banAdd(w http.ResponseWriter, r *http.Request) {
+	var req AddRequest
+	p, ok := decodeAddr(w, r, &req, &req.Addr)
+	if !ok {
+		return
+	}
+	s, _ := firewall.ParseSSHConnection(req.Session)
+	e, err := d.bans.Add(ban.Request{Prefix: p, For: req.For, Origin: ban.OriginManual, Reason: req.Reason,
+		Session: s.Client, Force: req.Force}, d.now())
+	if err != nil {
+		control.WriteError(w, statusFor(err), err)
+		return
+	}
+	d.log.Info("banned", "addr", PrefixString(e.Prefix), "origin", e.Origin, "reason", e.Reason,
+		"expires", e.Expires, "count", e.Count)
+	d.poke()
+	control.WriteJSON(w, http.StatusOK, ToJSON(e))
+}
+
+func (d *Daemon) allowAdd(w http.ResponseWriter, r *http.Request) {
+	var req AddRequest
+	p, ok := decodeAddr(w, r, &req, &req.Addr)
+	if !ok {
+		return
+	}
+	e, lifted, err := d.bans.Allow(ban.AllowRequest{Prefix: p, For: req.For, Reason: req.Reason}, d.now())
+	if err != nil {
+		control.WriteError(w, statusFor(err), err)
+		return
+	}
+	resp := AllowResponse{Entry: ToJSON(e)}
+	for _, q := range lifted {
+		resp.Lifted = append(resp.Lifted, PrefixString(q))
+	}
+	d.log.Info("allowed", "addr", PrefixString(e.Prefix), "lifted_bans", resp.Lifted)
+	d.poke()
+	control.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (d *Daemon) apply(w http.ResponseWriter, r *http.Request) {
+	var req ApplyRequest
+	if err := control.DecodeJSON(r, &req); err != nil {
+		control.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	ld, err := LoadConfig(d.opts.ConfigPath, d.opts.Explicit)
+	if err != nil {
+		control.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := d.switchTo(ld, req.Session, req.Force, req.Confirm); err != nil {
+		control.WriteError(w, statusFor(err), err)
+		return
+	}
+	resp := ApplyResponse{Source: ld.Source}
+	d.mu.Lock()
+	if d.pending != nil {
+		resp.Pending, resp.Deadline = true, d.deadline
+	}
+	d.mu.Unlock()
+	control.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
+	now := d.now()
+	d.mu.Lock()
+	st := Status{PID: os.Getpid(), Started: d.started, ConfigSource: d.cur.Source, Enforcing: d.enforcing,
+		Open: openList(d.cur.Cfg, d.sshPorts), ClosedResponse: d.cur.Cfg.Firewall.ClosedResponse,
+		LastReconcile: d.lastRec, Reasserted: d.reasserted, BansByOrigin: map[string]int{}}
+	if d.pending != nil {
+		t := d.deadline
+		st.PendingConfirm = &t
+	}
+	d.mu.Unlock()
+	bans := d.bans.List(now)
+	st.Bans = len(bans)
+	for _, e := range bans {
+		st.BansByOrigin[e.Origin]++
+	}
+	st.Allows = len(d.bans.Allows(now))
+	var err error
+	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
+		st.Counters, err = d.fw.Counters()
+	}
+	if err != nil {
+		d.log.Warn("status: reading the kernel", "err", err)
+	}
+	control.WriteJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// ApplyStandalone installs the config when no daemon runs, with the bans and
+// allows from the store so none is dropped. With confirm > 0 it waits for
+// `moat firewall confirm` on the control socket and otherwise rolls back to
+// the table that was in force before (or none).
+func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, out io.Writer) error {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
+	if err != nil {
+		return err
+	}
+	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(), cur: ld}
+	d.sshPorts = SSHPorts(ctx, nil)
+	st, err := store.Open(ld.Cfg.Daemon.StateDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	d.st = st
+	if d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now()); err != nil {
+		return err
+	}
+	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
+		return err
+	}
+	var prev *Loaded
+	existed, err := d.fw.Exists()
+	if err != nil {
+		return err
+	}
+	if raw, _ := st.Meta(MetaApplied); existed && raw != nil {
+		if cfg, err := config.Parse(raw, "previously applied config"); err == nil {
+			prev = &Loaded{Cfg: cfg, Source: "previously applied config", Raw: raw}
+		}
+	}
+	if err := d.install(ld); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "applied %s\n", ld.Source)
+	if confirm <= 0 {
+		return nil
+	}
+
+	// Losing the SSH session must not kill the process that rolls back.
+	signal.Ignore(syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
+	ln, err := control.Listen(ld.Cfg.Daemon.Socket)
+	if err != nil {
+		return errors.Join(err, d.rollback(prev))
+	}
+	confirmed := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+RouteConfirm, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-confirmed:
+		default:
+			close(confirmed)
+		}
+		control.WriteJSON(w, http.StatusOK, struct{}{})
+	})
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- control.Serve(sctx, ln, mux) }()
+	defer func() { cancel(); <-served }()
+	fmt.Fprintf(out, "run `moat firewall confirm` within %s, or the previous firewall comes back\n", confirm)
+	timer := time.NewTimer(confirm)
+	defer timer.Stop()
+	select {
+	case <-confirmed:
+		fmt.Fprintln(out, "confirmed")
+		return nil
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(out, "not confirmed: rolling back")
+	if err := d.rollback(prev); err != nil {
+		return err
+	}
+	return errors.New("apply was not confirmed and has been rolled back")
+}
+
+func (d *Daemon) rollback(prev *Loaded) error {
+	if prev == nil {
+		_, err := d.fw.Remove()
+		return err
+	}
+	d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
+	return d.install(prev)
+}

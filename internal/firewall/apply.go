@@ -1,0 +1,391 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Element is one entry of a ban or allow set: a prefix (hosts are /32 or
+// /128) with a kernel timeout, zero meaning none.
+type Element struct {
+	Prefix  netip.Prefix
+	Timeout time.Duration
+}
+
+// SetKind says which pair of sets (v4 and v6) an element belongs to.
+type SetKind int
+
+// The set kinds.
+const (
+	Bans SetKind = iota
+	Allows
+)
+
+func (k SetKind) setName(v6 bool) string {
+	switch {
+	case k == Bans && !v6:
+		return SetBan4
+	case k == Bans:
+		return SetBan6
+	case !v6:
+		return SetAllow4
+	}
+	return SetAllow6
+}
+
+// Applier installs moat's table in the kernel over netlink. It is safe for
+// concurrent use; each call is its own transaction.
+type Applier struct {
+	mu   sync.Mutex
+	opts []nftables.ConnOption
+}
+
+// NewApplier returns an applier; opts select the namespace (tests).
+func NewApplier(opts ...nftables.ConnOption) *Applier {
+	return &Applier{opts: opts}
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+}
+
+func (a *Applier) conn() (*nftables.Conn, error) {
+	c, err := nftables.New(a.opts...)
+	if err != nil {
+		return nil, explain(fmt.Errorf("open netlink: %w", err))
+	}
+	return c, nil
+}
+
+// explain turns the kernel's errno into what the admin needs to know.
+func explain(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("%w (moat needs root or CAP_NET_ADMIN to change the firewall)", err)
+	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT):
+		return fmt.Errorf("%w (this kernel has no nftables support: load the nf_tables module or use a kernel built with CONFIG_NF_TABLES)", err)
+	}
+	return err
+}
+
+// Apply replaces moat's table with rs and the given set contents in one
+// atomic transaction: until it commits, the old table stays in force, and
+// no other table is touched.
+func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	t := table()
+	// Adding first makes the delete valid whether or not the table exists.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	for _, name := range rs.Counters {
+		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+	}
+	c.AddObj(&nftables.NamedObj{Table: t, Name: "log", Type: nftables.ObjTypeLimit, Obj: &expr.Limit{
+		Type: expr.LimitTypePkts, Rate: uint64(rs.LogRate), Unit: expr.LimitTimeSecond, Burst: rs.LogBurst,
+	}})
+	contents := map[string][]nftables.SetElement{}
+	for kind, els := range map[SetKind][]Element{Bans: bans, Allows: allows} {
+		for _, e := range els {
+			name := kind.setName(e.Prefix.Addr().Is6())
+			contents[name] = append(contents[name], setElements(e)...)
+		}
+	}
+	for _, sd := range rs.Sets {
+		s := namedSet(t, sd.Name, sd.V6)
+		if err := c.AddSet(s, contents[sd.Name]); err != nil {
+			return fmt.Errorf("nftables: set %s: %w", sd.Name, err)
+		}
+	}
+	chains := map[string]*nftables.Chain{}
+	for _, ch := range rs.Chains {
+		nc := &nftables.Chain{Name: ch.Name, Table: t}
+		if hook := ch.hooknum(); hook != nil {
+			nc.Hooknum = hook
+			nc.Priority = nftables.ChainPriorityFilter
+			nc.Type = nftables.ChainTypeFilter
+			nc.Policy = ch.policy()
+		}
+		chains[ch.Name] = c.AddChain(nc)
+	}
+	for _, ch := range rs.Chains {
+		for _, r := range ch.Rules {
+			for _, as := range r.anonSets() {
+				s := &nftables.Set{Table: t, Anonymous: true, Constant: true, Interval: as.interval, KeyType: as.keyType}
+				if err := c.AddSet(s, as.elems); err != nil {
+					return fmt.Errorf("nftables: rule %q: %w", r.Text(), err)
+				}
+				as.lookup.SetName, as.lookup.SetID = s.Name, s.ID
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: r.exprs()})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return explain(fmt.Errorf("nftables: install table inet %s: %w", TableName, err))
+	}
+	return nil
+}
+
+func namedSet(t *nftables.Table, name string, v6 bool) *nftables.Set {
+	kt := nftables.TypeIPAddr
+	if v6 {
+		kt = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: t, Name: name, KeyType: kt, Interval: true, HasTimeout: true}
+}
+
+// setElements encodes a prefix as an interval: its first address, and the
+// address after its last one flagged as the interval's end. A prefix that
+// runs to the top of the address space has no end element.
+func setElements(e Element) []nftables.SetElement {
+	p := e.Prefix.Masked()
+	start := nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: e.Timeout}
+	next := lastAddr(p).Next()
+	if !next.IsValid() {
+		start.IntervalOpen = true
+		return []nftables.SetElement{start}
+	}
+	return []nftables.SetElement{start, {Key: next.AsSlice(), IntervalEnd: true}}
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// Update deletes then adds elements of one kind in one transaction, so a
+// prefix that replaces the hosts it covers never leaves a gap.
+func (a *Applier) Update(kind SetKind, del, add []Element) error {
+	if len(del) == 0 && len(add) == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	t := table()
+	for _, v6 := range []bool{false, true} {
+		s := namedSet(t, kind.setName(v6), v6)
+		var d, ad []nftables.SetElement
+		for _, e := range del {
+			if e.Prefix.Addr().Is6() == v6 {
+				d = append(d, setElements(e)...)
+			}
+		}
+		for _, e := range add {
+			if e.Prefix.Addr().Is6() == v6 {
+				ad = append(ad, setElements(e)...)
+			}
+		}
+		if len(d) > 0 {
+			if err := c.SetDeleteElements(s, d); err != nil {
+				return fmt.Errorf("nftables: set %s: %w", s.Name, err)
+			}
+		}
+		if len(ad) > 0 {
+			if err := c.SetAddElements(s, ad); err != nil {
+				return fmt.Errorf("nftables: set %s: %w", s.Name, err)
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return explain(fmt.Errorf("nftables: update %s sets: %w", kindName(kind), err))
+	}
+	return nil
+}
+
+func kindName(k SetKind) string {
+	if k == Bans {
+		return "ban"
+	}
+	return "allow"
+}
+
+// Remove deletes moat's table and nothing else. It reports whether there
+// was one.
+func (a *Applier) Remove() (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ok, err := a.exists()
+	if err != nil || !ok {
+		return false, err
+	}
+	c, err := a.conn()
+	if err != nil {
+		return false, err
+	}
+	c.DelTable(table())
+	if err := c.Flush(); err != nil {
+		return false, explain(fmt.Errorf("nftables: delete table inet %s: %w", TableName, err))
+	}
+	return true, nil
+}
+
+// Exists reports whether moat's table is in the kernel.
+func (a *Applier) Exists() (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.exists()
+}
+
+func (a *Applier) exists() (bool, error) {
+	c, err := a.conn()
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, explain(fmt.Errorf("nftables: list tables: %w", err))
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Elements reads back the prefixes in the sets of one kind. It is slow for
+// big sets (about 1.5 s per 100,000): the store, not the kernel, is the
+// source of truth, and this is only for reconciling.
+func (a *Applier) Elements(kind SetKind) ([]netip.Prefix, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, v6 := range []bool{false, true} {
+		s := namedSet(table(), kind.setName(v6), v6)
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, explain(fmt.Errorf("nftables: read set %s: %w", s.Name, err))
+		}
+		ps, err := intervalsToPrefixes(els)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: set %s: %w", s.Name, err)
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
+}
+
+// intervalsToPrefixes pairs interval starts with their ends. The kernel
+// dumps elements in no promised order, so pair by sorting.
+func intervalsToPrefixes(els []nftables.SetElement) ([]netip.Prefix, error) {
+	type bound struct {
+		addr netip.Addr
+		end  bool
+	}
+	var bs []bound
+	for _, e := range els {
+		a, ok := netip.AddrFromSlice(e.Key)
+		if !ok {
+			return nil, fmt.Errorf("element with a %d-byte key", len(e.Key))
+		}
+		bs = append(bs, bound{a, e.IntervalEnd})
+	}
+	sortBounds := func(i, j int) bool {
+		if c := bs[i].addr.Compare(bs[j].addr); c != 0 {
+			return c < 0
+		}
+		return bs[i].end && !bs[j].end // an end sorts before a start at the same address
+	}
+	sort.Slice(bs, sortBounds)
+	var out []netip.Prefix
+	for i := 0; i < len(bs); i++ {
+		if bs[i].end {
+			continue // the kernel's leading zero end marker, or a dangling end
+		}
+		start := bs[i].addr
+		var last netip.Addr
+		if i+1 < len(bs) && bs[i+1].end {
+			last = bs[i+1].addr.Prev()
+			i++
+		} else {
+			last = maxAddr(start.Is6())
+		}
+		out = append(out, rangeToPrefixes(start, last)...)
+	}
+	return out, nil
+}
+
+func maxAddr(v6 bool) netip.Addr {
+	if v6 {
+		return netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
+	return netip.AddrFrom4([4]byte{0xff, 0xff, 0xff, 0xff})
+}
+
+// rangeToPrefixes splits [start, last] into the fewest covering prefixes.
+func rangeToPrefixes(start, last netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for start.IsValid() && start.Compare(last) <= 0 {
+		bits := start.BitLen()
+		// Grow the prefix while it stays aligned and inside the range.
+		for bits > 0 {
+			p := netip.PrefixFrom(start, bits-1)
+			if p.Masked().Addr() != start || lastAddr(p).Compare(last) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(start, bits)
+		out = append(out, p)
+		start = lastAddr(p).Next()
+	}
+	return out
+}
+
+// Counters reads moat's named counters: packets and bytes dropped per reason.
+func (a *Applier) Counters() (map[string]Counter, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	objs, err := c.GetNamedObjects(table())
+	if err != nil {
+		return nil, explain(fmt.Errorf("nftables: read counters: %w", err))
+	}
+	out := map[string]Counter{}
+	for _, o := range objs {
+		no, ok := o.(*nftables.NamedObj)
+		if !ok || no.Type != nftables.ObjTypeCounter {
+			continue
+		}
+		if ce, ok := no.Obj.(*expr.Counter); ok {
+			out[no.Name] = Counter{Packets: ce.Packets, Bytes: ce.Bytes}
+		}
+	}
+	return out, nil
+}
+
+// Counter is one named counter's value.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}

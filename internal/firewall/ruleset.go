@@ -1,0 +1,261 @@
+// Package firewall builds the nftables table moat owns (pure: config in,
+// rules out, in nft text and in kernel expressions) and applies it, its bans
+// and its allows over netlink in atomic transactions.
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"github.com/moat-fw/moat/internal/config"
+)
+
+// TableName is the one table moat owns, in the inet family. moat never
+// touches any other table.
+const TableName = "moat"
+
+// Names of the sets whose elements moat manages at run time.
+const (
+	SetBan4   = "ban4"
+	SetBan6   = "ban6"
+	SetAllow4 = "allow4"
+	SetAllow6 = "allow6"
+)
+
+// LogPrefix is the NFLOG prefix for packets dropped for reason: "moat:closed",
+// "moat:null", ... The scan guard counts and classifies by it.
+func LogPrefix(reason string) string { return "moat:" + reason }
+
+// logSnaplen is how much of each dropped packet goes to NFLOG: enough for
+// IPv6 with extension headers and TCP with options.
+const logSnaplen = 128
+
+// Names of the named counters, one per reason a packet is dropped, so
+// `moat status` can show what the firewall did.
+const (
+	CounterBan     = "ban"
+	CounterInvalid = "invalid"
+	CounterClosed  = "closed"
+)
+
+// Chain is one chain of the table.
+type Chain struct {
+	Name   string
+	Hook   string // "input", "forward", or "" for a regular chain
+	Policy string // "accept" or "drop" for base chains
+	Rules  []Rule
+}
+
+// SetDef is a named set of the table.
+type SetDef struct {
+	Name string
+	V6   bool
+}
+
+// Ruleset is the whole `inet moat` table, built from the config alone.
+type Ruleset struct {
+	Sets     []SetDef
+	Counters []string
+	LogRate  uint32
+	LogBurst uint32
+	Chains   []Chain
+}
+
+// stealthRule is one of the reference guide's stealth drops.
+type stealthRule struct {
+	reason string
+	match  []stmt
+}
+
+func stealthRules() []stealthRule {
+	return []stealthRule{
+		// Specific combinations first so each gets its own log prefix.
+		{"allflags", []stmt{tcpFlags(flagAll, flagAll, false)}},
+		{"null", []stmt{tcpFlags(0, flagAll, false)}},
+		{"xmas", []stmt{tcpFlags(flagFIN|flagPSH|flagURG, flagAll, false)}},
+		{"synfin", []stmt{tcpFlags(flagSYN|flagFIN, flagSYN|flagFIN, false)}},
+		{"synrst", []stmt{tcpFlags(flagSYN|flagRST, flagSYN|flagRST, false)}},
+		{"finnoack", []stmt{tcpFlags(flagFIN, flagFIN|flagACK, false)}},
+		// New connections must start with a bare SYN: catches ACK, window
+		// and Maimon scans and the rest of nmap's non-SYN probes.
+		{"nosyn", []stmt{tcpFlags(flagSYN, flagFIN|flagSYN|flagRST|flagACK, true), ctNew()}},
+		{"fragment", []stmt{fragV4()}},
+		{"fragment", []stmt{fragV6()}},
+	}
+}
+
+// StealthReasons lists the log reasons of the stealth rules, for the scan
+// guard and status.
+func StealthReasons() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range stealthRules() {
+		if !seen[r.reason] {
+			seen[r.reason] = true
+			out = append(out, r.reason)
+		}
+	}
+	return out
+}
+
+// ICMPv6 types IPv6 cannot work without: neighbour discovery and router
+// advertisements. Hop limit 255 proves they came from the link itself.
+var ndTypes = map[byte]string{
+	134: "nd-router-advert",
+	135: "nd-neighbor-solicit",
+	136: "nd-neighbor-advert",
+}
+
+var linkLocal6 = netip.MustParsePrefix("fe80::/10")
+
+// Build turns the firewall config into the ruleset. sshPorts resolves the
+// "ssh" alias in open (nil means 22).
+func Build(fw config.Firewall, sshPorts []uint16) *Ruleset {
+	rs := &Ruleset{
+		Sets:     []SetDef{{SetBan4, false}, {SetBan6, true}, {SetAllow4, false}, {SetAllow6, true}},
+		Counters: []string{CounterBan, CounterInvalid, CounterClosed},
+		LogRate:  fw.LogRate,
+		LogBurst: fw.LogBurst,
+	}
+	if fw.Stealth {
+		for _, r := range StealthReasons() {
+			rs.Counters = append(rs.Counters, r)
+		}
+	}
+
+	input := Chain{Name: "input", Hook: "input", Policy: "drop"}
+	input.Rules = append(input.Rules, rule(iifLo(), accept()))
+	if len(fw.Interfaces) == 0 {
+		input.Rules = append(input.Rules, rule(gotoChain("guard")))
+	} else {
+		for _, name := range fw.Interfaces {
+			input.Rules = append(input.Rules, rule(iifname(name), gotoChain("guard")))
+		}
+		// Interfaces moat was not asked to guard are left as they were.
+		input.Rules = append(input.Rules, rule(accept()))
+	}
+
+	logged := func(reason string, match ...stmt) []Rule {
+		logRule := append(append([]stmt{}, match...), limitObj("log"), nflog(LogPrefix(reason), fw.LogGroup, logSnaplen))
+		dropRule := append(append([]stmt{}, match...), counterObj(reason), drop())
+		return []Rule{rule(logRule...), rule(dropRule...)}
+	}
+
+	guard := Chain{Name: "guard"}
+	add := func(r ...Rule) { guard.Rules = append(guard.Rules, r...) }
+	// Bans come before conntrack so a ban also cuts connections already open.
+	add(rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
+		rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()))
+	if fw.Stealth {
+		for _, r := range stealthRules() {
+			add(logged(r.reason, r.match...)...)
+		}
+	}
+	add(rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related"), accept()))
+	add(logged(CounterInvalid, ctState(expr.CtStateBitINVALID, "invalid"))...)
+	add(rule(saddrIn(SetAllow4, false), accept()),
+		rule(saddrIn(SetAllow6, true), accept()))
+	types := make([]byte, 0, len(ndTypes))
+	for t := range ndTypes {
+		types = append(types, t)
+	}
+	add(rule(icmpv6Types(types, ndTypes), hoplimit255(), accept()))
+	// DHCPv6 replies come unicast from a link-local server to a multicast
+	// request, which conntrack cannot pair up.
+	add(rule(saddrPrefix(linkLocal6), portMatch(protoUDP, true, 547), portMatch(protoUDP, false, 546), accept()))
+	if fw.Ping {
+		add(rule(icmpType(8, "echo-request"), accept()),
+			rule(icmpv6Types([]byte{128}, map[byte]string{128: "echo-request"}), accept()))
+	}
+	for _, proto := range []config.Proto{config.TCP, config.UDP} {
+		var ranges []portRange
+		for _, p := range config.ResolveSSH(fw.Open, sshPorts) {
+			if p.Proto == proto {
+				ranges = append(ranges, portRange{p.From, p.To})
+			}
+		}
+		if len(ranges) > 0 {
+			add(rule(dports(byte(proto), ranges), accept()))
+		}
+	}
+	add(rule(limitObj("log"), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
+	if fw.ClosedResponse == "reject" {
+		// A closed port answers as a host without a listener would.
+		add(rule(metaL4(protoTCP), counterObj(CounterClosed), rejectTCPReset()),
+			rule(metaL4(protoUDP), counterObj(CounterClosed), rejectPortUnreachable()))
+	}
+	add(rule(counterObj(CounterClosed), drop()))
+
+	rs.Chains = append(rs.Chains, input, guard)
+
+	switch fw.Forward {
+	case "ban":
+		rs.Chains = append(rs.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: []Rule{
+			rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
+			rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()),
+		}})
+	case "drop":
+		rs.Chains = append(rs.Chains, Chain{Name: "forward", Hook: "forward", Policy: "drop", Rules: []Rule{
+			rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
+			rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()),
+			rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related"), accept()),
+		}})
+	}
+	return rs
+}
+
+// String renders the table in nft syntax, as `nft list table inet moat`
+// prints it (counters and set elements aside).
+func (rs *Ruleset) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	for _, c := range rs.Counters {
+		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n\n", c)
+	}
+	fmt.Fprintf(&b, "\tlimit log {\n\t\trate %d/second burst %d packets\n\t}\n\n", rs.LogRate, rs.LogBurst)
+	for _, s := range rs.Sets {
+		typ := "ipv4_addr"
+		if s.V6 {
+			typ = "ipv6_addr"
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval,timeout\n\t}\n\n", s.Name, typ)
+	}
+	for i, c := range rs.Chains {
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if c.Hook != "" {
+			fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy %s;\n", c.Hook, c.Policy)
+		}
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "\t\t%s\n", r.Text())
+		}
+		b.WriteString("\t}\n")
+		if i < len(rs.Chains)-1 {
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func (c Chain) hooknum() *nftables.ChainHook {
+	switch c.Hook {
+	case "input":
+		return nftables.ChainHookInput
+	case "forward":
+		return nftables.ChainHookForward
+	}
+	return nil
+}
+
+func (c Chain) policy() *nftables.ChainPolicy {
+	p := nftables.ChainPolicyAccept
+	if c.Policy == "drop" {
+		p = nftables.ChainPolicyDrop
+	}
+	return &p
+}
+
