@@ -103,7 +103,7 @@ func Parse(data []byte, name string) (*Config, error) {
 	src := string(data)
 	var root map[string]any
 	if _, err := toml.Decode(src, &root); err != nil {
-		return nil, syntaxError(name, err)
+		return nil, syntaxError(name, src, err)
 	}
 	pos := scanPositions(src)
 
@@ -129,14 +129,18 @@ func (c *Config) Validate() error {
 	return joinProblems("", nil, probs)
 }
 
-func syntaxError(name string, err error) error {
+func syntaxError(name, src string, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := "invalid TOML: " + oneLine(pe.Message)
 		if pe.LastKey != "" {
 			msg = fmt.Sprintf("invalid TOML after key %s: %s", oneLine(pe.LastKey), oneLine(pe.Message))
 		}
-		return &Error{File: name, Line: pe.Position.Line, Msg: msg, Err: err}
+		line := pe.Position.Line
+		if line <= 0 { // the decoder leaves it out for some errors at the end of input
+			line = 1 + strings.Count(src[:min(max(pe.Position.Start, 0), len(src))], "\n")
+		}
+		return &Error{File: name, Line: line, Msg: msg, Err: err}
 	}
 	return &Error{File: name, Msg: "invalid TOML: " + oneLine(err.Error()), Err: err}
 }

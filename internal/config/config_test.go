@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -391,8 +392,8 @@ func TestParseAddrOrPrefix(t *testing.T) {
 	}
 }
 
-func TestPositions(t *testing.T) {
-	src := `# comment with [brackets] and key = "value"
+// positionsSrc exercises the position scanner; TestPositions knows its lines.
+const positionsSrc = `# comment with [brackets] and key = "value"
 title = """
 [firewall]
 open = "not a key"
@@ -422,6 +423,9 @@ ports = ["tcp/1",
 [door.knock]
 seq = 1
 `
+
+func TestPositions(t *testing.T) {
+	src := positionsSrc
 	got := scanPositions(src)
 	for path, line := range map[string]int{
 		"title":                    2,
@@ -460,10 +464,46 @@ seq = 1
 	if n := got.line("nowhere"); n != 0 {
 		t.Errorf("unknown path: line %d", n)
 	}
-	// The scanner agrees with the decoder about what is a key.
+	// The scanner finds every key and element the decoder sees.
 	var m map[string]any
 	if _, err := toml.Decode(src, &m); err != nil {
 		t.Fatal(err)
+	}
+	walkPaths("", m, func(path string) {
+		if _, ok := got[path]; !ok {
+			t.Errorf("no position for %s", path)
+		}
+	})
+}
+
+// TestPositionsFindEveryKey feeds the scanner TOML's odder corners.
+func TestPositionsFindEveryKey(t *testing.T) {
+	for _, src := range []string{
+		"a = \"\"\"\"x\"\"\"\"\nb = 1\n",
+		"a = '''x'''''\nb = 1\n",
+		"a = \"\"\"\\\n  \\\"\"\" \"\"\"\nb = 1\n",
+		"t = {\n  a = 1, # comment\n  b = { c = [1,\n 2] },\n}\n",
+		"[ \"x y\" . 'z' ]\nk = 1\n[x]\n",
+		"\"\" = 1\n'b' . a = 2\n",
+		"\"\\u00e9t\u00e9\" = 1\n[\"\\\"q\\\"\"]\nr = 1\n",
+		"a = [[1, [2]], [], {x = []}]\n",
+		"[[a]]\n[[a.b]]\nc = 1\n[[a.b]]\n[[a]]\n[a.d]\n[[a.b]]\ne = 2\n",
+		"d = 1979-05-27 07:32:00Z\ne = 07:32\nf = 1979-05-27T00:32:00.999-07:00 # c\n",
+		"n = [+inf, -nan, 0xff_ff, 1_000, 6.626e-34]\n",
+		"a.b.c = 1\na.d = 2\n[e.f]\n[e]\ng = 3\n",
+		"a = 1\r\nb = [\r\n  2,\r\n]\r\n",
+	} {
+		var m map[string]any
+		if _, err := toml.Decode(src, &m); err != nil {
+			t.Errorf("%q: %v", src, err)
+			continue
+		}
+		pos := scanPositions(src)
+		walkPaths("", m, func(path string) {
+			if _, ok := pos[path]; !ok {
+				t.Errorf("%q: no position for %s (have %v)", src, path, pos)
+			}
+		})
 	}
 }
 
@@ -521,15 +561,27 @@ func FuzzParse(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(positionsSrc))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The scanner finds every key and element the decoder sees.
+		var m map[string]any
+		if _, err := toml.Decode(string(data), &m); err == nil {
+			pos := scanPositions(string(data))
+			walkPaths("", m, func(path string) {
+				if _, ok := pos[path]; !ok {
+					t.Fatalf("no position for %s", path)
+				}
+			})
+		}
+
 		c, err := Parse(data, "f.toml")
 		if err != nil {
 			if c != nil {
 				t.Fatal("config returned with an error")
 			}
 			for _, line := range strings.Split(err.Error(), "\n") {
-				if !strings.HasPrefix(line, "f.toml: ") {
-					t.Fatalf("error line without the file name: %q", line)
+				if !lineRE.MatchString(line) {
+					t.Fatalf("error line without the file name and line: %q", line)
 				}
 			}
 			return
@@ -546,6 +598,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed the config:\n%+v\n%+v", c, again)
 		}
 	})
+}
+
+var lineRE = regexp.MustCompile(`^f\.toml: line [1-9][0-9]*: `)
+
+// walkPaths calls fn with the path of every key and array element in v.
+func walkPaths(path string, v any, fn func(string)) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			p := joinKey(path, k)
+			fn(p)
+			walkPaths(p, e, fn)
+		}
+	case []any:
+		for i, e := range x {
+			p := joinIndex(path, i)
+			fn(p)
+			walkPaths(p, e, fn)
+		}
+	case []map[string]any:
+		for i, e := range x {
+			p := joinIndex(path, i)
+			fn(p)
+			walkPaths(p, e, fn)
+		}
+	}
 }
 
 // render writes c back as TOML, for the fuzz round trip.

@@ -177,18 +177,13 @@ func (s *scanner) document() {
 		}
 		line := s.line
 		switch {
-		case s.peek(0) == '[' && s.peek(1) == '[':
-			s.advance()
-			s.advance()
-			keys := s.key()
-			table = s.tablePath(keys, true)
-			s.record(table, line)
-			s.skipLine()
 		case s.peek(0) == '[':
+			array := s.peek(1) == '['
 			s.advance()
-			keys := s.key()
-			table = s.tablePath(keys, false)
-			s.record(table, line)
+			if array {
+				s.advance()
+			}
+			table = s.tablePath(s.key(), array)
 			s.skipLine()
 		default:
 			keys := s.key()
@@ -217,17 +212,18 @@ func (s *scanner) document() {
 }
 
 // tablePath turns a header's keys into an indexed path, counting elements
-// of arrays of tables.
+// of arrays of tables, and records it and the tables it implies.
 func (s *scanner) tablePath(keys []string, array bool) string {
 	indexed, plain := "", ""
 	for n, k := range keys {
 		indexed, plain = joinKey(indexed, k), joinKey(plain, k)
+		s.record(indexed, s.line)
 		if n == len(keys)-1 && array {
 			i := s.aotCount[indexed]
 			s.aotCount[indexed] = i + 1
 			s.aotLast[plain] = i
-			s.record(indexed, s.line)
 			indexed = joinIndex(indexed, i)
+			s.record(indexed, s.line)
 			continue
 		}
 		if i, ok := s.aotLast[plain]; ok {

@@ -258,4 +258,3 @@ func (c Chain) policy() *nftables.ChainPolicy {
 	}
 	return &p
 }
-

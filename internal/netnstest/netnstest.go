@@ -45,7 +45,7 @@ func inCI() bool { return os.Getenv("CI") != "" }
 func skipOrFail(t testing.TB, msg string) {
 	t.Helper()
 	if inCI() {
-		t.Fatalf("%s (CI is set, so this fails instead of skipping: fix scripts/setup.sh)", msg)
+		t.Fatalf("%s (CI is set, so this fails instead of skipping)", msg)
 	}
 	t.Skip(msg)
 }
@@ -156,9 +156,8 @@ func (n *NS) tune(t testing.TB) {
 		{"net/ipv6/conf/default/accept_dad", "0"},
 		{"net/ipv4/icmp_ratelimit", "0"},
 		{"net/ipv6/icmp/ratelimit", "0"},
-		// The global ICMP budget (per namespace since Linux 6.12) still
-		// caps errors at 1000/s with a burst of 50: a scan test would miss
-		// answers.
+		// The namespace-wide ICMP budget otherwise caps errors at 1000/s
+		// with a burst of 50: a scan test would miss answers.
 		{"net/ipv4/icmp_msgs_per_sec", "1000000"},
 		{"net/ipv4/icmp_msgs_burst", "1000000"},
 	}
@@ -273,16 +272,22 @@ func (n *NS) Do(fn func() error) error {
 		// its goroutine exits, so no other goroutine can ever be scheduled
 		// in this namespace, even if switching back would have failed.
 		runtime.LockOSThread()
+		var r result
+		returned := false
 		defer func() {
-			if p := recover(); p != nil {
-				done <- result{panic: p}
+			if !returned {
+				if r.panic = recover(); r.panic == nil {
+					r.err = errors.New("netnstest: Do: fn called runtime.Goexit (t.FailNow?): return an error instead")
+				}
 			}
+			done <- r
 		}()
 		if err := netns.Set(n.handle); err != nil {
-			done <- result{err: fmt.Errorf("netnstest: enter namespace %s: %w", n.Name, err)}
-			return
+			r.err = fmt.Errorf("netnstest: enter namespace %s: %w", n.Name, err)
+		} else {
+			r.err = fn()
 		}
-		done <- result{err: fn()}
+		returned = true
 	}()
 	r := <-done
 	if r.panic != nil {

@@ -1,9 +1,12 @@
 package netnstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -18,6 +21,26 @@ const dropWait = 400 * time.Millisecond
 
 // okWait bounds attempts that are expected to get an answer.
 const okWait = 3 * time.Second
+
+// TestMain checks, after every test, that no namespace this process made
+// is left behind.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	created.Lock()
+	names := created.names
+	created.Unlock()
+	if ip, err := lookTool("ip"); err == nil && len(names) > 0 {
+		if out, err := runIP(ip, "netns", "list"); err == nil {
+			for _, name := range names {
+				if strings.Contains(out, name) {
+					fmt.Fprintf(os.Stderr, "netnstest: namespace %s left behind\n", name)
+					code = 1
+				}
+			}
+		}
+	}
+	os.Exit(code)
+}
 
 // pair builds client and server namespaces joined by a link, and registers
 // (first, so it runs last) a check that both namespaces are gone after
@@ -181,13 +204,12 @@ table inet t {
 }`, dropPort, rejectPort))
 
 	for _, dst := range []netip.Addr{l.B4, l.B6} {
-		start := time.Now()
 		if got := client.DialTCP(t, netip.Addr{}, netip.AddrPortFrom(dst, dropPort), dropWait); got != TimedOut {
 			t.Errorf("dial dropped port on %v: %v, want TimedOut", dst, got)
 		}
-		if took := time.Since(start); took > dropWait+time.Second {
-			t.Errorf("a %v timeout took %v", dropWait, took)
-		}
+		// On Linux 6.18 an IPv6 connect learns of admin-prohibited only
+		// from the second SYN, a second later (see Unreachable): okWait
+		// covers that.
 		if got := client.DialTCP(t, netip.Addr{}, netip.AddrPortFrom(dst, rejectPort), okWait); got != Unreachable {
 			t.Errorf("dial rejected port on %v: %v, want Unreachable", dst, got)
 		}
@@ -350,5 +372,26 @@ func (r *recordingTB) Failed() bool     { return r.failed || r.TB.Failed() }
 func (r *recordingTB) runCleanups() {
 	for i := len(r.cleanups) - 1; i >= 0; i-- {
 		r.cleanups[i]()
+	}
+}
+
+func TestDoPanicAndGoexit(t *testing.T) {
+	t.Parallel()
+	n := New(t)
+	if err := n.Do(func() error { runtime.Goexit(); return nil }); err == nil {
+		t.Error("Do after Goexit in fn: nil error")
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v, want boom", r)
+			}
+		}()
+		_ = n.Do(func() error { panic("boom") })
+		t.Error("Do did not re-raise the panic")
+	}()
+	sentinel := errors.New("sentinel")
+	if err := n.Do(func() error { return sentinel }); !errors.Is(err, sentinel) {
+		t.Errorf("Do = %v, want sentinel", err)
 	}
 }

@@ -25,6 +25,11 @@ const (
 	Refused
 	// Unreachable: an ICMP error other than port unreachable came back,
 	// such as the admin-prohibited of `reject with icmpx admin-prohibited`.
+	// Over a veth the error for the first SYN arrives while connect(2)
+	// still holds the socket (TcpExtLockDroppedIcmps counts it). IPv4
+	// still fails at once; IPv6 (seen on 6.18) fails only on the SYN
+	// retransmitted a second later: give such a dial more than 1s, or it
+	// is TimedOut.
 	Unreachable
 	// TimedOut: nothing came back: the packets were dropped.
 	TimedOut

@@ -38,7 +38,7 @@ const (
 // normalize validates p and clears its host bits.
 func normalize(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("state store: invalid prefix %q", p)
+		return netip.Prefix{}, errors.New("state store: invalid prefix (zero value or bad length)")
 	}
 	return p.Masked(), nil
 }
@@ -118,9 +118,13 @@ func appendEntry(b []byte, e Entry) []byte {
 	return append(b, e.Reason...)
 }
 
+// entrySize bounds the length of e's encoding; historySize that of a
+// history value.
 func entrySize(e Entry) int {
 	return 2 + 2*(binary.MaxVarintLen64+5) + 3*binary.MaxVarintLen64 + len(e.Origin) + len(e.Reason)
 }
+
+const historySize = 2 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + 5
 
 // decoder reads varints and strings from a value, remembering the first
 // error so callers check once. It never panics on short or bad input.
@@ -252,6 +256,24 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 		return Entry{}, err
 	}
 	return e, nil
+}
+
+// entryExpires reads only the expiry of an encoded entry, for pruning
+// without copying every record's strings. ok is false if v is not a valid
+// header; the full decode then reports why.
+func entryExpires(v []byte) (expires time.Time, ok bool) {
+	d := decoder{b: v}
+	if d.byte("version") != entryVersion {
+		return time.Time{}, false
+	}
+	flags := d.byte("flags")
+	if flags&flagCreated != 0 {
+		d.time("created")
+	}
+	if flags&flagExpires != 0 {
+		expires = d.time("expires")
+	}
+	return expires, d.err == nil
 }
 
 // appendHistory appends the history value:

@@ -74,8 +74,6 @@ func (s *Store) PutBans(es []Entry) ([]Entry, error) {
 	return out, nil
 }
 
-const historySize = 2 + 10 + 10 + 5
-
 // prepare masks and validates the entries' prefixes, builds their keys, and
 // returns the indexes of es in key order. bbolt splits nodes only at commit,
 // so inserting 100k keys in random order into an empty bucket would be
@@ -88,7 +86,7 @@ func prepare(es []Entry) (out []Entry, keys [][]byte, order []int, err error) {
 	for i, e := range es {
 		p, err := normalize(e.Prefix)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, fmt.Errorf("entry %d: %w", i, err)
 		}
 		e.Prefix = p
 		out[i] = e
@@ -278,8 +276,12 @@ func (s *Store) list(bucket []byte) ([]Entry, error) {
 		firstBad error
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		// Counting reads page headers only, and saves growing the slice
+		// through five times its final size for 100k records.
+		out = make([]Entry, 0, b.Stats().KeyN)
 		origins := map[string]string{}
-		c := tx.Bucket(bucket).Cursor()
+		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			e, err := decodeRecord(k, v, origins)
 			if err != nil {
@@ -316,6 +318,9 @@ func (s *Store) prune(bucket []byte, now time.Time) ([]Entry, error) {
 		var doomed [][]byte
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if exp, ok := entryExpires(v); ok && (Entry{Expires: exp}).Active(now) {
+				continue
+			}
 			e, err := decodeRecord(k, v, nil)
 			if err != nil || e.Active(now) {
 				continue

@@ -647,3 +647,38 @@ func BenchmarkPruneBans100kNone(b *testing.B) {
 		}
 	}
 }
+
+// TestConcurrentUse runs writers and readers together (for -race).
+func TestConcurrentUse(t *testing.T) {
+	s := openTest(t)
+	es := randomEntries(400)
+	done := make(chan error, 5)
+	for w := range 4 {
+		go func() {
+			for _, e := range es[w*100 : (w+1)*100] {
+				if _, err := s.PutBan(e); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	go func() {
+		for range 20 {
+			if _, err := s.Bans(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range 5 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	if all, _ := s.Bans(); len(all) != len(es) {
+		t.Errorf("%d bans stored, want %d", len(all), len(es))
+	}
+}

@@ -1,0 +1,149 @@
+package firewall_test
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+var (
+	counterValues = regexp.MustCompile(` packets \d+ bytes \d+`)
+	emptyLines    = regexp.MustCompile(`(?m)^\t\tpackets \d+ bytes \d+\n`)
+)
+
+// listed is `nft list table inet moat` without counter values and set
+// elements, which `moat firewall show` leaves out.
+func listed(t *testing.T, ns *netnstest.NS) string {
+	out := ns.Run(t, "nft", "-t", "list", "table", "inet", "moat")
+	out = emptyLines.ReplaceAllString(out, "")
+	return counterValues.ReplaceAllString(out, "")
+}
+
+// TestShowIsWhatTheKernelHolds installs rulesets built from several configs
+// and checks that nft reads back exactly the text `moat firewall show`
+// prints: the expressions and the text are built side by side, and this is
+// what keeps them in step.
+func TestShowIsWhatTheKernelHolds(t *testing.T) {
+	netnstest.RequireRoot(t)
+	netnstest.RequireCommands(t, "nft")
+	cases := map[string]config.Firewall{
+		"defaults": {Open: []config.PortSpec{{Proto: config.TCP, SSH: true}}, ClosedResponse: "drop",
+			Stealth: true, LogGroup: 7, LogRate: 20, LogBurst: 50, Forward: "untouched"},
+		"everything": {
+			Interfaces: []string{"eth0", "wg*"},
+			Open: []config.PortSpec{{Proto: config.TCP, SSH: true}, {Proto: config.TCP, From: 443, To: 443},
+				{Proto: config.TCP, From: 8000, To: 8100}, {Proto: config.UDP, From: 53, To: 53},
+				{Proto: config.UDP, From: 60000, To: 65535}},
+			Allow:          []netip.Prefix{netip.MustParsePrefix("10.210.0.0/24")},
+			ClosedResponse: "reject", Ping: true, Stealth: true, LogGroup: 9, LogRate: 100, LogBurst: 200, Forward: "drop"},
+		"bare": {ClosedResponse: "reject", LogGroup: 7, LogRate: 1, LogBurst: 1, Forward: "ban",
+			Open: []config.PortSpec{{Proto: config.UDP, From: 5000, To: 5010}}},
+	}
+	for name, fw := range cases {
+		t.Run(name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+			rs := firewall.Build(fw, []uint16{22, 2222})
+			if err := a.Apply(rs, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := listed(t, ns), rs.String(); got != want {
+				t.Fatalf("the kernel holds a different ruleset than `firewall show` prints\n--- kernel\n%s\n--- show\n%s", got, want)
+			}
+		})
+	}
+}
+
+// TestOtherTablesUntouched installs, updates and removes moat's table next
+// to a stand-in for docker's, which must come through byte for byte.
+func TestOtherTablesUntouched(t *testing.T) {
+	netnstest.RequireRoot(t)
+	netnstest.RequireCommands(t, "nft")
+	ns := netnstest.New(t)
+	ns.Nft(t, `
+table ip dockerish {
+	set blocked { type ipv4_addr; elements = { 10.210.200.1 } }
+	chain forward { type filter hook forward priority filter; policy accept; ip saddr @blocked drop; }
+	chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "docker0" masquerade; }
+}
+table inet moatish {
+	chain input { type filter hook input priority 10; policy accept; counter; }
+}
+`)
+	before := ns.Run(t, "nft", "list", "ruleset")
+	other := func() string {
+		// Everything but moat's own table.
+		out := ns.Run(t, "nft", "list", "ruleset")
+		if i := strings.Index(out, "table inet moat {"); i >= 0 {
+			j := strings.Index(out[i:], "\n}\n")
+			out = out[:i] + out[i+j+3:]
+		}
+		return out
+	}
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	fw := config.Firewall{ClosedResponse: "drop", Stealth: true, LogGroup: 7, LogRate: 20, LogBurst: 50, Forward: "ban"}
+	for i := range 2 { // install, then replace
+		if err := a.Apply(firewall.Build(fw, nil), []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.9.0/24")}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := other(); got != before {
+			t.Fatalf("apply %d changed other tables:\n--- before\n%s\n--- after\n%s", i, before, got)
+		}
+	}
+	if err := a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.8.1/32"), Timeout: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := other(); got != before {
+		t.Fatalf("a ban changed other tables:\n%s", got)
+	}
+	if ok, err := a.Remove(); err != nil || !ok {
+		t.Fatalf("remove: %v %v", ok, err)
+	}
+	if got := ns.Run(t, "nft", "list", "ruleset"); got != before {
+		t.Fatalf("remove changed other tables:\n--- before\n%s\n--- after\n%s", before, got)
+	}
+	if ok, err := a.Remove(); err != nil || ok {
+		t.Fatalf("second remove: want (false, nil), got (%v, %v)", ok, err)
+	}
+}
+
+// TestElementsRoundTrip reads back what was put in the sets, including a
+// prefix that runs to the end of the address space.
+func TestElementsRoundTrip(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	want := []string{"10.210.1.0/24", "10.210.2.7/32", "255.255.255.0/24", "fd00:210::/64", "fd00:210:1::9/128"}
+	var els []firewall.Element
+	for _, s := range want {
+		els = append(els, firewall.Element{Prefix: netip.MustParsePrefix(s), Timeout: time.Hour})
+	}
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Elements(firewall.Bans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gs []string
+	for _, p := range got {
+		gs = append(gs, p.String())
+	}
+	if strings.Join(gs, " ") != strings.Join(want, " ") {
+		t.Fatalf("read back %v, want %v", gs, want)
+	}
+	// Overlapping elements are refused by the kernel: the ban manager must
+	// never send one.
+	err = a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.1.5/32")}})
+	if err == nil {
+		t.Fatal("the kernel accepted an element inside an existing interval; the cover logic rests on it refusing")
+	}
+}
