@@ -20,6 +20,11 @@ packages=(
 	sshguard fail2ban conntrack procps ca-certificates gcc libc6-dev
 )
 
+# --go-only: just what building and running moat needs (scripts/run.sh).
+if [[ ${1:-} == --go-only ]]; then
+	packages=(ca-certificates)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
 	if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) != "install ok installed" ]]; then

@@ -43,8 +43,18 @@ const (
 	OriginConfig = "config"
 )
 
-// ErrRefused wraps every refusal on policy grounds (as opposed to failures).
+// ErrRefused marks every refusal on policy grounds (as opposed to a failure):
+// errors.Is(err, ErrRefused) holds for them.
 var ErrRefused = errors.New("refused")
+
+// refused is a policy refusal whose message is meant for the admin as is.
+type refused struct{ msg string }
+
+func (r refused) Error() string        { return r.msg }
+func (r refused) Is(target error) bool { return target == ErrRefused }
+
+// Refuse returns a policy refusal; errors.Is(err, ErrRefused) holds for it.
+func Refuse(format string, args ...any) error { return refused{fmt.Sprintf(format, args...)} }
 
 // ErrNotPersisted marks a ban that is in the kernel but could not be written
 // to the store: it holds until it expires or moat restarts.
@@ -73,8 +83,9 @@ type Manager struct {
 
 // New loads live bans and allows from st. configAllow is the config's allow
 // list: permanent, never stored. Nothing touches the kernel until Elements
-// is used for a full install.
-func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time) (*Manager, error) {
+// is used for a full install. Corrupt records are skipped and reported
+// through warn: one bad record must not leave the host without its bans.
+func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn func(error)) (*Manager, error) {
 	m := &Manager{store: st, enf: enf, bans: newCover(), allows: newCover(),
 		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}}
 	if _, err := st.PruneBans(now); err != nil {
@@ -84,7 +95,9 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time) (*Ma
 		return nil, err
 	}
 	bans, err := st.Bans()
-	if err != nil {
+	if errors.Is(err, store.ErrCorrupt) {
+		warn(err)
+	} else if err != nil {
 		return nil, err
 	}
 	for _, e := range bans {
@@ -94,7 +107,9 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time) (*Ma
 		}
 	}
 	allows, err := st.Allows()
-	if err != nil {
+	if errors.Is(err, store.ErrCorrupt) {
+		warn(err)
+	} else if err != nil {
 		return nil, err
 	}
 	for _, e := range allows {
@@ -159,24 +174,22 @@ func unbannable(p netip.Prefix) string {
 func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	p := r.Prefix.Masked()
 	if !p.IsValid() {
-		return store.Entry{}, fmt.Errorf("%w: %q is not an address or prefix", ErrRefused, r.Prefix)
+		return store.Entry{}, Refuse("%s is not an address or prefix", r.Prefix)
 	}
 	if why := unbannable(p); why != "" {
-		return store.Entry{}, fmt.Errorf("%w: cannot ban %s: %s", ErrRefused, p, why)
+		return store.Entry{}, Refuse("cannot ban %s: %s", pstr(p), why)
 	}
 	if r.For < 0 {
-		return store.Entry{}, fmt.Errorf("%w: ban duration %s is negative", ErrRefused, r.For)
+		return store.Entry{}, Refuse("ban duration %s is negative", r.For)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if q, ok := m.allows.overlapping(p, now); ok {
 		e := m.ameta[q]
-		return store.Entry{}, fmt.Errorf("%w: cannot ban %s: it overlaps %s in the allow list (%s); remove that first",
-			ErrRefused, p, q, allowSource(e))
+		return store.Entry{}, Refuse("cannot ban %s: it overlaps %s in the allow list (%s); remove that first", p, q, allowSource(e))
 	}
 	if r.Session.IsValid() && !r.Force && p.Contains(r.Session.Unmap()) {
-		return store.Entry{}, fmt.Errorf("%w: banning %s would cut off %s, the source of your SSH session; add --force if you mean it",
-			ErrRefused, p, r.Session.Unmap())
+		return store.Entry{}, Refuse("banning %s would cut off %s, the source of your SSH session; add --force if you mean it", p, r.Session.Unmap())
 	}
 	e := store.Entry{Prefix: p, Origin: r.Origin, Reason: r.Reason, Created: now}
 	if e.Origin == "" {
@@ -200,6 +213,14 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 		return e, fmt.Errorf("ban %s is in the kernel but %w (it is lost if moat restarts before it expires): %w", p, ErrNotPersisted, serr)
 	}
 	return e, nil
+}
+
+// pstr prints a host prefix as its address.
+func pstr(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
 }
 
 func allowSource(e store.Entry) string {
@@ -269,10 +290,10 @@ type AllowRequest struct {
 func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Prefix, error) {
 	p := r.Prefix.Masked()
 	if !p.IsValid() {
-		return store.Entry{}, nil, fmt.Errorf("%w: %q is not an address or prefix", ErrRefused, r.Prefix)
+		return store.Entry{}, nil, Refuse("%s is not an address or prefix", r.Prefix)
 	}
 	if r.For < 0 {
-		return store.Entry{}, nil, fmt.Errorf("%w: allow duration %s is negative", ErrRefused, r.For)
+		return store.Entry{}, nil, Refuse("allow duration %s is negative", r.For)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -317,7 +338,7 @@ func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
-		return false, fmt.Errorf("%w: %s comes from the config's [firewall] allow: remove it there and reload", ErrRefused, p)
+		return false, Refuse("%s comes from the config's [firewall] allow: remove it there and reload", p)
 	}
 	del, add, found := m.allows.remove(p, now)
 	delete(m.ameta, p)

@@ -105,8 +105,6 @@ func Parse(data []byte, name string) (*Config, error) {
 	if _, err := toml.Decode(src, &root); err != nil {
 		return nil, syntaxError(name, src, err)
 	}
-	pos := scanPositions(src)
-
 	d := &decoder{cfg: defaults()}
 	d.document(root)
 	probs := d.problems
@@ -114,7 +112,7 @@ func Parse(data []byte, name string) (*Config, error) {
 		probs = d.cfg.problems()
 	}
 	if len(probs) > 0 {
-		return nil, joinProblems(name, pos, probs)
+		return nil, joinProblems(name, scanPositions(src), probs)
 	}
 	return &d.cfg, nil
 }

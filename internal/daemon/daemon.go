@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -128,7 +129,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now())
+	d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now(), d.warnCorrupt)
 	if err != nil {
 		ln.Close()
 		return err
@@ -184,6 +185,10 @@ func openList(cfg *config.Config, ports []uint16) []string {
 	return out
 }
 
+func (d *Daemon) warnCorrupt(err error) {
+	d.log.Error("the store has unreadable records; they are skipped, every other ban is restored", "err", err)
+}
+
 // guard refuses a config that would lock out the caller's SSH session.
 func (d *Daemon) guard(cfg *config.Config, sshConn string, force bool) error {
 	s, ok := firewall.ParseSSHConnection(sshConn)
@@ -197,7 +202,7 @@ func (d *Daemon) guard(cfg *config.Config, sshConn string, force bool) error {
 		}
 	}
 	if why := firewall.CutsOff(cfg.Firewall, d.sshPorts, extra, s); why != "" {
-		return fmt.Errorf("%w: %s", ban.ErrRefused, why)
+		return ban.Refuse("%s", why)
 	}
 	return nil
 }
@@ -215,6 +220,11 @@ func (d *Daemon) install(ld *Loaded) error {
 		return err
 	}
 	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "took", time.Since(t0))
+	if len(b)+len(a) > 10_000 {
+		// Encoding a big transaction makes hundreds of MB of short-lived
+		// garbage; hand it back to the system now rather than hold it.
+		debug.FreeOSMemory()
+	}
 	if err := d.st.SetMeta(MetaApplied, ld.Raw); err != nil {
 		d.log.Warn("could not record the applied config", "err", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/firewall"
 )
@@ -96,35 +97,14 @@ func statusFor(err error) int {
 	return http.StatusInternalServerError
 }
 
-// ParsePrefix accepts an address or a CIDR, refusing host bits set and zones.
+// ParsePrefix accepts an address or a CIDR as the config's allow list
+// does: host bits set, zones and bad syntax are refused with the reason.
 func ParsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a valid CIDR: %w", s, err)
-		}
-		if p.Addr().Is4In6() {
-			bits := p.Bits() - 96
-			if bits < 0 {
-				return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped prefix needs at least /96", s)
-			}
-			p = netip.PrefixFrom(p.Addr().Unmap(), bits)
-		}
-		if p.Masked() != p {
-			return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s?", s, p.Masked())
-		}
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
+	p, err := config.ParseAddrOrPrefix(strings.TrimSpace(s))
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+		return netip.Prefix{}, fmt.Errorf("%q: %w", s, err)
 	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q has a zone: ban or allow the address without %%%s", s, a.Zone())
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return p, nil
 }
 
 func decodeAddr(w http.ResponseWriter, r *http.Request, req any, addr *string) (netip.Prefix, bool) {

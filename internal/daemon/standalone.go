@@ -41,7 +41,7 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 	}
 	defer st.Close()
 	d.st = st
-	if d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now()); err != nil {
+	if d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now(), d.warnCorrupt); err != nil {
 		return err
 	}
 	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {

@@ -147,3 +147,26 @@ func TestElementsRoundTrip(t *testing.T) {
 		t.Fatal("the kernel accepted an element inside an existing interval; the cover logic rests on it refusing")
 	}
 }
+
+// BenchmarkApply100kBans installs the table with 100,000 host bans in one
+// transaction, as the daemon does at start. Needs root.
+func BenchmarkApply100kBans(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := make([]firewall.Element, 0, 100_000)
+	for i := range 100_000 {
+		addr := netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)})
+		if i >= 65536 {
+			addr = netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+		}
+		els = append(els, firewall.Element{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Timeout: time.Hour})
+	}
+	rs := firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.Apply(rs, els, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

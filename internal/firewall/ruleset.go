@@ -122,9 +122,7 @@ func Build(fw config.Firewall, sshPorts []uint16) *Ruleset {
 		LogBurst: fw.LogBurst,
 	}
 	if fw.Stealth {
-		for _, r := range StealthReasons() {
-			rs.Counters = append(rs.Counters, r)
-		}
+		rs.Counters = append(rs.Counters, StealthReasons()...)
 	}
 
 	input := Chain{Name: "input", Hook: "input", Policy: "drop"}

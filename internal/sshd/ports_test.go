@@ -2,7 +2,10 @@ package sshd
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -40,13 +43,51 @@ func TestParseListenPorts(t *testing.T) {
 func TestListenPorts(t *testing.T) {
 	ports, err := ListenPorts(context.Background())
 	if err != nil {
-		if err.Error() == "" {
-			t.Fatal("empty error")
-		}
 		t.Skipf("sshd -T unavailable here: %v", err)
 	}
 	if len(ports) == 0 || !slices.IsSorted(ports) {
 		t.Errorf("ports %v", ports)
+	}
+}
+
+// fakeSSHD puts an sshd script first in PATH.
+func fakeSSHD(t *testing.T, script string) {
+	t.Helper()
+	dir := t.TempDir()
+	body := "#!/bin/sh\n[ \"$1\" = -T ] || { echo \"want -T, got $*\" >&2; exit 1; }\n" + script + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "sshd"), []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+}
+
+func TestListenPortsFake(t *testing.T) {
+	tests := []struct {
+		name    string
+		script  string
+		want    []uint16
+		wantErr string
+	}{
+		{"ok", "printf 'port 22\\nlistenaddress 0.0.0.0:2222\\nlistenaddress [::]:2222\\n'", []uint16{2222}, ""},
+		{"fails", "echo 'Missing privilege separation directory: /run/sshd' >&2; echo second >&2; exit 255",
+			nil, "sshd -T: exit status 255: Missing privilege separation directory: /run/sshd"},
+		{"fails silently", "exit 1", nil, "sshd -T: exit status 1"},
+		{"no ports", "echo 'permitrootlogin no'", nil, "sshd -T printed no port or listenaddress line"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fakeSSHD(t, tt.script)
+			got, err := ListenPorts(context.Background())
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "second") {
+					t.Fatalf("got error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
 	}
 }
 

@@ -497,6 +497,9 @@ func FuzzDecode(f *testing.F) {
 			if err != nil || !sameEntry(e, e2) {
 				t.Errorf("entry %+v re-decoded as %+v, %v", e, e2, err)
 			}
+			if exp, ok := entryExpires(v); !ok || !exp.Equal(e.Expires) {
+				t.Errorf("entryExpires = %v, %v; full decode says %v", exp, ok, e.Expires)
+			}
 		}
 		if c, last, err := decodeHistory(v); err == nil {
 			c2, last2, err := decodeHistory(appendHistory(nil, c, last))

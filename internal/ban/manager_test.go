@@ -1,0 +1,213 @@
+package ban
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// memStore is an in-memory Store whose writes can be made to fail, as a
+// full disk makes them.
+type memStore struct {
+	bans, allows map[netip.Prefix]store.Entry
+	counts       map[netip.Prefix]int
+	fail         error
+}
+
+func newMemStore() *memStore {
+	return &memStore{bans: map[netip.Prefix]store.Entry{}, allows: map[netip.Prefix]store.Entry{}, counts: map[netip.Prefix]int{}}
+}
+
+func (s *memStore) PutBan(e store.Entry) (store.Entry, error) {
+	if s.fail != nil {
+		return store.Entry{}, s.fail
+	}
+	s.counts[e.Prefix]++
+	e.Count = s.counts[e.Prefix]
+	s.bans[e.Prefix] = e
+	return e, nil
+}
+func (s *memStore) DelBan(p netip.Prefix) (bool, error) {
+	_, ok := s.bans[p]
+	delete(s.bans, p)
+	return ok, s.fail
+}
+func (s *memStore) Bans() ([]store.Entry, error) { return values(s.bans), nil }
+func (s *memStore) PruneBans(now time.Time) ([]store.Entry, error) {
+	return prune(s.bans, now), nil
+}
+func (s *memStore) PutAllow(e store.Entry) error {
+	if s.fail != nil {
+		return s.fail
+	}
+	s.allows[e.Prefix] = e
+	return nil
+}
+func (s *memStore) DelAllow(p netip.Prefix) (bool, error) {
+	_, ok := s.allows[p]
+	delete(s.allows, p)
+	return ok, nil
+}
+func (s *memStore) Allows() ([]store.Entry, error) { return values(s.allows), nil }
+func (s *memStore) PruneAllows(now time.Time) ([]store.Entry, error) {
+	return prune(s.allows, now), nil
+}
+
+func values(m map[netip.Prefix]store.Entry) []store.Entry {
+	var out []store.Entry
+	for _, e := range m {
+		out = append(out, e)
+	}
+	return out
+}
+
+func prune(m map[netip.Prefix]store.Entry, now time.Time) []store.Entry {
+	var out []store.Entry
+	for p, e := range m {
+		if !e.Active(now) {
+			out = append(out, e)
+			delete(m, p)
+		}
+	}
+	return out
+}
+
+// kernelEnforcer applies updates to a fakeKernel per kind.
+type kernelEnforcer struct {
+	k map[firewall.SetKind]*fakeKernel
+}
+
+func newEnforcer() *kernelEnforcer {
+	return &kernelEnforcer{k: map[firewall.SetKind]*fakeKernel{
+		firewall.Bans:   {els: map[netip.Prefix]time.Duration{}},
+		firewall.Allows: {els: map[netip.Prefix]time.Duration{}},
+	}}
+}
+
+func (e *kernelEnforcer) Update(kind firewall.SetKind, del, add []firewall.Element) error {
+	return e.k[kind].apply(del, add)
+}
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func mp(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestAddRefusesWhatPolicyForbids(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, err := New(st, enf, []netip.Prefix{mp("10.210.5.0/24")}, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := netip.MustParseAddr("::ffff:10.210.9.9")
+	for _, c := range []struct {
+		req  Request
+		want string
+	}{
+		{Request{Prefix: mp("127.0.0.1/32")}, "cannot ban 127.0.0.1: it is a loopback address"},
+		{Request{Prefix: mp("0.0.0.0/0")}, "covers every address"},
+		{Request{Prefix: mp("10.210.5.7/32")}, "overlaps 10.210.5.0/24 in the allow list (from the config's [firewall] allow)"},
+		{Request{Prefix: mp("10.210.0.0/16")}, "overlaps 10.210.5.0/24 in the allow list"},
+		{Request{Prefix: mp("10.210.9.0/24"), Session: session}, "source of your SSH session"},
+		{Request{Prefix: mp("10.210.7.1/32"), For: -time.Second}, "negative"},
+	} {
+		_, err := m.Add(c.req, t0)
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Add(%v): got %v, want a refusal containing %q", c.req.Prefix, err, c.want)
+		}
+	}
+	if len(st.bans) != 0 || len(enf.k[firewall.Bans].els) != 0 {
+		t.Fatalf("refused bans reached the store or kernel: %v %v", st.bans, enf.k[firewall.Bans].els)
+	}
+	// --force overrides the session guard (only that one).
+	if _, err := m.Add(Request{Prefix: mp("10.210.9.0/24"), Session: session, Force: true}, t0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAddCountsAndExpires(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	for i := 1; i <= 3; i++ {
+		e, err := m.Add(Request{Prefix: mp("10.210.1.1/32"), For: time.Minute, Reason: "x"}, t0)
+		if err != nil || e.Count != i || e.Origin != OriginManual {
+			t.Fatalf("ban %d: %+v %v", i, e, err)
+		}
+	}
+	if got := enf.k[firewall.Bans].els[mp("10.210.1.1/32")]; got != time.Minute {
+		t.Fatalf("kernel timeout %v, want 1m", got)
+	}
+	if next := m.NextExpiry(); !next.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("next expiry %v", next)
+	}
+	if err := m.Expire(t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.List(t0.Add(time.Minute))) != 0 || len(st.bans) != 0 {
+		t.Fatal("expired ban still listed or stored")
+	}
+}
+
+// A full disk must not stop a ban from being enforced, and must say so.
+func TestAddWithFullDiskStillEnforces(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	st.fail = syscall.ENOSPC
+	e, err := m.Add(Request{Prefix: mp("10.210.1.1/32")}, t0)
+	if !errors.Is(err, ErrNotPersisted) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("want ErrNotPersisted wrapping ENOSPC, got %v", err)
+	}
+	if _, ok := enf.k[firewall.Bans].els[mp("10.210.1.1/32")]; !ok || e.Count != 1 {
+		t.Fatalf("the ban is not enforced: %v %+v", enf.k[firewall.Bans].els, e)
+	}
+}
+
+func TestAllowLiftsOverlappingBans(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	for _, s := range []string{"10.210.1.0/24", "10.210.1.7/32", "10.210.2.1/32"} {
+		if _, err := m.Add(Request{Prefix: mp(s)}, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, lifted, err := m.Allow(AllowRequest{Prefix: mp("10.210.1.7/32")}, t0)
+	if err != nil || len(lifted) != 2 {
+		t.Fatalf("lifted %v, %v; want the /24 and the host", lifted, err)
+	}
+	if len(enf.k[firewall.Bans].els) != 1 || !m.IsAllowed(netip.MustParseAddr("10.210.1.7"), t0) {
+		t.Fatalf("kernel bans %v", enf.k[firewall.Bans].els)
+	}
+	if _, err := m.Disallow(mp("10.210.1.7/32"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if m.IsAllowed(netip.MustParseAddr("10.210.1.7"), t0) {
+		t.Fatal("still allowed")
+	}
+}
+
+func TestReconcileReaddsMissing(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	m.Add(Request{Prefix: mp("10.210.1.1/32"), For: time.Hour}, t0)
+	m.Add(Request{Prefix: mp("fd00:210::/64")}, t0)
+	delete(enf.k[firewall.Bans].els, mp("10.210.1.1/32"))
+	have := func(k firewall.SetKind) ([]netip.Prefix, error) {
+		var out []netip.Prefix
+		for p := range enf.k[k].els {
+			out = append(out, p)
+		}
+		return out, nil
+	}
+	n, err := m.Reconcile(have, t0.Add(time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("reconcile re-added %d, %v", n, err)
+	}
+	if d := enf.k[firewall.Bans].els[mp("10.210.1.1/32")]; d != 59*time.Minute {
+		t.Fatalf("re-added with timeout %v, want the remaining 59m", d)
+	}
+}
