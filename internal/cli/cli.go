@@ -21,6 +21,7 @@ import (
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/daemon"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/sshd"
 )
 
 // Version is set at build time with -ldflags "-X ...cli.Version=...".
@@ -152,7 +153,14 @@ func (a *app) firewallCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(a.out, "# from %s\n", ld.Source)
-			fmt.Fprint(a.out, firewall.Build(ld.Cfg.Firewall, daemon.SSHPorts(cmd.Context(), nil)).String())
+			ports, err := sshd.ListenPorts(cmd.Context())
+			if err != nil || len(ports) == 0 {
+				fmt.Fprintf(a.out, "# \"ssh\" means tcp/22 here: sshd -T could not say (%v)\n", err)
+				ports = []uint16{22}
+			} else {
+				fmt.Fprintf(a.out, "# \"ssh\" means tcp %v (from sshd -T)\n", ports)
+			}
+			fmt.Fprint(a.out, firewall.Build(ld.Cfg.Firewall, ports).String())
 			return nil
 		},
 	}

@@ -398,3 +398,56 @@ func TestCLIWithoutDaemon(t *testing.T) {
 		t.Fatalf("ban list without a daemon should say so in one line: err=%v\n%q", err, out)
 	}
 }
+
+// TestFullDiskKeepsBans fills the filesystem under state_dir: a new ban is
+// still enforced and the error says it was not saved; bans already in the
+// kernel stay, and moat keeps running.
+func TestFullDiskKeepsBans(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	state := filepath.Join(h.dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("moat-e2e", state, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
+		t.Skipf("cannot mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	h.start()
+	h.moat("ban", "add", h.link.B6.String())
+	f, err := os.Create(filepath.Join(state, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	// bbolt reuses its free pages first: ban until a write needs space.
+	var failed netip.Addr
+	for i := range 2000 {
+		a := netip.AddrFrom4([4]byte{10, 210, byte(250 + i/250), byte(1 + i%250)})
+		out, err := h.moatErr("ban", "add", a.String())
+		if err == nil {
+			continue
+		}
+		if !strings.Contains(out, "not saved") || !strings.Contains(out, "disk full") {
+			t.Fatalf("ban on a full disk: err=%v\n%s", err, out)
+		}
+		failed = a
+		break
+	}
+	if !failed.IsValid() {
+		t.Fatal("2000 bans fit on a full 256 KiB tmpfs: the test did not fill the disk")
+	}
+	if out := h.server.Run(t, "nft", "list", "set", "inet", "moat", "ban4"); !strings.Contains(out, failed.String()) {
+		t.Fatalf("the unsaved ban of %s is not enforced:\n%s", failed, out)
+	}
+	h.expect(h.link.B6, openPort, netnstest.TimedOut)
+	h.expect(h.link.B4, openPort, netnstest.Connected)
+	if h.proc.Exited() {
+		t.Fatalf("moat died on a full disk:\n%s", h.proc.Output())
+	}
+}

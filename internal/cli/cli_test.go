@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errw bytes.Buffer
+	code := Run(context.Background(), args, &out, &errw)
+	return code, out.String(), errw.String()
+}
+
+func TestConfigDefaultChecksClean(t *testing.T) {
+	dir := t.TempDir()
+	code, out, _ := run(t, "config", "default")
+	if code != 0 || !strings.Contains(out, "[firewall]") {
+		t.Fatalf("config default: %d %q", code, out)
+	}
+	path := filepath.Join(dir, "moat.toml")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := run(t, "config", "check", path); code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("config check of the default: %d %q %q", code, out, errs)
+	}
+}
+
+func TestConfigCheckNamesKeyAndLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(path, []byte("[firewall]\nopen = [\"tcp/22\", \"tcp/70000\"]\n"), 0o600)
+	code, _, errs := run(t, "config", "check", path)
+	if code == 0 || !strings.Contains(errs, "line 2") || !strings.Contains(errs, "firewall.open[1]") {
+		t.Fatalf("want a one-line error naming the key and line, got %d %q", code, errs)
+	}
+	code, _, errs = run(t, "--config", filepath.Join(t.TempDir(), "missing.toml"), "config", "check")
+	if code == 0 || !strings.Contains(errs, "missing.toml") {
+		t.Fatalf("an explicit missing config must be an error: %d %q", code, errs)
+	}
+}
+
+// firewall show works from the config alone: no root, no kernel.
+func TestFirewallShowNeedsNoKernel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "moat.toml")
+	os.WriteFile(path, []byte("[firewall]\nopen = [\"tcp/443\"]\nclosed_response = \"reject\"\n"), 0o600)
+	code, out, errs := run(t, "--config", path, "firewall", "show")
+	if code != 0 || !strings.Contains(out, "table inet moat {") || !strings.Contains(out, "tcp dport 443 accept") ||
+		!strings.Contains(out, "reject with tcp reset") {
+		t.Fatalf("firewall show: %d\n%s\n%s", code, out, errs)
+	}
+}
+
+func TestBadAddressIsRefusedBeforeTheSocket(t *testing.T) {
+	for _, addr := range []string{"10.0.0.300", "10.1.2.3/24", "fe80::1%eth0", "example.com"} {
+		code, _, errs := run(t, "--socket", "/nonexistent/moat.sock", "ban", "add", addr)
+		if code == 0 || strings.Contains(errs, "not running") || !strings.Contains(errs, addr) {
+			t.Errorf("ban add %s: want the address refused with a reason, got %d %q", addr, code, errs)
+		}
+	}
+	code, _, errs := run(t, "--socket", "/nonexistent/moat.sock", "ban", "list")
+	if code == 0 || !strings.Contains(errs, "moat is not running") {
+		t.Fatalf("no daemon: %d %q", code, errs)
+	}
+}

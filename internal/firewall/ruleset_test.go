@@ -1,0 +1,78 @@
+package firewall
+
+import (
+	"flag"
+	"os"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moat-fw/moat/internal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata golden files")
+
+// TestBuildGolden pins the ruleset of the default and example configs. The
+// kernel test proves the text is what nft lists; this one makes any change
+// to the rules show up in review.
+func TestBuildGolden(t *testing.T) {
+	for _, c := range []struct{ name, file string }{
+		{"default", ""},
+		{"example", "../../examples/moat.toml"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := config.Default()
+			if c.file != "" {
+				var err error
+				if data, err = os.ReadFile(c.file); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, err := config.Parse(data, c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := Build(cfg.Firewall, []uint16{22}).String()
+			golden := filepath.Join("testdata", c.name+".nft")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Fatalf("ruleset changed; if intended, run go test ./internal/firewall -run Golden -update\n%s", got)
+			}
+		})
+	}
+}
+
+// The interval helpers the set encoding and read-back rest on.
+func TestLastAddrAndRanges(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.0/8":       "10.255.255.255",
+		"10.1.2.3/32":      "10.1.2.3",
+		"fd00:210::/32":    "fd00:210:ffff:ffff:ffff:ffff:ffff:ffff",
+		"255.255.255.0/24": "255.255.255.255",
+	} {
+		if got := lastAddr(mustPrefix(in)).String(); got != want {
+			t.Errorf("lastAddr(%s) = %s, want %s", in, got, want)
+		}
+	}
+	ps := rangeToPrefixes(mustAddr("10.0.0.1"), mustAddr("10.0.0.6"))
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	if got := fmtList(s); got != "10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32" {
+		t.Errorf("rangeToPrefixes: %s", got)
+	}
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func fmtList(s []string) string        { return strings.Join(s, " ") }
