@@ -2,8 +2,8 @@ package firewall
 
 import (
 	"flag"
-	"os"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
