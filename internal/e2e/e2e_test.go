@@ -218,6 +218,13 @@ func TestBansDropAndPrefixesCover(t *testing.T) {
 	if len(list) != 2 || list[0].Addr != h.link.B4.String() || list[0].Reason != "test" || list[0].Origin != "manual" || list[0].Count != 1 {
 		t.Fatalf("ban list: %+v", list)
 	}
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(h.moat("status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Bans != 2 || st.Counters["ban"].Packets == 0 || !st.TablePresent {
+		t.Fatalf("status after dropped SYNs from banned sources: %+v", st)
+	}
 	h.moat("ban", "del", h.link.B4.String())
 	h.expect(h.link.B4, openPort, netnstest.Connected)
 
@@ -450,4 +457,28 @@ func TestFullDiskKeepsBans(t *testing.T) {
 	if h.proc.Exited() {
 		t.Fatalf("moat died on a full disk:\n%s", h.proc.Output())
 	}
+}
+
+func TestOnExitRemove(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	text, _ := os.ReadFile(h.cfg)
+	os.WriteFile(h.cfg, []byte(strings.Replace(string(text), "[daemon]\n", "[daemon]\non_exit = \"remove\"\n", 1)), 0o600)
+	h.start()
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.proc.Signal(syscall.SIGTERM)
+	if err := h.proc.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.Connected)
+}
+
+// Interfaces moat is not asked to guard are left alone.
+func TestInterfacesLimitWhatIsGuarded(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [\"nomatch*\"]", openPort))
+	h.start()
+	h.expect(h.link.B4, closedPort, netnstest.Connected)
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q]", openPort, h.link.AIf))
+	h.moat("firewall", "apply")
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.expect(h.link.B6, openPort, netnstest.Connected)
 }
