@@ -220,11 +220,7 @@ func (d *Daemon) install(ld *Loaded) error {
 		return err
 	}
 	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "took", time.Since(t0))
-	if len(b)+len(a) > 10_000 {
-		// Encoding a big transaction makes hundreds of MB of short-lived
-		// garbage; hand it back to the system now rather than hold it.
-		debug.FreeOSMemory()
-	}
+	releaseAfterBurst(len(b) + len(a))
 	if err := d.st.SetMeta(MetaApplied, ld.Raw); err != nil {
 		d.log.Warn("could not record the applied config", "err", err)
 	}
@@ -374,6 +370,8 @@ func (d *Daemon) reconcile() {
 		n = b + a
 	} else {
 		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
+		b, a := d.bans.Counts()
+		releaseAfterBurst(b + a)
 		if err != nil {
 			d.log.Error("reconcile failed", "err", err)
 			return
@@ -386,4 +384,14 @@ func (d *Daemon) reconcile() {
 	d.lastRec = d.now()
 	d.reasserted += n
 	d.mu.Unlock()
+}
+
+// releaseAfterBurst hands memory back to the system after a netlink burst
+// over many elements: encoding or reading 100k elements makes hundreds of MB
+// of short-lived garbage that the runtime would otherwise keep mapped for
+// minutes (RSS with 100k bans: 226 MB without, 70 MB with).
+func releaseAfterBurst(elements int) {
+	if elements > 10_000 {
+		debug.FreeOSMemory()
+	}
 }
