@@ -208,6 +208,7 @@ func defaults() Config {
 			LogBurst:       50,
 			Forward:        "untouched",
 		},
+		Login: defaultLogin(),
 	}
 }
 
@@ -257,6 +258,7 @@ var schema = []table{
 		}},
 		{"forward", func(d *decoder, p string, v any) { d.enum(p, v, forwardValues, &d.cfg.Firewall.Forward) }},
 	}},
+	{"login", loginKeys},
 }
 
 type table struct {
@@ -269,12 +271,25 @@ type key struct {
 	set  func(d *decoder, path string, v any)
 }
 
+// arrayTables lists the keys that are arrays of tables ([[login.rule]]),
+// with the keys of each of their tables.
+func arrayTables() map[string][]key {
+	return map[string][]key{"login.rule": loginRuleKeys}
+}
+
 // knownKeys lists every key as "table.key", in schema order.
 func knownKeys() []string {
 	var out []string
 	for _, t := range schema {
 		for _, k := range t.keys {
-			out = append(out, t.name+"."+k.name)
+			sub, ok := arrayTables()[t.name+"."+k.name]
+			if !ok {
+				out = append(out, t.name+"."+k.name)
+				continue
+			}
+			for _, sk := range sub {
+				out = append(out, t.name+"."+k.name+"[0]."+sk.name)
+			}
 		}
 	}
 	return out
@@ -442,9 +457,9 @@ func (d *decoder) duration(path string, v any, dst *time.Duration) {
 		d.badType(path, v, `a duration like "30s"`)
 		return
 	}
-	dur, err := time.ParseDuration(s)
+	dur, err := ParseDuration(s)
 	if err != nil {
-		d.bad(path, v, `want a duration like "30s" (units: ms, s, m, h)`)
+		d.bad(path, v, `want a duration like "30s" (units: ms, s, m, h, d, w)`)
 		return
 	}
 	*dst = dur

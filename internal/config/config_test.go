@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,11 @@ func TestDefaults(t *testing.T) {
 			LogBurst:       50,
 			Forward:        "untouched",
 		},
+		Login: Login{
+			Enabled: true, Sources: []string{"auto"}, Mode: "normal", MaxRetry: 5,
+			FindTime: 10 * time.Minute, BanTime: time.Hour, BanTimeMultiplier: 2, MaxBanTime: 7 * 24 * time.Hour,
+			ForgetOnSuccess: true, MaxTracked: 1_000_000,
+		},
 	}
 	if got := mustParse(t, ""); !reflect.DeepEqual(got, want) {
 		t.Errorf("empty file:\n got %+v\nwant %+v", got, want)
@@ -77,7 +83,11 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 	lines := strings.Split(string(data), "\n")
 	pos := scanPositions(string(data))
 	for _, k := range knownKeys() {
-		if !md.IsDefined(strings.Split(k, ".")...) {
+		defined := md.IsDefined(strings.Split(k, ".")...)
+		if strings.Contains(k, "[0]") { // keys of an array of tables
+			defined = pos[k] > 0
+		}
+		if !defined {
 			t.Errorf("%s does not set %s: document every key there", examplePath, k)
 			continue
 		}
@@ -143,6 +153,7 @@ forward = "drop"
 			LogBurst:       4294967295,
 			Forward:        "drop",
 		},
+		Login: defaultLogin(),
 	}
 	// 2001:db8::1 lies inside 2001:db8::/32: expect exactly that complaint.
 	_, err := Parse([]byte(src), "moat.toml")
@@ -182,7 +193,12 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[login]\nmax_tries = 3\n", `line 3: login: unknown section; moat knows [daemon] and [firewall]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall] and [login]`},
+		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
+		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
+		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
+		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
+		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
 		{"unknown array of tables", "\n[[door]]\nname = \"x\"\n", `line 2: door: unknown section`},
 		{"unknown top-level key", "\n\nverbose = true\n", `line 3: verbose: unknown section`},
 		{"unknown dotted key", "\nfirewall.stelth = true\n", `line 2: firewall.stelth: unknown key (did you mean "stealth"?)`},
@@ -291,7 +307,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: scan: unknown section; moat knows [daemon] and [firewall]`
+f.toml: line 6: scan: unknown section; moat knows [daemon], [firewall] and [login]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -646,6 +662,23 @@ func render(c *Config) string {
 	f := c.Firewall
 	fmt.Fprintf(&b, "[firewall]\ninterfaces = %s\nopen = %s\nallow = %s\nclosed_response = %s\nping = %t\nstealth = %t\nlog_group = %d\nlog_rate = %d\nlog_burst = %d\nforward = %s\n",
 		list(ifs), list(open), list(allow), q(f.ClosedResponse), f.Ping, f.Stealth, f.LogGroup, f.LogRate, f.LogBurst, q(f.Forward))
+	l := c.Login
+	var srcs, ign []string
+	for _, s := range l.Sources {
+		srcs = append(srcs, q(s))
+	}
+	for _, p := range l.Ignore {
+		ign = append(ign, q(p.String()))
+	}
+	fmt.Fprintf(&b, "[login]\nenabled = %t\nsources = %s\nmode = %s\nmax_retry = %d\nfind_time = %s\nban_time = %s\nban_time_multiplier = %s\nmax_ban_time = %s\nignore = %s\nipv6_prefix_after = %d\nforget_on_success = %t\nmax_tracked = %d\n",
+		l.Enabled, list(srcs), q(l.Mode), l.MaxRetry, q(l.FindTime.String()), q(l.BanTime.String()),
+		strconv.FormatFloat(l.BanTimeMultiplier, 'g', -1, 64), q(l.MaxBanTime.String()), list(ign), l.IPv6PrefixAfter, l.ForgetOnSuccess, l.MaxTracked)
+	for _, r := range l.Rules {
+		fmt.Fprintf(&b, "[[login.rule]]\nname = %s\nsource = %s\npattern = %s\n", q(r.Name), q(r.Source), q(r.Pattern))
+		if r.MaxRetry > 0 {
+			fmt.Fprintf(&b, "max_retry = %d\n", r.MaxRetry)
+		}
+	}
 	return b.String()
 }
 

@@ -4,6 +4,9 @@ package config
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"net/netip"
 	"time"
 )
@@ -12,6 +15,7 @@ import (
 type Config struct {
 	Daemon   Daemon
 	Firewall Firewall
+	Login    Login
 }
 
 // Daemon configures the long-running process.
@@ -104,4 +108,50 @@ func ResolveSSH(open []PortSpec, sshPorts []uint16) []PortSpec {
 		}
 	}
 	return out
+}
+
+// ParseDuration is time.ParseDuration plus days ("d") and weeks ("w"), which
+// ban times are naturally written in: "1w", "1d12h".
+func ParseDuration(s string) (time.Duration, error) {
+	if !strings.ContainsAny(s, "dw") {
+		return time.ParseDuration(s)
+	}
+	var total time.Duration
+	rest := s
+	for rest != "" {
+		i := 0
+		for i < len(rest) && (rest[i] >= '0' && rest[i] <= '9' || rest[i] == '.') {
+			i++
+		}
+		j := i
+		for j < len(rest) && !(rest[j] >= '0' && rest[j] <= '9' || rest[j] == '.') {
+			j++
+		}
+		num, unit := rest[:i], rest[i:j]
+		rest = rest[j:]
+		mult := time.Duration(0)
+		switch unit {
+		case "d":
+			mult = 24 * time.Hour
+		case "w":
+			mult = 7 * 24 * time.Hour
+		}
+		if mult == 0 {
+			d, err := time.ParseDuration(num + unit)
+			if err != nil {
+				return 0, fmt.Errorf("invalid duration %q", s)
+			}
+			total += d
+			continue
+		}
+		n, err := strconv.ParseFloat(num, 64)
+		if err != nil || n < 0 || n > float64(math.MaxInt64)/float64(mult) {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		total += time.Duration(n * float64(mult))
+	}
+	if s == "" {
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	return total, nil
 }

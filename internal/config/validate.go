@@ -155,6 +155,7 @@ func (c *Config) problems() []problem {
 	if !slices.Contains(forwardValues, f.Forward) {
 		bad("firewall.forward", q(f.Forward), "want %s", quotedOr(forwardValues))
 	}
+	out = append(out, c.Login.problems()...)
 	return out
 }
 
