@@ -1,0 +1,215 @@
+package authlog
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"regexp/syntax"
+	"strings"
+)
+
+// Rule is a compiled generic login rule: a Go regexp matching one whole
+// log line of a service other than sshd, with the client's address at
+// <HOST>. It is safe for concurrent use.
+type Rule struct {
+	pattern string
+	re      *regexp.Regexp
+	host    int // submatch index of <HOST>
+	user    int // submatch index of <USER>, or -1
+}
+
+// hostRE is what <HOST> stands for: a strict IPv4 address, or something
+// shaped like IPv6 (parseAddr then decides), with an optional zone.
+const (
+	octetRE = `(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])`
+	ipv4RE  = octetRE + `(?:\.` + octetRE + `){3}`
+	ipv6RE  = `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|` + ipv4RE + `)?(?:%[0-9A-Za-z_.@-]+)?`
+	hostRE  = `(?P<host>` + ipv4RE + `|` + ipv6RE + `)`
+	userRE  = `(?P<user>.*?)`
+)
+
+// errUnanchored explains the one rule every pattern must follow.
+var errUnanchored = errors.New("it must match the whole line, from ^ to $: " +
+	"with either end open, text the client controls (a user name, a URL) " +
+	"can carry its own \"from 1.2.3.4\" and get that address banned. " +
+	"Start the pattern with ^ and end it with $")
+
+// CompileRule compiles a generic rule. pattern is a Go regexp
+// (https://golang.org/s/re2syntax) that contains <HOST> exactly once and
+// <USER> at most once, starts with ^ and ends with $, and does not let
+// open-ended text ("(.*)", "(.+)", <USER>) stand on both sides of <HOST>.
+// See docs/login-rules.md.
+func CompileRule(pattern string) (*Rule, error) {
+	if n := strings.Count(pattern, "<HOST>"); n != 1 {
+		return nil, fmt.Errorf("login rule %q: <HOST> appears %d times: it must appear exactly once, where the service writes the client's address", pattern, n)
+	}
+	if n := strings.Count(pattern, "<USER>"); n > 1 {
+		return nil, fmt.Errorf("login rule %q: <USER> appears %d times: at most once", pattern, n)
+	}
+	if strings.Contains(pattern, "(?P<host>") || strings.Contains(pattern, "(?P<user>") ||
+		strings.Contains(pattern, "(?<host>") || strings.Contains(pattern, "(?<user>") {
+		return nil, fmt.Errorf("login rule %q: the group names host and user are reserved: use <HOST> and <USER>", pattern)
+	}
+	expanded := strings.Replace(strings.Replace(pattern, "<HOST>", hostRE, 1), "<USER>", userRE, 1)
+	re, err := regexp.Compile(expanded)
+	if err != nil {
+		return nil, fmt.Errorf("login rule %q: %w", pattern, err)
+	}
+	tree, err := syntax.Parse(expanded, syntax.Perl)
+	if err != nil {
+		return nil, fmt.Errorf("login rule %q: %w", pattern, err)
+	}
+	if err := checkShape(tree.Simplify()); err != nil {
+		return nil, fmt.Errorf("login rule %q: %w", pattern, err)
+	}
+	r := &Rule{pattern: pattern, re: re, host: -1, user: -1}
+	for i, name := range re.SubexpNames() {
+		switch name {
+		case "host":
+			r.host = i
+		case "user":
+			r.user = i
+		}
+	}
+	return r, nil
+}
+
+// checkShape checks that the pattern is anchored at both ends and that
+// open text does not surround <HOST>.
+func checkShape(re *syntax.Regexp) error {
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 {
+		return errUnanchored
+	}
+	first, last := re.Sub[0], re.Sub[len(re.Sub)-1]
+	if first.Op != syntax.OpBeginText || last.Op != syntax.OpEndText {
+		if first.Op == syntax.OpBeginLine || last.Op == syntax.OpEndLine {
+			return errors.New("(?m) makes ^ and $ match at every newline inside the line, " +
+				"and the client's text may contain newlines: drop (?m)")
+		}
+		return errUnanchored
+	}
+	// Find <HOST>'s capture among the top-level items.
+	hostAt := -1
+	for i, s := range re.Sub {
+		if s.Op == syntax.OpCapture && s.Name == "host" {
+			hostAt = i
+		}
+	}
+	if hostAt < 0 {
+		if hasCapture(re, "host") {
+			return errors.New("<HOST> must not be inside a group, an alternation or a repetition: " +
+				"it must be at one fixed place in the line")
+		}
+		return errors.New("<HOST> is missing")
+	}
+	before := false
+	for _, s := range re.Sub[:hostAt] {
+		before = before || openText(s)
+	}
+	after := false
+	for _, s := range re.Sub[hostAt+1:] {
+		after = after || openText(s)
+	}
+	if before && after {
+		return errors.New("open text (.*, .+, <USER>, or any repetition that can span spaces) " +
+			"stands on both sides of <HOST>: the client could write a line where a fake address " +
+			"sits in either part. Make one side fixed text: write what the service itself " +
+			"prints between <HOST> and the end of the line (or the start)")
+	}
+	return nil
+}
+
+func hasCapture(re *syntax.Regexp, name string) bool {
+	if re.Op == syntax.OpCapture && re.Name == name {
+		return true
+	}
+	for _, s := range re.Sub {
+		if hasCapture(s, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// openText reports whether re contains an unbounded repetition of
+// something that can match a space: text in which a client can write
+// "from 6.6.6.6 port 22".
+func openText(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpStar, syntax.OpPlus:
+		if matchesSpace(re.Sub[0]) {
+			return true
+		}
+	case syntax.OpRepeat:
+		if (re.Max == -1 || re.Max > 16) && matchesSpace(re.Sub[0]) {
+			return true
+		}
+	}
+	for _, s := range re.Sub {
+		if openText(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchesSpace reports whether re can match a string containing ' '.
+func matchesSpace(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return true
+	case syntax.OpCharClass:
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			if re.Rune[i] <= ' ' && ' ' <= re.Rune[i+1] {
+				return true
+			}
+		}
+		return false
+	case syntax.OpLiteral:
+		for _, r := range re.Rune {
+			if r == ' ' {
+				return true
+			}
+		}
+		return false
+	}
+	for _, s := range re.Sub {
+		if matchesSpace(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// String returns the pattern as written.
+func (r *Rule) String() string { return r.pattern }
+
+// Match reports whether line matches the rule and returns the address at
+// <HOST>, unmapped and without zone.
+func (r *Rule) Match(line []byte) (netip.Addr, bool) {
+	a, _, ok := r.MatchUser(line)
+	return a, ok
+}
+
+// MatchUser is Match that also returns the text at <USER> (nil without
+// <USER>), aliasing line.
+func (r *Rule) MatchUser(line []byte) (netip.Addr, []byte, bool) {
+	// Match first: it does not allocate, and most lines do not match.
+	if !r.re.Match(line) {
+		return netip.Addr{}, nil, false
+	}
+	m := r.re.FindSubmatchIndex(line)
+	if m == nil || m[2*r.host] < 0 {
+		return netip.Addr{}, nil, false
+	}
+	a, ok := parseAddr(line[m[2*r.host]:m[2*r.host+1]])
+	if !ok {
+		return netip.Addr{}, nil, false
+	}
+	var user []byte
+	if r.user >= 0 && m[2*r.user] >= 0 {
+		user = line[m[2*r.user]:m[2*r.user+1]]
+	}
+	return a, user, true
+}
