@@ -25,6 +25,7 @@ type Store interface {
 	DelAllow(p netip.Prefix) (bool, error)
 	Allows() ([]store.Entry, error)
 	PruneAllows(now time.Time) ([]store.Entry, error)
+	History(p netip.Prefix) (count int, last time.Time, err error)
 }
 
 // Enforcer changes set elements in the kernel.
@@ -68,6 +69,24 @@ type Request struct {
 	Reason  string
 	Session netip.Addr // the source of the caller's SSH session, if any
 	Force   bool       // ban even the caller's own session source
+	Backoff *Backoff   // when set, For is computed from how often p was banned before
+}
+
+// Backoff makes repeat bans longer: the n-th ban of an address lasts
+// Base * Multiplier^(n-1), up to Max.
+type Backoff struct {
+	Base       time.Duration
+	Multiplier float64
+	Max        time.Duration
+}
+
+// For returns the length of the n-th ban (n >= 1).
+func (b Backoff) For(n int) time.Duration {
+	d := float64(b.Base)
+	for i := 1; i < n && d < float64(b.Max); i++ {
+		d *= b.Multiplier
+	}
+	return min(time.Duration(min(d, float64(b.Max))), b.Max)
 }
 
 // Manager owns the live bans and allows. It is safe for concurrent use.
@@ -190,6 +209,13 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	}
 	if r.Session.IsValid() && !r.Force && p.Contains(r.Session.Unmap()) {
 		return store.Entry{}, Refuse("banning %s would cut off %s, the source of your SSH session; add --force if you mean it", p, r.Session.Unmap())
+	}
+	if r.Backoff != nil {
+		prev, _, err := m.store.History(p)
+		if err != nil {
+			prev = m.meta[p].Count // a corrupt history must not stop the ban
+		}
+		r.For = r.Backoff.For(prev + 1)
 	}
 	e := store.Entry{Prefix: p, Origin: r.Origin, Reason: r.Reason, Created: now}
 	if e.Origin == "" {
@@ -426,4 +452,25 @@ func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error),
 		total += len(miss)
 	}
 	return total, nil
+}
+
+// Active reports whether a live ban covers a.
+func (m *Manager) Active(a netip.Addr, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.bans.overlapping(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), now)
+	return ok
+}
+
+// CountWithin returns how many live bans of origin lie inside p.
+func (m *Manager) CountWithin(p netip.Prefix, origin string, now time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for q, e := range m.meta {
+		if e.Origin == origin && e.Active(now) && q.Bits() >= p.Bits() && p.Contains(q.Addr()) {
+			n++
+		}
+	}
+	return n
 }

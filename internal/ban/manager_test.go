@@ -39,6 +39,9 @@ func (s *memStore) DelBan(p netip.Prefix) (bool, error) {
 	return ok, s.fail
 }
 func (s *memStore) Bans() ([]store.Entry, error) { return values(s.bans), nil }
+func (s *memStore) History(p netip.Prefix) (int, time.Time, error) {
+	return s.counts[p], time.Time{}, nil
+}
 func (s *memStore) PruneBans(now time.Time) ([]store.Entry, error) {
 	return prune(s.bans, now), nil
 }
@@ -209,5 +212,28 @@ func TestReconcileReaddsMissing(t *testing.T) {
 	}
 	if d := enf.k[firewall.Bans].els[mp("10.210.1.1/32")]; d != 59*time.Minute {
 		t.Fatalf("re-added with timeout %v, want the remaining 59m", d)
+	}
+}
+
+func TestBackoffGrowsToMax(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	b := &Backoff{Base: time.Hour, Multiplier: 2, Max: 5 * time.Hour}
+	var got []time.Duration
+	for range 5 {
+		e, err := m.Add(Request{Prefix: mp("10.210.3.3/32"), Origin: "login", Backoff: b}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e.Expires.Sub(t0))
+	}
+	want := []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour, 5 * time.Hour, 5 * time.Hour}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("ban lengths %v, want %v", got, want)
+		}
+	}
+	if n := m.CountWithin(mp("10.210.3.0/24"), "login", t0); n != 1 {
+		t.Fatalf("CountWithin = %d", n)
 	}
 }

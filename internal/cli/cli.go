@@ -74,7 +74,8 @@ func (a *app) root() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "config file (the embedded default is used when the default path is missing)")
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config)")
-	root.AddCommand(a.runCmd(), a.configCmd(), a.firewallCmd(), a.listCmd("ban"), a.listCmd("allow"), a.statusCmd())
+	root.AddCommand(a.runCmd(), a.configCmd(), a.firewallCmd(), a.listCmd("ban"), a.listCmd("allow"), a.statusCmd(), a.sshdCmd())
+	root.AddCommand(a.explainCmd())
 	return root
 }
 
@@ -135,6 +136,7 @@ func (a *app) configCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
+			a.warnSSHDUnreachable(cmd.Context(), ld.Cfg.Firewall)
 			return nil
 		},
 	})

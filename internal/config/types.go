@@ -5,9 +5,9 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
-	"net/netip"
 	"time"
 )
 

@@ -103,4 +103,5 @@ type Status struct {
 	PendingConfirm *time.Time                  `json:"pending_confirm,omitempty"`
 	LastReconcile  time.Time                   `json:"last_reconcile,omitzero"`
 	Reasserted     int                         `json:"reasserted"` // elements re-added by reconcile since start
+	Login          *LoginStatus                `json:"login,omitempty"`
 }

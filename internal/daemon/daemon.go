@@ -89,6 +89,12 @@ type Daemon struct {
 	started time.Time
 	wake    chan struct{}
 
+	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
+	local     localAddrs
+	loginStop func() // stops the running login guard and waits for it
+	login     *loginGuard
+	loginSrcs []string
+
 	mu         sync.Mutex // guards everything below
 	cur        *Loaded
 	sshPorts   []uint16
@@ -148,6 +154,13 @@ func Run(ctx context.Context, opts Options) error {
 	defer signal.Stop(hup)
 
 	g, gctx := errgroup.WithContext(ctx)
+	d.runCtx = gctx
+	d.local.refresh()
+	if err := d.startLogin(gctx, ld.Cfg.Login); err != nil {
+		ln.Close()
+		return err
+	}
+	defer func() { d.stopLogin() }()
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	g.Go(func() error { return d.maintain(gctx) })
 	g.Go(func() error {
@@ -252,10 +265,20 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	if ld.Cfg.Daemon.StateDir != prev.Cfg.Daemon.StateDir || ld.Cfg.Daemon.Socket != prev.Cfg.Daemon.Socket {
 		d.log.Warn("state_dir and socket changes take effect at the next start")
 	}
+	// A bad rule pattern refuses the whole config before anything changes.
+	if _, err := compileRules(ld.Cfg.Login); err != nil {
+		return err
+	}
 	d.bans.Reconfigure(ld.Cfg.Firewall.Allow)
 	if err := d.install(ld); err != nil {
 		d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
 		return err
+	}
+	if d.loginStop != nil || ld.Cfg.Login.Enabled {
+		d.stopLogin()
+		if err := d.startLogin(d.runCtx, ld.Cfg.Login); err != nil {
+			d.log.Error("login guard not restarted", "err", err)
+		}
 	}
 	d.mu.Lock()
 	d.cur = ld
@@ -317,6 +340,7 @@ func (d *Daemon) maintain(ctx context.Context) error {
 			d.log.Warn("expiring bans", "err", err)
 		}
 		d.rollbackIfDue(now)
+		d.local.refresh()
 		if !now.Before(nextRec) {
 			d.reconcile()
 			d.mu.Lock()
@@ -393,5 +417,48 @@ func (d *Daemon) reconcile() {
 func releaseAfterBurst(elements int) {
 	if elements > 10_000 {
 		debug.FreeOSMemory()
+	}
+}
+
+// startLogin starts the login guard's followers for cfg (nothing when it is
+// disabled). stopLogin undoes it; reload does both.
+func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
+	if !cfg.Enabled {
+		return nil
+	}
+	rules, err := compileRules(cfg)
+	if err != nil {
+		return err
+	}
+	srcs := loginSources(cfg)
+	if len(srcs) == 0 {
+		d.log.Warn("login guard has no source: sshd logs neither to the journal nor to /var/log/auth.log or /var/log/secure; set [login] sources")
+	}
+	g := newLoginGuard(cfg, d.log, d.bans, &d.local)
+	d.loadCounters(g)
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = d.followLogin(lctx, g, srcs, rules)
+		// Saved after the followers stopped, with their positions: the
+		// next start resumes both exactly.
+		d.saveCounters(g)
+	}()
+	d.mu.Lock()
+	d.login, d.loginSrcs = g, srcs
+	d.loginStop = func() { cancel(); <-done }
+	d.mu.Unlock()
+	d.log.Info("login guard on", "sources", srcs, "max_retry", cfg.MaxRetry, "find_time", cfg.FindTime, "mode", cfg.Mode)
+	return nil
+}
+
+func (d *Daemon) stopLogin() {
+	d.mu.Lock()
+	stop := d.loginStop
+	d.loginStop, d.login = nil, nil
+	d.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
 }

@@ -193,7 +193,12 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 		t := d.deadline
 		st.PendingConfirm = &t
 	}
+	lg, srcs := d.login, d.loginSrcs
 	d.mu.Unlock()
+	if lg != nil {
+		ls := lg.status(srcs)
+		st.Login = &ls
+	}
 	bans := d.bans.List(now)
 	st.Bans = len(bans)
 	for _, e := range bans {

@@ -1,0 +1,448 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moat-fw/moat/internal/authlog"
+	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
+)
+
+// OriginLogin marks bans made by the login guard.
+const OriginLogin = "login"
+
+// loginGuard turns login events into bans: it applies the never-count rules,
+// counts failures per address in bounded memory, and bans through the ban
+// manager with growing ban times.
+type loginGuard struct {
+	cfg   config.Login
+	log   *slog.Logger
+	bans  *ban.Manager
+	local *localAddrs
+
+	mu       sync.Mutex
+	counters map[string]*ban.Counter // "sshd", then one per rule
+	users    map[string]int          // user names tried, bounded
+	banned   int
+	events   uint64
+}
+
+const maxUsersTracked = 10_000
+
+func newLoginGuard(cfg config.Login, log *slog.Logger, bans *ban.Manager, local *localAddrs) *loginGuard {
+	g := &loginGuard{cfg: cfg, log: log, bans: bans, local: local,
+		counters: map[string]*ban.Counter{}, users: map[string]int{}}
+	g.counters["sshd"] = ban.NewCounter(cfg.MaxRetry, cfg.FindTime, cfg.MaxTracked)
+	for _, r := range cfg.Rules {
+		retry := cfg.MaxRetry
+		if r.MaxRetry > 0 {
+			retry = r.MaxRetry
+		}
+		g.counters[r.Name] = ban.NewCounter(retry, cfg.FindTime, cfg.MaxTracked)
+	}
+	return g
+}
+
+// ignored says why a is never counted, or "".
+func (g *loginGuard) ignored(a netip.Addr, now time.Time) string {
+	switch {
+	case !a.IsValid():
+		return "no address"
+	case a.IsLoopback() || a.IsUnspecified() || a.IsMulticast():
+		return "loopback or special address"
+	case g.local.has(a):
+		return "one of this host's own addresses"
+	case g.bans.IsAllowed(a, now):
+		return "in the allow list"
+	}
+	for _, p := range g.cfg.Ignore {
+		if p.Contains(a) {
+			return "in [login] ignore"
+		}
+	}
+	return ""
+}
+
+// sshd handles one sshd event.
+func (g *loginGuard) sshd(ev *authlog.Event, now time.Time) {
+	if ev.Kind == authlog.Accepted {
+		if g.cfg.ForgetOnSuccess {
+			g.mu.Lock()
+			g.counters["sshd"].Forget(ev.Addr)
+			g.mu.Unlock()
+		}
+		return
+	}
+	if ev.Kind.Aggressive() && g.cfg.Mode != "aggressive" {
+		return
+	}
+	g.fail("sshd", ev.Addr, ev.Kind, ev.User, max(ev.Count, 1), ev.Port, now)
+}
+
+// epilogue kinds close a connection whose failures were already counted:
+// "Failed password" then "Connection closed by authenticating user" is one
+// attempt, not two. Alone (a client that probes and leaves) they count.
+func epilogue(k authlog.Kind) bool {
+	switch k {
+	case authlog.PreauthClosed, authlog.TooManyAuthFailures, authlog.MaxAuthTries:
+		return true
+	}
+	return false
+}
+
+// fail counts n failures of a for service and bans a when it reaches the
+// threshold.
+func (g *loginGuard) fail(service string, a netip.Addr, kind authlog.Kind, user []byte, n int, port uint16, now time.Time) {
+	a = a.Unmap()
+	if why := g.ignored(a, now); why != "" {
+		g.log.Debug("login failure not counted", "addr", a, "why", why)
+		return
+	}
+	g.mu.Lock()
+	g.events++
+	if len(user) > 0 {
+		if _, ok := g.users[string(user)]; ok || len(g.users) < maxUsersTracked {
+			g.users[string(user)] += n
+		}
+	}
+	c := g.counters[service]
+	if port != 0 && epilogue(kind) && c.LastConn(a) == port {
+		g.mu.Unlock()
+		return
+	}
+	count, kinds, reached := c.FailConn(a, n, 1<<kind, port, now)
+	if reached {
+		c.Forget(a)
+	}
+	g.mu.Unlock()
+	if !reached {
+		return
+	}
+	if g.bans.Active(a, now) {
+		return // lines about a banned address still in flight
+	}
+	reason := fmt.Sprintf("%s: %d failures in %s (%s)", service, count, g.cfg.FindTime, kindList(kinds))
+	e, err := g.bans.Add(ban.Request{
+		Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: OriginLogin, Reason: reason,
+		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime},
+	}, now)
+	if err != nil {
+		g.log.Error("login guard could not ban", "addr", a, "err", err)
+		if !e.Prefix.IsValid() {
+			return
+		}
+	}
+	g.mu.Lock()
+	g.banned++
+	g.mu.Unlock()
+	g.log.Info("banned", "addr", a, "origin", OriginLogin, "reason", reason, "until", e.Expires, "count", e.Count)
+	g.escalate6(a, now)
+}
+
+// escalate6 bans the /64 once enough of its addresses are banned: IPv6
+// attackers get a whole /64 and rotate through it.
+func (g *loginGuard) escalate6(a netip.Addr, now time.Time) {
+	if g.cfg.IPv6PrefixAfter <= 0 || !a.Is6() {
+		return
+	}
+	p := netip.PrefixFrom(a, 64).Masked()
+	if n := g.bans.CountWithin(p, OriginLogin, now); n < g.cfg.IPv6PrefixAfter {
+		return
+	}
+	reason := fmt.Sprintf("%d addresses of this /64 banned by the login guard", g.cfg.IPv6PrefixAfter)
+	e, err := g.bans.Add(ban.Request{Prefix: p, Origin: OriginLogin, Reason: reason,
+		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime}}, now)
+	if err != nil {
+		g.log.Warn("login guard could not ban the /64", "prefix", p, "err", err)
+		return
+	}
+	g.log.Info("banned", "addr", p, "origin", OriginLogin, "reason", reason, "until", e.Expires)
+}
+
+func kindList(bits uint32) string {
+	var out []string
+	for k := authlog.Kind(1); k < 32; k++ {
+		if bits&(1<<k) != 0 {
+			out = append(out, k.String())
+		}
+	}
+	if len(out) == 0 {
+		return "failed logins"
+	}
+	return strings.Join(out, ", ")
+}
+
+// LoginStatus is the login guard's part of `moat status`.
+type LoginStatus struct {
+	Enabled  bool          `json:"enabled"`
+	Sources  []string      `json:"sources"`
+	Counting int           `json:"counting"` // addresses with failures being counted
+	Banned   int           `json:"banned"`   // bans made since start
+	Events   uint64        `json:"events"`   // failures counted since start
+	TopUsers []UserAttempt `json:"top_users,omitempty"`
+}
+
+// UserAttempt is a user name and how often it was tried.
+type UserAttempt struct {
+	User     string `json:"user"`
+	Attempts int    `json:"attempts"`
+}
+
+func (g *loginGuard) status(sources []string) LoginStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events}
+	for _, c := range g.counters {
+		st.Counting += c.Len()
+	}
+	for u, n := range g.users {
+		st.TopUsers = append(st.TopUsers, UserAttempt{User: u, Attempts: n})
+	}
+	sort.Slice(st.TopUsers, func(i, j int) bool {
+		if st.TopUsers[i].Attempts != st.TopUsers[j].Attempts {
+			return st.TopUsers[i].Attempts > st.TopUsers[j].Attempts
+		}
+		return st.TopUsers[i].User < st.TopUsers[j].User
+	})
+	if len(st.TopUsers) > 10 {
+		st.TopUsers = st.TopUsers[:10]
+	}
+	return st
+}
+
+// localAddrs caches the host's own addresses, refreshed as interfaces
+// change, so the guards never ban the host itself.
+type localAddrs struct {
+	set atomic.Pointer[map[netip.Addr]bool]
+}
+
+func (l *localAddrs) refresh() {
+	m := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					m[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	l.set.Store(&m)
+}
+
+func (l *localAddrs) has(a netip.Addr) bool {
+	m := l.set.Load()
+	return m != nil && (*m)[a.Unmap()]
+}
+
+// loginSources resolves [login] sources: "auto" picks the journal when sshd
+// logs there, else the first syslog file that exists.
+func loginSources(cfg config.Login) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, s := range cfg.Sources {
+		if s != "auto" {
+			add(s)
+			continue
+		}
+		if journalAvailable() {
+			add("journal")
+			continue
+		}
+		for _, f := range []string{"/var/log/auth.log", "/var/log/secure"} {
+			if _, err := os.Stat(f); err == nil {
+				add(f)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func journalAvailable() bool {
+	if _, err := os.Stat("/run/systemd/journal/socket"); err != nil {
+		return false
+	}
+	_, err := exec.LookPath("journalctl")
+	return err == nil
+}
+
+// Store keys for where each login source was read up to.
+func metaPosKey(path string) string { return "login.pos:" + path }
+
+const metaJournalCursor = "login.journal_cursor"
+
+// follow runs the followers of every source until ctx ends, restarting one
+// that fails after a pause. Positions are saved as lines are handled so a
+// restart neither repeats nor misses lines.
+func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []string, rules []compiledRule) error {
+	var wg sync.WaitGroup
+	run := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := fn(ctx); err != nil && ctx.Err() == nil {
+					d.log.Warn("login source failed; retrying in 5s", "source", name, "err", err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(5 * time.Second):
+					}
+				}
+			}
+		})
+	}
+	for _, src := range sources {
+		if src == "journal" {
+			run(src, func(ctx context.Context) error { return d.followJournal(ctx, g) })
+			continue
+		}
+		run(src, func(ctx context.Context) error {
+			return d.followFile(ctx, src, func(line []byte, now time.Time) {
+				var ev authlog.Event
+				if authlog.ParseSSHD(line, &ev) {
+					g.sshd(&ev, now)
+				}
+			})
+		})
+	}
+	for _, r := range rules {
+		run(r.name, func(ctx context.Context) error {
+			return d.followFile(ctx, r.source, func(line []byte, now time.Time) {
+				if a, ok := r.rule.Match(line); ok {
+					g.fail(r.name, a, 0, nil, 1, 0, now)
+				}
+			})
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+type compiledRule struct {
+	name, source string
+	rule         *authlog.Rule
+}
+
+func compileRules(cfg config.Login) ([]compiledRule, error) {
+	var out []compiledRule
+	for _, r := range cfg.Rules {
+		cr, err := authlog.CompileRule(r.Pattern)
+		if err != nil {
+			return nil, fmt.Errorf("config: [[login.rule]] %q: %w", r.Name, err)
+		}
+		out = append(out, compiledRule{name: r.Name, source: r.Source, rule: cr})
+	}
+	return out, nil
+}
+
+// positionSaveEvery bounds how many lines a crash can replay.
+const positionSaveEvery = time.Second
+
+func (d *Daemon) followFile(ctx context.Context, path string, handle func(line []byte, now time.Time)) error {
+	var start authlog.Position
+	if raw, err := d.st.Meta(metaPosKey(path)); err == nil && raw != nil {
+		if err := json.Unmarshal(raw, &start); err != nil {
+			d.log.Warn("ignoring a corrupt saved log position", "source", path, "err", err)
+		}
+	}
+	f := authlog.NewFileFollower(path, start)
+	var last authlog.Position
+	var saved time.Time
+	save := func() {
+		if raw, err := json.Marshal(last); err == nil {
+			if err := d.st.SetMeta(metaPosKey(path), raw); err != nil {
+				d.log.Warn("cannot save the log position", "source", path, "err", err)
+			}
+		}
+	}
+	defer func() {
+		if last != (authlog.Position{}) {
+			save()
+		}
+	}()
+	return f.Run(ctx, func(line []byte, pos authlog.Position) error {
+		now := d.now()
+		handle(line, now)
+		last = pos
+		if now.Sub(saved) >= positionSaveEvery {
+			save()
+			saved = now
+		}
+		return nil
+	})
+}
+
+func (d *Daemon) followJournal(ctx context.Context, g *loginGuard) error {
+	cursor := ""
+	if raw, err := d.st.Meta(metaJournalCursor); err == nil {
+		cursor = string(raw)
+	}
+	j := authlog.NewJournalFollower(cursor, func(err error) { d.log.Warn("journal", "err", err) })
+	var last string
+	var saved time.Time
+	defer func() {
+		if last != "" {
+			_ = d.st.SetMeta(metaJournalCursor, []byte(last))
+		}
+	}()
+	return j.Run(ctx, func(msg []byte, cur string) error {
+		now := d.now()
+		var ev authlog.Event
+		if authlog.ParseSSHDMessage(msg, &ev) {
+			g.sshd(&ev, now)
+		}
+		last = cur
+		if now.Sub(saved) >= positionSaveEvery {
+			_ = d.st.SetMeta(metaJournalCursor, []byte(cur))
+			saved = now
+		}
+		return nil
+	})
+}
+
+// Store keys of the counters saved at a clean stop, so failures counted
+// before a restart still count after it.
+func metaCounterKey(name string) string { return "login.counter:" + name }
+
+func (d *Daemon) saveCounters(g *loginGuard) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, c := range g.counters {
+		if err := d.st.SetMeta(metaCounterKey(name), c.AppendSnapshot(nil)); err != nil {
+			d.log.Warn("cannot save login counters; failures in progress restart from zero", "err", err)
+			return
+		}
+	}
+}
+
+func (d *Daemon) loadCounters(g *loginGuard) {
+	now := d.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, c := range g.counters {
+		raw, err := d.st.Meta(metaCounterKey(name))
+		if err != nil || raw == nil {
+			continue
+		}
+		if err := c.LoadSnapshot(raw, now); err != nil {
+			d.log.Info("login counters not restored", "counter", name, "why", err)
+		}
+	}
+}
