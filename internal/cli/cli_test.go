@@ -67,3 +67,33 @@ func TestBadAddressIsRefusedBeforeTheSocket(t *testing.T) {
 		t.Fatalf("no daemon: %d %q", code, errs)
 	}
 }
+
+func TestExplainJSONAndSummary(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "auth.log")
+	lines := "Nov 21 06:29:01 h sshd[1]: Failed password for root from 203.0.113.7 port 5 ssh2\n" +
+		"Nov 21 06:29:02 h sshd[1]: Accepted publickey for me from 198.51.100.1 port 6 ssh2: ED25519 SHA256:x\n" +
+		"Nov 21 06:29:03 h sshd[1]: Invalid user x from 6.6.6.6 port 22 from 203.0.113.8 port 7\n" +
+		"Nov 21 06:29:04 h sshd[1]: Failed password for invalid user admin from 2001:db8::9 port 8 ssh2\n" +
+		"Nov 21 06:29:05 h sshd[1]: Did not receive identification string from 203.0.113.9 port 9\n"
+	os.WriteFile(log, []byte(lines), 0o600)
+	cfg := filepath.Join(dir, "moat.toml")
+	os.WriteFile(cfg, []byte("[login]\nmax_retry = 1\n"), 0o600)
+	code, out, errs := run(t, "--config", cfg, "explain", "--json", log)
+	want := `{"line":1,"kind":"failed-password","ip":"203.0.113.7","user":"root"}
+{"line":3,"kind":"invalid-user","ip":"203.0.113.8","user":"x from 6.6.6.6 port 22"}
+{"line":4,"kind":"failed-password","ip":"2001:db8::9","user":"admin"}
+`
+	if code != 0 || out != want {
+		t.Fatalf("explain --json: %d %q\n%s\nwant\n%s", code, errs, out, want)
+	}
+	code, out, _ = run(t, "--config", cfg, "explain", "--mode", "aggressive", log)
+	for _, s := range []string{"lines read:         5", "attempts found:     4", "banner-error", "would ban (max_retry 1 in 10m0s): 4"} {
+		if code != 0 || !strings.Contains(out, s) {
+			t.Fatalf("explain summary lacks %q:\n%s", s, out)
+		}
+	}
+	if strings.Contains(out, "  6.6.6.6") {
+		t.Fatalf("an address from the user-controlled part was used:\n%s", out)
+	}
+}

@@ -275,3 +275,43 @@ func (w *syslogWriter) Write(b []byte) (int, error) {
 		w.s.mu.Unlock()
 	}
 }
+
+// A [[login.rule]] bans from another service's log, and ipv6_prefix_after
+// widens repeat IPv6 offenders to their /64.
+func TestLoginRuleAndIPv6Prefix(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	logPath := filepath.Join(h.dir, "myapp.log")
+	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[login]
+sources = []
+ipv6_prefix_after = 2
+
+[[login.rule]]
+name = "myapp"
+source = %q
+pattern = '^\w{3} +\d+ [\d:]+ \S+ myapp\[\d+\]: auth failure for \S+ from <HOST>$'
+max_retry = 1
+`, openPort, logPath))
+	h.start()
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stamp := time.Now().Format(time.Stamp)
+	a, b := h.link.Host6(0xa), h.link.Host6(0xb)
+	// The first line is forged inside the user field: it must not count.
+	fmt.Fprintf(f, "%s web myapp[7]: auth failure for x from %s from %s\n", stamp, h.link.B6, a)
+	fmt.Fprintf(f, "%s web myapp[7]: auth failure for bob from %s\n", stamp, a)
+	fmt.Fprintf(f, "%s web myapp[7]: auth failure for bob from %s\n", stamp, b)
+	netnstest.Eventually(t, 5*time.Second, "the /64 ban", func() bool {
+		return hasBan(h.bans(t), h.link.Prefix6.String(), "login")
+	})
+	// The client's own v6 address never failed, but its /64 is banned now.
+	h.expect(h.link.B6, openPort, netnstest.TimedOut)
+	h.expect(h.link.B4, openPort, netnstest.Connected)
+}
