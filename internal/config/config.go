@@ -274,7 +274,7 @@ type key struct {
 // arrayTables lists the keys that are arrays of tables ([[login.rule]]),
 // with the keys of each of their tables.
 func arrayTables() map[string][]key {
-	return map[string][]key{"login.rule": loginRuleKeys}
+	return map[string][]key{"login.rule": loginRuleKeys, "door": doorKeys}
 }
 
 // knownKeys lists every key as "table.key", in schema order.
@@ -291,6 +291,9 @@ func knownKeys() []string {
 				out = append(out, t.name+"."+k.name+"[0]."+sk.name)
 			}
 		}
+	}
+	for _, k := range doorKeys {
+		out = append(out, "door[0]."+k.name)
 	}
 	return out
 }
@@ -318,9 +321,14 @@ func (d *decoder) badType(path string, v any, want string) {
 
 func (d *decoder) document(root map[string]any) {
 	for _, name := range sortedKeys(root) {
+		if name == "door" {
+			d.cfg.Doors = nil
+			d.tables("door", root[name], doorKeys, func() { d.cfg.Doors = append(d.cfg.Doors, defaultDoor()) })
+			continue
+		}
 		t := findTable(name)
 		if t == nil {
-			d.bad(quoteKey(name), nil, "unknown section%s; moat knows %s", suggest(name, tableNames()), listTables())
+			d.bad(quoteKey(name), nil, "unknown section%s; moat knows %s", suggest(name, append(tableNames(), "door")), listTables())
 			continue
 		}
 		m, ok := root[name].(map[string]any)
@@ -379,6 +387,7 @@ func listTables() string {
 	for i, n := range names {
 		names[i] = "[" + n + "]"
 	}
+	names = append(names, "[[door]]")
 	return orList(names, "and")
 }
 

@@ -193,13 +193,18 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall] and [login]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login] and [[door]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
-		{"unknown array of tables", "\n[[door]]\nname = \"x\"\n", `line 2: door: unknown section`},
+		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: unknown section (did you mean "door"?)`},
+		{"door without sequence", "\n[[door]]\nname = \"x\"\nopen = [\"tcp/22\"]\n", `line 2: door[0].sequence: a door needs a sequence`},
+		{"door port also open", "[firewall]\nopen = [\"tcp/22\"]\n[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\n", `line 6: door[0].open[0] "tcp/22": is also in [firewall] open`},
+		{"door repeated step", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\", \"tcp/1\"]\nopen = [\"tcp/2222\"]\n", `line 3: door[0].sequence[1] "tcp/1": repeats the knock before it`},
+		{"door bad flags", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\ntcpflags = \"syn,!bogus\"\n", `line 5: door[0].tcpflags "syn,!bogus": unknown TCP flag "bogus"`},
+		{"door relative command", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/2222\"]\nstart_command = [\"hook\"]\n", `line 5: door[0].start_command "hook": the program must be an absolute path`},
 		{"unknown top-level key", "\n\nverbose = true\n", `line 3: verbose: unknown section`},
 		{"unknown dotted key", "\nfirewall.stelth = true\n", `line 2: firewall.stelth: unknown key (did you mean "stealth"?)`},
 		{"unknown key in inline table", "daemon = {\n  log_level = \"info\", colour = 1 }\n", `line 2: daemon.colour: unknown key`},
@@ -307,7 +312,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: scan: unknown section; moat knows [daemon], [firewall] and [login]`
+f.toml: line 6: scan: unknown section; moat knows [daemon], [firewall], [login] and [[door]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -678,6 +683,25 @@ func render(c *Config) string {
 		if r.MaxRetry > 0 {
 			fmt.Fprintf(&b, "max_retry = %d\n", r.MaxRetry)
 		}
+	}
+	for _, dr := range c.Doors {
+		ports := func(ps []PortSpec) string {
+			var out []string
+			for _, p := range ps {
+				out = append(out, q(p.String()))
+			}
+			return list(out)
+		}
+		argv := func(a []string) string {
+			var out []string
+			for _, s := range a {
+				out = append(out, q(s))
+			}
+			return list(out)
+		}
+		fmt.Fprintf(&b, "[[door]]\nname = %s\nsequence = %s\nseq_timeout = %s\ntcpflags = %s\nopen = %s\nopen_for = %s\nclose_sequence = %s\nstart_command = %s\nstop_command = %s\none_time_sequences = %s\nmax_pending = %d\n",
+			q(dr.Name), ports(dr.Sequence), q(dr.SeqTimeout.String()), q(dr.TCPFlags.String()), ports(dr.Open), q(dr.OpenFor.String()),
+			ports(dr.CloseSequence), argv(dr.StartCommand), argv(dr.StopCommand), q(dr.OneTimeSequences), dr.MaxPending)
 	}
 	return b.String()
 }

@@ -16,6 +16,7 @@ type Config struct {
 	Daemon   Daemon
 	Firewall Firewall
 	Login    Login
+	Doors    []Door
 }
 
 // Daemon configures the long-running process.

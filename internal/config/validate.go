@@ -156,6 +156,7 @@ func (c *Config) problems() []problem {
 		bad("firewall.forward", q(f.Forward), "want %s", quotedOr(forwardValues))
 	}
 	out = append(out, c.Login.problems()...)
+	out = append(out, c.doorProblems()...)
 	return out
 }
 
