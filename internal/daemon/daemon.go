@@ -226,7 +226,7 @@ func (d *Daemon) install(ld *Loaded) error {
 	d.mu.Lock()
 	ports := d.sshPorts
 	d.mu.Unlock()
-	rs := firewall.Build(ld.Cfg.Firewall, ports)
+	rs := firewall.Build(ld.Cfg.Firewall, ports, ld.Cfg.Doors...)
 	b, a := d.bans.Elements(d.now())
 	t0 := time.Now()
 	if err := d.fw.Apply(rs, b, a); err != nil {

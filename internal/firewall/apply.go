@@ -108,6 +108,17 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
 	}
 	for _, sd := range rs.Sets {
 		s := namedSet(t, sd.Name, sd.V6)
+		switch sd.Type {
+		case SetSources:
+			s.Interval, s.Dynamic, s.Size, s.Timeout = false, true, sd.Size, sd.Timeout
+		case SetGrants:
+			addr := nftables.TypeIPAddr
+			if sd.V6 {
+				addr = nftables.TypeIP6Addr
+			}
+			s.Interval, s.Dynamic, s.Size, s.Concatenation = false, true, sd.Size, true
+			s.KeyType = nftables.MustConcatSetType(addr, nftables.TypeInetProto, nftables.TypeInetService)
+		}
 		if err := c.AddSet(s, contents[sd.Name]); err != nil {
 			return fmt.Errorf("nftables: set %s: %w", sd.Name, err)
 		}
@@ -126,7 +137,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
 	for _, ch := range rs.Chains {
 		for _, r := range ch.Rules {
 			for _, as := range r.anonSets() {
-				s := &nftables.Set{Table: t, Anonymous: true, Constant: true, Interval: as.interval, KeyType: as.keyType}
+				s := &nftables.Set{Table: t, Anonymous: true, Constant: true, Interval: as.interval, KeyType: as.keyType, Concatenation: as.concat}
 				if err := c.AddSet(s, as.elems); err != nil {
 					return fmt.Errorf("nftables: rule %q: %w", r.Text(), err)
 				}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -52,9 +53,35 @@ type Chain struct {
 
 // SetDef is a named set of the table.
 type SetDef struct {
-	Name string
-	V6   bool
+	Name    string
+	V6      bool
+	Type    SetType
+	Size    uint32        // element cap (dynamic sets)
+	Timeout time.Duration // default element timeout (dynamic sets)
 }
+
+// SetType says what a named set holds.
+type SetType int
+
+// The set types.
+const (
+	// SetPrefixes holds bans or allows: intervals with timeouts.
+	SetPrefixes SetType = iota
+	// SetSources holds sources in the middle of a knock, added by the
+	// packet path with the set's timeout.
+	SetSources
+	// SetGrants holds source . protocol . port triples a door opened.
+	SetGrants
+)
+
+// Names of the grant sets knock doors add to.
+const (
+	SetGrant4 = "grant4"
+	SetGrant6 = "grant6"
+)
+
+// grantSetSize caps the grants open at once.
+const grantSetSize = 65536
 
 // Ruleset is the whole `inet moat` table, built from the config alone.
 type Ruleset struct {
@@ -113,10 +140,11 @@ var ndTypes = map[byte]string{
 var linkLocal6 = netip.MustParsePrefix("fe80::/10")
 
 // Build turns the firewall config into the ruleset. sshPorts resolves the
-// "ssh" alias in open (nil means 22).
-func Build(fw config.Firewall, sshPorts []uint16) *Ruleset {
+// "ssh" alias in open (nil means 22). Doors verified in the kernel add their
+// knock sets and rules.
+func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset {
 	rs := &Ruleset{
-		Sets:     []SetDef{{SetBan4, false}, {SetBan6, true}, {SetAllow4, false}, {SetAllow6, true}},
+		Sets:     []SetDef{{Name: SetBan4}, {Name: SetBan6, V6: true}, {Name: SetAllow4}, {Name: SetAllow6, V6: true}},
 		Counters: []string{CounterBan, CounterInvalid, CounterClosed},
 		LogRate:  fw.LogRate,
 		LogBurst: fw.LogBurst,
@@ -169,6 +197,11 @@ func Build(fw config.Firewall, sshPorts []uint16) *Ruleset {
 		add(rule(icmpType(8, "echo-request"), accept()),
 			rule(icmpv6Types([]byte{128}, map[byte]string{128: "echo-request"}), accept()))
 	}
+	if len(doors) > 0 {
+		rs.Sets = append(rs.Sets, SetDef{Name: SetGrant4, Type: SetGrants, Size: grantSetSize},
+			SetDef{Name: SetGrant6, V6: true, Type: SetGrants, Size: grantSetSize})
+		add(rule(grantLookup(SetGrant4, false), accept()), rule(grantLookup(SetGrant6, true), accept()))
+	}
 	for _, proto := range []config.Proto{config.TCP, config.UDP} {
 		var ranges []portRange
 		for _, p := range config.ResolveSSH(fw.Open, sshPorts) {
@@ -180,6 +213,24 @@ func Build(fw config.Firewall, sshPorts []uint16) *Ruleset {
 			add(rule(dports(byte(proto), ranges), accept()))
 		}
 	}
+	if len(doors) > 0 {
+		knock := Chain{Name: "knock"}
+		var resets, steps []Rule
+		for _, v6 := range []bool{false, true} {
+			for _, dr := range doors {
+				for _, sq := range doorSequences(dr) {
+					sets, r, st := knockRules(dr, sq, v6)
+					rs.Sets = append(rs.Sets, sets...)
+					resets, steps = append(resets, r...), append(steps, st...)
+				}
+			}
+		}
+		// Every door's resets run before any door's steps: a packet that
+		// advances one door still resets another door's sequence.
+		knock.Rules = append(resets, steps...)
+		rs.Chains = append(rs.Chains, knock)
+		add(rule(jumpChain("knock")))
+	}
 	add(rule(limitObj("log"), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
 		// A closed port answers as a host without a listener would.
@@ -188,7 +239,7 @@ func Build(fw config.Firewall, sshPorts []uint16) *Ruleset {
 	}
 	add(rule(counterObj(CounterClosed), drop()))
 
-	rs.Chains = append(rs.Chains, input, guard)
+	rs.Chains = append([]Chain{input, guard}, rs.Chains...)
 
 	switch fw.Forward {
 	case "ban":
@@ -220,7 +271,16 @@ func (rs *Ruleset) String() string {
 		if s.V6 {
 			typ = "ipv6_addr"
 		}
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval,timeout\n\t}\n\n", s.Name, typ)
+		switch s.Type {
+		case SetPrefixes:
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval,timeout\n\t}\n\n", s.Name, typ)
+		case SetSources:
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
+				s.Name, typ, s.Size, nftDuration(s.Timeout))
+		case SetGrants:
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t}\n\n",
+				s.Name, typ, s.Size)
+		}
 	}
 	for i, c := range rs.Chains {
 		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)

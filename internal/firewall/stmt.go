@@ -6,10 +6,13 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/moat-fw/moat/internal/config"
 )
 
 // A stmt is one piece of a rule in two forms built side by side: the text
@@ -26,6 +29,7 @@ type stmt struct {
 type anonSet struct {
 	keyType  nftables.SetDatatype
 	interval bool
+	concat   bool
 	elems    []nftables.SetElement
 	lookup   *expr.Lookup // patched with the set's name and id when applied
 }
@@ -392,3 +396,111 @@ func rejectPortUnreachable() stmt {
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
 	}}
 }
+
+// Registers for concatenations: a 16-byte address fills NFT_REG_1, which
+// is NFT_REG32_00..03; the next 32-bit registers hold the other fields.
+const (
+	reg32After4 = unix.NFT_REG32_00 + 1 // first free 32-bit register after an IPv4 address
+	reg32After6 = unix.NFT_REG32_00 + 4 // ... after an IPv6 address
+)
+
+func saddrLoad(v6 bool) (kw string, e []expr.Any) {
+	if v6 {
+		return "ip6", cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16}})
+	}
+	return "ip", cat(nfproto(unix.NFPROTO_IPV4), []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}})
+}
+
+// grantLookup matches packets whose source, protocol and destination port
+// are in a grant set: `ip saddr . meta l4proto . th dport @grant4`.
+func grantLookup(setName string, v6 bool) stmt {
+	kw, e := saddrLoad(v6)
+	r := uint32(reg32After4)
+	if v6 {
+		r = reg32After6
+	}
+	e = append(e,
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r},
+		&expr.Payload{DestRegister: r + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: setName})
+	return stmt{text: fmt.Sprintf("%s saddr . meta l4proto . th dport @%s", kw, setName), exprs: e}
+}
+
+// protoPortNotIn matches packets whose protocol and destination port are
+// none of specs: `meta l4proto . th dport != { tcp . 7000, udp . 8000 }`.
+func protoPortNotIn(specs []config.PortSpec) stmt {
+	lk := &expr.Lookup{SourceRegister: 1, Invert: true}
+	as := &anonSet{keyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService), concat: true, lookup: lk}
+	var names []string
+	for _, s := range specs {
+		as.elems = append(as.elems, nftables.SetElement{Key: []byte{byte(s.Proto), 0, 0, 0, byte(s.From >> 8), byte(s.From), 0, 0}})
+		names = append(names, fmt.Sprintf("%s . %d", s.Proto, s.From))
+	}
+	return stmt{text: "meta l4proto . th dport != { " + strings.Join(names, ", ") + " }", exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Payload{DestRegister: reg32After4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		lk,
+	}, anon: as}
+}
+
+// setUpdate adds the source to (or deletes it from) a dynamic set.
+func setUpdate(op uint32, setName string, v6 bool) stmt {
+	kw, e := saddrLoad(v6)
+	verb := "add"
+	if op == dynsetOpDelete {
+		verb = "delete"
+	}
+	return stmt{text: fmt.Sprintf("%s @%s { %s saddr }", verb, setName, kw),
+		exprs: append(e, &expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: op})}
+}
+
+// grantUpdate adds (with a timeout) or deletes source . proto . port in a
+// grant set, from the packet path.
+func grantUpdate(op uint32, setName string, v6 bool, p config.PortSpec, timeout time.Duration) stmt {
+	kw, e := saddrLoad(v6)
+	r := uint32(reg32After4)
+	if v6 {
+		r = reg32After6
+	}
+	e = append(e,
+		&expr.Immediate{Register: r, Data: []byte{byte(p.Proto)}},
+		&expr.Immediate{Register: r + 1, Data: []byte{byte(p.From >> 8), byte(p.From)}})
+	verb, tail := "add", ""
+	if op == dynsetOpDelete {
+		verb = "delete"
+	} else {
+		tail = " timeout " + nftDuration(timeout)
+	}
+	// nft lists the protocol by name although it only reads it back as a number.
+	return stmt{text: fmt.Sprintf("%s @%s { %s saddr . %s . %d%s }", verb, setName, kw, p.Proto, p.From, tail),
+		exprs: append(e, &expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: op, Timeout: timeout})}
+}
+
+// nftDuration formats a duration as nft lists it: "1d2h3m4s5ms".
+func nftDuration(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	ms := d.Milliseconds()
+	var b strings.Builder
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}} {
+		if ms >= u.n {
+			fmt.Fprintf(&b, "%d%s", ms/u.n, u.name)
+			ms %= u.n
+		}
+	}
+	return b.String()
+}
+
+func jumpChain(name string) stmt {
+	return stmt{text: "jump " + name, exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: name}}}
+}
+
+// dynsetOpDelete is NFT_DYNSET_OP_DELETE (linux/netfilter/nf_tables.h,
+// kernel 5.12+), which x/sys does not define.
+const dynsetOpDelete = 2

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/daemon"
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+// The door used by the knock tests: three knocks open closedPort.
+const doorTOML = `
+[[door]]
+name = "ssh"
+sequence = ["tcp/7000", "tcp/7100", "udp/7200"]
+seq_timeout = "5s"
+open = ["tcp/%d"]
+open_for = "3s"
+close_sequence = ["udp/7400", "udp/7500"]
+`
+
+func knockHost(t *testing.T, extra string) *host {
+	t.Helper()
+	netnstest.RequireCommands(t, "knock")
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\n", openPort)+fmt.Sprintf(doorTOML, closedPort)+extra)
+	h.start()
+	return h
+}
+
+// knock runs knockd's own client from the client namespace.
+func (h *host) knock(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", h.client.Name, "knock"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("knock %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func TestKnockOpensForTheKnockerOnly(t *testing.T) {
+	h := knockHost(t, "")
+	second4 := h.link.Host4(3)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(second4, 24))
+	other := uint16(9001)
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A4, other))
+
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.Connected)
+	h.expect(h.link.B4, other, netnstest.TimedOut) // only the door's ports
+	h.expect(second4, closedPort, netnstest.TimedOut)
+	h.expect(h.link.B6, closedPort, netnstest.TimedOut) // only the knocking address
+
+	h.knock(t, "-6", h.link.A6.String(), "7000", "7100", "7200:udp")
+	h.expect(h.link.B6, closedPort, netnstest.Connected)
+
+	// The moat daemon is not needed: the kernel verifies kernel-mode doors.
+	h.proc.Kill9()
+	_ = h.proc.Wait(5 * time.Second)
+	h.eventually("the grant to end after open_for", h.link.B4, closedPort, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.Connected)
+}
+
+// An established connection outlives its grant; new ones are refused.
+func TestKnockGrantEndsButEstablishedGoesOn(t *testing.T) {
+	h := knockHost(t, "")
+	port := uint16(9500)
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n", openPort) + fmt.Sprintf(doorTOML, port))
+	h.moat("firewall", "apply")
+	echo := echoServer(t, h.server, netip.AddrPortFrom(h.link.A4, port))
+	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
+	var conn net.Conn
+	if err := h.client.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", echo.String(), 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(4 * time.Second) // open_for is 3s
+	h.expect(h.link.B4, port, netnstest.TimedOut)
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintln(conn, "still here"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "still here\n" {
+		t.Fatalf("established connection after the grant ended: %q %v", line, err)
+	}
+}
+
+func TestKnockRepeatResetAndClose(t *testing.T) {
+	h := knockHost(t, "")
+	// A repeated step (a retransmitted SYN) still opens.
+	h.knock(t, h.link.A4.String(), "7000", "7000", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.Connected)
+	// The close sequence ends the grant early.
+	h.knock(t, h.link.A4.String(), "7400:udp", "7500:udp")
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	// A knock to another closed port in between resets the sequence.
+	h.knock(t, h.link.A4.String(), "7000", "7050", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	// Out of order never opens.
+	h.knock(t, h.link.A4.String(), "7100", "7000", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	// Too slow: the whole sequence must fit in seq_timeout (5s).
+	h.knock(t, "-d", "2600", h.link.A4.String(), "7000", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.Connected)
+}
+
+// A full port sweep, in order or not, never completes a sequence: neither
+// an ascending one nor a descending one.
+func TestKnockResistsSweeps(t *testing.T) {
+	netnstest.RequireCommands(t, "nmap")
+	netnstest.RequireCommands(t, "knock")
+	// All-TCP sequences, so a TCP sweep covers every step.
+	door := strings.Replace(fmt.Sprintf(doorTOML, closedPort), `"udp/7200"`, `"tcp/7200"`, 1)
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\n", openPort)+door+`
+[[door]]
+name = "down"
+sequence = ["tcp/7300", "tcp/7250", "tcp/7150"]
+open = ["tcp/9600"]
+`)
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A4, 9600))
+	h.start()
+	for _, order := range [][]string{{"-r"}, {}} {
+		args := append([]string{"netns", "exec", h.client.Name, "nmap", "-sS", "-Pn", "-n", "-p", "1-65535",
+			"--max-retries", "0", "--min-rate", "20000", "-e", h.link.BIf}, order...)
+		args = append(args, h.link.A4.String())
+		before := h.closedDrops(t)
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("nmap: %v\n%s", err, out)
+		}
+		// The sweep really reached the host: one probe per port, every
+		// knock port included.
+		if n := h.closedDrops(t) - before; n < 65000 {
+			t.Fatalf("nmap %v: only %d probes reached the closed-port rule", order, n)
+		}
+		for _, p := range []uint16{closedPort, 9600} {
+			h.expect(h.link.B4, p, netnstest.TimedOut)
+		}
+		if out := h.server.Run(t, "nft", "list", "set", "inet", "moat", "grant4"); strings.Contains(out, "elements") {
+			t.Fatalf("a sweep (%v) opened a door:\n%s", order, out)
+		}
+	}
+	// The real knocks still work afterwards.
+	h.knock(t, h.link.A4.String(), "7300", "7250", "7150")
+	h.expect(h.link.B4, 9600, netnstest.Connected)
+}
+
+// echoServer echoes lines back on every connection until the test ends.
+func echoServer(t *testing.T, ns *netnstest.NS, addr netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte(line))
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return addr
+}
+
+func (h *host) closedDrops(t *testing.T) uint64 {
+	t.Helper()
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(h.moat("status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Counters["closed"].Packets
+}
