@@ -400,3 +400,103 @@ type Counter struct {
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
 }
+
+// Grant is a door's opening of one port for one source.
+type Grant struct {
+	Addr    netip.Addr
+	Proto   uint8 // IP protocol number
+	Port    uint16
+	Timeout time.Duration // the grant's length, when adding
+	Left    time.Duration // time left, when read back
+}
+
+func grantSet(v6 bool) *nftables.Set {
+	name, addr := SetGrant4, nftables.TypeIPAddr
+	if v6 {
+		name, addr = SetGrant6, nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: table(), Name: name, Dynamic: true, HasTimeout: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(addr, nftables.TypeInetProto, nftables.TypeInetService)}
+}
+
+// grantKey is the concatenation addr . proto . port, each field padded to
+// four bytes as the kernel's registers hold them.
+func grantKey(g Grant) []byte {
+	k := g.Addr.Unmap().AsSlice()
+	return append(k, g.Proto, 0, 0, 0, byte(g.Port>>8), byte(g.Port), 0, 0)
+}
+
+// UpdateGrants deletes then adds grants in one transaction (daemon-mode
+// doors; kernel-mode doors add their own from the packet path).
+func (a *Applier) UpdateGrants(del, add []Grant) error {
+	if len(del) == 0 && len(add) == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	for _, v6 := range []bool{false, true} {
+		s := grantSet(v6)
+		var d, ad []nftables.SetElement
+		for _, g := range del {
+			if g.Addr.Unmap().Is6() == v6 {
+				d = append(d, nftables.SetElement{Key: grantKey(g)})
+			}
+		}
+		for _, g := range add {
+			if g.Addr.Unmap().Is6() == v6 {
+				ad = append(ad, nftables.SetElement{Key: grantKey(g), Timeout: g.Timeout})
+			}
+		}
+		if len(d) > 0 {
+			if err := c.SetDeleteElements(s, d); err != nil {
+				return err
+			}
+		}
+		if len(ad) > 0 {
+			if err := c.SetAddElements(s, ad); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return explain(fmt.Errorf("nftables: update grants: %w", err))
+	}
+	return nil
+}
+
+// Grants reads the open grants of every door, with the time each has left.
+func (a *Applier) Grants() ([]Grant, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	var out []Grant
+	for _, v6 := range []bool{false, true} {
+		els, err := c.GetSetElements(grantSet(v6))
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // no doors, no grant sets
+			}
+			return nil, explain(fmt.Errorf("nftables: read grants: %w", err))
+		}
+		n := 4
+		if v6 {
+			n = 16
+		}
+		for _, e := range els {
+			if len(e.Key) < n+8 {
+				continue
+			}
+			addr, _ := netip.AddrFromSlice(e.Key[:n])
+			out = append(out, Grant{Addr: addr, Proto: e.Key[n], Port: uint16(e.Key[n+4])<<8 | uint16(e.Key[n+5]),
+				Timeout: e.Timeout, Left: e.Expires})
+		}
+	}
+	return out, nil
+}

@@ -65,6 +65,9 @@ func TestShowIsWhatTheKernelHolds(t *testing.T) {
 			OpenFor: 90 * time.Second, CloseSequence: []config.PortSpec{{Proto: config.UDP, From: 9100, To: 9100}, {Proto: config.UDP, From: 9200, To: 9200}}, MaxPending: 1024},
 		{Name: "one", Sequence: []config.PortSpec{{Proto: config.UDP, From: 4000, To: 4000}}, SeqTimeout: time.Second,
 			Open: []config.PortSpec{{Proto: config.UDP, From: 5000, To: 5000}}, OpenFor: time.Hour, MaxPending: 16},
+		{Name: "hook", Sequence: []config.PortSpec{{Proto: config.TCP, From: 6000, To: 6000}, {Proto: config.UDP, From: 6001, To: 6001}},
+			SeqTimeout: 3 * time.Second, Open: []config.PortSpec{{Proto: config.TCP, From: 6022, To: 6022}}, OpenFor: time.Minute,
+			StartCommand: []string{"/bin/true"}, MaxPending: 100},
 	}
 	for name, fw := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -191,5 +194,38 @@ func BenchmarkApply100kBans(b *testing.B) {
 		if err := a.Apply(rs, els, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestGrantsRoundTrip(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	door := config.Door{Name: "d", Sequence: []config.PortSpec{{Proto: config.TCP, From: 1, To: 1}}, SeqTimeout: time.Second,
+		Open: []config.PortSpec{{Proto: config.TCP, From: 22, To: 22}}, OpenFor: time.Minute, StartCommand: []string{"/bin/true"}, MaxPending: 16}
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil, door), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	g4 := firewall.Grant{Addr: netip.MustParseAddr("10.210.1.2"), Proto: 6, Port: 22, Timeout: time.Minute}
+	g6 := firewall.Grant{Addr: netip.MustParseAddr("fd00:210::2"), Proto: 17, Port: 5353, Timeout: time.Hour}
+	if err := a.UpdateGrants(nil, []firewall.Grant{g4, g6}); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := a.Grants()
+	if err != nil || len(gs) != 2 {
+		t.Fatalf("grants %+v %v", gs, err)
+	}
+	if gs[0].Addr != g4.Addr || gs[0].Port != 22 || gs[0].Proto != 6 || gs[0].Left <= 0 || gs[0].Left > time.Minute ||
+		gs[1].Addr != g6.Addr || gs[1].Port != 5353 || gs[1].Proto != 17 {
+		t.Fatalf("read back %+v", gs)
+	}
+	if out := ns.Run(t, "nft", "list", "set", "inet", "moat", "grant4"); !strings.Contains(out, "10.210.1.2 . tcp . 22") {
+		t.Fatalf("nft lists:\n%s", out)
+	}
+	if err := a.UpdateGrants([]firewall.Grant{g4}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _ := a.Grants(); len(gs) != 1 {
+		t.Fatalf("after delete: %+v", gs)
 	}
 }

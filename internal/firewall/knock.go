@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/moat-fw/moat/internal/config"
 )
@@ -118,4 +119,56 @@ func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, st
 	}
 	steps = append(steps, rule(append(first, drop())...))
 	return sets, resets, steps
+}
+
+// Sets and prefix of daemon-verified doors.
+const (
+	SetKnockPending4 = "knockd_pending4"
+	SetKnockPending6 = "knockd_pending6"
+	// CounterKnock counts knock packets handed to the daemon.
+	CounterKnock = "knock"
+)
+
+// KnockPrefix is the NFLOG prefix of packets daemon-mode doors verify.
+var KnockPrefix = LogPrefix("knock")
+
+// daemonKnockRules hands daemon-mode doors their packets: every packet to
+// one of their knock ports (unlimited, so a flood cannot crowd out a real
+// knock), and every closed-port packet from a source that knocked within
+// seq_timeout, which the daemon needs to reset sequences.
+func daemonKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, rules []Rule) {
+	var ports []config.PortSpec
+	seen := map[config.PortSpec]bool{}
+	size, timeout := 0, time.Duration(0)
+	for _, dr := range doors {
+		for _, p := range append(append([]config.PortSpec{}, dr.Sequence...), dr.CloseSequence...) {
+			if !seen[p] {
+				seen[p] = true
+				ports = append(ports, p)
+			}
+		}
+		size, timeout = max(size, dr.MaxPending), max(timeout, dr.SeqTimeout)
+	}
+	if len(ports) == 0 {
+		return nil, nil
+	}
+	for _, v6 := range []bool{false, true} {
+		set := SetKnockPending4
+		if v6 {
+			set = SetKnockPending6
+		}
+		sets = append(sets, SetDef{Name: set, V6: v6, Type: SetSources, Size: uint32(size), Timeout: timeout})
+		// The log comes before the update: with the set full the packet is
+		// still seen.
+		rules = append(rules, rule(metaNfproto(v6), protoPortIn(ports), nflog(KnockPrefix, logGroup, logSnaplen),
+			setRefresh(set, v6), counterObj(CounterKnock), drop()))
+	}
+	for _, v6 := range []bool{false, true} {
+		set := SetKnockPending4
+		if v6 {
+			set = SetKnockPending6
+		}
+		rules = append(rules, rule(saddrIn(set, v6), nflog(KnockPrefix, logGroup, logSnaplen)))
+	}
+	return sets, rules
 }

@@ -215,9 +215,22 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	}
 	if len(doors) > 0 {
 		knock := Chain{Name: "knock"}
+		var kernelDoors, daemonDoors []config.Door
+		for _, dr := range doors {
+			if dr.Daemon() {
+				daemonDoors = append(daemonDoors, dr)
+			} else {
+				kernelDoors = append(kernelDoors, dr)
+			}
+		}
+		sets, handoff := daemonKnockRules(daemonDoors, fw.LogGroup)
+		rs.Sets = append(rs.Sets, sets...)
+		if len(handoff) > 0 {
+			rs.Counters = append(rs.Counters, CounterKnock)
+		}
 		var resets, steps []Rule
 		for _, v6 := range []bool{false, true} {
-			for _, dr := range doors {
+			for _, dr := range kernelDoors {
 				for _, sq := range doorSequences(dr) {
 					sets, r, st := knockRules(dr, sq, v6)
 					rs.Sets = append(rs.Sets, sets...)
@@ -227,7 +240,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		}
 		// Every door's resets run before any door's steps: a packet that
 		// advances one door still resets another door's sequence.
-		knock.Rules = append(resets, steps...)
+		knock.Rules = append(append(handoff, resets...), steps...)
 		rs.Chains = append(rs.Chains, knock)
 		add(rule(jumpChain("knock")))
 	}

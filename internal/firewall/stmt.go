@@ -504,3 +504,26 @@ func jumpChain(name string) stmt {
 // dynsetOpDelete is NFT_DYNSET_OP_DELETE (linux/netfilter/nf_tables.h,
 // kernel 5.12+), which x/sys does not define.
 const dynsetOpDelete = 2
+
+// protoPortIn matches packets whose protocol and destination port are one
+// of specs: `meta l4proto . th dport { tcp . 7000, udp . 8000 }`.
+func protoPortIn(specs []config.PortSpec) stmt {
+	s := protoPortNotIn(specs)
+	s.anon.lookup.Invert = false
+	s.text = strings.Replace(s.text, " != ", " ", 1)
+	return s
+}
+
+func metaNfproto(v6 bool) stmt {
+	if v6 {
+		return stmt{text: "meta nfproto ipv6", exprs: nfproto(unix.NFPROTO_IPV6)}
+	}
+	return stmt{text: "meta nfproto ipv4", exprs: nfproto(unix.NFPROTO_IPV4)}
+}
+
+// setRefresh adds the source to a dynamic set or refreshes its timeout.
+func setRefresh(setName string, v6 bool) stmt {
+	kw, e := saddrLoad(v6)
+	return stmt{text: fmt.Sprintf("update @%s { %s saddr }", setName, kw),
+		exprs: append(e, &expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: unix.NFT_DYNSET_OP_UPDATE})}
+}
