@@ -18,6 +18,8 @@ const (
 	RouteApply    = "/v1/firewall/apply"
 	RouteConfirm  = "/v1/firewall/confirm"
 	RouteOff      = "/v1/firewall/off"
+	RouteDoors    = "/v1/doors"
+	RouteGrants   = "/v1/grants"
 )
 
 // EntryJSON is a ban or allow as the CLI and `--json` show it.

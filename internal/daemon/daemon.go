@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/nflog"
 	"github.com/moat-fw/moat/internal/sshd"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -90,6 +92,8 @@ type Daemon struct {
 	wake    chan struct{}
 
 	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
+	doors     atomic.Pointer[doorEngine]
+	nflog     *nflog.Conn
 	local     localAddrs
 	loginStop func() // stops the running login guard and waits for it
 	login     *loginGuard
@@ -161,6 +165,35 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer func() { d.stopLogin() }()
+	eng, err := newDoorEngine(gctx, d.log, d.fw, ld.Cfg.Doors)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	d.doors.Store(eng)
+	defer func() { d.doors.Load().wait() }()
+	{
+		group := ld.Cfg.Firewall.LogGroup
+		g.Go(func() error {
+			if err := d.intake(gctx, group); err != nil {
+				// The firewall, bans and kernel-mode doors work without it.
+				d.log.Error("no packet intake: daemon-mode doors cannot open", "err", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+					d.doors.Load().expire(d.now())
+				}
+			}
+		})
+	}
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	g.Go(func() error { return d.maintain(gctx) })
 	g.Go(func() error {
@@ -273,6 +306,15 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	if err := d.install(ld); err != nil {
 		d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
 		return err
+	}
+	if eng, err := newDoorEngine(d.runCtx, d.log, d.fw, ld.Cfg.Doors); err != nil {
+		d.log.Error("daemon-mode doors not reloaded", "err", err)
+	} else {
+		eng.adopt(d.doors.Load())
+		d.doors.Store(eng)
+	}
+	if ld.Cfg.Firewall.LogGroup != prev.Cfg.Firewall.LogGroup {
+		d.log.Warn("a new log_group takes effect at the next start")
 	}
 	if d.loginStop != nil || ld.Cfg.Login.Enabled {
 		d.stopLogin()

@@ -63,6 +63,17 @@ func (d *Daemon) handler() http.Handler {
 		control.WriteJSON(w, http.StatusOK, DelResponse{Found: found})
 	})
 	mux.HandleFunc("POST "+RouteApply, d.apply)
+	mux.HandleFunc("GET "+RouteDoors, func(w http.ResponseWriter, r *http.Request) {
+		control.WriteJSON(w, http.StatusOK, d.doorsList())
+	})
+	mux.HandleFunc("GET "+RouteGrants, func(w http.ResponseWriter, r *http.Request) {
+		gs, err := d.grantsList()
+		if err != nil {
+			control.WriteError(w, http.StatusInternalServerError, err)
+			return
+		}
+		control.WriteJSON(w, http.StatusOK, gs)
+	})
 	mux.HandleFunc("POST "+RouteConfirm, func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
 		had := d.pending != nil

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -200,4 +202,70 @@ func (h *host) closedDrops(t *testing.T) uint64 {
 		t.Fatal(err)
 	}
 	return st.Counters["closed"].Packets
+}
+
+// Daemon-mode doors: commands run as argv with the knocker's address, stop
+// commands run when the grant ends, and one-time sequences are consumed.
+func TestKnockDaemonModeCommandsAndOneTime(t *testing.T) {
+	netnstest.RequireCommands(t, "knock")
+	h := newHost(t, "")
+	hook := filepath.Join(h.dir, "hook")
+	hookLog := filepath.Join(h.dir, "hook.log")
+	os.WriteFile(hook, []byte("#!/bin/sh\necho \"$@\" >> "+hookLog+"\n"), 0o755)
+	otp := filepath.Join(h.dir, "otp")
+	os.WriteFile(otp, []byte("# one-time sequences\n7300,7400:udp\n7500 7600\n"), 0o600)
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A4, 9600))
+	second4 := h.link.Host4(3)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(second4, 24))
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[[door]]
+name = "hook"
+sequence = ["tcp/7000", "tcp/7100", "udp/7200"]
+open = ["tcp/%d"]
+open_for = "2s"
+start_command = [%q, "open", "%%IP%%", "%%DOOR%%"]
+stop_command = [%q, "close", "%%IP%%", "%%DOOR%%"]
+
+[[door]]
+name = "otp"
+sequence = ["tcp/1"]
+one_time_sequences = %q
+open = ["tcp/9600"]
+open_for = "2s"
+`, openPort, closedPort, hook, hook, otp))
+	h.start()
+	if out := h.moat("door", "list"); !strings.Contains(out, "daemon") {
+		t.Fatalf("door list:\n%s", out)
+	}
+
+	h.knock(t, h.link.A4.String(), "7000", "7050", "7100", "7200:udp")
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
+	h.eventually("the daemon-mode door to open", h.link.B4, closedPort, netnstest.Connected)
+	h.expect(second4, closedPort, netnstest.TimedOut)
+	if out := h.moat("grant", "list", "--json"); !strings.Contains(out, `"door":"hook","addr":"`+h.link.B4.String()+`"`) {
+		t.Fatalf("grant list:\n%s", out)
+	}
+	h.eventually("the grant to end", h.link.B4, closedPort, netnstest.TimedOut)
+	netnstest.Eventually(t, 5*time.Second, "the stop command", func() bool {
+		b, _ := os.ReadFile(hookLog)
+		return strings.Contains(string(b), "close "+h.link.B4.String()+" hook")
+	})
+	b, _ := os.ReadFile(hookLog)
+	if want := "open " + h.link.B4.String() + " hook\nclose " + h.link.B4.String() + " hook\n"; string(b) != want {
+		t.Fatalf("hook log:\n%s\nwant\n%s", b, want)
+	}
+
+	// One-time sequences: the first opens once, then only the next does.
+	h.knock(t, h.link.A4.String(), "7300", "7400:udp")
+	h.eventually("the first one-time sequence to open", h.link.B4, 9600, netnstest.Connected)
+	h.eventually("the one-time grant to end", h.link.B4, 9600, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7300", "7400:udp")
+	h.expect(h.link.B4, 9600, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7500", "7600")
+	h.eventually("the second one-time sequence to open", h.link.B4, 9600, netnstest.Connected)
+	if b, _ := os.ReadFile(otp); !strings.Contains(string(b), "#7300,7400:udp\n#7500 7600\n") {
+		t.Fatalf("used sequences not consumed:\n%q", b)
+	}
 }
