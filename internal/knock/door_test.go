@@ -32,14 +32,14 @@ func TestDoorSemantics(t *testing.T) {
 		want  Result
 	}
 	for name, pkts := range map[string][]pkt{
-		"in order":        {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
-		"repeat tolerated": {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Repeated}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
+		"in order":          {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
+		"repeat tolerated":  {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Repeated}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
 		"other port resets": {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7050, syn, 0, Reset}, {config.TCP, 7100, syn, 0, Ignored}},
-		"restart on first": {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
-		"wrong flags":      {{config.TCP, 7000, syn | 0x10, 0, Ignored}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, 0x10, 0, Ignored}, {config.TCP, 7100, syn, 0, Advanced}},
-		"too slow":         {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 3 * time.Second, Advanced}, {config.UDP, 7200, 0, 3 * time.Second, Ignored}},
-		"udp vs tcp":       {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7200, syn, 0, Reset}},
-		"close":            {{config.UDP, 9100, 0, 0, Advanced}, {config.UDP, 9200, 0, 0, Closed}},
+		"restart on first":  {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
+		"wrong flags":       {{config.TCP, 7000, syn | 0x10, 0, Ignored}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, 0x10, 0, Ignored}, {config.TCP, 7100, syn, 0, Advanced}},
+		"too slow":          {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 3 * time.Second, Advanced}, {config.UDP, 7200, 0, 3 * time.Second, Ignored}},
+		"udp vs tcp":        {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7200, syn, 0, Reset}},
+		"close":             {{config.UDP, 9100, 0, 0, Advanced}, {config.UDP, 9200, 0, 0, Closed}},
 	} {
 		d := testDoor(tcp(7000), tcp(7100), udp(7200))
 		now := t0
