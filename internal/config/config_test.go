@@ -203,6 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{"door without sequence", "\n[[door]]\nname = \"x\"\nopen = [\"tcp/22\"]\n", `line 2: door[0].sequence: a door needs a sequence`},
 		{"door port also open", "[firewall]\nopen = [\"tcp/22\"]\n[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\n", `line 6: door[0].open[0] "tcp/22": is also in [firewall] open`},
 		{"door repeated step", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\", \"tcp/1\"]\nopen = [\"tcp/2222\"]\n", `line 3: door[0].sequence[1] "tcp/1": repeats the knock before it`},
+		{"door adjacent steps", "[[door]]\nname = \"x\"\nsequence = [\"tcp/7000\", \"tcp/7001\"]\nopen = [\"tcp/2222\"]\n", `line 3: door[0].sequence[1] "tcp/7001": is next to the knock before it`},
 		{"door bad flags", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\ntcpflags = \"syn,!bogus\"\n", `line 5: door[0].tcpflags "syn,!bogus": unknown TCP flag "bogus"`},
 		{"door relative command", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/2222\"]\nstart_command = [\"hook\"]\n", `line 5: door[0].start_command "hook": the program must be an absolute path`},
 		{"unknown top-level key", "\n\nverbose = true\n", `line 3: verbose: unknown section`},

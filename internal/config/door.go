@@ -208,6 +208,8 @@ func (c *Config) doorProblems() []problem {
 					bad(sp, q(s.String()), "a knock is one port, like \"tcp/7000\"")
 				case j > 0 && seq[j-1] == s:
 					bad(sp, q(s.String()), "repeats the knock before it: a retransmitted packet would count as a step; choose another port")
+				case j > 0 && seq[j-1].Proto == s.Proto && (s.From == seq[j-1].From+1 || s.From+1 == seq[j-1].From):
+					bad(sp, q(s.String()), "is next to the knock before it: a port sweep in order sends exactly that; choose ports further apart")
 				default:
 					if o, ok := openCovers(s); ok {
 						bad(sp, q(s.String()), "is in [firewall] open (%s), so it is answered and never reaches the door", o)

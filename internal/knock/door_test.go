@@ -56,7 +56,7 @@ func TestDoorSemantics(t *testing.T) {
 // a sequence, ascending or descending.
 func TestDoorSweepsNeverComplete(t *testing.T) {
 	a := netip.MustParseAddr("10.210.0.2")
-	for _, seq := range [][]config.PortSpec{{tcp(7000), tcp(7100), tcp(7200)}, {tcp(7300), tcp(7250), tcp(7150)}, {tcp(1), tcp(2)}} {
+	for _, seq := range [][]config.PortSpec{{tcp(7000), tcp(7100), tcp(7200)}, {tcp(7300), tcp(7250), tcp(7150)}, {tcp(1), tcp(3)}, {tcp(65535), tcp(65533)}} {
 		ports := make([]uint16, 65535)
 		for i := range ports {
 			ports[i] = uint16(i + 1)
