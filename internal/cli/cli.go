@@ -76,6 +76,8 @@ func (a *app) root() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config)")
 	root.AddCommand(a.runCmd(), a.configCmd(), a.firewallCmd(), a.listCmd("ban"), a.listCmd("allow"), a.statusCmd(), a.sshdCmd())
 	root.AddCommand(a.explainCmd())
+	root.AddCommand(a.doorCmd(), a.grantCmd())
+	root.AddCommand(a.knockCmd(), a.importCmd())
 	return root
 }
 
@@ -162,7 +164,7 @@ func (a *app) firewallCmd() *cobra.Command {
 			} else {
 				fmt.Fprintf(a.out, "# \"ssh\" means tcp %v (from sshd -T)\n", ports)
 			}
-			fmt.Fprint(a.out, firewall.Build(ld.Cfg.Firewall, ports).String())
+			fmt.Fprint(a.out, firewall.Build(ld.Cfg.Firewall, ports, ld.Cfg.Doors...).String())
 			return nil
 		},
 	}

@@ -209,6 +209,7 @@ func defaults() Config {
 			Forward:        "untouched",
 		},
 		Login: defaultLogin(),
+		Scan:  defaultScan(),
 	}
 }
 
@@ -259,6 +260,7 @@ var schema = []table{
 		{"forward", func(d *decoder, p string, v any) { d.enum(p, v, forwardValues, &d.cfg.Firewall.Forward) }},
 	}},
 	{"login", loginKeys},
+	{"scan", scanKeys},
 }
 
 type table struct {

@@ -222,7 +222,8 @@ func (c *Config) doorProblems() []problem {
 			}
 			seqs[sk] = i
 		}
-		checkSeq("sequence", dr.Sequence, true)
+		// A one-time-sequences file supplies the sequence, as in knockd.
+		checkSeq("sequence", dr.Sequence, dr.OneTimeSequences == "")
 		checkSeq("close_sequence", dr.CloseSequence, false)
 		if len(dr.Open) == 0 {
 			bad(key("open"), "", "a door must open something, like [\"tcp/22\"]")

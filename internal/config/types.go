@@ -16,6 +16,7 @@ type Config struct {
 	Daemon   Daemon
 	Firewall Firewall
 	Login    Login
+	Scan     Scan
 	Doors    []Door
 }
 

@@ -259,7 +259,7 @@ func (d *Daemon) install(ld *Loaded) error {
 	d.mu.Lock()
 	ports := d.sshPorts
 	d.mu.Unlock()
-	rs := firewall.Build(ld.Cfg.Firewall, ports, ld.Cfg.Doors...)
+	rs := firewall.Build(ld.Cfg.Firewall, ports, expandDoors(ld.Cfg.Doors, d.log)...)
 	b, a := d.bans.Elements(d.now())
 	t0 := time.Now()
 	if err := d.fw.Apply(rs, b, a); err != nil {

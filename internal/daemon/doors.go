@@ -427,3 +427,51 @@ func (d *Daemon) grantsList() ([]GrantJSON, error) {
 	}
 	return out, nil
 }
+
+// expandDoors gives one-time-sequence doors, for the ruleset, the ports of
+// every unused sequence in their file: the kernel must hand the daemon
+// knocks on whichever comes next.
+func expandDoors(doors []config.Door, log *slog.Logger) []config.Door {
+	out := make([]config.Door, len(doors))
+	copy(out, doors)
+	for i, dr := range out {
+		if dr.OneTimeSequences == "" {
+			continue
+		}
+		ports, err := oneTimePorts(dr.OneTimeSequences)
+		if err != nil {
+			log.Error("door's one-time sequences unreadable; it cannot open", "door", dr.Name, "err", err)
+			continue
+		}
+		seen := map[config.PortSpec]bool{}
+		var seq []config.PortSpec
+		for _, p := range append(append([]config.PortSpec{}, dr.Sequence...), ports...) {
+			if !seen[p] {
+				seen[p] = true
+				seq = append(seq, p)
+			}
+		}
+		out[i].Sequence = seq
+	}
+	return out
+}
+
+func oneTimePorts(path string) ([]config.PortSpec, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("one_time_sequences: %w", err)
+	}
+	var out []config.PortSpec
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		seq, err := parseOneTime(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s: line %d: %w", path, n+1, err)
+		}
+		out = append(out, seq...)
+	}
+	return out, nil
+}
