@@ -21,6 +21,7 @@ import (
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/daemon"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/portscan"
 	"github.com/moat-fw/moat/internal/sshd"
 )
 
@@ -431,5 +432,62 @@ func printStatus(w io.Writer, st daemon.Status) {
 	}
 	if st.Reasserted > 0 {
 		fmt.Fprintf(w, "reconcile: re-added %d elements the kernel had lost\n", st.Reasserted)
+	}
+	if l := st.Login; l != nil {
+		fmt.Fprintf(w, "\nlogin guard: sources %s; %d failures counted, %d addresses being counted, %d bans made\n",
+			strings.Join(l.Sources, " "), l.Events, l.Counting, l.Banned)
+		if len(l.TopUsers) > 0 {
+			var us []string
+			for _, u := range l.TopUsers {
+				us = append(us, fmt.Sprintf("%q %d", u.User, u.Attempts))
+			}
+			fmt.Fprintf(w, "  users tried most: %s\n", strings.Join(us, ", "))
+		}
+	}
+	if sc := st.Scan; sc != nil {
+		fmt.Fprintf(w, "\nscan guard: %d scanners banned since start", sc.Blocked)
+		if sc.Lost > 0 {
+			fmt.Fprintf(w, "; %d logged packets LOST (raise the receive buffer or lower the load)", sc.Lost)
+		}
+		fmt.Fprintln(w)
+		printScanReport(w, sc.Report)
+		if len(sc.Events) > 0 {
+			fmt.Fprintln(w, "  recent events (kept across restarts):")
+			for _, e := range sc.Events {
+				b := ""
+				if e.Blocked {
+					b = " BANNED"
+				}
+				fmt.Fprintf(w, "    %s  %-39s level %d  %s  %d probes, %d ports%s\n", e.At.Local().Format(time.DateTime), e.Addr, e.Level, e.Types, e.Packets, e.Ports, b)
+			}
+		}
+	}
+}
+
+// printScanReport prints what `psad -S` shows: top sources, most scanned
+// ports and counts per log prefix.
+func printScanReport(w io.Writer, r portscan.Report) {
+	if len(r.Sources) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SOURCE\tLEVEL\tTYPES\tPROBES\tPORTS\tFIRST\tLAST")
+		for _, s := range r.Sources {
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%d\t%d\t%s\t%s\n", s.Addr, s.Level, strings.Join(s.Types, ","), s.Packets, s.Ports,
+				s.First.Local().Format(time.TimeOnly), s.Last.Local().Format(time.TimeOnly))
+		}
+		tw.Flush()
+	}
+	if len(r.Ports) > 0 {
+		var ps []string
+		for _, p := range r.Ports {
+			ps = append(ps, fmt.Sprintf("%s/%d (%d)", p.Proto, p.Port, p.Packets))
+		}
+		fmt.Fprintf(w, "  most scanned ports: %s\n", strings.Join(ps, ", "))
+	}
+	if len(r.Prefixes) > 0 {
+		var ps []string
+		for _, p := range r.Prefixes {
+			ps = append(ps, fmt.Sprintf("%s %d", p.Prefix, p.Packets))
+		}
+		fmt.Fprintf(w, "  packets per log prefix: %s\n", strings.Join(ps, ", "))
 	}
 }

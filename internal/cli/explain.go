@@ -14,19 +14,26 @@ import (
 
 	"github.com/moat-fw/moat/internal/authlog"
 	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/daemon"
+	"github.com/moat-fw/moat/internal/kernlog"
+	"github.com/moat-fw/moat/internal/packet"
+	"github.com/moat-fw/moat/internal/portscan"
 )
 
 // explainCmd is moat's fail2ban-regex: what moat makes of each log line.
 func (a *app) explainCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, kernelLog bool
 	var mode string
 	cmd := &cobra.Command{
-		Use:   "explain [--json] [--mode normal|aggressive] FILE|-",
-		Short: "Show what the login guard makes of log lines (like fail2ban-regex)",
+		Use:   "explain [--json] [--mode normal|aggressive] [--kernel-log] FILE|-",
+		Short: "Show what the login guard (or, with --kernel-log, the scan guard) makes of log lines",
 		Long: "explain reads sshd log lines (syslog, RFC 5424, ISO-8601 or bare journal messages) and shows\n" +
 			"each attempt it finds, or with no --json a summary: lines read, attempts by kind, distinct\n" +
-			"addresses, and which addresses the current [login] policy would ban.",
+			"addresses, and which addresses the current [login] policy would ban (like fail2ban-regex).\n\n" +
+			"With --kernel-log it reads the kernel's iptables/nftables LOG lines (IN= OUT= SRC= DST= ...)\n" +
+			"and prints the scan guard's report, as psad -A does. Feed it kernel lines only: any process\n" +
+			"can write text that looks like one to syslog.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := io.Reader(os.Stdin)
@@ -42,6 +49,9 @@ func (a *app) explainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if kernelLog {
+				return explainKernel(in, a.out, asJSON, ld.Cfg.Scan, time.Now())
+			}
 			lc := ld.Cfg.Login
 			if cmd.Flags().Changed("mode") {
 				if mode != "normal" && mode != "aggressive" {
@@ -54,6 +64,7 @@ func (a *app) explainCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per attempt and nothing else")
 	cmd.Flags().StringVar(&mode, "mode", "normal", `"normal" or "aggressive" (default: [login] mode)`)
+	cmd.Flags().BoolVar(&kernelLog, "kernel-log", false, "read kernel LOG lines and print the scan report (like psad -A)")
 	return cmd
 }
 
@@ -138,5 +149,36 @@ func explain(in io.Reader, out io.Writer, asJSON, aggressive bool, retry int, wi
 	for _, a := range bs {
 		fmt.Fprintf(bw, "  %s (%d times)\n", a, wouldBan[a])
 	}
+	return nil
+}
+
+// explainKernel runs kernel LOG lines through a fresh scan detector with
+// the config's thresholds and prints its report.
+func explainKernel(in io.Reader, out io.Writer, asJSON bool, sc config.Scan, now time.Time) error {
+	det := portscan.New(portscan.Config{Window: sc.Window, MaxSources: sc.MaxSources, PacketTiers: sc.PacketTiers, SweepTiers: sc.SweepTiers})
+	r := bufio.NewScanner(in)
+	r.Buffer(make([]byte, 64<<10), 1<<20)
+	var p packet.Packet
+	lines, parsed := 0, 0
+	for r.Scan() {
+		lines++
+		prefix, ok := kernlog.Parse(r.Bytes(), &p)
+		if !ok {
+			continue
+		}
+		parsed++
+		det.Observe(&p, prefix, now)
+	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("reading line %d: %w", lines+1, err)
+	}
+	rep := det.Report(now, 50)
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintf(out, "lines read: %d, kernel LOG lines: %d, sources: %d\n", lines, parsed, len(rep.Sources))
+	printScanReport(out, rep)
 	return nil
 }

@@ -106,4 +106,5 @@ type Status struct {
 	LastReconcile  time.Time                   `json:"last_reconcile,omitzero"`
 	Reasserted     int                         `json:"reasserted"` // elements re-added by reconcile since start
 	Login          *LoginStatus                `json:"login,omitempty"`
+	Scan           *ScanStatus                 `json:"scan,omitempty"`
 }

@@ -93,6 +93,8 @@ type Daemon struct {
 
 	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
 	doors     atomic.Pointer[doorEngine]
+	scan      atomic.Pointer[scanGuard]
+	granted   atomic.Pointer[map[netip.Addr]bool] // sources holding a kernel-mode grant
 	nflog     *nflog.Conn
 	local     localAddrs
 	loginStop func() // stops the running login guard and waits for it
@@ -106,6 +108,7 @@ type Daemon struct {
 	pending    *Loaded // config to roll back to unless confirmed
 	deadline   time.Time
 	lastRec    time.Time
+	lastHouse  time.Time
 	reasserted int
 }
 
@@ -170,8 +173,11 @@ func Run(ctx context.Context, opts Options) error {
 		ln.Close()
 		return err
 	}
+	eng.scanTracked = d.scanTracked
 	d.doors.Store(eng)
 	defer func() { d.doors.Load().wait() }()
+	d.startScan(ld.Cfg)
+	defer d.saveScan()
 	{
 		group := ld.Cfg.Firewall.LogGroup
 		g.Go(func() error {
@@ -189,7 +195,9 @@ func Run(ctx context.Context, opts Options) error {
 				case <-gctx.Done():
 					return nil
 				case <-t.C:
-					d.doors.Load().expire(d.now())
+					now := d.now()
+					d.doors.Load().expire(now)
+					d.housekeep(now)
 				}
 			}
 		})
@@ -311,8 +319,11 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 		d.log.Error("daemon-mode doors not reloaded", "err", err)
 	} else {
 		eng.adopt(d.doors.Load())
+		eng.scanTracked = d.scanTracked
 		d.doors.Store(eng)
 	}
+	d.saveScan()
+	d.startScan(ld.Cfg)
 	if ld.Cfg.Firewall.LogGroup != prev.Cfg.Firewall.LogGroup {
 		d.log.Warn("a new log_group takes effect at the next start")
 	}

@@ -32,6 +32,10 @@ type doorEngine struct {
 	ctx  context.Context // commands die with the daemon
 	cmds sync.WaitGroup
 
+	// scanTracked reports sources the scan guard tracks as scanners: they
+	// cannot complete a knock.
+	scanTracked func(netip.Addr, time.Time) bool
+
 	mu     sync.Mutex
 	doors  []*daemonDoor
 	grants map[grantKey]time.Time // open daemon-mode grants and when they end
@@ -94,6 +98,10 @@ func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
 	for _, d := range e.doors {
 		switch d.v.Observe(p.Src, proto, p.DstPort, uint8(p.TCPFlags), now) {
 		case knock.Completed:
+			if e.scanTracked != nil && e.scanTracked(p.Src, now) {
+				e.log.Warn("knock refused: the source is being tracked as a port scanner", "door", d.cfg.Name, "addr", p.Src)
+				continue
+			}
 			e.open(d, p.Src, now)
 		case knock.Closed:
 			e.close(d, p.Src, "close sequence")
@@ -326,7 +334,8 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 	knockPrefix := []byte(firewall.KnockPrefix)
 	var p packet.Packet
 	err = c.Receive(ctx, func(m *nflog.Message) {
-		if err := packet.Decode(m.Family, m.Payload, &p); err != nil && !errors.Is(err, packet.ErrTruncated) {
+		err := packet.Decode(m.Family, m.Payload, &p)
+		if err != nil && !errors.Is(err, packet.ErrTruncated) {
 			return
 		}
 		if !p.Src.IsValid() {
@@ -335,6 +344,10 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 		now := d.now()
 		if bytes.Equal(m.Prefix, knockPrefix) {
 			d.doors.Load().packet(&p, now)
+			return
+		}
+		if g := d.scan.Load(); g != nil && err == nil {
+			g.packet(&p, m.Prefix, now)
 		}
 	})
 	if ctx.Err() != nil {

@@ -210,6 +210,16 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 		ls := lg.status(srcs)
 		st.Login = &ls
 	}
+	if sg := d.scan.Load(); sg != nil {
+		ss := sg.status(now)
+		d.mu.Lock()
+		if d.nflog != nil {
+			s := d.nflog.Stats()
+			ss.Lost = s.Lost + s.Overruns
+		}
+		d.mu.Unlock()
+		st.Scan = &ss
+	}
 	bans := d.bans.List(now)
 	st.Bans = len(bans)
 	for _, e := range bans {

@@ -1,0 +1,249 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/packet"
+	"github.com/moat-fw/moat/internal/portscan"
+)
+
+// OriginScan marks bans made by the scan guard.
+const OriginScan = "scan"
+
+// metaScanEvents is the store key of the recent scan events, kept so the
+// report survives a restart.
+const metaScanEvents = "scan.events"
+
+// ScanEvent is one rise of a source's danger level.
+type ScanEvent struct {
+	At      time.Time `json:"at"`
+	Addr    string    `json:"addr"`
+	Level   int       `json:"level"`
+	Types   string    `json:"types"`
+	Packets int       `json:"packets"`
+	Ports   int       `json:"ports"`
+	Blocked bool      `json:"blocked"`
+}
+
+// scanGuard feeds dropped packets to the scan detector and bans scanners.
+type scanGuard struct {
+	cfg  config.Scan
+	log  *slog.Logger
+	bans *ban.Manager
+
+	mu      sync.Mutex
+	det     *portscan.Detector
+	events  []ScanEvent // most recent last, at most cfg.Retention
+	dirty   bool
+	blocked int
+	logs    logLimiter
+}
+
+// scanIgnore says whether a source is never counted: the allow list, door
+// grants, the host's own addresses, the admin's session and [scan] ignore.
+type scanIgnore struct {
+	cfg     config.Scan
+	bans    *ban.Manager
+	local   *localAddrs
+	session netip.Addr
+	granted func(netip.Addr) bool
+}
+
+func (s *scanIgnore) ignore(a netip.Addr) bool {
+	a = a.Unmap()
+	if a == s.session || s.local.has(a) || s.bans.IsAllowed(a, time.Now()) {
+		return true
+	}
+	for _, p := range s.cfg.Ignore {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return s.granted != nil && s.granted(a)
+}
+
+func newScanGuard(cfg config.Scan, doors []config.Door, log *slog.Logger, bans *ban.Manager, ign *scanIgnore, saved []byte) *scanGuard {
+	knocks := map[[3]byte]bool{}
+	for _, dr := range doors {
+		for _, p := range append(append([]config.PortSpec{}, dr.Sequence...), dr.CloseSequence...) {
+			knocks[[3]byte{byte(p.Proto), byte(p.From >> 8), byte(p.From)}] = true
+		}
+	}
+	g := &scanGuard{cfg: cfg, log: log, bans: bans, logs: logLimiter{every: time.Second / 20}}
+	g.det = portscan.New(portscan.Config{
+		Window: cfg.Window, MaxSources: cfg.MaxSources, PacketTiers: cfg.PacketTiers, SweepTiers: cfg.SweepTiers,
+		RawSYNBoost: 1, // ban nmap -sS within its first few dozen probes (see rawSYNTypes)
+		Ignore:      ign.ignore,
+		// A door's knocks are probes of closed ports; they are not scans.
+		Knock: func(p *packet.Packet) bool {
+			return knocks[[3]byte{p.Proto, byte(p.DstPort >> 8), byte(p.DstPort)}]
+		},
+	})
+	if saved != nil {
+		if err := json.Unmarshal(saved, &g.events); err != nil {
+			log.Warn("saved scan events unreadable; starting a new history", "err", err)
+			g.events = nil
+		}
+	}
+	return g
+}
+
+// packet handles one dropped packet and its log prefix.
+func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
+	g.mu.Lock()
+	dec, rose := g.det.Observe(p, prefix, now)
+	g.mu.Unlock()
+	if !rose {
+		return
+	}
+	ev := ScanEvent{At: now, Addr: dec.Src.String(), Level: dec.Level, Types: dec.Types.String(), Packets: dec.Packets, Ports: dec.Ports}
+	if g.cfg.BlockLevel > 0 && dec.Level >= g.cfg.BlockLevel {
+		reason := fmt.Sprintf("port scan: danger level %d (%s), %d probes to %d ports", dec.Level, ev.Types, dec.Packets, dec.Ports)
+		e, err := g.bans.Add(ban.Request{Prefix: netip.PrefixFrom(dec.Src, dec.Src.BitLen()), For: g.cfg.BlockFor[dec.Level-1],
+			Origin: OriginScan, Reason: reason}, now)
+		switch {
+		case err == nil:
+			ev.Blocked = true
+			g.log.Info("banned", "addr", dec.Src, "origin", OriginScan, "reason", reason, "until", e.Expires)
+		default:
+			g.log.Warn("scanner not banned", "addr", dec.Src, "level", dec.Level, "err", err)
+		}
+	} else if g.logs.allow(now) {
+		g.log.Info("scan detected", "addr", dec.Src, "level", dec.Level, "types", ev.Types, "probes", dec.Packets)
+	}
+	g.mu.Lock()
+	if ev.Blocked {
+		g.blocked++
+	}
+	g.events = append(g.events, ev)
+	if over := len(g.events) - g.cfg.Retention; over > 0 {
+		g.events = append(g.events[:0], g.events[over:]...)
+	}
+	g.dirty = true
+	g.mu.Unlock()
+}
+
+// snapshot returns the events to persist when they changed.
+func (g *scanGuard) snapshot() ([]byte, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.dirty {
+		return nil, false
+	}
+	g.dirty = false
+	b, err := json.Marshal(g.events)
+	return b, err == nil
+}
+
+// ScanStatus is the scan guard's part of `moat status`, what `psad -S`
+// shows.
+type ScanStatus struct {
+	Report  portscan.Report `json:"report"`
+	Blocked int             `json:"blocked"` // bans made since start
+	Events  []ScanEvent     `json:"events"`  // the most recent, newest last
+	Lost    uint64          `json:"lost"`    // logged packets the kernel could not deliver
+}
+
+func (g *scanGuard) status(now time.Time) ScanStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := ScanStatus{Report: g.det.Report(now, 10), Blocked: g.blocked}
+	n := min(len(g.events), 20)
+	st.Events = append([]ScanEvent(nil), g.events[len(g.events)-n:]...)
+	return st
+}
+
+// tracked reports whether a is being tracked as a scanner (danger level 1
+// or more in the window): such a source cannot complete a daemon-mode knock.
+func (g *scanGuard) tracked(a netip.Addr, now time.Time) bool {
+	if g == nil {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.det.Level(a, now) > 0
+}
+
+// startScan starts (or, on reload, restarts) the scan guard for cfg,
+// keeping the saved events.
+func (d *Daemon) startScan(cfg *config.Config) {
+	if !cfg.Scan.Enabled {
+		d.scan.Store(nil)
+		return
+	}
+	var session netip.Addr
+	if s, ok := firewall.ParseSSHConnection(d.opts.Session); ok {
+		session = s.Client
+	}
+	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, local: &d.local, session: session, granted: d.holdsGrant}
+	saved, _ := d.st.Meta(metaScanEvents)
+	d.scan.Store(newScanGuard(cfg.Scan, cfg.Doors, d.log, d.bans, ign, saved))
+}
+
+// saveScan persists the scan events if they changed.
+func (d *Daemon) saveScan() {
+	if g := d.scan.Load(); g != nil {
+		if b, ok := g.snapshot(); ok {
+			if err := d.st.SetMeta(metaScanEvents, b); err != nil {
+				d.log.Warn("cannot save scan events", "err", err)
+			}
+		}
+	}
+}
+
+// scanTracked reports a source the scan guard tracks as a scanner.
+func (d *Daemon) scanTracked(a netip.Addr, now time.Time) bool {
+	return d.scan.Load().tracked(a, now)
+}
+
+// holdsGrant reports whether a holds a door grant, kernel or daemon mode.
+func (d *Daemon) holdsGrant(a netip.Addr) bool {
+	if m := d.granted.Load(); m != nil && (*m)[a.Unmap()] {
+		return true
+	}
+	e := d.doors.Load()
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k := range e.grants {
+		if k.addr == a.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+// housekeep runs every few hundred milliseconds: it refreshes who holds
+// kernel-mode grants and saves scan events now and then.
+func (d *Daemon) housekeep(now time.Time) {
+	d.mu.Lock()
+	due := now.Sub(d.lastHouse) >= 2*time.Second
+	if due {
+		d.lastHouse = now
+	}
+	doors := len(d.cur.Cfg.Doors) > 0
+	d.mu.Unlock()
+	if !due {
+		return
+	}
+	if doors {
+		if gs, err := d.fw.Grants(); err == nil {
+			m := make(map[netip.Addr]bool, len(gs))
+			for _, g := range gs {
+				m[g.Addr.Unmap()] = true
+			}
+			d.granted.Store(&m)
+		}
+	}
+	d.saveScan()
+}
