@@ -93,7 +93,12 @@ func (f TCPFlags) String() string {
 func (f TCPFlags) Match(fl uint8) bool { return fl&f.Set == f.Set && fl&f.Clear == 0 }
 
 func defaultDoor() Door {
-	return Door{SeqTimeout: 10 * time.Second, TCPFlags: TCPFlags{Set: 0x02}, OpenFor: 30 * time.Second, MaxPending: 262144}
+	// max_pending must exceed what a spoofed flood can invent in one
+	// seq_timeout: kernel sets never evict, so once full a real first
+	// knock is refused. 2^20 covers 100,000 forged sources/s for 10s, at up
+	// to ~80 bytes of kernel memory per source in two sets, only while a
+	// flood fills them.
+	return Door{SeqTimeout: 10 * time.Second, TCPFlags: TCPFlags{Set: 0x02}, OpenFor: 30 * time.Second, MaxPending: 1 << 20}
 }
 
 var doorKeys = []key{

@@ -160,7 +160,7 @@ func daemonKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, rule
 		sets = append(sets, SetDef{Name: set, V6: v6, Type: SetSources, Size: uint32(size), Timeout: timeout})
 		// The log comes before the update: with the set full the packet is
 		// still seen.
-		rules = append(rules, rule(metaNfproto(v6), protoPortIn(ports), nflog(KnockPrefix, logGroup, logSnaplen),
+		rules = append(rules, rule(metaNfproto(v6), protoPortIn(ports), nflogNow(KnockPrefix, logGroup, logSnaplen),
 			setRefresh(set, v6), counterObj(CounterKnock), drop()))
 	}
 	for _, v6 := range []bool{false, true} {

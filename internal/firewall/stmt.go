@@ -527,3 +527,15 @@ func setRefresh(setName string, v6 bool) stmt {
 	return stmt{text: fmt.Sprintf("update @%s { %s saddr }", setName, kw),
 		exprs: append(e, &expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: unix.NFT_DYNSET_OP_UPDATE})}
 }
+
+// nflogNow is nflog with a queue threshold of 1: the kernel sends the
+// packet to user space at once instead of batching it (up to 10 ms).
+// Knocks use it: a lone last knock would otherwise wait for the batch timer.
+func nflogNow(prefix string, group uint16, snaplen uint32) stmt {
+	s := nflog(prefix, group, snaplen)
+	l := s.exprs[0].(*expr.Log)
+	l.Key |= 1 << unix.NFTA_LOG_QTHRESHOLD
+	l.QThreshold = 1
+	s.text += " queue-threshold 1"
+	return s
+}
