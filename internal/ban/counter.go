@@ -17,10 +17,24 @@ type Counter struct {
 	window time.Duration // sliding window
 	max    int
 	index  map[[16]byte]uint32
-	slots  []slot
-	times  []int64 // retry failure times (unix ns) per slot, a ring
-	head   uint32  // most recently seen slot, or none
-	tail   uint32  // least recently seen slot, or none
+	n      int       // slots in use
+	slots  [][]slot  // chunks of chunkSlots, so growing never copies
+	times  [][]int64 // per chunk: retry failure times (unix ns) per slot, a ring
+	head   uint32    // most recently seen slot, or none
+	tail   uint32    // least recently seen slot, or none
+}
+
+// chunkSlots is how many slots are allocated at a time: growing in fixed
+// chunks keeps the peak at what is used, where doubling a slice would hold
+// the old array too (a 1M-address flood peaked at 250 MB RSS that way).
+const chunkSlots = 4096
+
+func (c *Counter) at(i uint32) *slot { return &c.slots[i/chunkSlots][i%chunkSlots] }
+
+// ring returns slot i's failure times.
+func (c *Counter) ring(i uint32) []int64 {
+	off := int(i%chunkSlots) * c.retry
+	return c.times[i/chunkSlots][off : off+c.retry]
 }
 
 const none = ^uint32(0)
@@ -63,10 +77,10 @@ func (c *Counter) Fail(a netip.Addr, n int, tag uint32, now time.Time) (count in
 // then tells a connection's closing message from a new attempt.
 func (c *Counter) FailConn(a netip.Addr, n int, tag uint32, conn uint16, now time.Time) (count int, tags uint32, reached bool) {
 	i := c.slot(a.Unmap().As16())
-	s := &c.slots[i]
+	s := c.at(i)
 	s.tags |= tag
 	s.conn = conn
-	ring := c.times[int(i)*c.retry : int(i+1)*c.retry]
+	ring := c.ring(i)
 	t := now.UnixNano()
 	for range min(n, c.retry) {
 		ring[s.pos] = t
@@ -90,9 +104,9 @@ func (c *Counter) Count(a netip.Addr, now time.Time) int {
 	if !ok {
 		return 0
 	}
-	ring := c.times[int(i)*c.retry : int(i+1)*c.retry]
+	ring := c.ring(i)
 	cutoff, count := now.UnixNano()-int64(c.window), 0
-	for k := range int(c.slots[i].n) {
+	for k := range int(c.at(i).n) {
 		if ring[k] > cutoff {
 			count++
 		}
@@ -103,7 +117,7 @@ func (c *Counter) Count(a netip.Addr, now time.Time) int {
 // LastConn returns the connection id of a's last counted failure, 0 if none.
 func (c *Counter) LastConn(a netip.Addr) uint16 {
 	if i, ok := c.index[a.Unmap().As16()]; ok {
-		return c.slots[i].conn
+		return c.at(i).conn
 	}
 	return 0
 }
@@ -118,19 +132,18 @@ func (c *Counter) Forget(a netip.Addr) {
 	c.unlink(i)
 	delete(c.index, k)
 	// Move the last slot into the hole so slots stay dense.
-	last := uint32(len(c.slots) - 1)
+	last := uint32(c.n - 1)
 	if i != last {
 		c.move(last, i)
 	}
-	c.slots = c.slots[:last]
-	c.times = c.times[:int(last)*c.retry]
+	c.n--
 }
 
 // Each calls fn for every counted address with its failures within the
 // window, most recently seen first.
 func (c *Counter) Each(now time.Time, fn func(a netip.Addr, count int)) {
-	for i := c.head; i != none; i = c.slots[i].next {
-		fn(netip.AddrFrom16(c.slots[i].key).Unmap(), c.Count(netip.AddrFrom16(c.slots[i].key), now))
+	for i := c.head; i != none; i = c.at(i).next {
+		fn(netip.AddrFrom16(c.at(i).key).Unmap(), c.Count(netip.AddrFrom16(c.at(i).key), now))
 	}
 }
 
@@ -142,30 +155,33 @@ func (c *Counter) slot(k [16]byte) uint32 {
 		return i
 	}
 	var i uint32
-	if len(c.slots) < c.max {
-		i = uint32(len(c.slots))
-		c.slots = append(c.slots, slot{})
-		c.times = append(c.times, make([]int64, c.retry)...)
+	if c.n < c.max {
+		i = uint32(c.n)
+		if int(i/chunkSlots) == len(c.slots) {
+			c.slots = append(c.slots, make([]slot, chunkSlots))
+			c.times = append(c.times, make([]int64, chunkSlots*c.retry))
+		}
+		c.n++
 	} else {
 		i = c.tail // forget the least recently seen
 		c.unlink(i)
-		delete(c.index, c.slots[i].key)
+		delete(c.index, c.at(i).key)
 	}
-	c.slots[i] = slot{key: k, prev: none, next: none}
+	*c.at(i) = slot{key: k, prev: none, next: none}
 	c.index[k] = i
 	c.pushFront(i)
 	return i
 }
 
 func (c *Counter) unlink(i uint32) {
-	s := &c.slots[i]
+	s := c.at(i)
 	if s.prev != none {
-		c.slots[s.prev].next = s.next
+		c.at(s.prev).next = s.next
 	} else {
 		c.head = s.next
 	}
 	if s.next != none {
-		c.slots[s.next].prev = s.prev
+		c.at(s.next).prev = s.prev
 	} else {
 		c.tail = s.prev
 	}
@@ -173,10 +189,10 @@ func (c *Counter) unlink(i uint32) {
 }
 
 func (c *Counter) pushFront(i uint32) {
-	s := &c.slots[i]
+	s := c.at(i)
 	s.prev, s.next = none, c.head
 	if c.head != none {
-		c.slots[c.head].prev = i
+		c.at(c.head).prev = i
 	}
 	c.head = i
 	if c.tail == none {
@@ -186,17 +202,17 @@ func (c *Counter) pushFront(i uint32) {
 
 // move relocates slot from to the free index to, fixing its links.
 func (c *Counter) move(from, to uint32) {
-	s := c.slots[from]
-	c.slots[to] = s
-	copy(c.times[int(to)*c.retry:int(to+1)*c.retry], c.times[int(from)*c.retry:int(from+1)*c.retry])
+	s := *c.at(from)
+	*c.at(to) = s
+	copy(c.ring(to), c.ring(from))
 	c.index[s.key] = to
 	if s.prev != none {
-		c.slots[s.prev].next = to
+		c.at(s.prev).next = to
 	} else {
 		c.head = to
 	}
 	if s.next != none {
-		c.slots[s.next].prev = to
+		c.at(s.next).prev = to
 	} else {
 		c.tail = to
 	}
@@ -207,13 +223,13 @@ func (c *Counter) move(from, to uint32) {
 func (c *Counter) AppendSnapshot(b []byte) []byte {
 	b = append(b, 1) // format version
 	b = binary.AppendUvarint(b, uint64(c.retry))
-	b = binary.AppendUvarint(b, uint64(len(c.slots)))
-	for i := c.tail; i != none; i = c.slots[i].prev {
-		s := &c.slots[i]
+	b = binary.AppendUvarint(b, uint64(c.n))
+	for i := c.tail; i != none; i = c.at(i).prev {
+		s := c.at(i)
 		b = append(b, s.key[:]...)
 		b = binary.AppendUvarint(b, uint64(s.tags))
 		b = binary.AppendUvarint(b, uint64(s.n))
-		ring := c.times[int(i)*c.retry : int(i+1)*c.retry]
+		ring := c.ring(i)
 		for k := range int(s.n) {
 			b = binary.AppendVarint(b, ring[k])
 		}
@@ -274,9 +290,9 @@ func (c *Counter) LoadSnapshot(b []byte, now time.Time) error {
 			continue
 		}
 		i := c.slot(k)
-		s := &c.slots[i]
+		s := c.at(i)
 		s.tags = uint32(tags)
-		ring := c.times[int(i)*c.retry : int(i+1)*c.retry]
+		ring := c.ring(i)
 		for _, t := range live {
 			ring[s.pos] = t
 			s.pos = uint16((int(s.pos) + 1) % c.retry)

@@ -15,12 +15,16 @@ import (
 type cover struct {
 	active map[netip.Prefix]time.Time // every live entry, expiry (zero: never)
 	kernel map[netip.Prefix]time.Time // the outermost entries, as put in the kernel
+	kgen   map[netip.Prefix]uint64    // when each kernel entry was put, by gen
+	gen    uint64                     // counts kernel puts, for Reconcile
 	lens4  [33]int                    // how many kernel prefixes have each length,
 	lens6  [129]int                   // so containment checks skip absent lengths
+	alen4  [33]int                    // the same for live entries
+	alen6  [129]int
 }
 
 func newCover() *cover {
-	return &cover{active: map[netip.Prefix]time.Time{}, kernel: map[netip.Prefix]time.Time{}}
+	return &cover{active: map[netip.Prefix]time.Time{}, kernel: map[netip.Prefix]time.Time{}, kgen: map[netip.Prefix]uint64{}}
 }
 
 func element(p netip.Prefix, exp, now time.Time) (firewall.Element, bool) {
@@ -46,13 +50,53 @@ func (c *cover) kput(p netip.Prefix, exp time.Time) {
 		c.lens(p)[p.Bits()]++
 	}
 	c.kernel[p] = exp
+	c.gen++
+	c.kgen[p] = c.gen
 }
 
 func (c *cover) kdel(p netip.Prefix) {
 	if _, ok := c.kernel[p]; ok {
 		c.lens(p)[p.Bits()]--
 		delete(c.kernel, p)
+		delete(c.kgen, p)
 	}
+}
+
+func (c *cover) alens(p netip.Prefix) []int {
+	if p.Addr().Is4() {
+		return c.alen4[:]
+	}
+	return c.alen6[:]
+}
+
+// aput and adel keep active and its length counts together.
+func (c *cover) aput(p netip.Prefix, exp time.Time) {
+	if _, ok := c.active[p]; !ok {
+		c.alens(p)[p.Bits()]++
+	}
+	c.active[p] = exp
+}
+
+func (c *cover) adel(p netip.Prefix) {
+	if _, ok := c.active[p]; ok {
+		c.alens(p)[p.Bits()]--
+		delete(c.active, p)
+	}
+}
+
+// covers reports whether a live entry contains address a, in at most one
+// map lookup per prefix length in use (not a scan of every entry).
+func (c *cover) covers(a netip.Addr, now time.Time) bool {
+	lens := c.alens(netip.PrefixFrom(a, a.BitLen()))
+	for b := 0; b <= a.BitLen(); b++ {
+		if lens[b] == 0 {
+			continue
+		}
+		if exp, ok := c.active[netip.PrefixFrom(a, b).Masked()]; ok && (exp.IsZero() || exp.After(now)) {
+			return true
+		}
+	}
+	return false
 }
 
 // kernelParent returns the kernel prefix strictly containing p, if any.
@@ -72,7 +116,7 @@ func (c *cover) kernelParent(p netip.Prefix) (netip.Prefix, bool) {
 
 // put adds or replaces an entry and returns the kernel change it needs.
 func (c *cover) put(p netip.Prefix, exp, now time.Time) (del, add []firewall.Element) {
-	c.active[p] = exp
+	c.aput(p, exp)
 	if _, ok := c.kernelParent(p); ok {
 		return nil, nil // enforced by its parent for now; expire() brings it in later
 	}
@@ -104,7 +148,7 @@ func (c *cover) remove(p netip.Prefix, now time.Time) (del, add []firewall.Eleme
 	if _, found = c.active[p]; !found {
 		return nil, nil, false
 	}
-	delete(c.active, p)
+	c.adel(p)
 	exp, inKernel := c.kernel[p]
 	if !inKernel {
 		return nil, nil, true
@@ -149,8 +193,10 @@ func (c *cover) expire(now time.Time) (gone []netip.Prefix, add []firewall.Eleme
 	for p, exp := range c.active {
 		if !exp.IsZero() && !exp.After(now) {
 			gone = append(gone, p)
-			delete(c.active, p)
 		}
+	}
+	for _, p := range gone {
+		c.adel(p)
 	}
 	for _, p := range gone {
 		if _, ok := c.kernel[p]; ok {
@@ -176,6 +222,7 @@ func (c *cover) next() time.Time {
 // table install.
 func (c *cover) rebuild(now time.Time) []firewall.Element {
 	c.kernel = map[netip.Prefix]time.Time{}
+	c.kgen = map[netip.Prefix]uint64{}
 	c.lens4, c.lens6 = [33]int{}, [129]int{}
 	ps := make([]netip.Prefix, 0, len(c.active))
 	for p, exp := range c.active {
@@ -198,15 +245,16 @@ func (c *cover) rebuild(now time.Time) []firewall.Element {
 }
 
 // missing returns the kernel-view elements absent from have (what the kernel
-// really holds), to re-assert them.
-func (c *cover) missing(have []netip.Prefix, now time.Time) []firewall.Element {
+// really held when it was read, which began at gen since), to re-assert
+// them. Elements put after the read began are not missing, only new.
+func (c *cover) missing(have []netip.Prefix, since uint64, now time.Time) []firewall.Element {
 	in := make(map[netip.Prefix]bool, len(have))
 	for _, p := range have {
 		in[p] = true
 	}
 	var out []firewall.Element
 	for p, exp := range c.kernel {
-		if in[p] {
+		if in[p] || c.kgen[p] > since {
 			continue
 		}
 		if e, ok := element(p, exp, now); ok {

@@ -166,6 +166,17 @@ func TestCoverRandom(t *testing.T) {
 				}
 			}
 			k.check(t, c, now, step)
+			// covers agrees with a scan of every live entry.
+			a := randPrefix().Addr()
+			want := false
+			for p, exp := range c.active {
+				if p.Contains(a) && (exp.IsZero() || exp.After(now)) {
+					want = true
+				}
+			}
+			if got := c.covers(a, now); got != want {
+				t.Fatalf("%s: covers(%s) = %v, want %v", step, a, got, want)
+			}
 		}
 		// A full rebuild yields a valid, overlap-free set too.
 		fresh := &fakeKernel{els: map[netip.Prefix]time.Duration{}}
@@ -181,7 +192,7 @@ func BenchmarkCoverRebuild100k(b *testing.B) {
 	c := newCover()
 	for i := range 100_000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		c.active[netip.PrefixFrom(a, 32)] = now.Add(time.Hour)
+		c.aput(netip.PrefixFrom(a, 32), now.Add(time.Hour))
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -121,7 +121,7 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 	}
 	for _, e := range bans {
 		if e.Active(now) {
-			m.bans.active[e.Prefix] = e.Expires
+			m.bans.aput(e.Prefix, e.Expires)
 			m.meta[e.Prefix] = e
 		}
 	}
@@ -133,7 +133,7 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 	}
 	for _, e := range allows {
 		if e.Active(now) {
-			m.allows.active[e.Prefix] = e.Expires
+			m.allows.aput(e.Prefix, e.Expires)
 			m.ameta[e.Prefix] = e
 		}
 	}
@@ -145,12 +145,12 @@ func (m *Manager) setConfigAllows(ps []netip.Prefix) {
 	for p, e := range m.ameta {
 		if e.Origin == OriginConfig {
 			delete(m.ameta, p)
-			delete(m.allows.active, p)
+			m.allows.adel(p)
 		}
 	}
 	for _, p := range ps {
 		p = p.Masked()
-		m.allows.active[p] = time.Time{}
+		m.allows.aput(p, time.Time{})
 		m.ameta[p] = store.Entry{Prefix: p, Origin: OriginConfig, Reason: "[firewall] allow"}
 	}
 }
@@ -430,17 +430,21 @@ func (m *Manager) NextExpiry() time.Time {
 func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error), now time.Time) (int, error) {
 	total := 0
 	for _, k := range []firewall.SetKind{firewall.Bans, firewall.Allows} {
-		// Read outside the lock: it can take a second for big sets.
-		ps, err := have(k)
-		if err != nil {
-			return total, err
-		}
 		m.mu.Lock()
 		c := m.bans
 		if k == firewall.Allows {
 			c = m.allows
 		}
-		miss := c.missing(ps, now)
+		since := c.gen
+		m.mu.Unlock()
+		// Read outside the lock: it can take seconds for big sets, and bans
+		// go on meanwhile; what they add is newer than since.
+		ps, err := have(k)
+		if err != nil {
+			return total, err
+		}
+		m.mu.Lock()
+		miss := c.missing(ps, since, now)
 		var err2 error
 		if len(miss) > 0 {
 			err2 = m.enf.Update(k, nil, miss)
@@ -458,8 +462,7 @@ func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error),
 func (m *Manager) Active(a netip.Addr, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.bans.overlapping(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), now)
-	return ok
+	return m.bans.covers(a.Unmap(), now)
 }
 
 // CountWithin returns how many live bans of origin lie inside p.

@@ -237,3 +237,27 @@ func TestBackoffGrowsToMax(t *testing.T) {
 		t.Fatalf("CountWithin = %d", n)
 	}
 }
+
+// A ban made while the kernel is being read is not "missing" from it.
+func TestReconcileIgnoresBansDuringTheRead(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	m.Add(Request{Prefix: mp("10.210.1.1/32")}, t0)
+	have := func(k firewall.SetKind) ([]netip.Prefix, error) {
+		var out []netip.Prefix
+		for p := range enf.k[k].els {
+			out = append(out, p)
+		}
+		if k == firewall.Bans {
+			// A ban lands after the kernel was read.
+			m.Add(Request{Prefix: mp("10.210.1.2/32")}, t0)
+		}
+		return out, nil
+	}
+	if n, err := m.Reconcile(have, t0); err != nil || n != 0 {
+		t.Fatalf("reconcile re-added %d (%v): a ban made during the read is not a loss", n, err)
+	}
+	if !m.Active(netip.MustParseAddr("10.210.1.2"), t0) || m.Active(netip.MustParseAddr("10.210.1.3"), t0) {
+		t.Fatal("Active is wrong")
+	}
+}

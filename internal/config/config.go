@@ -193,7 +193,7 @@ func defaults() Config {
 			StateDir:       "/var/lib/moat",
 			Socket:         "/run/moat/moat.sock",
 			OnExit:         "keep",
-			ReconcileEvery: time.Minute,
+			ReconcileEvery: 5 * time.Minute,
 			LogLevel:       "info",
 		},
 		Firewall: Firewall{

@@ -33,7 +33,7 @@ func TestDefaults(t *testing.T) {
 			StateDir:       "/var/lib/moat",
 			Socket:         "/run/moat/moat.sock",
 			OnExit:         "keep",
-			ReconcileEvery: time.Minute,
+			ReconcileEvery: 5 * time.Minute,
 			LogLevel:       "info",
 		},
 		Firewall: Firewall{

@@ -424,7 +424,13 @@ func (d *Daemon) rollbackIfDue(now time.Time) {
 
 // reconcile re-installs a table that vanished (a `flush ruleset` elsewhere)
 // and re-adds set elements the kernel lost.
-func (d *Daemon) reconcile() {
+func (d *Daemon) reconcile() { d.check(true) }
+
+// check reinstalls the table if it vanished and, when full, also re-adds
+// set elements the kernel lost. The existence check is cheap and runs
+// every few seconds; reading the sets back is not (seconds at 100k) and
+// runs every reconcile_every.
+func (d *Daemon) check(full bool) {
 	d.mu.Lock()
 	enforcing, cur := d.enforcing, d.cur
 	d.mu.Unlock()
@@ -445,6 +451,8 @@ func (d *Daemon) reconcile() {
 		}
 		b, a := d.bans.Counts()
 		n = b + a
+	} else if !full {
+		return
 	} else {
 		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
 		b, a := d.bans.Counts()

@@ -236,6 +236,7 @@ func (d *Daemon) housekeep(now time.Time) {
 	if !due {
 		return
 	}
+	d.check(false)
 	if doors {
 		if gs, err := d.fw.Grants(); err == nil {
 			m := make(map[netip.Addr]bool, len(gs))
