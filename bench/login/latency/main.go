@@ -1,0 +1,344 @@
+// Command latency measures login guards the way an attacker meets them:
+// from the sshd failure line that reaches the threshold being appended to
+// the log file a guard follows, to the ban's element being committed in the
+// kernel.
+//
+// Each target is a guard (moat, sshguard) already running in its own
+// network namespace and following its own file. For every attacking
+// address the driver appends two failure lines to each target's file, lets
+// the guards read them, then, one target at a time, appends the third line
+// (t0) and waits for the address's element in an nftables set of that
+// namespace, seen on a netlink monitor socket (NFNLGRP_NFTABLES) opened in
+// it. The kernel notifies members of that group when the transaction that
+// adds the element commits, so t(seen) - t0 bounds the latency from above
+// by the monitor's own wakeup (microseconds). Targets take turns address by
+// address, so machine noise falls on all of them alike.
+//
+// Usage: latency -target moat=NS:FILE -target sshguard=NS:FILE [-n 1000]
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+type targets []string
+
+func (t *targets) String() string     { return strings.Join(*t, ",") }
+func (t *targets) Set(s string) error { *t = append(*t, s); return nil }
+
+// sighting is an element the kernel committed, and when the monitor got it.
+type sighting struct {
+	addr netip.Addr
+	at   time.Time
+}
+
+type target struct {
+	name string
+	file *os.File
+	seen chan sighting
+	errs chan error
+	lat  []time.Duration
+	at   []time.Duration // when each sample's t0 was, since the start
+	miss int
+	// early counts bans seen before the third line was written: the
+	// guard banned on fewer failures than asked, and the run is invalid.
+	early int
+}
+
+func main() {
+	var ts targets
+	flag.Var(&ts, "target", "NAME=NETNS:FILE: a guard running in network namespace NETNS, following FILE (repeat)")
+	n := flag.Int("n", 1000, "measured bans per target")
+	warm := flag.Int("warmup", 10, "bans per target before measuring")
+	gap := flag.Duration("gap", 20*time.Millisecond, "pause after the first two failure lines, so the guards have read them before t0")
+	timeout := flag.Duration("timeout", 10*time.Second, "longest wait for a ban (then counted as not seen)")
+	raw := flag.String("raw", "", "directory to write each target's samples to (NAME.txt: t0 in ms since the start, latency in µs)")
+	flag.Parse()
+	if len(ts) == 0 || *n < 1 || *n > 60000 {
+		fmt.Fprintln(os.Stderr, "usage: latency -target NAME=NETNS:FILE [-target ...] [-n N (1-60000)] [-warmup N] [-raw DIR]")
+		os.Exit(2)
+	}
+	if err := run(ts, *n, *warm, *gap, *timeout, *raw); err != nil {
+		fmt.Fprintln(os.Stderr, "latency:", err)
+		os.Exit(1)
+	}
+}
+
+func run(specs []string, n, warm int, gap, timeout time.Duration, raw string) error {
+	var tg []*target
+	for _, s := range specs {
+		name, rest, ok1 := strings.Cut(s, "=")
+		ns, file, ok2 := strings.Cut(rest, ":")
+		if !ok1 || !ok2 {
+			return fmt.Errorf("-target %q: want NAME=NETNS:FILE", s)
+		}
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		t := &target{name: name, file: f, seen: make(chan sighting, 1<<16), errs: make(chan error, 1)}
+		c, err := monitor(ns, t)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer c.Close()
+		tg = append(tg, t)
+	}
+
+	w := writer{start: time.Now()}
+	// Warm-up addresses come from 10.210.250.0/24, measured ones from
+	// 10.210.1.0 up: every address is new to every guard.
+	for i := range warm {
+		a := netip.AddrFrom4([4]byte{10, 210, 250, byte(1 + i%250)})
+		if err := attack(tg, &w, a, gap, timeout, false, i); err != nil {
+			return err
+		}
+	}
+	for _, t := range tg {
+		if warm > 0 && t.miss == warm {
+			return fmt.Errorf("%s: no warm-up ban reached the kernel: is it running, following its file, and not whitelisting 10.210.0.0/16?", t.name)
+		}
+		if t.early > 0 {
+			return fmt.Errorf("%s banned before the third failure: check its threshold", t.name)
+		}
+		t.miss = 0
+	}
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{10, 210, byte(1 + i/250), byte(1 + i%250)})
+		if err := attack(tg, &w, a, gap, timeout, true, i); err != nil {
+			return err
+		}
+	}
+
+	for _, t := range tg {
+		if t.early > 0 {
+			return fmt.Errorf("%s banned %d addresses before their third failure: check its threshold", t.name, t.early)
+		}
+	}
+	fmt.Println("| tool | bans seen | p50 | p90 | p99 | max | mean |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, t := range tg {
+		l := slices.Clone(t.lat)
+		slices.Sort(l)
+		var sum time.Duration
+		for _, d := range l {
+			sum += d
+		}
+		mean := time.Duration(0)
+		if len(l) > 0 {
+			mean = sum / time.Duration(len(l))
+		}
+		fmt.Printf("| %s | %d of %d | %s | %s | %s | %s | %s |\n", t.name, len(l), n,
+			ms(pct(l, 0.50)), ms(pct(l, 0.90)), ms(pct(l, 0.99)), ms(pct(l, 1)), ms(mean))
+		if raw != "" {
+			var b strings.Builder
+			for i, d := range t.lat { // in the order measured
+				fmt.Fprintln(&b, t.at[i].Milliseconds(), d.Microseconds())
+			}
+			if err := os.WriteFile(filepath.Join(raw, t.name+".txt"), []byte(b.String()), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// attack makes every target ban a: two failures each, a pause, then the
+// third failure and the wait, one target at a time (in turns, so neither
+// always goes first).
+func attack(tg []*target, w *writer, a netip.Addr, gap, timeout time.Duration, record bool, i int) error {
+	for _, t := range tg {
+		for range 2 {
+			if err := w.fail(t.file, a); err != nil {
+				return err
+			}
+		}
+	}
+	time.Sleep(gap)
+	for k := range tg {
+		t := tg[(i+k)%len(tg)]
+		line := w.line(a)
+		t0 := time.Now()
+		if _, err := t.file.Write(line); err != nil {
+			return err
+		}
+		d, err := t.await(a, t0, timeout)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: %w", t.name, err)
+		case d == missed:
+			t.miss++
+		case d < 0:
+			t.early++
+		case record:
+			t.lat = append(t.lat, d)
+			t.at = append(t.at, t0.Sub(w.start))
+		}
+	}
+	return nil
+}
+
+const missed = time.Duration(-1 << 63)
+
+// await returns how long after t0 a's element was seen, or missed after
+// timeout. Sightings of other addresses are left-overs of bans that timed
+// out earlier.
+func (t *target) await(a netip.Addr, t0 time.Time, timeout time.Duration) (time.Duration, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case s := <-t.seen:
+			if s.addr == a {
+				return s.at.Sub(t0), nil
+			}
+		case err := <-t.errs:
+			return 0, err
+		case <-deadline.C:
+			return missed, nil
+		}
+	}
+}
+
+// writer makes sshd failure lines in syslog format, as rsyslog writes them
+// to /var/log/auth.log, each with its own sshd pid and client port.
+type writer struct {
+	start time.Time
+	buf   []byte
+	conn  int
+}
+
+func (w *writer) line(a netip.Addr) []byte {
+	w.conn++
+	w.buf = time.Now().AppendFormat(w.buf[:0], time.Stamp)
+	w.buf = fmt.Appendf(w.buf, " bench sshd[%d]: Failed password for root from %s port %d ssh2\n",
+		10000+w.conn%50000, a, 1024+w.conn%60000)
+	return w.buf
+}
+
+// fail appends one failure line in one write, as a syslog daemon does.
+func (w *writer) fail(f *os.File, a netip.Addr) error {
+	_, err := f.Write(w.line(a))
+	return err
+}
+
+// monitor subscribes to nftables changes in network namespace ns and sends
+// t every element added (the start of an interval, for interval sets).
+func monitor(ns string, t *target) (*netlink.Conn, error) {
+	f, err := os.Open(filepath.Join("/run/netns", ns))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", ns, err)
+	}
+	// A lost notification would be a lost sample: make room for bursts.
+	if err := c.SetReadBuffer(8 << 20); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("joining NFNLGRP_NFTABLES in %s: %w", ns, err)
+	}
+	go func() {
+		// Its own thread: the timestamp is taken the moment the kernel
+		// hands the message over, not when a busy P gets round to it.
+		runtime.LockOSThread()
+		for {
+			msgs, err := c.Receive()
+			at := time.Now()
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) && !strings.Contains(err.Error(), "closed") {
+					t.errs <- fmt.Errorf("monitor in %s: %w (a lost notification is a lost sample)", ns, err)
+				}
+				return
+			}
+			for _, m := range msgs {
+				if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES || m.Header.Type&0xff != unix.NFT_MSG_NEWSETELEM || len(m.Data) < 4 {
+					continue
+				}
+				for _, a := range starts(m.Data[4:]) {
+					t.seen <- sighting{addr: a, at: at}
+				}
+			}
+		}
+	}()
+	return c, nil
+}
+
+// starts returns the keys of the elements in a NEWSETELEM message's
+// attributes that are not interval ends.
+func starts(b []byte) []netip.Addr {
+	var out []netip.Addr
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return nil
+	}
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			for list.Next() {
+				if list.Type() != unix.NFTA_LIST_ELEM {
+					continue
+				}
+				list.Nested(func(el *netlink.AttributeDecoder) error {
+					var key netip.Addr
+					end := false
+					for el.Next() {
+						switch el.Type() {
+						case unix.NFTA_SET_ELEM_KEY:
+							el.Nested(func(k *netlink.AttributeDecoder) error {
+								for k.Next() {
+									if k.Type() == unix.NFTA_DATA_VALUE {
+										key, _ = netip.AddrFromSlice(k.Bytes())
+									}
+								}
+								return nil
+							})
+						case unix.NFTA_SET_ELEM_FLAGS:
+							if v := el.Bytes(); len(v) == 4 {
+								end = binary.BigEndian.Uint32(v)&unix.NFT_SET_ELEM_INTERVAL_END != 0
+							}
+						}
+					}
+					if key.IsValid() && !end {
+						out = append(out, key.Unmap())
+					}
+					return nil
+				})
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// pct is the nearest-rank percentile of sorted l.
+func pct(l []time.Duration, p float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	i := int(float64(len(l))*p+0.999999) - 1
+	return l[max(0, min(i, len(l)-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
