@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,5 +96,28 @@ func TestExplainJSONAndSummary(t *testing.T) {
 	}
 	if strings.Contains(out, "  6.6.6.6") {
 		t.Fatalf("an address from the user-controlled part was used:\n%s", out)
+	}
+}
+
+// explain --kernel-log reads iptables/nftables LOG lines and reports scans,
+// as psad -A does.
+func TestExplainKernelLog(t *testing.T) {
+	var b strings.Builder
+	for port := 1; port <= 40; port++ {
+		fmt.Fprintf(&b, "Nov 21 06:29:01 h kernel: [1.0] DROP IN=eth0 OUT= MAC=00 SRC=203.0.113.5 DST=192.0.2.1 LEN=40 TOS=0x00 PREC=0x00 TTL=50 ID=1 PROTO=TCP SPT=4000 DPT=%d WINDOW=1024 RES=0x00 URG PSH FIN URGP=0\n", port)
+	}
+	b.WriteString("Nov 21 06:29:02 h sshd[1]: not a kernel line SRC=6.6.6.6\n")
+	path := filepath.Join(t.TempDir(), "kern.log")
+	os.WriteFile(path, []byte(b.String()), 0o600)
+	code, out, errs := run(t, "--config", filepath.Join(t.TempDir(), "none.toml"), "explain", "--kernel-log", path)
+	if code == 0 {
+		t.Fatalf("an explicit missing config should fail: %q", out)
+	}
+	cfg := filepath.Join(t.TempDir(), "moat.toml")
+	os.WriteFile(cfg, nil, 0o600)
+	code, out, errs = run(t, "--config", cfg, "explain", "--kernel-log", path)
+	if code != 0 || !strings.Contains(out, "kernel LOG lines: 40") || !strings.Contains(out, "203.0.113.5") ||
+		!strings.Contains(out, "xmas") || strings.Contains(out, "6.6.6.6") {
+		t.Fatalf("explain --kernel-log: %d %q\n%s", code, errs, out)
 	}
 }

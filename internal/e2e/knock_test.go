@@ -276,3 +276,48 @@ open_for = "2s"
 		t.Fatalf("used sequences not consumed:\n%q", b)
 	}
 }
+
+// A source tracked as a scanner cannot complete a daemon-mode knock, and a
+// banned source cannot knock at all.
+func TestKnockRefusedToScannersAndBanned(t *testing.T) {
+	netnstest.RequireCommands(t, "knock", "nmap")
+	h := newHost(t, "")
+	hook := filepath.Join(h.dir, "hook")
+	os.WriteFile(hook, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[[door]]
+name = "hook"
+sequence = ["tcp/7000", "tcp/7100", "udp/7200"]
+open = ["tcp/%d"]
+start_command = [%q]
+
+[[door]]
+name = "kern"
+sequence = ["tcp/7300", "tcp/7500"]
+open = ["tcp/9600"]
+`, openPort, closedPort, hook))
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A6, 9600))
+	h.start()
+	// Two XMAS probes: level 2, tracked but below block_level 3.
+	h.nmap(t, "-sX", "-p", "100,200", "-e", h.link.BIf, h.link.A4.String())
+	netnstest.Eventually(t, 5*time.Second, "the scanner to be tracked", func() bool {
+		for _, s := range h.status(t).Scan.Report.Sources {
+			if s.Addr == h.link.B4 && s.Level >= 1 {
+				return true
+			}
+		}
+		return false
+	})
+	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
+	time.Sleep(300 * time.Millisecond)
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+
+	// A banned source's knocks never reach the doors.
+	h.moat("ban", "add", h.link.B6.String())
+	h.knock(t, "-6", h.link.A6.String(), "7300", "7500")
+	h.moat("ban", "del", h.link.B6.String())
+	h.expect(h.link.B6, 9600, netnstest.TimedOut)
+	h.knock(t, "-6", h.link.A6.String(), "7300", "7500")
+	h.expect(h.link.B6, 9600, netnstest.Connected)
+}
