@@ -321,3 +321,16 @@ open = ["tcp/9600"]
 	h.knock(t, "-6", h.link.A6.String(), "7300", "7500")
 	h.expect(h.link.B6, 9600, netnstest.Connected)
 }
+
+// An address the host gains after moat started (DHCP, a new IPv6 prefix)
+// works for doors without a restart: the rules never name local addresses.
+func TestKnockOnAddressAddedLater(t *testing.T) {
+	h := knockHost(t, "")
+	late := h.link.Host4(77)
+	h.server.AddAddr(t, h.link.AIf, netip.PrefixFrom(late, 24))
+	h.server.ListenTCP(t, netip.AddrPortFrom(late, closedPort))
+	h.knock(t, late.String(), "7000", "7100", "7200:udp")
+	if got := h.client.DialTCP(t, netip.Addr{}, netip.AddrPortFrom(late, closedPort), 2*time.Second); got != netnstest.Connected {
+		t.Fatalf("door on an address added after start: %s", got)
+	}
+}
