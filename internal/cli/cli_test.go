@@ -109,13 +109,13 @@ func TestExplainKernelLog(t *testing.T) {
 	b.WriteString("Nov 21 06:29:02 h sshd[1]: not a kernel line SRC=6.6.6.6\n")
 	path := filepath.Join(t.TempDir(), "kern.log")
 	os.WriteFile(path, []byte(b.String()), 0o600)
-	code, out, errs := run(t, "--config", filepath.Join(t.TempDir(), "none.toml"), "explain", "--kernel-log", path)
+	code, out, _ := run(t, "--config", filepath.Join(t.TempDir(), "none.toml"), "explain", "--kernel-log", path)
 	if code == 0 {
 		t.Fatalf("an explicit missing config should fail: %q", out)
 	}
 	cfg := filepath.Join(t.TempDir(), "moat.toml")
 	os.WriteFile(cfg, nil, 0o600)
-	code, out, errs = run(t, "--config", cfg, "explain", "--kernel-log", path)
+	code, out, errs := run(t, "--config", cfg, "explain", "--kernel-log", path)
 	if code != 0 || !strings.Contains(out, "kernel LOG lines: 40") || !strings.Contains(out, "203.0.113.5") ||
 		!strings.Contains(out, "xmas") || strings.Contains(out, "6.6.6.6") {
 		t.Fatalf("explain --kernel-log: %d %q\n%s", code, errs, out)
