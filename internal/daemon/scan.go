@@ -50,11 +50,12 @@ type scanGuard struct {
 // scanIgnore says whether a source is never counted: the allow list, door
 // grants, the host's own addresses, the admin's session and [scan] ignore.
 type scanIgnore struct {
-	cfg     config.Scan
-	bans    *ban.Manager
-	local   *localAddrs
-	session netip.Addr
-	granted func(netip.Addr) bool
+	cfg       config.Scan
+	bans      *ban.Manager
+	local     *localAddrs
+	session   netip.Addr
+	granted   func(netip.Addr) bool
+	inSession func(netip.Addr) bool // holds a logged-in SSH session
 }
 
 func (s *scanIgnore) ignore(a netip.Addr) bool {
@@ -67,7 +68,7 @@ func (s *scanIgnore) ignore(a netip.Addr) bool {
 			return true
 		}
 	}
-	return s.granted != nil && s.granted(a)
+	return s.granted != nil && s.granted(a) || s.inSession != nil && s.inSession(a)
 }
 
 func newScanGuard(cfg config.Scan, doors []config.Door, log *slog.Logger, bans *ban.Manager, ign *scanIgnore, saved []byte) *scanGuard {
@@ -183,7 +184,13 @@ func (d *Daemon) startScan(cfg *config.Config) {
 	if s, ok := firewall.ParseSSHConnection(d.opts.Session); ok {
 		session = s.Client
 	}
-	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, local: &d.local, session: session, granted: d.holdsGrant}
+	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, local: &d.local, session: session, granted: d.holdsGrant,
+		inSession: func(a netip.Addr) bool {
+			d.mu.Lock()
+			lg := d.login
+			d.mu.Unlock()
+			return lg.inSession(a)
+		}}
 	saved, _ := d.st.Meta(metaScanEvents)
 	d.scan.Store(newScanGuard(cfg.Scan, cfg.Doors, d.log, d.bans, ign, saved))
 }
@@ -237,6 +244,12 @@ func (d *Daemon) housekeep(now time.Time) {
 		return
 	}
 	d.check(false)
+	d.mu.Lock()
+	lg := d.login
+	d.mu.Unlock()
+	if lg != nil {
+		lg.pruneSessions(established())
+	}
 	if doors {
 		if gs, err := d.fw.Grants(); err == nil {
 			m := make(map[netip.Addr]bool, len(gs))

@@ -315,3 +315,36 @@ max_retry = 1
 	h.expect(h.link.B6, openPort, netnstest.TimedOut)
 	h.expect(h.link.B4, openPort, netnstest.Connected)
 }
+
+// An address that holds a logged-in SSH session is never banned: failures
+// from a second window (or a colleague behind the same NAT) must not cut
+// off the session already in. Once that session ends, it is fair game.
+func TestLoginGuardSparesOpenSessions(t *testing.T) {
+	h := newHost(t, "open = [\"tcp/22\"]")
+	s := startSSHD(t, h)
+	h.writeConfig(loginConfig(h, s))
+	h.start()
+	sess := h.client.Start(t, "ssh", "-i", s.key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-b", h.link.B4.String(), "root@"+h.link.A4.String(), "sleep 60")
+	netnstest.Eventually(t, 5*time.Second, "the session to log in", func() bool {
+		b, _ := os.ReadFile(s.log)
+		return strings.Contains(string(b), "Accepted publickey for root from "+h.link.B4.String())
+	})
+	time.Sleep(500 * time.Millisecond)
+	for range 3 {
+		h.sshTry(t, s, h.link.B4, "root", false)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if hasBan(h.bans(t), h.link.B4.String(), "login") {
+		t.Fatal("banned the address of an open, logged-in session")
+	}
+	sess.Kill9()
+	_ = sess.Wait(5 * time.Second)
+	time.Sleep(3 * time.Second) // the session's connection is seen gone
+	for range 3 {
+		h.sshTry(t, s, h.link.B4, "root", false)
+	}
+	netnstest.Eventually(t, 5*time.Second, "a ban once the session ended", func() bool {
+		return hasBan(h.bans(t), h.link.B4.String(), "login")
+	})
+}
