@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/lru"
 )
 
 // Daemon-mode doors (doors with commands or one-time sequences) are verified
@@ -53,7 +54,7 @@ type Door struct {
 // machine tracks one sequence for every knocking source.
 type machine struct {
 	steps []knockStep
-	table *table
+	table *lru.Table[state]
 }
 
 // maxDaemonPending caps the user-space table whatever max_pending says:
@@ -67,9 +68,9 @@ const maxDaemonPending = 1 << 17
 func NewDoor(d config.Door) *Door {
 	dr := &Door{Name: d.Name, flags: d.TCPFlags, timeout: d.SeqTimeout}
 	capacity := min(d.MaxPending, maxDaemonPending)
-	dr.open = machine{steps: steps(d.Sequence), table: newTable(capacity)}
+	dr.open = machine{steps: steps(d.Sequence), table: lru.New[state](capacity)}
 	if len(d.CloseSequence) > 0 {
-		dr.close = machine{steps: steps(d.CloseSequence), table: newTable(capacity)}
+		dr.close = machine{steps: steps(d.CloseSequence), table: lru.New[state](capacity)}
 	}
 	return dr
 }
@@ -86,17 +87,16 @@ func steps(ps []config.PortSpec) []knockStep {
 // forgets every knock in progress.
 func (d *Door) SetSequence(seq []config.PortSpec) {
 	d.open.steps = steps(seq)
-	d.open.table.reset()
+	d.open.table.Reset()
 }
 
 // Pending is how many sources are in the middle of a sequence.
-func (d *Door) Pending() int { return d.open.table.len() + d.close.tableLen() }
-
-func (m *machine) tableLen() int {
-	if m.table == nil {
-		return 0
+func (d *Door) Pending() int {
+	n := d.open.table.Len()
+	if d.close.table != nil {
+		n += d.close.table.Len()
 	}
-	return m.table.len()
+	return n
 }
 
 // Observe feeds one packet from src: proto and port are the destination,
@@ -122,9 +122,13 @@ func (m *machine) observe(k [16]byte, s knockStep, valid bool, timeout time.Dura
 	if n == 0 {
 		return Ignored
 	}
-	st, ok := m.table.get(k)
+	var st state
+	p, _, ok := m.table.Get(k)
+	if ok {
+		st = *p
+	}
 	if ok && now.Sub(time.Unix(0, st.start)) > timeout {
-		m.table.del(k)
+		m.table.Delete(k)
 		ok = false
 	}
 	if ok {
@@ -133,17 +137,17 @@ func (m *machine) observe(k [16]byte, s knockStep, valid bool, timeout time.Dura
 		switch {
 		case s == next && valid:
 			if int(st.stage)+1 == n {
-				m.table.del(k)
+				m.table.Delete(k)
 				return Completed
 			}
-			m.table.put(k, state{stage: st.stage + 1, start: st.start})
+			m.put(k, state{stage: st.stage + 1, start: st.start})
 			return Advanced
 		case s == cur:
 			return Repeated
 		case s == next:
 			return Ignored // the right port with the wrong flags: neither a step nor a reset
 		}
-		m.table.del(k)
+		m.table.Delete(k)
 		// The reset packet may itself start the sequence again.
 		if s == m.steps[0] && valid {
 			return m.start(k, n, now)
@@ -160,135 +164,17 @@ func (m *machine) start(k [16]byte, n int, now time.Time) Result {
 	if n == 1 {
 		return Completed
 	}
-	m.table.put(k, state{stage: 1, start: now.UnixNano()})
+	m.put(k, state{stage: 1, start: now.UnixNano()})
 	return Advanced
+}
+
+func (m *machine) put(k [16]byte, st state) {
+	v, _, _ := m.table.Touch(k)
+	*v = st
 }
 
 // state is where one source is in a sequence.
 type state struct {
 	stage uint8 // knocks done, 1..n-1
 	start int64 // unix ns of the first knock
-}
-
-// table is a fixed-size map from source to state with least-recently-seen
-// eviction. Slots live in fixed chunks so that growing never copies (nor
-// keeps a doubled array alive): a flood that fills the table costs what the
-// slots hold and no more.
-type table struct {
-	max    int
-	n      int
-	index  map[[16]byte]uint32
-	chunks [][]slot
-	head   uint32
-	tail   uint32
-}
-
-const (
-	none      = ^uint32(0)
-	chunkBits = 12
-)
-
-type slot struct {
-	key        [16]byte
-	st         state
-	prev, next uint32
-}
-
-func newTable(capacity int) *table {
-	return &table{max: max(capacity, 1), index: map[[16]byte]uint32{}, head: none, tail: none}
-}
-
-func (t *table) at(i uint32) *slot { return &t.chunks[i>>chunkBits][i&(1<<chunkBits-1)] }
-
-func (t *table) len() int { return len(t.index) }
-
-func (t *table) reset() {
-	clear(t.index)
-	t.chunks, t.n = nil, 0
-	t.head, t.tail = none, none
-}
-
-func (t *table) get(k [16]byte) (state, bool) {
-	i, ok := t.index[k]
-	if !ok {
-		return state{}, false
-	}
-	return t.at(i).st, true
-}
-
-func (t *table) put(k [16]byte, st state) {
-	if i, ok := t.index[k]; ok {
-		t.at(i).st = st
-		t.unlink(i)
-		t.pushFront(i)
-		return
-	}
-	var i uint32
-	if t.n < t.max {
-		i = uint32(t.n)
-		if int(i>>chunkBits) == len(t.chunks) {
-			t.chunks = append(t.chunks, make([]slot, 1<<chunkBits))
-		}
-		t.n++
-	} else {
-		i = t.tail
-		t.unlink(i)
-		delete(t.index, t.at(i).key)
-	}
-	*t.at(i) = slot{key: k, st: st, prev: none, next: none}
-	t.index[k] = i
-	t.pushFront(i)
-}
-
-func (t *table) del(k [16]byte) {
-	i, ok := t.index[k]
-	if !ok {
-		return
-	}
-	t.unlink(i)
-	delete(t.index, k)
-	last := uint32(t.n - 1)
-	if i != last {
-		s := *t.at(last)
-		*t.at(i) = s
-		t.index[s.key] = i
-		if s.prev != none {
-			t.at(s.prev).next = i
-		} else {
-			t.head = i
-		}
-		if s.next != none {
-			t.at(s.next).prev = i
-		} else {
-			t.tail = i
-		}
-	}
-	t.n--
-}
-
-func (t *table) unlink(i uint32) {
-	s := t.at(i)
-	if s.prev != none {
-		t.at(s.prev).next = s.next
-	} else {
-		t.head = s.next
-	}
-	if s.next != none {
-		t.at(s.next).prev = s.prev
-	} else {
-		t.tail = s.prev
-	}
-	s.prev, s.next = none, none
-}
-
-func (t *table) pushFront(i uint32) {
-	s := t.at(i)
-	s.prev, s.next = none, t.head
-	if t.head != none {
-		t.at(t.head).prev = i
-	}
-	t.head = i
-	if t.tail == none {
-		t.tail = i
-	}
 }
