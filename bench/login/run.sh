@@ -68,7 +68,8 @@ sgver=$(dpkg-query -W -f '${Version}' sshguard 2>/dev/null || sshguard -v)
 
 bin="$work/bin"
 CGO_ENABLED=0 go build -o "$bin/moat" ./cmd/moat
-for p in latency flood countermem seedbans managercost reconcilecost fsyncprobe; do go build -o "$bin/$p" "./bench/login/$p"; done
+for p in latency flood countermem managercost reconcilecost fsyncprobe; do go build -o "$bin/$p" "./bench/login/$p"; done
+go build -o "$bin/seedstore" ./bench/seedstore
 
 for ns in "${all_ns[@]}"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -125,7 +126,7 @@ start_moat moat-tmpfs "$ns_t" "$shm/state"
 # The 100k-ban daemons reconcile only after the runs: the reconcile's cost
 # is measured on its own (reconcilecost), and one landing in a run or not
 # would make runs incomparable.
-"$bin/seedbans" -dir "$work/full/state" -n "$nseed" >/dev/null
+"$bin/seedstore" -v6 -dir "$work/full/state" -n "$nseed" >/dev/null
 start_moat full "$ns_f" "$work/full/state" 1h
 mkdir -p "$work/sshguard"
 start_sshguard "$work/sshguard/auth.log"
@@ -149,9 +150,9 @@ for p in "${pids[@]}"; do [ "$p" = "$moat_pid" ] || stop_moat "$p"; done
 # expiring daemon's CPU does not weigh on the first; its expiries start
 # after the warm-up and outlast the measured bans.
 ip netns exec "$ns_f" nft flush ruleset
-"$bin/seedbans" -dir "$work/full2/state" -n "$nseed" >/dev/null
+"$bin/seedstore" -v6 -dir "$work/full2/state" -n "$nseed" >/dev/null
 start_moat full2 "$ns_f" "$work/full2/state" 1h
-"$bin/seedbans" -dir "$work/expiring/state" -n "$nseed" -expiring 5000 -after 4s -over 40s >/dev/null
+"$bin/seedstore" -v6 -dir "$work/expiring/state" -n "$nseed" -expiring 5000 -after 4s -over 40s >/dev/null
 start_moat expiring "$ns_e" "$work/expiring/state" 1h
 "$bin/latency" -n 500 -warmup 10 -raw "$work" \
 	-target "moat, ${nseed} bans live=$ns_f:$work/full2/auth.log" \

@@ -1,5 +1,12 @@
-// Command seedstore fills a moat state directory with N bans, so the
-// benchmarks can measure a daemon restoring them at start.
+// Command seedstore fills a moat state directory with N host bans, so the
+// benchmarks can measure a daemon that restores or holds them. By default
+// the first 65,000 are IPv4 in 10.210.0.0/16 and the rest IPv6 under
+// fd00:210::/32; -v6 makes them all IPv6 (fd00:210:5eed::/48 plus a
+// counter), leaving 10.210.0.0/16 free for a benchmark's own bans. The first
+// -expiring of them expire one after another, spread over -over starting
+// -after from now; the rest last 1 to 24 hours (a day with -v6).
+//
+// Usage: seedstore -dir STATE_DIR [-n 100000] [-v6] [-expiring K -after 10s -over 60s]
 package main
 
 import (
@@ -15,9 +22,13 @@ import (
 func main() {
 	dir := flag.String("dir", "", "state_dir to fill")
 	n := flag.Int("n", 100000, "number of bans")
+	v6 := flag.Bool("v6", false, "IPv6 addresses only")
+	expiring := flag.Int("expiring", 0, "how many of them expire soon")
+	after := flag.Duration("after", 10*time.Second, "when the first of those expires")
+	over := flag.Duration("over", time.Minute, "how long they take to expire, one after another")
 	flag.Parse()
-	if *dir == "" {
-		fmt.Fprintln(os.Stderr, "usage: seedstore -dir STATE_DIR [-n N]")
+	if *dir == "" || *n < 1 || *expiring > *n {
+		fmt.Fprintln(os.Stderr, "usage: seedstore -dir STATE_DIR [-n N] [-v6] [-expiring K (<= N) -after D -over D]")
 		os.Exit(2)
 	}
 	st, err := store.Open(*dir)
@@ -29,22 +40,28 @@ func main() {
 	now := time.Now()
 	es := make([]store.Entry, 0, *n)
 	for i := range *n {
-		// Hosts in 10.210.0.0/16 and beyond it inside 10.0.0.0/8 would leave
-		// the test range, so larger sets use IPv6 under fd00:210::/32.
 		var a netip.Addr
-		if i < 65000 {
+		exp := now.Add(time.Duration(1+i%24) * time.Hour)
+		switch {
+		case *v6:
+			b := netip.MustParseAddr("fd00:210:5eed::").As16()
+			b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+			a, exp = netip.AddrFrom16(b), now.Add(24*time.Hour)
+		case i < 65000:
 			a = netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)})
-		} else {
-			a = netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 0xbe, 0xef, 14: byte(i >> 8), 15: byte(i)})
-			a = netip.AddrFrom16(func() [16]byte { b := a.As16(); b[12] = byte(i >> 16); return b }())
+		default:
+			a = netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 0xbe, 0xef, 12: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+		}
+		if i < *expiring {
+			exp = now.Add(*after + time.Duration(i)*(*over)/time.Duration(*expiring))
 		}
 		es = append(es, store.Entry{Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: "bench", Reason: "seeded",
-			Created: now, Expires: now.Add(time.Duration(1+i%24) * time.Hour)})
+			Created: now, Expires: exp})
 	}
 	t0 := time.Now()
 	if _, err := st.PutBans(es); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Printf("stored %d bans in %s\n", *n, time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("stored %d bans in %s (%d expiring from %s for %s)\n", *n, time.Since(t0).Round(time.Millisecond), *expiring, *after, *over)
 }

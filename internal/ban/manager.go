@@ -196,7 +196,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 		return store.Entry{}, Refuse("%s is not an address or prefix", r.Prefix)
 	}
 	if why := unbannable(p); why != "" {
-		return store.Entry{}, Refuse("cannot ban %s: %s", pstr(p), why)
+		return store.Entry{}, Refuse("cannot ban %s: %s", PrefixString(p), why)
 	}
 	if r.For < 0 {
 		return store.Entry{}, Refuse("ban duration %s is negative", r.For)
@@ -241,8 +241,9 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	return e, nil
 }
 
-// pstr prints a host prefix as its address.
-func pstr(p netip.Prefix) string {
+// PrefixString prints a host prefix as its address and others as CIDR, as
+// moat shows bans and allows.
+func PrefixString(p netip.Prefix) string {
 	if p.IsSingleIP() {
 		return p.Addr().String()
 	}
@@ -386,8 +387,7 @@ func (m *Manager) Allows(now time.Time) []store.Entry {
 func (m *Manager) IsAllowed(a netip.Addr, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.allows.overlapping(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), now)
-	return ok
+	return m.allows.covers(a.Unmap(), now)
 }
 
 // Expire forgets what ended by now, in memory and in the store, and puts

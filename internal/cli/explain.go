@@ -79,12 +79,9 @@ type explainLine struct {
 func explain(in io.Reader, out io.Writer, asJSON, aggressive bool, retry int, window time.Duration, now time.Time) error {
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	enc := json.NewEncoder(out)
 	bw := bufio.NewWriter(out)
 	defer bw.Flush()
-	if asJSON {
-		enc = json.NewEncoder(bw)
-	}
+	enc := json.NewEncoder(bw)
 	counter := ban.NewCounter(retry, window, 1<<20)
 	kinds := map[string]int{}
 	addrs := map[netip.Addr]bool{}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -553,25 +552,7 @@ func (d *decoder) open(path string, v any) {
 	}
 }
 
-func (d *decoder) allow(path string, v any) {
-	var prefixes []netip.Prefix
-	ok := d.list(path, v, `a list like ["192.0.2.7", "2001:db8::/32"]`, func(p string, e any) {
-		s, ok := e.(string)
-		if !ok {
-			d.badType(p, e, `an address like "192.0.2.7" or a network like "2001:db8::/32"`)
-			return
-		}
-		pfx, err := ParseAddrOrPrefix(s)
-		if err != nil {
-			d.bad(p, e, "%v", err)
-			return
-		}
-		prefixes = append(prefixes, pfx)
-	})
-	if ok {
-		d.cfg.Firewall.Allow = prefixes
-	}
-}
+func (d *decoder) allow(path string, v any) { d.prefixes(path, v, &d.cfg.Firewall.Allow) }
 
 // literal renders a scalar TOML value as it would be written, shortened when
 // long; "" for arrays, tables and nil.

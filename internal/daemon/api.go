@@ -1,9 +1,9 @@
 package daemon
 
 import (
-	"net/netip"
 	"time"
 
+	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -34,20 +34,12 @@ type EntryJSON struct {
 
 // ToJSON converts a store entry; host prefixes print as bare addresses.
 func ToJSON(e store.Entry) EntryJSON {
-	j := EntryJSON{Addr: PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count}
+	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count}
 	if !e.Expires.IsZero() {
 		t := e.Expires
 		j.Expires = &t
 	}
 	return j
-}
-
-// PrefixString prints a host prefix as its address and others as CIDR.
-func PrefixString(p netip.Prefix) string {
-	if p.IsSingleIP() {
-		return p.Addr().String()
-	}
-	return p.String()
 }
 
 // AddRequest asks to ban or allow an address or prefix.

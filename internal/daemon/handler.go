@@ -37,7 +37,7 @@ func (d *Daemon) handler() http.Handler {
 			return
 		}
 		if found {
-			d.log.Info("unbanned", "addr", PrefixString(p))
+			d.log.Info("unbanned", "addr", ban.PrefixString(p))
 		}
 		control.WriteJSON(w, http.StatusOK, DelResponse{Found: found})
 	})
@@ -144,7 +144,7 @@ func (d *Daemon) banAdd(w http.ResponseWriter, r *http.Request) {
 		control.WriteError(w, statusFor(err), err)
 		return
 	}
-	d.log.Info("banned", "addr", PrefixString(e.Prefix), "origin", e.Origin, "reason", e.Reason,
+	d.log.Info("banned", "addr", ban.PrefixString(e.Prefix), "origin", e.Origin, "reason", e.Reason,
 		"expires", e.Expires, "count", e.Count)
 	d.poke()
 	control.WriteJSON(w, http.StatusOK, ToJSON(e))
@@ -163,9 +163,9 @@ func (d *Daemon) allowAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := AllowResponse{Entry: ToJSON(e)}
 	for _, q := range lifted {
-		resp.Lifted = append(resp.Lifted, PrefixString(q))
+		resp.Lifted = append(resp.Lifted, ban.PrefixString(q))
 	}
-	d.log.Info("allowed", "addr", PrefixString(e.Prefix), "lifted_bans", resp.Lifted)
+	d.log.Info("allowed", "addr", ban.PrefixString(e.Prefix), "lifted_bans", resp.Lifted)
 	d.poke()
 	control.WriteJSON(w, http.StatusOK, resp)
 }

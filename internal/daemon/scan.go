@@ -56,11 +56,12 @@ type scanIgnore struct {
 	session   netip.Addr
 	granted   func(netip.Addr) bool
 	inSession func(netip.Addr) bool // holds a logged-in SSH session
+	now       func() time.Time
 }
 
 func (s *scanIgnore) ignore(a netip.Addr) bool {
 	a = a.Unmap()
-	if a == s.session || s.local.has(a) || s.bans.IsAllowed(a, time.Now()) {
+	if a == s.session || s.local.has(a) || s.bans.IsAllowed(a, s.now()) {
 		return true
 	}
 	for _, p := range s.cfg.Ignore {
@@ -184,7 +185,7 @@ func (d *Daemon) startScan(cfg *config.Config) {
 	if s, ok := firewall.ParseSSHConnection(d.opts.Session); ok {
 		session = s.Client
 	}
-	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, local: &d.local, session: session, granted: d.holdsGrant,
+	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, local: &d.local, session: session, granted: d.holdsGrant, now: d.now,
 		inSession: func(a netip.Addr) bool {
 			d.mu.Lock()
 			lg := d.login
