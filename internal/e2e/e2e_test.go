@@ -3,8 +3,10 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -228,7 +230,6 @@ func TestBansDropAndPrefixesCover(t *testing.T) {
 	h.moat("ban", "del", h.link.B4.String())
 	h.expect(h.link.B4, openPort, netnstest.Connected)
 
-	// A ban also cuts connections that were already established.
 	if out, err := h.moatErr("ban", "del", "10.210.250.250"); err == nil {
 		t.Fatalf("deleting an absent ban should fail, got %q", out)
 	}
@@ -309,8 +310,9 @@ table ip dockerish {
 	if out := h.server.Run(t, "nft", "list", "tables"); strings.Contains(out, "inet moat") {
 		t.Fatalf("firewall off left moat's table:\n%s", out)
 	}
-	// The daemon must not put back a table the admin turned off.
-	time.Sleep(1500 * time.Millisecond)
+	// The daemon must not put back a table the admin turned off: wait past
+	// its table check, which runs every 2 s.
+	time.Sleep(3 * time.Second)
 	if out := h.server.Run(t, "nft", "list", "tables"); strings.Contains(out, "inet moat") {
 		t.Fatalf("reconcile reinstalled the table after firewall off:\n%s", out)
 	}
@@ -481,4 +483,36 @@ func TestInterfacesLimitWhatIsGuarded(t *testing.T) {
 	h.moat("firewall", "apply")
 	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
 	h.expect(h.link.B6, openPort, netnstest.Connected)
+}
+
+// Bans are checked before connection tracking: a ban also cuts a connection
+// that was already established.
+func TestBanCutsEstablishedConnections(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", 9700))
+	echo := echoServer(t, h.server, netip.AddrPortFrom(h.link.A4, 9700))
+	h.start()
+	var conn net.Conn
+	if err := h.client.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", echo.String(), 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	roundTrip := func() error {
+		conn.SetDeadline(time.Now().Add(time.Second))
+		if _, err := fmt.Fprintln(conn, "ping"); err != nil {
+			return err
+		}
+		_, err := r.ReadString('\n')
+		return err
+	}
+	if err := roundTrip(); err != nil {
+		t.Fatalf("before the ban: %v", err)
+	}
+	h.moat("ban", "add", h.link.B4.String())
+	if err := roundTrip(); err == nil {
+		t.Fatal("an established connection from a banned address still works")
+	}
 }

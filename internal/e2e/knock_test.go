@@ -175,15 +175,19 @@ func echoServer(t *testing.T, ns *netnstest.NS, addr netip.AddrPort) netip.AddrP
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			wg.Go(func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
 				r := bufio.NewReader(c)
 				for {
 					line, err := r.ReadString('\n')
@@ -195,7 +199,17 @@ func echoServer(t *testing.T, ns *netnstest.NS, addr netip.AddrPort) netip.AddrP
 			})
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		// Close the server side too: a client cut off by a ban never
+		// sends the FIN that would end it.
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	return addr
 }
 
