@@ -361,6 +361,46 @@ func compileRules(cfg config.Login) ([]compiledRule, error) {
 // positionSaveEvery bounds how many lines a crash can replay.
 const positionSaveEvery = time.Second
 
+// saveLatest keeps the latest value set saved with save, every
+// positionSaveEvery and once more when ctx ends, from its own goroutine: a
+// save is an fsync, which has no place on the per-line path. wait returns
+// once the last save is done.
+func saveLatest[T comparable](ctx context.Context, save func(T)) (set func(T), wait func()) {
+	var mu sync.Mutex
+	var latest, saved T
+	flush := func() {
+		mu.Lock()
+		v := latest
+		mu.Unlock()
+		if v != saved {
+			save(v)
+			saved = v
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(positionSaveEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				flush()
+				return
+			case <-t.C:
+				flush()
+			}
+		}
+	}()
+	return func(v T) {
+			mu.Lock()
+			latest = v
+			mu.Unlock()
+		}, func() {
+			<-done
+		}
+}
+
 func (d *Daemon) followFile(ctx context.Context, path string, handle func(line []byte, now time.Time)) error {
 	var start authlog.Position
 	if raw, err := d.st.Meta(metaPosKey(path)); err == nil && raw != nil {
@@ -368,29 +408,17 @@ func (d *Daemon) followFile(ctx context.Context, path string, handle func(line [
 			d.log.Warn("ignoring a corrupt saved log position", "source", path, "err", err)
 		}
 	}
-	f := authlog.NewFileFollower(path, start)
-	var last authlog.Position
-	var saved time.Time
-	save := func() {
-		if raw, err := json.Marshal(last); err == nil {
-			if err := d.st.SetMeta(metaPosKey(path), raw); err != nil {
-				d.log.Warn("cannot save the log position", "source", path, "err", err)
-			}
+	sctx, cancel := context.WithCancel(ctx)
+	set, wait := saveLatest(sctx, func(p authlog.Position) {
+		raw, _ := json.Marshal(p)
+		if err := d.st.SetMeta(metaPosKey(path), raw); err != nil {
+			d.log.Warn("cannot save the log position", "source", path, "err", err)
 		}
-	}
-	defer func() {
-		if last != (authlog.Position{}) {
-			save()
-		}
-	}()
-	return f.Run(ctx, func(line []byte, pos authlog.Position) error {
-		now := d.now()
-		handle(line, now)
-		last = pos
-		if now.Sub(saved) >= positionSaveEvery {
-			save()
-			saved = now
-		}
+	})
+	defer func() { cancel(); wait() }()
+	return authlog.NewFileFollower(path, start).Run(ctx, func(line []byte, pos authlog.Position) error {
+		handle(line, d.now())
+		set(pos)
 		return nil
 	})
 }
@@ -400,25 +428,20 @@ func (d *Daemon) followJournal(ctx context.Context, g *loginGuard) error {
 	if raw, err := d.st.Meta(metaJournalCursor); err == nil {
 		cursor = string(raw)
 	}
-	j := authlog.NewJournalFollower(cursor, func(err error) { d.log.Warn("journal", "err", err) })
-	var last string
-	var saved time.Time
-	defer func() {
-		if last != "" {
-			_ = d.st.SetMeta(metaJournalCursor, []byte(last))
+	sctx, cancel := context.WithCancel(ctx)
+	set, wait := saveLatest(sctx, func(cur string) {
+		if err := d.st.SetMeta(metaJournalCursor, []byte(cur)); err != nil {
+			d.log.Warn("cannot save the journal cursor", "err", err)
 		}
-	}()
+	})
+	defer func() { cancel(); wait() }()
+	j := authlog.NewJournalFollower(cursor, func(err error) { d.log.Warn("journal", "err", err) })
 	return j.Run(ctx, func(msg []byte, cur string) error {
-		now := d.now()
 		var ev authlog.Event
 		if authlog.ParseSSHDMessage(msg, &ev) {
-			g.sshd(&ev, now)
+			g.sshd(&ev, d.now())
 		}
-		last = cur
-		if now.Sub(saved) >= positionSaveEvery {
-			_ = d.st.SetMeta(metaJournalCursor, []byte(cur))
-			saved = now
-		}
+		set(cur)
 		return nil
 	})
 }
