@@ -516,3 +516,36 @@ func TestBanCutsEstablishedConnections(t *testing.T) {
 		t.Fatal("an established connection from a banned address still works")
 	}
 }
+
+// forward = "ban" drops banned sources in traffic the host routes (to
+// containers or VMs behind it) and leaves the rest alone; the default
+// leaves forwarded traffic untouched.
+func TestForwardedTrafficBans(t *testing.T) {
+	netnstest.RequireRoot(t)
+	netnstest.RequireCommands(t, "nft")
+	t.Parallel()
+	client, router, server := netnstest.New(t), netnstest.New(t), netnstest.New(t)
+	l1 := netnstest.Connect(t, router, client) // router .1, client .2
+	l2 := netnstest.Connect(t, router, server) // router .1, server .2
+	router.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	client.IP(t, "route", "add", l2.Prefix4.String(), "via", l1.A4.String())
+	server.IP(t, "route", "add", l1.Prefix4.String(), "via", l2.A4.String())
+	svc := netip.AddrPortFrom(l2.B4, 8080)
+	server.ListenTCP(t, svc)
+
+	h := &host{t: t, server: router, client: client, link: l1, dir: t.TempDir()}
+	h.writeConfig("forward = \"ban\"")
+	h.start()
+	if got := client.DialTCP(t, netip.Addr{}, svc, patient); got != netnstest.Connected {
+		t.Fatalf("forwarded traffic of an unbanned client: %s", got)
+	}
+	h.moat("ban", "add", l1.B4.String())
+	if got := client.DialTCP(t, netip.Addr{}, svc, quick); got != netnstest.TimedOut {
+		t.Fatalf("forwarded traffic of a banned client: %s, want TimedOut", got)
+	}
+	h.writeConfig("forward = \"untouched\"")
+	h.moat("firewall", "apply")
+	if got := client.DialTCP(t, netip.Addr{}, svc, patient); got != netnstest.Connected {
+		t.Fatalf("forward untouched: %s, want Connected", got)
+	}
+}
