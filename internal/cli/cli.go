@@ -139,7 +139,7 @@ func (a *app) configCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
-			a.warnSSHDUnreachable(cmd.Context(), ld.Cfg.Firewall)
+			a.warnSSHDUnreachable(cmd.Context(), ld.Cfg.Firewall, ld.Cfg.Doors)
 			return nil
 		},
 	})

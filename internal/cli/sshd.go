@@ -262,9 +262,14 @@ func asRoot(err error) error {
 }
 
 // warnSSHDUnreachable prints a warning for each port sshd listens on that
-// the firewall config would close.
-func (a *app) warnSSHDUnreachable(ctx context.Context, fw config.Firewall) {
-	for _, w := range sshd.CheckReachable(ctx, fw, sshd.ListenPorts) {
+// the firewall config would close, and a note for each one only a door's
+// knock opens: that is by design, but the admin must know to knock.
+func (a *app) warnSSHDUnreachable(ctx context.Context, fw config.Firewall, doors []config.Door) {
+	warnings, notes := sshd.CheckReachable(ctx, fw, doors, sshd.ListenPorts)
+	for _, w := range warnings {
 		fmt.Fprintln(a.errw, "warning:", w)
+	}
+	for _, n := range notes {
+		fmt.Fprintln(a.errw, "note:", n)
 	}
 }

@@ -491,9 +491,16 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	if err != nil {
 		return err
 	}
-	srcs := loginSources(cfg)
-	if len(srcs) == 0 {
-		d.log.Warn("login guard has no source: sshd logs neither to the journal nor to /var/log/auth.log or /var/log/secure; set [login] sources")
+	plan := loginSources(ctx, cfg)
+	for _, w := range plan.Warnings {
+		d.log.Warn(w)
+	}
+	for _, n := range plan.Notes {
+		d.log.Info(n)
+	}
+	srcs := plan.Sources
+	if len(cfg.Sources) == 0 && len(rules) == 0 {
+		d.log.Warn("login guard watches nothing: [login] sources is empty and there is no [[login.rule]]; set [login] sources, or enabled = false")
 	}
 	g := newLoginGuard(cfg, d.log, d.bans, &d.local)
 	d.loadCounters(g)
