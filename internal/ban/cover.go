@@ -87,12 +87,17 @@ func (c *cover) adel(p netip.Prefix) {
 // covers reports whether a live entry contains address a, in at most one
 // map lookup per prefix length in use (not a scan of every entry).
 func (c *cover) covers(a netip.Addr, now time.Time) bool {
-	lens := c.alens(netip.PrefixFrom(a, a.BitLen()))
-	for b := 0; b <= a.BitLen(); b++ {
+	return c.within(netip.PrefixFrom(a, a.BitLen()), now)
+}
+
+// within reports whether a live entry contains all of p.
+func (c *cover) within(p netip.Prefix, now time.Time) bool {
+	lens := c.alens(p)
+	for b := 0; b <= p.Bits(); b++ {
 		if lens[b] == 0 {
 			continue
 		}
-		if exp, ok := c.active[netip.PrefixFrom(a, b).Masked()]; ok && (exp.IsZero() || exp.After(now)) {
+		if exp, ok := c.active[netip.PrefixFrom(p.Addr(), b).Masked()]; ok && (exp.IsZero() || exp.After(now)) {
 			return true
 		}
 	}

@@ -18,6 +18,7 @@ import (
 // Store is what the manager needs of the persistent store.
 type Store interface {
 	PutBan(e store.Entry) (store.Entry, error)
+	PutBans(es []store.Entry) ([]store.Entry, error)
 	DelBan(p netip.Prefix) (bool, error)
 	Bans() ([]store.Entry, error)
 	PruneBans(now time.Time) ([]store.Entry, error)
@@ -40,8 +41,9 @@ var (
 
 // Origins of bans and allows.
 const (
-	OriginManual = "manual"
-	OriginConfig = "config"
+	OriginManual    = "manual"
+	OriginConfig    = "config"
+	OriginRecovered = "recovered" // found in the kernel at start, missing from the store
 )
 
 // ErrRefused marks every refusal on policy grounds (as opposed to a failure):
@@ -90,8 +92,17 @@ func (b Backoff) For(n int) time.Duration {
 }
 
 // Manager owns the live bans and allows. It is safe for concurrent use.
+//
+// A ban goes into the kernel first and into the store right after: an
+// fsync on a busy disk takes tens of milliseconds, and an attacker must not
+// get them. The kernel element carries its own timeout, so if moat dies
+// between the two the ban still holds, and Adopt takes it back into the
+// store at the next start. Store writes happen in the order of the changes
+// in memory: each takes its turn while holding mu (storeTurn), and waits for
+// it without holding mu, so bans go on reaching the kernel during an fsync.
 type Manager struct {
 	mu     sync.Mutex
+	turn   chan struct{} // closed when the last store write to be queued is done
 	store  Store
 	enf    Enforcer
 	bans   *cover
@@ -187,9 +198,9 @@ func unbannable(p netip.Prefix) string {
 	return ""
 }
 
-// Add bans r.Prefix after checking policy. It writes the store first so a
-// crash never loses a ban; if the store fails the ban is still enforced and
-// the error says it was not saved.
+// Add bans r.Prefix after checking policy. The kernel is changed before the
+// store is written (see Manager); Add returns once both are done. If the
+// store fails the ban is still enforced and the error says it was not saved.
 func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	p := r.Prefix.Masked()
 	if !p.IsValid() {
@@ -202,43 +213,116 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 		return store.Entry{}, Refuse("ban duration %s is negative", r.For)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if q, ok := m.allows.overlapping(p, now); ok {
 		e := m.ameta[q]
+		m.mu.Unlock()
 		return store.Entry{}, Refuse("cannot ban %s: it overlaps %s in the allow list (%s); remove that first", p, q, allowSource(e))
 	}
 	if r.Session.IsValid() && !r.Force && p.Contains(r.Session.Unmap()) {
+		m.mu.Unlock()
 		return store.Entry{}, Refuse("banning %s would cut off %s, the source of your SSH session; add --force if you mean it", p, r.Session.Unmap())
 	}
+	// The store counts bans per prefix as it writes; the count is needed
+	// now, before the write. A write still in flight is not in History yet,
+	// but a live ban's count is in meta.
+	prev, _, err := m.store.History(p)
+	if err != nil {
+		prev = 0 // a corrupt history must not stop the ban
+	}
+	prev = max(prev, m.meta[p].Count)
 	if r.Backoff != nil {
-		prev, _, err := m.store.History(p)
-		if err != nil {
-			prev = m.meta[p].Count // a corrupt history must not stop the ban
-		}
 		r.For = r.Backoff.For(prev + 1)
 	}
-	e := store.Entry{Prefix: p, Origin: r.Origin, Reason: r.Reason, Created: now}
+	e := store.Entry{Prefix: p, Origin: r.Origin, Reason: r.Reason, Created: now, Count: prev + 1}
 	if e.Origin == "" {
 		e.Origin = OriginManual
 	}
 	if r.For > 0 {
 		e.Expires = now.Add(r.For)
 	}
-	stored, serr := m.store.PutBan(e)
-	if serr == nil {
-		e = stored
-	} else {
-		e.Count = m.meta[p].Count + 1
-	}
 	m.meta[p] = e
 	del, add := m.bans.put(p, e.Expires, now)
-	if err := m.enf.Update(firewall.Bans, del, add); err != nil {
-		return e, fmt.Errorf("ban %s is saved but not yet in the kernel (moat retries at the next reconcile): %w", p, err)
-	}
-	if serr != nil {
+	kerr := m.enf.Update(firewall.Bans, del, add)
+	wait, done := m.storeTurn()
+	m.mu.Unlock()
+	wait()
+	_, serr := m.store.PutBan(e)
+	done()
+	switch {
+	case kerr != nil && serr != nil:
+		return e, fmt.Errorf("ban %s is neither in the kernel (moat retries at the next reconcile: %w) nor %w (it is lost if moat restarts): %w", p, kerr, ErrNotPersisted, serr)
+	case kerr != nil:
+		return e, fmt.Errorf("ban %s is saved but not yet in the kernel (moat retries at the next reconcile): %w", p, kerr)
+	case serr != nil:
 		return e, fmt.Errorf("ban %s is in the kernel but %w (it is lost if moat restarts before it expires): %w", p, ErrNotPersisted, serr)
 	}
 	return e, nil
+}
+
+// Adopt takes into the store the bans the kernel holds that the store does
+// not: those moat put in the kernel and died before saving (see Manager).
+// kernel is what the ban sets held at start, each with its time left. It
+// runs before the table is installed again; what it adopts is in Elements.
+// Allowed and unbannable prefixes are not adopted: the install drops them.
+func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var es []store.Entry
+	for _, el := range kernel {
+		p := el.Prefix.Masked()
+		if m.bans.within(p, now) || unbannable(p) != "" {
+			continue
+		}
+		if el.Timeout > 0 && el.Timeout < time.Second {
+			continue // the store's own ban just ended; the kernel's copy is timing out
+		}
+		if _, ok := m.allows.overlapping(p, now); ok {
+			continue
+		}
+		e := store.Entry{Prefix: p, Origin: OriginRecovered, Created: now,
+			Reason: "in the kernel at start but not in the store: moat stopped before saving it"}
+		if el.Timeout > 0 {
+			e.Expires = now.Add(el.Timeout)
+		}
+		es = append(es, e)
+	}
+	if len(es) == 0 {
+		return nil, nil
+	}
+	defer m.inTurn()()
+	stored, serr := m.store.PutBans(es)
+	if serr == nil {
+		es = stored
+	}
+	for _, e := range es {
+		m.bans.aput(e.Prefix, e.Expires)
+		m.meta[e.Prefix] = e
+	}
+	if serr != nil {
+		return es, fmt.Errorf("%d bans found only in the kernel are enforced but %w: %w", len(es), ErrNotPersisted, serr)
+	}
+	return es, nil
+}
+
+// storeTurn queues a store write behind those queued before it; call it
+// holding mu, so the writes land in the order of the changes in memory.
+// wait blocks until the earlier writes are done; done lets the next go.
+func (m *Manager) storeTurn() (wait, done func()) {
+	prev, next := m.turn, make(chan struct{})
+	m.turn = next
+	return func() {
+		if prev != nil {
+			<-prev
+		}
+	}, func() { close(next) }
+}
+
+// inTurn is storeTurn for a caller that keeps holding mu through its store
+// writes: it waits for its turn and returns done.
+func (m *Manager) inTurn() (done func()) {
+	wait, done := m.storeTurn()
+	wait()
+	return done
 }
 
 // PrefixString prints a host prefix as its address and others as CIDR, as
@@ -262,6 +346,7 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 	p = p.Masked()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.inTurn()()
 	del, add, found := m.bans.remove(p, now)
 	delete(m.meta, p)
 	stored, serr := m.store.DelBan(p)
@@ -324,6 +409,7 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.inTurn()()
 	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
 		return e, nil, nil // already allowed for good by the config
 	}
@@ -364,6 +450,7 @@ func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
 	p = p.Masked()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.inTurn()()
 	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
 		return false, Refuse("%s comes from the config's [firewall] allow: remove it there and reload", p)
 	}
@@ -395,6 +482,7 @@ func (m *Manager) IsAllowed(a netip.Addr, now time.Time) bool {
 func (m *Manager) Expire(now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.inTurn()()
 	gone, add := m.bans.expire(now)
 	for _, p := range gone {
 		delete(m.meta, p)

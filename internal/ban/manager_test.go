@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -13,11 +14,14 @@ import (
 )
 
 // memStore is an in-memory Store whose writes can be made to fail, as a
-// full disk makes them.
+// full disk makes them, or wait, as a slow fsync does. Its methods lock
+// because the manager reads History while another ban's write is running.
 type memStore struct {
+	mu           sync.Mutex
 	bans, allows map[netip.Prefix]store.Entry
 	counts       map[netip.Prefix]int
 	fail         error
+	putHook      func(store.Entry) // called before a ban is written, unlocked
 }
 
 func newMemStore() *memStore {
@@ -25,27 +29,57 @@ func newMemStore() *memStore {
 }
 
 func (s *memStore) PutBan(e store.Entry) (store.Entry, error) {
-	if s.fail != nil {
-		return store.Entry{}, s.fail
+	out, err := s.PutBans([]store.Entry{e})
+	if err != nil {
+		return store.Entry{}, err
 	}
-	s.counts[e.Prefix]++
-	e.Count = s.counts[e.Prefix]
-	s.bans[e.Prefix] = e
-	return e, nil
+	return out[0], nil
+}
+func (s *memStore) PutBans(es []store.Entry) ([]store.Entry, error) {
+	if s.putHook != nil {
+		for _, e := range es {
+			s.putHook(e)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	out := make([]store.Entry, len(es))
+	for i, e := range es {
+		s.counts[e.Prefix]++
+		e.Count = s.counts[e.Prefix]
+		s.bans[e.Prefix] = e
+		out[i] = e
+	}
+	return out, nil
 }
 func (s *memStore) DelBan(p netip.Prefix) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	_, ok := s.bans[p]
 	delete(s.bans, p)
 	return ok, s.fail
 }
-func (s *memStore) Bans() ([]store.Entry, error) { return values(s.bans), nil }
+func (s *memStore) Bans() ([]store.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return values(s.bans), nil
+}
 func (s *memStore) History(p netip.Prefix) (int, time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.counts[p], time.Time{}, nil
 }
 func (s *memStore) PruneBans(now time.Time) ([]store.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return prune(s.bans, now), nil
 }
 func (s *memStore) PutAllow(e store.Entry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.fail != nil {
 		return s.fail
 	}
@@ -53,12 +87,20 @@ func (s *memStore) PutAllow(e store.Entry) error {
 	return nil
 }
 func (s *memStore) DelAllow(p netip.Prefix) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	_, ok := s.allows[p]
 	delete(s.allows, p)
 	return ok, nil
 }
-func (s *memStore) Allows() ([]store.Entry, error) { return values(s.allows), nil }
+func (s *memStore) Allows() ([]store.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return values(s.allows), nil
+}
 func (s *memStore) PruneAllows(now time.Time) ([]store.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return prune(s.allows, now), nil
 }
 

@@ -44,6 +44,9 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 	if d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now(), d.warnCorrupt); err != nil {
 		return err
 	}
+	// A daemon killed before it saved a ban left it only in the kernel;
+	// the install below would drop it.
+	d.adoptKernelBans()
 	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
 		return err
 	}

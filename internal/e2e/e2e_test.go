@@ -270,6 +270,52 @@ func TestBanSurvivesKill9AndRestart(t *testing.T) {
 	}
 }
 
+// moat puts a ban in the kernel before its store write (an fsync can take
+// tens of milliseconds); a daemon killed between the two must not lose the
+// ban at the next start, which installs the table from the store.
+func TestBanOnlyInTheKernelSurvivesKill9(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	h.start()
+	// What a ban looks like when the daemon dies right after the kernel
+	// took it: in the sets, with its timeout, and nowhere in the store.
+	h.server.Run(t, "nft", "add", "element", "inet", "moat", "ban4", "{ "+h.link.B4.String()+" timeout 1h }")
+	h.server.Run(t, "nft", "add", "element", "inet", "moat", "ban6", "{ "+h.link.B6.String()+" }")
+	h.proc.Kill9()
+	_ = h.proc.Wait(5 * time.Second)
+	h.start()
+	h.expect(h.link.B4, openPort, netnstest.TimedOut)
+	h.expect(h.link.B6, openPort, netnstest.TimedOut)
+	var bans []struct {
+		Addr    string    `json:"addr"`
+		Origin  string    `json:"origin"`
+		Expires time.Time `json:"expires"`
+	}
+	if err := json.Unmarshal([]byte(h.moat("ban", "list", "--json")), &bans); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, b := range bans {
+		got[b.Addr] = b.Origin
+		if b.Addr == h.link.B4.String() {
+			if left := time.Until(b.Expires); left < 58*time.Minute || left > time.Hour {
+				t.Fatalf("adopted ban of %s ends in %v, want the hour the kernel had left", b.Addr, left)
+			}
+		}
+	}
+	if got[h.link.B4.String()] != "recovered" || got[h.link.B6.String()] != "recovered" {
+		t.Fatalf("ban list after restart: %+v", bans)
+	}
+	// Now in the store: a clean stop, a reboot and a start keep them.
+	h.proc.Signal(syscall.SIGTERM)
+	if err := h.proc.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.server.Run(t, "nft", "flush", "ruleset")
+	h.start()
+	h.expect(h.link.B4, openPort, netnstest.TimedOut)
+	h.expect(h.link.B6, openPort, netnstest.TimedOut)
+}
+
 func TestReconcileReassertsWhatTheKernelLost(t *testing.T) {
 	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
 	h.start()

@@ -281,32 +281,48 @@ func (a *Applier) exists() (bool, error) {
 // big sets (about 1.5 s per 100,000): the store, not the kernel, is the
 // source of truth, and this is only for reconciling.
 func (a *Applier) Elements(kind SetKind) ([]netip.Prefix, error) {
+	els, err := a.ElementsLeft(kind)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Prefix, len(els))
+	for i, e := range els {
+		out[i] = e.Prefix
+	}
+	return out, nil
+}
+
+// ElementsLeft is Elements with each element's time left in the kernel as
+// its Timeout (zero: no timeout), for adopting bans the store missed.
+func (a *Applier) ElementsLeft(kind SetKind) ([]Element, error) {
 	c, err := a.conn()
 	if err != nil {
 		return nil, err
 	}
-	var out []netip.Prefix
+	var out []Element
 	for _, v6 := range []bool{false, true} {
 		s := namedSet(table(), kind.setName(v6), v6)
 		els, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, explain(fmt.Errorf("nftables: read set %s: %w", s.Name, err))
 		}
-		ps, err := intervalsToPrefixes(els)
+		es, err := intervalsToElements(els)
 		if err != nil {
 			return nil, fmt.Errorf("nftables: set %s: %w", s.Name, err)
 		}
-		out = append(out, ps...)
+		out = append(out, es...)
 	}
 	return out, nil
 }
 
-// intervalsToPrefixes pairs interval starts with their ends. The kernel
-// dumps elements in no promised order, so pair by sorting.
-func intervalsToPrefixes(els []nftables.SetElement) ([]netip.Prefix, error) {
+// intervalsToElements pairs interval starts with their ends. The kernel
+// dumps elements in no promised order, so pair by sorting. The time left is
+// the start element's: moat sets its timeout on the start only.
+func intervalsToElements(els []nftables.SetElement) ([]Element, error) {
 	type bound struct {
 		addr netip.Addr
 		end  bool
+		left time.Duration
 	}
 	var bs []bound
 	for _, e := range els {
@@ -314,7 +330,11 @@ func intervalsToPrefixes(els []nftables.SetElement) ([]netip.Prefix, error) {
 		if !ok {
 			return nil, fmt.Errorf("element with a %d-byte key", len(e.Key))
 		}
-		bs = append(bs, bound{a, e.IntervalEnd})
+		left := e.Expires
+		if e.Timeout > 0 && left <= 0 {
+			left = time.Millisecond // about to expire; never "forever"
+		}
+		bs = append(bs, bound{a, e.IntervalEnd, left})
 	}
 	sortBounds := func(i, j int) bool {
 		if c := bs[i].addr.Compare(bs[j].addr); c != 0 {
@@ -323,12 +343,12 @@ func intervalsToPrefixes(els []nftables.SetElement) ([]netip.Prefix, error) {
 		return bs[i].end && !bs[j].end // an end sorts before a start at the same address
 	}
 	sort.Slice(bs, sortBounds)
-	var out []netip.Prefix
+	var out []Element
 	for i := 0; i < len(bs); i++ {
 		if bs[i].end {
 			continue // the kernel's leading zero end marker, or a dangling end
 		}
-		start := bs[i].addr
+		start, left := bs[i].addr, bs[i].left
 		var last netip.Addr
 		if i+1 < len(bs) && bs[i+1].end {
 			last = bs[i+1].addr.Prev()
@@ -336,7 +356,9 @@ func intervalsToPrefixes(els []nftables.SetElement) ([]netip.Prefix, error) {
 		} else {
 			last = maxAddr(start.Is6())
 		}
-		out = append(out, rangeToPrefixes(start, last)...)
+		for _, p := range rangeToPrefixes(start, last) {
+			out = append(out, Element{Prefix: p, Timeout: left})
+		}
 	}
 	return out, nil
 }

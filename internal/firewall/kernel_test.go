@@ -166,6 +166,18 @@ func TestElementsRoundTrip(t *testing.T) {
 	if strings.Join(gs, " ") != strings.Join(want, " ") {
 		t.Fatalf("read back %v, want %v", gs, want)
 	}
+	left, err := a.ElementsLeft(firewall.Bans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		if e.Timeout <= 59*time.Minute || e.Timeout > time.Hour {
+			t.Fatalf("%s has %v left in the kernel, want just under the 1h it was given", e.Prefix, e.Timeout)
+		}
+	}
+	if len(left) != len(want) {
+		t.Fatalf("ElementsLeft read %d elements, want %d", len(left), len(want))
+	}
 	// Overlapping elements are refused by the kernel: the ban manager must
 	// never send one.
 	err = a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.1.5/32")}})
