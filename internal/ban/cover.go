@@ -1,6 +1,7 @@
 package ban
 
 import (
+	"container/heap"
 	"net/netip"
 	"sort"
 	"time"
@@ -21,6 +22,36 @@ type cover struct {
 	lens6  [129]int                   // so containment checks skip absent lengths
 	alen4  [33]int                    // the same for live entries
 	alen6  [129]int
+	due    expiries // live entries' expiries, earliest first
+}
+
+// expiries is a min-heap of expiry times, so that finding what ends next
+// and what has ended costs a heap operation, not a scan of every live entry
+// (1 ms and 7 ms at 100,000 bans, under the manager's lock). A replaced or
+// removed entry leaves its old item behind; items are checked against
+// active when they surface, and the heap is rebuilt when stale ones pile up.
+type expiries []expiry
+
+type expiry struct {
+	at time.Time
+	p  netip.Prefix
+}
+
+func (h expiries) Len() int           { return len(h) }
+func (h expiries) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiries) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiries) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiries) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// current reports whether e is still the expiry of a live entry.
+func (c *cover) current(e expiry) bool {
+	exp, ok := c.active[e.p]
+	return ok && exp.Equal(e.at)
 }
 
 func newCover() *cover {
@@ -75,6 +106,19 @@ func (c *cover) aput(p netip.Prefix, exp time.Time) {
 		c.alens(p)[p.Bits()]++
 	}
 	c.active[p] = exp
+	if exp.IsZero() {
+		return
+	}
+	heap.Push(&c.due, expiry{exp, p})
+	if len(c.due) > 2*len(c.active)+64 {
+		c.due = c.due[:0]
+		for q, at := range c.active {
+			if !at.IsZero() {
+				c.due = append(c.due, expiry{at, q})
+			}
+		}
+		heap.Init(&c.due)
+	}
 }
 
 func (c *cover) adel(p netip.Prefix) {
@@ -195,13 +239,12 @@ func (c *cover) promote(p netip.Prefix, now time.Time) []firewall.Element {
 // that must now enter the kernel. Their own kernel elements have timed out
 // by themselves.
 func (c *cover) expire(now time.Time) (gone []netip.Prefix, add []firewall.Element) {
-	for p, exp := range c.active {
-		if !exp.IsZero() && !exp.After(now) {
-			gone = append(gone, p)
+	for len(c.due) > 0 && !c.due[0].at.After(now) {
+		e := heap.Pop(&c.due).(expiry)
+		if c.current(e) {
+			c.adel(e.p) // before any promote: an ending entry must not be promoted
+			gone = append(gone, e.p)
 		}
-	}
-	for _, p := range gone {
-		c.adel(p)
 	}
 	for _, p := range gone {
 		if _, ok := c.kernel[p]; ok {
@@ -214,13 +257,13 @@ func (c *cover) expire(now time.Time) (gone []netip.Prefix, add []firewall.Eleme
 
 // next returns the earliest expiry among live entries (zero if none).
 func (c *cover) next() time.Time {
-	var n time.Time
-	for _, exp := range c.active {
-		if !exp.IsZero() && (n.IsZero() || exp.Before(n)) {
-			n = exp
+	for len(c.due) > 0 {
+		if c.current(c.due[0]) {
+			return c.due[0].at
 		}
+		heap.Pop(&c.due)
 	}
-	return n
+	return time.Time{}
 }
 
 // rebuild recomputes the kernel view from the live entries, for a full

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -197,5 +198,53 @@ func BenchmarkCoverRebuild100k(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.rebuild(now)
+	}
+}
+
+// The expiry heap answers what a scan of every live entry would: the
+// earliest expiry, and exactly the entries that ended, however entries were
+// replaced and removed before.
+func TestExpiryHeapMatchesAScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := newCover()
+	now := t0
+	for step := range 20000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, 0, byte(rng.IntN(40))}), 32)
+		switch r := rng.IntN(10); {
+		case r < 5:
+			var exp time.Time
+			if rng.IntN(8) > 0 {
+				exp = now.Add(time.Duration(1+rng.IntN(50)) * time.Second)
+			}
+			c.aput(p, exp)
+		case r < 7:
+			c.adel(p)
+		default:
+			now = now.Add(time.Duration(rng.IntN(5)) * time.Second)
+			var want []netip.Prefix
+			for q, exp := range c.active {
+				if !exp.IsZero() && !exp.After(now) {
+					want = append(want, q)
+				}
+			}
+			gone, _ := c.expire(now)
+			slices.SortFunc(want, netip.Prefix.Compare)
+			slices.SortFunc(gone, netip.Prefix.Compare)
+			if !slices.Equal(gone, want) {
+				t.Fatalf("step %d: expire gave %v, a scan %v", step, gone, want)
+			}
+		}
+		var want time.Time
+		for _, exp := range c.active {
+			if !exp.IsZero() && (want.IsZero() || exp.Before(want)) {
+				want = exp
+			}
+		}
+		if got := c.next(); !got.Equal(want) {
+			t.Fatalf("step %d: next %v, a scan %v", step, got, want)
+		}
+		if len(c.due) > 2*len(c.active)+65 {
+			t.Fatalf("step %d: %d heap items for %d live entries", step, len(c.due), len(c.active))
+		}
 	}
 }

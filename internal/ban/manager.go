@@ -22,6 +22,7 @@ type Store interface {
 	DelBan(p netip.Prefix) (bool, error)
 	Bans() ([]store.Entry, error)
 	PruneBans(now time.Time) ([]store.Entry, error)
+	DelEndedBans(ps []netip.Prefix, now time.Time) error
 	PutAllow(e store.Entry) error
 	DelAllow(p netip.Prefix) (bool, error)
 	Allows() ([]store.Entry, error)
@@ -478,11 +479,10 @@ func (m *Manager) IsAllowed(a netip.Addr, now time.Time) bool {
 }
 
 // Expire forgets what ended by now, in memory and in the store, and puts
-// into the kernel what the ended prefixes covered.
+// into the kernel what the ended prefixes covered. The store write waits its
+// turn without the lock: bans go on meanwhile.
 func (m *Manager) Expire(now time.Time) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	defer m.inTurn()()
 	gone, add := m.bans.expire(now)
 	for _, p := range gone {
 		delete(m.meta, p)
@@ -491,14 +491,20 @@ func (m *Manager) Expire(now time.Time) error {
 	for _, p := range agone {
 		delete(m.ameta, p)
 	}
-	var errs []error
-	if _, err := m.store.PruneBans(now); err != nil {
+	errs := []error{m.enf.Update(firewall.Bans, nil, add), m.enf.Update(firewall.Allows, nil, aadd)}
+	if len(gone) == 0 && len(agone) == 0 {
+		m.mu.Unlock()
+		return errors.Join(errs...)
+	}
+	wait, done := m.storeTurn()
+	m.mu.Unlock()
+	wait()
+	defer done()
+	errs = append(errs, m.store.DelEndedBans(gone, now))
+	if len(agone) > 0 {
+		_, err := m.store.PruneAllows(now)
 		errs = append(errs, err)
 	}
-	if _, err := m.store.PruneAllows(now); err != nil {
-		errs = append(errs, err)
-	}
-	errs = append(errs, m.enf.Update(firewall.Bans, nil, add), m.enf.Update(firewall.Allows, nil, aadd))
 	return errors.Join(errs...)
 }
 

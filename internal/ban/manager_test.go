@@ -77,6 +77,16 @@ func (s *memStore) PruneBans(now time.Time) ([]store.Entry, error) {
 	defer s.mu.Unlock()
 	return prune(s.bans, now), nil
 }
+func (s *memStore) DelEndedBans(ps []netip.Prefix, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		if e, ok := s.bans[p]; ok && !e.Active(now) {
+			delete(s.bans, p)
+		}
+	}
+	return s.fail
+}
 func (s *memStore) PutAllow(e store.Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -130,6 +130,36 @@ func (s *Store) PruneBans(now time.Time) (removed []Entry, err error) {
 	return s.prune(bucketBans, now)
 }
 
+// DelEndedBans deletes the ban records of ps that ended at or before now:
+// what the ban manager found expired, without PruneBans' scan of every
+// record. A record since replaced by a later ban is kept.
+func (s *Store) DelEndedBans(ps []netip.Prefix, now time.Time) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBans)
+		for _, p := range ps {
+			p, err := normalize(p)
+			if err != nil {
+				return err
+			}
+			k := prefixKey(p)
+			if exp, ok := entryExpires(b.Get(k)); !ok || (Entry{Expires: exp}).Active(now) {
+				continue // gone already, corrupt (Bans reports it), or banned again
+			}
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return s.wrap("state store: deleting ended bans", err)
+	}
+	return nil
+}
+
 // History returns how many times p (masked) has been banned and when it was
 // last banned (the Created of its last ban). count is 0 if never.
 func (s *Store) History(p netip.Prefix) (count int, last time.Time, err error) {

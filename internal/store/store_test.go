@@ -685,3 +685,35 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("%d bans stored, want %d", len(all), len(es))
 	}
 }
+
+func TestDelEndedBans(t *testing.T) {
+	s := openTest(t)
+	for _, e := range []Entry{
+		{Prefix: pfx("10.210.1.1/32"), Created: t0, Expires: t0.Add(time.Minute)}, // ended
+		{Prefix: pfx("10.210.1.2/32"), Created: t0, Expires: t0.Add(time.Hour)},   // banned again, later
+		{Prefix: pfx("10.210.1.3/32"), Created: t0},                               // forever
+	} {
+		if _, err := s.PutBan(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(2 * time.Minute)
+	ps := []netip.Prefix{pfx("10.210.1.1/32"), pfx("10.210.1.2/32"), pfx("10.210.1.3/32"), pfx("10.210.9.9/32")}
+	if err := s.DelEndedBans(ps, now); err != nil {
+		t.Fatal(err)
+	}
+	bans, err := s.Bans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range bans {
+		left = append(left, e.Prefix.String())
+	}
+	if strings.Join(left, " ") != "10.210.1.2/32 10.210.1.3/32" {
+		t.Fatalf("left %v: only the ended ban may go", left)
+	}
+	if n, _, _ := s.History(pfx("10.210.1.1/32")); n != 1 {
+		t.Fatalf("history count %d after the ban ended, want 1", n)
+	}
+}
