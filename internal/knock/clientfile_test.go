@@ -83,3 +83,43 @@ func TestLoadClientFile(t *testing.T) {
 		t.Fatalf("%+v %v", f, err)
 	}
 }
+
+// Neither the client file nor a command-line knock can crash the client,
+// and what they accept is a valid sequence.
+func FuzzParseClientFile(f *testing.F) {
+	f.Add([]byte("[door.ssh]\nhost = \"10.210.0.1\"\nsequence = [\"tcp/7000\", \"udp/9000\"]\ndelay = \"100ms\"\n"))
+	f.Add([]byte("[door.x]\nsequence = []\n"))
+	f.Add([]byte("[door]\nx = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cf, err := ParseClientFile(data, "knock.toml")
+		if err != nil {
+			return
+		}
+		for name, d := range cf.Doors {
+			if len(d.Sequence) == 0 || len(d.Sequence) > MaxSteps {
+				t.Fatalf("door %q accepted with %d steps", name, len(d.Sequence))
+			}
+			for _, s := range d.Sequence {
+				if s.Port == 0 || (s.Proto != "tcp" && s.Proto != "udp") {
+					t.Fatalf("door %q accepted step %+v", name, s)
+				}
+			}
+		}
+	})
+}
+
+func FuzzParseKnockArg(f *testing.F) {
+	for _, s := range []string{"7000", "7000:udp", "7000:tcp", ":", "0", "65536", "7000:icmp", "tcp/7000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, def := range []string{"tcp", "udp"} {
+			if st, err := ParseKnockArg(s, def); err == nil && (st.Port == 0 || (st.Proto != "tcp" && st.Proto != "udp")) {
+				t.Fatalf("%q accepted as %+v", s, st)
+			}
+		}
+		if st, err := ParseStep(s); err == nil && (st.Port == 0 || (st.Proto != "tcp" && st.Proto != "udp")) {
+			t.Fatalf("%q accepted as %+v", s, st)
+		}
+	})
+}
