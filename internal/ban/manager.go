@@ -73,6 +73,10 @@ type Request struct {
 	Session netip.Addr // the source of the caller's SSH session, if any
 	Force   bool       // ban even the caller's own session source
 	Backoff *Backoff   // when set, For is computed from how often p was banned before
+	// NoWait returns once the kernel has the ban; the store write follows in
+	// its turn and a failure goes to the handler set with OnStoreError. For
+	// the guards, whose next line or packet must not wait for an fsync.
+	NoWait bool
 }
 
 // Backoff makes repeat bans longer: the n-th ban of an address lasts
@@ -102,14 +106,15 @@ func (b Backoff) For(n int) time.Duration {
 // in memory: each takes its turn while holding mu (storeTurn), and waits for
 // it without holding mu, so bans go on reaching the kernel during an fsync.
 type Manager struct {
-	mu     sync.Mutex
-	turn   chan struct{} // closed when the last store write to be queued is done
-	store  Store
-	enf    Enforcer
-	bans   *cover
-	allows *cover
-	meta   map[netip.Prefix]store.Entry // ban records by prefix
-	ameta  map[netip.Prefix]store.Entry // allow records (config and runtime)
+	mu       sync.Mutex
+	turn     chan struct{} // closed when the last store write to be queued is done
+	storeErr func(error)   // NoWait store failures
+	store    Store
+	enf      Enforcer
+	bans     *cover
+	allows   *cover
+	meta     map[netip.Prefix]store.Entry // ban records by prefix
+	ameta    map[netip.Prefix]store.Entry // allow records (config and runtime)
 }
 
 // New loads live bans and allows from st. configAllow is the config's allow
@@ -245,7 +250,22 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	del, add := m.bans.put(p, e.Expires, now)
 	kerr := m.enf.Update(firewall.Bans, del, add)
 	wait, done := m.storeTurn()
+	report := m.storeErr
 	m.mu.Unlock()
+	if r.NoWait {
+		// Owned by the turn chain: Flush waits for it.
+		go func() {
+			wait()
+			if _, err := m.store.PutBan(e); err != nil && report != nil {
+				report(fmt.Errorf("ban %s is in the kernel but %w (it is lost if moat restarts before it expires): %w", p, ErrNotPersisted, err))
+			}
+			done()
+		}()
+		if kerr != nil {
+			return e, fmt.Errorf("ban %s is not yet in the kernel (moat retries at the next reconcile): %w", p, kerr)
+		}
+		return e, nil
+	}
 	wait()
 	_, serr := m.store.PutBan(e)
 	done()
@@ -303,6 +323,23 @@ func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry
 		return es, fmt.Errorf("%d bans found only in the kernel are enforced but %w: %w", len(es), ErrNotPersisted, serr)
 	}
 	return es, nil
+}
+
+// OnStoreError sets where the store failures of NoWait bans are reported.
+func (m *Manager) OnStoreError(fn func(error)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.storeErr = fn
+}
+
+// Flush waits until every store write queued so far is done, so that the
+// store can be closed (or marked complete) without losing a NoWait ban.
+func (m *Manager) Flush() {
+	m.mu.Lock()
+	wait, done := m.storeTurn()
+	m.mu.Unlock()
+	wait()
+	done()
 }
 
 // storeTurn queues a store write behind those queued before it; call it

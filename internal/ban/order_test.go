@@ -210,3 +210,52 @@ func TestAdoptTakesWhatOnlyTheKernelHeld(t *testing.T) {
 		t.Fatalf("%d live bans, want 3", n)
 	}
 }
+
+// A NoWait ban returns with the kernel changed and the store write still
+// queued; Flush waits for it, and a store failure reaches the handler.
+func TestNoWaitBanAndFlush(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	reported := make(chan error, 1)
+	m.OnStoreError(func(err error) { reported <- err })
+	release := make(chan struct{})
+	st.putHook = func(store.Entry) { <-release }
+	if _, err := m.Add(Request{Prefix: mp("10.210.1.1/32"), For: time.Hour, NoWait: true}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if !kernelHas(m, enf, "10.210.1.1/32") {
+		t.Fatal("NoWait returned before the kernel had the ban")
+	}
+	flushed := make(chan struct{})
+	go func() { m.Flush(); close(flushed) }()
+	select {
+	case <-flushed:
+		t.Fatal("Flush returned while a store write was still queued")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	<-flushed
+	st.mu.Lock()
+	_, ok := st.bans[mp("10.210.1.1/32")]
+	st.mu.Unlock()
+	if !ok {
+		t.Fatal("the NoWait ban never reached the store")
+	}
+
+	st.putHook = nil
+	st.mu.Lock()
+	st.fail = syscall.ENOSPC
+	st.mu.Unlock()
+	if _, err := m.Add(Request{Prefix: mp("10.210.1.2/32"), For: time.Hour, NoWait: true}, t0); err != nil {
+		t.Fatal(err)
+	}
+	m.Flush()
+	select {
+	case err := <-reported:
+		if !errors.Is(err, ErrNotPersisted) || !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("reported %v", err)
+		}
+	default:
+		t.Fatal("the store failure of a NoWait ban was not reported")
+	}
+}

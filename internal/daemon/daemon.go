@@ -147,6 +147,7 @@ func Run(ctx context.Context, opts Options) error {
 		ln.Close()
 		return err
 	}
+	d.bans.OnStoreError(func(err error) { d.log.Error("ban not saved", "err", err) })
 	d.adoptKernelBans()
 	// From here bans may be in the kernel and not yet in the store.
 	if err := st.SetMeta(metaStopped, []byte(stoppedDirty)); err != nil {
@@ -222,7 +223,8 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	})
 	err = g.Wait()
-	d.stopLogin() // its last bans must be saved before the store is marked clean
+	d.stopLogin()
+	d.bans.Flush() // the guards' last bans must be saved before the store is marked clean
 	if serr := st.SetMeta(metaStopped, []byte(stoppedClean)); serr != nil {
 		d.log.Warn("could not mark the store as cleanly stopped; the next start reads the kernel's bans back", "err", serr)
 	}

@@ -146,6 +146,7 @@ func (g *loginGuard) fail(service string, a netip.Addr, kind authlog.Kind, user 
 	e, err := g.bans.Add(ban.Request{
 		Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: OriginLogin, Reason: reason,
 		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime},
+		NoWait:  true,
 	}, now)
 	if err != nil {
 		g.log.Error("login guard could not ban", "addr", a, "err", err)
@@ -171,7 +172,7 @@ func (g *loginGuard) escalate6(a netip.Addr, now time.Time) {
 		return
 	}
 	reason := fmt.Sprintf("%d addresses of this /64 banned by the login guard", g.cfg.IPv6PrefixAfter)
-	e, err := g.bans.Add(ban.Request{Prefix: p, Origin: OriginLogin, Reason: reason,
+	e, err := g.bans.Add(ban.Request{Prefix: p, Origin: OriginLogin, Reason: reason, NoWait: true,
 		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime}}, now)
 	if err != nil {
 		g.log.Warn("login guard could not ban the /64", "prefix", p, "err", err)

@@ -110,7 +110,7 @@ func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
 	if g.cfg.BlockLevel > 0 && dec.Level >= g.cfg.BlockLevel {
 		reason := fmt.Sprintf("port scan: danger level %d (%s), %d probes to %d ports", dec.Level, ev.Types, dec.Packets, dec.Ports)
 		e, err := g.bans.Add(ban.Request{Prefix: netip.PrefixFrom(dec.Src, dec.Src.BitLen()), For: g.cfg.BlockFor[dec.Level-1],
-			Origin: OriginScan, Reason: reason}, now)
+			Origin: OriginScan, Reason: reason, NoWait: true}, now)
 		switch {
 		case err == nil:
 			ev.Blocked = true
