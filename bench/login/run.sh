@@ -229,7 +229,7 @@ echo "### Ban latency: line reaching max_retry appended -> element committed in 
 echo
 cat "$work/latency.md"
 echo
-echo "The disk under moat's store right after (\`fsyncprobe\`: 4 KiB write + fdatasync every 20 ms for 10 s; a ban waits for two): ${fsync}."
+echo "The disk under moat's store right after (\`fsyncprobe\`: 4 KiB write + fdatasync every 20 ms for 10 s; a bbolt commit waits for two, after the ban is in the kernel): ${fsync}."
 echo
 echo "sshguard's backend alone: one \`nft add element ip sshguard attackers { A/32 }\` (fork, exec, netlink), mean of 200: ${nft_ms} ms."
 echo
