@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/moat-fw/moat/internal/packet/packettest"
 )
 
 var (
@@ -347,8 +349,8 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s.family, s.b)
 		f.Add(uint8(0), s.b[:len(s.b)/2])
 	}
-	for _, rp := range readGolden(f, "testdata/nmap.txt") {
-		f.Add(uint8(0), rp.b)
+	for _, rp := range packettest.ReadGolden(f, "testdata/nmap.txt") {
+		f.Add(uint8(0), rp.Bytes)
 	}
 	f.Add(uint8(6), v6(ProtoTCP, extAH(2), extGeneric(ProtoRouting, 2), extFragment(0, true, 1)).build(tcp{flags: SYN, opts: optLinux}.bytes()))
 	f.Fuzz(func(t *testing.T, family uint8, b []byte) {

@@ -1,13 +1,11 @@
 package portscan
 
 import (
-	"bufio"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -15,51 +13,30 @@ import (
 
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/packet"
+	"github.com/moat-fw/moat/internal/packet/packettest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// realPacket is one packet a real tool sent, as NFLOG logged it.
+// readGolden reads a golden file of real packets and decodes each.
+func readGolden(t testing.TB, path string) []realPacket {
+	t.Helper()
+	var out []realPacket
+	for _, g := range packettest.ReadGolden(t, path) {
+		rp := realPacket{line: g.Line, tool: g.Tool}
+		if err := packet.Decode(0, g.Bytes, &rp.p); err != nil {
+			t.Fatalf("%s:%d: %v", path, g.Line, err)
+		}
+		out = append(out, rp)
+	}
+	return out
+}
+
+// realPacket is one packet a real tool sent, decoded.
 type realPacket struct {
 	line int
 	tool string // the comment line above it: "nmap -sS -Pn -p 9001,9002"
 	p    packet.Packet
-}
-
-// readGolden reads a golden file of internal/packet's format: comment lines
-// name the tool, then each line holds a packet in hex, a tab and its
-// decoding (which internal/packet checks; here only the bytes matter).
-func readGolden(t testing.TB, path string) []realPacket {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []realPacket
-	tool := ""
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if c, ok := strings.CutPrefix(line, "# "); ok {
-			tool = c
-			continue
-		}
-		hexb, _, _ := strings.Cut(line, "\t")
-		b, err := hex.DecodeString(hexb)
-		if err != nil {
-			t.Fatalf("%s:%d: %v", path, n, err)
-		}
-		rp := realPacket{line: n, tool: tool}
-		if err := packet.Decode(0, b, &rp.p); err != nil {
-			t.Fatalf("%s:%d: %v", path, n, err)
-		}
-		out = append(out, rp)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // byTool groups the golden packets by the nmap options that sent them.
