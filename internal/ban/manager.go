@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/protect"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -33,6 +34,13 @@ type Store interface {
 // Enforcer changes set elements in the kernel.
 type Enforcer interface {
 	Update(kind firewall.SetKind, del, add []firewall.Element) error
+}
+
+// Protector says whether a ban of p would cover an address that must never
+// be banned (the host's routers, resolvers and own addresses, sessions,
+// grants: see package protect), and which.
+type Protector interface {
+	Protected(p netip.Prefix) (protect.Entry, bool)
 }
 
 var (
@@ -111,6 +119,7 @@ type Manager struct {
 	storeErr func(error)   // NoWait store failures
 	store    Store
 	enf      Enforcer
+	prot     Protector // nil: nothing beyond unbannable and the allow list
 	bans     *cover
 	allows   *cover
 	meta     map[netip.Prefix]store.Entry // ban records by prefix
@@ -218,6 +227,15 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if r.For < 0 {
 		return store.Entry{}, Refuse("ban duration %s is negative", r.For)
 	}
+	// Asked before taking mu: the protector looks at the daemon's grants
+	// and sessions, under locks of their own.
+	manual := r.Origin == OriginManual || r.Origin == ""
+	if e, ok := m.protected(p); ok && !(r.Force && manual) {
+		if manual {
+			return store.Entry{}, Refuse("cannot ban %s: it covers %s, %s; add --force if you mean it", PrefixString(p), PrefixString(e.Prefix), e.Why)
+		}
+		return store.Entry{}, Refuse("cannot ban %s: it covers %s, %s", PrefixString(p), PrefixString(e.Prefix), e.Why)
+	}
 	m.mu.Lock()
 	if q, ok := m.allows.overlapping(p, now); ok {
 		e := m.ameta[q]
@@ -287,6 +305,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 // Allowed and unbannable prefixes are not adopted: the install drops them.
 func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry, error) {
 	m.mu.Lock()
+	prot := m.prot
 	defer m.mu.Unlock()
 	var es []store.Entry
 	for _, el := range kernel {
@@ -299,6 +318,11 @@ func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry
 		}
 		if _, ok := m.allows.overlapping(p, now); ok {
 			continue
+		}
+		if prot != nil {
+			if _, ok := prot.Protected(p); ok {
+				continue
+			}
 		}
 		e := store.Entry{Prefix: p, Origin: OriginRecovered, Created: now,
 			Reason: "in the kernel at start but not in the store: moat stopped before saving it"}
@@ -323,6 +347,59 @@ func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry
 		return es, fmt.Errorf("%d bans found only in the kernel are enforced but %w: %w", len(es), ErrNotPersisted, serr)
 	}
 	return es, nil
+}
+
+// SetProtector sets the addresses no ban may cover (see Protector). Guards'
+// bans that cover one are refused; a manual ban needs Force.
+func (m *Manager) SetProtector(p Protector) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prot = p
+}
+
+func (m *Manager) protected(p netip.Prefix) (protect.Entry, bool) {
+	m.mu.Lock()
+	prot := m.prot
+	m.mu.Unlock()
+	if prot == nil {
+		return protect.Entry{}, false
+	}
+	return prot.Protected(p)
+}
+
+// Guarded reports whether origin is one of the guards' (or a ban recovered
+// from the kernel, which a guard may have made): bans that policy may lift
+// on its own when they turn out to cover a protected address. Manual and
+// config bans are the administrator's word and stay.
+func Guarded(origin string) bool {
+	return origin != OriginManual && origin != OriginConfig && origin != ""
+}
+
+// LiftProtected lifts the guards' bans that cover an entry of set: an
+// address that became protected after it was banned (a new default route,
+// a resolver changed by DHCP, a forged ban from before protection was
+// known). It returns what it lifted.
+func (m *Manager) LiftProtected(set *protect.Set, now time.Time) ([]store.Entry, error) {
+	var lifted []store.Entry
+	var errs []error
+	for _, pe := range set.Entries() {
+		for range 64 { // a protected prefix may overlap several bans
+			m.mu.Lock()
+			q, ok := m.bans.overlapping(pe.Prefix, now)
+			e := m.meta[q]
+			m.mu.Unlock()
+			if !ok || !Guarded(e.Origin) {
+				break
+			}
+			if _, err := m.Del(q, now); err != nil {
+				errs = append(errs, err)
+				break
+			}
+			e.Reason = fmt.Sprintf("%s; lifted: it covers %s, %s", e.Reason, PrefixString(pe.Prefix), pe.Why)
+			lifted = append(lifted, e)
+		}
+	}
+	return lifted, errors.Join(errs...)
 }
 
 // OnStoreError sets where the store failures of NoWait bans are reported.

@@ -433,6 +433,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 	if st.Reasserted > 0 {
 		fmt.Fprintf(w, "reconcile: re-added %d elements the kernel had lost\n", st.Reasserted)
 	}
+	printProtected(w, st)
 	if l := st.Login; l != nil {
 		fmt.Fprintf(w, "\nlogin guard: sources %s; %d failures counted, %d addresses being counted, %d bans made\n",
 			strings.Join(l.Sources, " "), l.Events, l.Counting, l.Banned)
@@ -450,17 +451,48 @@ func printStatus(w io.Writer, st daemon.Status) {
 			fmt.Fprintf(w, "; %d logged packets LOST (raise the receive buffer or lower the load)", sc.Lost)
 		}
 		fmt.Fprintln(w)
+		if sc.Capped > 0 {
+			fmt.Fprintf(w, "  %d scanners NOT banned: the cap of %d bans per minute was reached, last at %s (a flood of forged sources?)\n",
+				sc.Capped, sc.MaxBansPerMinute, sc.LastCapped.Local().Format(time.DateTime))
+		}
 		printScanReport(w, sc.Report)
 		if len(sc.Events) > 0 {
 			fmt.Fprintln(w, "  recent events (kept across restarts):")
 			for _, e := range sc.Events {
 				b := ""
-				if e.Blocked {
+				switch {
+				case e.Blocked:
 					b = " BANNED"
+				case e.Capped:
+					b = " not banned (cap)"
 				}
 				fmt.Fprintf(w, "    %s  %-39s level %d  %s  %d probes, %d ports%s\n", e.At.Local().Format(time.DateTime), e.Addr, e.Level, e.Types, e.Packets, e.Ports, b)
 			}
 		}
+	}
+}
+
+// printProtected lists what no guard ever bans, grouped by why.
+func printProtected(w io.Writer, st daemon.Status) {
+	var order []string
+	byWhy := map[string][]string{}
+	for _, p := range st.Protected {
+		if _, ok := byWhy[p.Why]; !ok {
+			order = append(order, p.Why)
+		}
+		byWhy[p.Why] = append(byWhy[p.Why], p.Addr+p.Prefix)
+	}
+	fmt.Fprintf(w, "protected: %d addresses no guard bans (a manual ban needs --force)\n", len(st.Protected))
+	for _, why := range order {
+		as := byWhy[why]
+		more := ""
+		if len(as) > 8 {
+			as, more = as[:8], fmt.Sprintf(" and %d more", len(as)-8)
+		}
+		fmt.Fprintf(w, "  %s: %s%s\n", why, strings.Join(as, " "), more)
+	}
+	if st.LiftedBans > 0 {
+		fmt.Fprintf(w, "  %d guard bans lifted because they covered a protected address\n", st.LiftedBans)
 	}
 }
 

@@ -19,6 +19,11 @@ type Scan struct {
 	PacketTiers [5]int           // packet_tiers: probes that reach levels 1..5
 	SweepTiers  [5]int           // sweep_tiers: local addresses probed that reach levels 1..5
 	Retention   int              // retention: scan events kept in the store for the report
+	// Bans from packets alone: a scan needs no handshake, so its source
+	// can be forged. The first ban is short and grows only on repeats.
+	FirstBan          time.Duration // first_ban: length of a source's first scan ban
+	BanTimeMultiplier float64       // ban_time_multiplier: each repeat lasts this many times longer, up to block_for
+	MaxBansPerMinute  int           // max_bans_per_minute: scan bans made at most; the rest are counted, not made
 }
 
 func defaultScan() Scan {
@@ -31,6 +36,10 @@ func defaultScan() Scan {
 		PacketTiers: [5]int{5, 15, 150, 1500, 10000},
 		SweepTiers:  [5]int{2, 4, 8, 16, 32},
 		Retention:   1000,
+
+		FirstBan:          10 * time.Minute,
+		BanTimeMultiplier: 6,
+		MaxBansPerMinute:  100,
 	}
 }
 
@@ -65,6 +74,22 @@ var scanKeys = []key{
 	}},
 	{"packet_tiers", func(d *decoder, p string, v any) { d.tiers(p, v, 1<<31-1, &d.cfg.Scan.PacketTiers) }},
 	{"sweep_tiers", func(d *decoder, p string, v any) { d.tiers(p, v, 64, &d.cfg.Scan.SweepTiers) }},
+	{"first_ban", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Scan.FirstBan) }},
+	{"ban_time_multiplier", func(d *decoder, p string, v any) {
+		switch x := v.(type) {
+		case int64:
+			d.cfg.Scan.BanTimeMultiplier = float64(x)
+		case float64:
+			d.cfg.Scan.BanTimeMultiplier = x
+		default:
+			d.badType(p, v, "a number like 6 or 1.5")
+		}
+	}},
+	{"max_bans_per_minute", func(d *decoder, p string, v any) {
+		if n, ok := d.uint(p, v, 1, 100_000); ok {
+			d.cfg.Scan.MaxBansPerMinute = int(n)
+		}
+	}},
 	{"retention", func(d *decoder, p string, v any) {
 		if n, ok := d.uint(p, v, 0, 1_000_000); ok {
 			d.cfg.Scan.Retention = int(n)
@@ -95,6 +120,12 @@ func (s *Scan) problems() []problem {
 	var out []problem
 	if s.Window < time.Second {
 		out = append(out, problem{"scan.window", strconv.Quote(s.Window.String()), `too short; want at least "1s"`})
+	}
+	if s.FirstBan < time.Second {
+		out = append(out, problem{"scan.first_ban", strconv.Quote(s.FirstBan.String()), `too short; want at least "1s"`})
+	}
+	if s.BanTimeMultiplier < 1 {
+		out = append(out, problem{"scan.ban_time_multiplier", strconv.FormatFloat(s.BanTimeMultiplier, 'g', -1, 64), "want a number of at least 1 (1: every scan ban is first_ban long)"})
 	}
 	for i, d := range s.BlockFor {
 		if d < time.Second {

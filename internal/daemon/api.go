@@ -97,6 +97,8 @@ type Status struct {
 	PendingConfirm *time.Time                  `json:"pending_confirm,omitempty"`
 	LastReconcile  time.Time                   `json:"last_reconcile,omitzero"`
 	Reasserted     int                         `json:"reasserted"` // elements re-added by reconcile since start
+	Protected      []ProtectedJSON             `json:"protected"`        // never banned, and why
+	LiftedBans     int64                       `json:"lifted_protected"` // guard bans lifted since start for covering a protected address
 	Login          *LoginStatus                `json:"login,omitempty"`
 	Scan           *ScanStatus                 `json:"scan,omitempty"`
 }

@@ -97,6 +97,7 @@ type Daemon struct {
 	granted   atomic.Pointer[map[netip.Addr]bool] // sources holding a kernel-mode grant
 	nflog     *nflog.Conn
 	local     localAddrs
+	prot      *protection
 	loginStop func() // stops the running login guard and waits for it
 	login     *loginGuard
 	loginSrcs []string
@@ -148,6 +149,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.bans.OnStoreError(func(err error) { d.log.Error("ban not saved", "err", err) })
+	d.prot = d.newProtection(opts.Session)
+	d.prot.refresh()
+	d.bans.SetProtector(d.prot)
 	d.adoptKernelBans()
 	// From here bans may be in the kernel and not yet in the store.
 	if err := st.SetMeta(metaStopped, []byte(stoppedDirty)); err != nil {
@@ -158,6 +162,8 @@ func Run(ctx context.Context, opts Options) error {
 		ln.Close()
 		return err
 	}
+	// Bans kept in the store from before an address became protected.
+	d.refreshProtection(d.now())
 	nb, na := d.bans.Counts()
 	d.log.Info("moat is guarding this host", "config", ld.Source, "bans", nb, "allows", na,
 		"open", openList(ld.Cfg, d.sshPorts), "socket", ld.Cfg.Daemon.Socket)
@@ -552,6 +558,7 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 		d.log.Warn("login guard watches nothing: [login] sources is empty and there is no [[login.rule]]; set [login] sources, or enabled = false")
 	}
 	g := newLoginGuard(cfg, d.log, d.bans, &d.local)
+	g.protected = d.prot
 	d.loadCounters(g)
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -34,6 +34,9 @@ type loginGuard struct {
 	log   *slog.Logger
 	bans  *ban.Manager
 	local *localAddrs
+	// protected says why an address must never be banned, if it must
+	// (see package protect): such failures are not even counted.
+	protected ban.Protector
 
 	mu       sync.Mutex
 	counters map[string]*ban.Counter // "sshd", then one per rule
@@ -70,6 +73,11 @@ func (g *loginGuard) ignored(a netip.Addr, now time.Time) string {
 		return "one of this host's own addresses"
 	case g.bans.IsAllowed(a, now):
 		return "in the allow list"
+	}
+	if g.protected != nil {
+		if e, ok := g.protected.Protected(netip.PrefixFrom(a, a.BitLen())); ok {
+			return "protected: " + e.Why
+		}
 	}
 	for _, p := range g.cfg.Ignore {
 		if p.Contains(a) {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,7 +11,6 @@ import (
 
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
-	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/portscan"
 )
@@ -31,6 +31,7 @@ type ScanEvent struct {
 	Packets int       `json:"packets"`
 	Ports   int       `json:"ports"`
 	Blocked bool      `json:"blocked"`
+	Capped  bool      `json:"capped,omitempty"` // not banned: max_bans_per_minute was reached
 }
 
 // scanGuard feeds dropped packets to the scan detector and bans scanners.
@@ -45,23 +46,56 @@ type scanGuard struct {
 	dirty   bool
 	blocked int
 	logs    logLimiter
+	budget  banBudget
+	capped  uint64    // scanners not banned because the budget was spent
+	lastCap time.Time // when the last one was
 }
 
-// scanIgnore says whether a source is never counted: the allow list, door
-// grants, the host's own addresses, the admin's session and [scan] ignore.
+// banBudget allows at most max bans in any rolling minute: it keeps the
+// times of the last max bans, and a ban is allowed when the oldest of them
+// is a minute old. A flood of forged sources then costs at most max bans a
+// minute, each first_ban long, however many sources it invents.
+type banBudget struct {
+	times []int64 // unix nanoseconds, a ring
+	next  int
+}
+
+func newBanBudget(max int) banBudget { return banBudget{times: make([]int64, max)} }
+
+func (b *banBudget) take(now time.Time) bool {
+	if len(b.times) == 0 {
+		return true
+	}
+	t := now.UnixNano()
+	if old := b.times[b.next]; old != 0 && t-old < int64(time.Minute) {
+		return false
+	}
+	b.times[b.next] = t
+	b.next = (b.next + 1) % len(b.times)
+	return true
+}
+
+// refund gives back the last take, for a ban that was refused.
+func (b *banBudget) refund() {
+	if len(b.times) == 0 {
+		return
+	}
+	b.next = (b.next - 1 + len(b.times)) % len(b.times)
+	b.times[b.next] = 0
+}
+
+// scanIgnore says whether a source is never counted: the allow list,
+// [scan] ignore and the protected addresses (the host, its routers and
+// resolvers, link-local sources, outgoing peers, door grants, sessions).
 type scanIgnore struct {
 	cfg       config.Scan
 	bans      *ban.Manager
-	local     *localAddrs
-	session   netip.Addr
-	granted   func(netip.Addr) bool
-	inSession func(netip.Addr) bool // holds a logged-in SSH session
+	protected func(netip.Addr) bool
 	now       func() time.Time
 }
 
 func (s *scanIgnore) ignore(a netip.Addr) bool {
-	a = a.Unmap()
-	if a == s.session || s.local.has(a) || s.bans.IsAllowed(a, s.now()) {
+	if s.bans.IsAllowed(a, s.now()) {
 		return true
 	}
 	for _, p := range s.cfg.Ignore {
@@ -69,7 +103,7 @@ func (s *scanIgnore) ignore(a netip.Addr) bool {
 			return true
 		}
 	}
-	return s.granted != nil && s.granted(a) || s.inSession != nil && s.inSession(a)
+	return s.protected != nil && s.protected(a)
 }
 
 func newScanGuard(cfg config.Scan, doors []config.Door, log *slog.Logger, bans *ban.Manager, ign *scanIgnore, saved []byte) *scanGuard {
@@ -79,7 +113,7 @@ func newScanGuard(cfg config.Scan, doors []config.Door, log *slog.Logger, bans *
 			knocks[[3]byte{byte(p.Proto), byte(p.From >> 8), byte(p.From)}] = true
 		}
 	}
-	g := &scanGuard{cfg: cfg, log: log, bans: bans, logs: logLimiter{every: time.Second / 20}}
+	g := &scanGuard{cfg: cfg, log: log, bans: bans, logs: logLimiter{every: time.Second / 20}, budget: newBanBudget(cfg.MaxBansPerMinute)}
 	g.det = portscan.New(portscan.Config{
 		Window: cfg.Window, MaxSources: cfg.MaxSources, PacketTiers: cfg.PacketTiers, SweepTiers: cfg.SweepTiers,
 		RawSYNBoost: 1, // ban nmap -sS within its first few dozen probes (see rawSYNTypes)
@@ -108,15 +142,26 @@ func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
 	}
 	ev := ScanEvent{At: now, Addr: dec.Src.String(), Level: dec.Level, Types: dec.Types.String(), Packets: dec.Packets, Ports: dec.Ports}
 	if g.cfg.BlockLevel > 0 && dec.Level >= g.cfg.BlockLevel {
-		reason := fmt.Sprintf("port scan: danger level %d (%s), %d probes to %d ports", dec.Level, ev.Types, dec.Packets, dec.Ports)
-		e, err := g.bans.Add(ban.Request{Prefix: netip.PrefixFrom(dec.Src, dec.Src.BitLen()), For: g.cfg.BlockFor[dec.Level-1],
-			Origin: OriginScan, Reason: reason, NoWait: true}, now)
-		switch {
-		case err == nil:
-			ev.Blocked = true
-			g.log.Info("banned", "addr", dec.Src, "origin", OriginScan, "reason", reason, "until", e.Expires)
-		default:
-			g.log.Warn("scanner not banned", "addr", dec.Src, "level", dec.Level, "err", err)
+		g.mu.Lock()
+		ok := g.budget.take(now)
+		if !ok {
+			g.capped++
+			g.lastCap = now
+		}
+		g.mu.Unlock()
+		if ok {
+			ev.Blocked = g.ban(dec, ev.Types, now)
+			if !ev.Blocked {
+				g.mu.Lock()
+				g.budget.refund()
+				g.mu.Unlock()
+			}
+		} else {
+			ev.Capped = true
+			if g.logs.allow(now) {
+				g.log.Warn("scanner not banned: max_bans_per_minute reached (a flood of forged sources?)", "addr", dec.Src, "level", dec.Level,
+					"max_bans_per_minute", g.cfg.MaxBansPerMinute)
+			}
 		}
 	} else if g.logs.allow(now) {
 		g.log.Info("scan detected", "addr", dec.Src, "level", dec.Level, "types", ev.Types, "probes", dec.Packets)
@@ -131,6 +176,21 @@ func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
 	}
 	g.dirty = true
 	g.mu.Unlock()
+}
+
+// ban bans a scanner. Its evidence is packets alone, which anyone can
+// forge: the first ban is first_ban long, and repeats grow it up to the
+// level's block_for.
+func (g *scanGuard) ban(dec portscan.Decision, types string, now time.Time) bool {
+	reason := fmt.Sprintf("port scan: danger level %d (%s), %d probes to %d ports", dec.Level, types, dec.Packets, dec.Ports)
+	e, err := g.bans.Add(ban.Request{Prefix: netip.PrefixFrom(dec.Src, dec.Src.BitLen()), Origin: OriginScan, Reason: reason, NoWait: true,
+		Backoff: &ban.Backoff{Base: g.cfg.FirstBan, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.BlockFor[dec.Level-1]}}, now)
+	if err != nil {
+		g.log.Warn("scanner not banned", "addr", dec.Src, "level", dec.Level, "err", err)
+		return !errors.Is(err, ban.ErrRefused) && e.Prefix.IsValid() // in force, though not everywhere yet
+	}
+	g.log.Info("banned", "addr", dec.Src, "origin", OriginScan, "reason", reason, "until", e.Expires, "count", e.Count)
+	return true
 }
 
 // snapshot returns the events to persist when they changed.
@@ -150,6 +210,11 @@ func (g *scanGuard) snapshot() ([]byte, bool) {
 type ScanStatus struct {
 	Report  portscan.Report `json:"report"`
 	Blocked int             `json:"blocked"` // bans made since start
+	// Capped counts scanners not banned because max_bans_per_minute was
+	// reached, LastCapped when the last one was.
+	Capped           uint64    `json:"capped"`
+	LastCapped       time.Time `json:"last_capped,omitzero"`
+	MaxBansPerMinute int       `json:"max_bans_per_minute"`
 	Events  []ScanEvent     `json:"events"`  // the most recent, newest last
 	Lost    uint64          `json:"lost"`    // logged packets the kernel could not deliver
 }
@@ -157,7 +222,7 @@ type ScanStatus struct {
 func (g *scanGuard) status(now time.Time) ScanStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := ScanStatus{Report: g.det.Report(now, 10), Blocked: g.blocked}
+	st := ScanStatus{Report: g.det.Report(now, 10), Blocked: g.blocked, Capped: g.capped, LastCapped: g.lastCap, MaxBansPerMinute: g.cfg.MaxBansPerMinute}
 	n := min(len(g.events), 20)
 	st.Events = append([]ScanEvent(nil), g.events[len(g.events)-n:]...)
 	return st
@@ -181,17 +246,7 @@ func (d *Daemon) startScan(cfg *config.Config) {
 		d.scan.Store(nil)
 		return
 	}
-	var session netip.Addr
-	if s, ok := firewall.ParseSSHConnection(d.opts.Session); ok {
-		session = s.Client
-	}
-	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, local: &d.local, session: session, granted: d.holdsGrant, now: d.now,
-		inSession: func(a netip.Addr) bool {
-			d.mu.Lock()
-			lg := d.login
-			d.mu.Unlock()
-			return lg.inSession(a)
-		}}
+	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, protected: d.prot.covers, now: d.now}
 	saved, _ := d.st.Meta(metaScanEvents)
 	d.scan.Store(newScanGuard(cfg.Scan, cfg.Doors, d.log, d.bans, ign, saved))
 }
@@ -210,6 +265,24 @@ func (d *Daemon) saveScan() {
 // scanTracked reports a source the scan guard tracks as a scanner.
 func (d *Daemon) scanTracked(a netip.Addr, now time.Time) bool {
 	return d.scan.Load().tracked(a, now)
+}
+
+// grantHolders lists the sources holding a door grant, kernel or daemon mode.
+func (d *Daemon) grantHolders() []netip.Addr {
+	var out []netip.Addr
+	if m := d.granted.Load(); m != nil {
+		for a := range *m {
+			out = append(out, a)
+		}
+	}
+	if e := d.doors.Load(); e != nil {
+		e.mu.Lock()
+		for k := range e.grants {
+			out = append(out, k.addr)
+		}
+		e.mu.Unlock()
+	}
+	return out
 }
 
 // holdsGrant reports whether a holds a door grant, kernel or daemon mode.
@@ -251,6 +324,7 @@ func (d *Daemon) housekeep(now time.Time) {
 	if lg != nil {
 		lg.pruneSessions(established())
 	}
+	d.refreshProtection(now)
 	if doors {
 		if gs, err := d.fw.Grants(); err == nil {
 			m := make(map[netip.Addr]bool, len(gs))

@@ -117,3 +117,17 @@ func (g *loginGuard) inSession(a netip.Addr) bool {
 	}
 	return false
 }
+
+// sessionAddrs lists the addresses holding a logged-in session.
+func (g *loginGuard) sessionAddrs() []netip.Addr {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []netip.Addr
+	for k := range g.sessions {
+		out = append(out, k.addr)
+	}
+	return out
+}

@@ -41,7 +41,14 @@ const (
 	CounterBan     = "ban"
 	CounterInvalid = "invalid"
 	CounterClosed  = "closed"
+	CounterMapped  = "v4mapped"
 )
+
+// mapped6 are IPv4-mapped IPv6 addresses. They never belong on the wire
+// (RFC 4291 section 2.5.5.2), yet Linux delivers IPv6 packets from them to
+// input, where a dual-stack socket would take them for IPv4 peers: a
+// forger's way to pass as an IPv4 address, or to get one banned.
+var mapped6 = netip.MustParsePrefix("::ffff:0.0.0.0/96")
 
 // Chain is one chain of the table.
 type Chain struct {
@@ -145,7 +152,7 @@ var linkLocal6 = netip.MustParsePrefix("fe80::/10")
 func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset {
 	rs := &Ruleset{
 		Sets:     []SetDef{{Name: SetBan4}, {Name: SetBan6, V6: true}, {Name: SetAllow4}, {Name: SetAllow6, V6: true}},
-		Counters: []string{CounterBan, CounterInvalid, CounterClosed},
+		Counters: []string{CounterBan, CounterInvalid, CounterClosed, CounterMapped},
 		LogRate:  fw.LogRate,
 		LogBurst: fw.LogBurst,
 	}
@@ -173,6 +180,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 
 	guard := Chain{Name: "guard"}
 	add := func(r ...Rule) { guard.Rules = append(guard.Rules, r...) }
+	add(rule(saddrPrefix(mapped6), counterObj(CounterMapped), drop()))
 	// Bans come before conntrack so a ban also cuts connections already open.
 	add(rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
 		rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()))

@@ -58,7 +58,7 @@ func FuzzObserve(f *testing.F) {
 			}
 			// A source evicted and back starts a new window too.
 			k := window{dec.Src.As16(), dec.First.UnixNano()}
-			if dec.Level < 1 || dec.Level > 5 || dec.Packets < 1 || dec.Types == 0 || dec.Src != p.Src.Unmap() ||
+			if dec.Level < 1 || dec.Level > 5 || dec.Packets < 1 || dec.Types == 0 || dec.Src != p.Src ||
 				dec.Last.Before(dec.First) || dec.Level <= levels[k] {
 				t.Fatalf("decision %+v after level %d, packet %v", dec, levels[k], &p)
 			}

@@ -319,9 +319,12 @@ func (d *Detector) Observe(p *packet.Packet, prefix []byte, now time.Time) (Deci
 		d.totals.Other++
 	}
 
-	src := p.Src.Unmap()
+	// An IPv6 packet from ::ffff:a.b.c.d is not from a.b.c.d: unmapping it
+	// would let a forger get the IPv4 address banned. Such sources are not
+	// scored (moat's ruleset drops them before they are logged).
+	src := p.Src
 	t := classify(p, prefix)
-	if t == 0 || !unicast(src) || !unicast(p.Dst.Unmap()) || p.Dst.Unmap() == broadcast4 {
+	if t == 0 || src.Is4In6() || !unicast(src) || !unicast(p.Dst.Unmap()) || p.Dst.Unmap() == broadcast4 {
 		d.totals.Unscored++
 		return Decision{}, false
 	}
