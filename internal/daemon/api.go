@@ -96,7 +96,7 @@ type Status struct {
 	ClosedResponse string                      `json:"closed_response"`
 	PendingConfirm *time.Time                  `json:"pending_confirm,omitempty"`
 	LastReconcile  time.Time                   `json:"last_reconcile,omitzero"`
-	Reasserted     int                         `json:"reasserted"` // elements re-added by reconcile since start
+	Reasserted     int                         `json:"reasserted"`       // elements re-added by reconcile since start
 	Protected      []ProtectedJSON             `json:"protected"`        // never banned, and why
 	LiftedBans     int64                       `json:"lifted_protected"` // guard bans lifted since start for covering a protected address
 	Login          *LoginStatus                `json:"login,omitempty"`

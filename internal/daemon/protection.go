@@ -19,13 +19,13 @@ import (
 type protection struct {
 	log     *slog.Logger
 	set     atomic.Pointer[protect.Set]
-	caller  netip.Addr                 // the SSH session of whoever started moat
-	granted func(netip.Addr) bool      // holds a door grant
-	session func(netip.Addr) bool      // holds a logged-in SSH session
-	extra   func() []protect.Entry     // grants and sessions, listed for the snapshot
-	system  protect.System             // where Discover reads
-	warned  sync.Map                   // file errors logged once
-	lifted  atomic.Int64               // guard bans lifted for covering a protected address
+	caller  netip.Addr             // the SSH session of whoever started moat
+	granted func(netip.Addr) bool  // holds a door grant
+	session func(netip.Addr) bool  // holds a logged-in SSH session
+	extra   func() []protect.Entry // grants and sessions, listed for the snapshot
+	system  protect.System         // where Discover reads
+	warned  sync.Map               // file errors logged once
+	lifted  atomic.Int64           // guard bans lifted for covering a protected address
 }
 
 var _ ban.Protector = (*protection)(nil)

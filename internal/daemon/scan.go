@@ -212,11 +212,11 @@ type ScanStatus struct {
 	Blocked int             `json:"blocked"` // bans made since start
 	// Capped counts scanners not banned because max_bans_per_minute was
 	// reached, LastCapped when the last one was.
-	Capped           uint64    `json:"capped"`
-	LastCapped       time.Time `json:"last_capped,omitzero"`
-	MaxBansPerMinute int       `json:"max_bans_per_minute"`
-	Events  []ScanEvent     `json:"events"`  // the most recent, newest last
-	Lost    uint64          `json:"lost"`    // logged packets the kernel could not deliver
+	Capped           uint64      `json:"capped"`
+	LastCapped       time.Time   `json:"last_capped,omitzero"`
+	MaxBansPerMinute int         `json:"max_bans_per_minute"`
+	Events           []ScanEvent `json:"events"` // the most recent, newest last
+	Lost             uint64      `json:"lost"`   // logged packets the kernel could not deliver
 }
 
 func (g *scanGuard) status(now time.Time) ScanStatus {

@@ -16,7 +16,7 @@ import (
 // System is where Discover reads the host's facts: a root directory for
 // /proc and /etc files (tests use a fake tree) and the interface addresses.
 type System struct {
-	Root      string                        // "/" on a real host
+	Root      string                       // "/" on a real host
 	HostAddrs func() ([]netip.Addr, error) // nil: net.InterfaceAddrs
 }
 

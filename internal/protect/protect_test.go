@@ -42,7 +42,7 @@ func TestSetCoversAndOverlaps(t *testing.T) {
 		want string // the protected prefix reported, "" for none
 	}{
 		{"10.210.0.1/32", "10.210.0.1/32"},
-		{"10.210.0.0/24", "10.210.0.1/32"},  // a wide ban over a protected host
+		{"10.210.0.0/24", "10.210.0.1/32"},   // a wide ban over a protected host
 		{"fd00:210::/64", "fd00:210::5/128"}, // the IPv6 /64 escalation
 		{"fe80::/64", "fe80::/10"},
 		{"fe00::/7", "fe80::/10"}, // wider than a protected prefix
