@@ -17,7 +17,7 @@ fi
 # tests and benchmarks; gcc and libc6-dev: `go test -race` needs cgo.
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
-	sshguard fail2ban conntrack procps ca-certificates gcc libc6-dev
+	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

@@ -227,6 +227,9 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if r.For < 0 {
 		return store.Entry{}, Refuse("ban duration %s is negative", r.For)
 	}
+	if r.Session.IsValid() && !r.Force && p.Contains(r.Session.Unmap()) {
+		return store.Entry{}, Refuse("banning %s would cut off %s, the source of your SSH session; add --force if you mean it", p, r.Session.Unmap())
+	}
 	// Asked before taking mu: the protector looks at the daemon's grants
 	// and sessions, under locks of their own.
 	manual := r.Origin == OriginManual || r.Origin == ""
@@ -241,10 +244,6 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 		e := m.ameta[q]
 		m.mu.Unlock()
 		return store.Entry{}, Refuse("cannot ban %s: it overlaps %s in the allow list (%s); remove that first", p, q, allowSource(e))
-	}
-	if r.Session.IsValid() && !r.Force && p.Contains(r.Session.Unmap()) {
-		m.mu.Unlock()
-		return store.Entry{}, Refuse("banning %s would cut off %s, the source of your SSH session; add --force if you mean it", p, r.Session.Unmap())
 	}
 	// The store counts bans per prefix as it writes; the count is needed
 	// now, before the write. A write still in flight is not in History yet,

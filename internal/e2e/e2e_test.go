@@ -200,8 +200,9 @@ func TestBansDropAndPrefixesCover(t *testing.T) {
 	h.expect(second6, openPort, netnstest.Connected)
 
 	// A prefix ban covers every host in it, including ones banned alone.
-	h.moat("ban", "add", h.link.Prefix4.String())
-	h.moat("ban", "add", h.link.Prefix6.String())
+	// The link's prefixes hold the host's own addresses: --force.
+	h.moat("ban", "add", h.link.Prefix4.String(), "--force")
+	h.moat("ban", "add", h.link.Prefix6.String(), "--force")
 	h.expect(second4, openPort, netnstest.TimedOut)
 	h.expect(second6, openPort, netnstest.TimedOut)
 
@@ -252,7 +253,7 @@ func TestBanSurvivesKill9AndRestart(t *testing.T) {
 	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
 	h.start()
 	h.moat("ban", "add", h.link.B4.String(), "--for", "1h")
-	h.moat("ban", "add", h.link.Prefix6.String())
+	h.moat("ban", "add", h.link.Prefix6.String(), "--force")
 	h.proc.Kill9()
 	_ = h.proc.Wait(5 * time.Second)
 	// Fail closed: the kernel keeps enforcing with moat dead.
@@ -420,7 +421,11 @@ func TestLockoutGuard(t *testing.T) {
 	if err == nil || !strings.Contains(out3, "cut off your SSH session") {
 		t.Fatalf("apply inside an SSH session it would cut off: err=%v\n%s", err, out3)
 	}
-	h.moat("ban", "add", h.link.Prefix4.String()) // no session: fine
+	// No session: only the host's own address in the prefix asks for --force.
+	if out, err := h.moatErr("ban", "add", h.link.Prefix4.String()); err == nil || !strings.Contains(out, "one of this host's own addresses; add --force") {
+		t.Fatalf("a ban of the host's own prefix: err=%v\n%s", err, out)
+	}
+	h.moat("ban", "add", h.link.Prefix4.String(), "--force")
 	h.expect(h.link.B4, openPort, netnstest.TimedOut)
 }
 

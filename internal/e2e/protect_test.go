@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/daemon"
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+func protectedWhy(st daemon.Status, a string) string {
+	for _, p := range st.Protected {
+		if p.Addr == a {
+			return p.Why
+		}
+		if p.Prefix != "" && netip.MustParsePrefix(p.Prefix).Contains(netip.MustParseAddr(a)) {
+			return p.Why
+		}
+	}
+	return ""
+}
+
+// The review's H1: forged scans from the gateway's, the resolver's and the
+// IPv6 router's link-local address banned them for 24 h and cut the host off
+// its own network. Now none is banned, DNS and neighbour discovery keep
+// working, and a forged scan from an unprotected address earns the short
+// first ban.
+func TestForgedScansNeverBanProtectedAddresses(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [%q]", "tcp/8022"))
+	netnstest.RequireCommands(t, "ping")
+	gw, router6 := h.link.B4, netip.MustParseAddr("fe80::fe")
+	resolver := h.link.Host4(53)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(resolver, 24))
+	h.client.IP(t, "addr", "add", router6.String()+"/64", "dev", h.link.BIf, "nodad")
+	h.server.IP(t, "route", "add", "default", "via", gw.String())
+	h.server.IP(t, "-6", "route", "add", "default", "via", router6.String(), "dev", h.link.AIf)
+	h.server.WriteResolvConf(t, resolver)
+	dns := h.client.ListenUDPEcho(t, netip.AddrPortFrom(resolver, 53))
+	if ans, _ := h.server.UDPEcho(t, h.link.A4, dns, patient); !ans {
+		t.Fatal("the resolver does not answer before moat starts")
+	}
+	h.start()
+
+	st := h.status(t)
+	for a, why := range map[string]string{gw.String(): "default router", resolver.String(): "DNS resolver",
+		router6.String(): "link-local", h.link.A4.String(): "this host's own"} {
+		if got := protectedWhy(st, a); !strings.Contains(got, why) {
+			t.Errorf("status: %s protected as %q, want %q", a, got, why)
+		}
+	}
+
+	unprotected := h.link.Host4(77)
+	mapped := netip.AddrFrom16(h.link.Host4(78).As16()) // ::ffff:10.210.x.78, in an IPv6 header
+	var probes []netnstest.Probe
+	probes = append(probes, netnstest.PortScan(gw, h.link.A4, 1000, 40)...)
+	probes = append(probes, netnstest.PortScan(resolver, h.link.A4, 2000, 40)...)
+	probes = append(probes, netnstest.PortScan(router6, h.link.A6, 3000, 40)...)
+	probes = append(probes, netnstest.PortScan(mapped, h.link.A6, 4000, 40)...)
+	probes = append(probes, netnstest.PortScan(unprotected, h.link.A4, 5000, 40)...)
+	h.client.SpoofSYNs(t, 2000, probes)
+
+	netnstest.Eventually(t, 10*time.Second, "the unprotected forged scanner to be banned", func() bool {
+		return hasBan(h.bans(t), unprotected.String(), "scan")
+	})
+	for _, e := range h.bans(t) {
+		if e.Addr != unprotected.String() {
+			t.Errorf("banned %s (%s): %s", e.Addr, e.Origin, e.Reason)
+			continue
+		}
+		if d := e.Expires.Sub(e.Created); d != 10*time.Minute {
+			t.Errorf("a first scan ban from packets alone lasts %s, want the short first_ban 10m", d)
+		}
+	}
+	if ans, _ := h.server.UDPEcho(t, h.link.A4, dns, patient); !ans {
+		t.Error("DNS stopped working after forged scans from the resolver")
+	}
+	h.server.IP(t, "-6", "neigh", "flush", "dev", h.link.AIf)
+	if out, err := h.server.RunErr("ping", "-6", "-c", "2", "-W", "1", router6.String()+"%"+h.link.AIf); err != nil {
+		t.Errorf("neighbour discovery with the router broke: %v\n%s", err, out)
+	}
+	st = h.status(t)
+	if st.Counters["v4mapped"].Packets < 40 {
+		t.Errorf("v4-mapped sources dropped: %d packets, want 40", st.Counters["v4mapped"].Packets)
+	}
+	// A manual ban of a protected address needs --force, and says why.
+	if out, err := h.moatErr("ban", "add", gw.String()); err == nil || !strings.Contains(out, "default router; add --force") {
+		t.Errorf("a manual ban of the gateway: err=%v\n%s", err, out)
+	}
+}
