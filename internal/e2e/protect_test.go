@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -89,4 +90,64 @@ func TestForgedScansNeverBanProtectedAddresses(t *testing.T) {
 	if out, err := h.moatErr("ban", "add", gw.String()); err == nil || !strings.Contains(out, "default router; add --force") {
 		t.Errorf("a manual ban of the gateway: err=%v\n%s", err, out)
 	}
+}
+
+// The review's M3: forged scans made bans without limit (about 70 a second,
+// each 24 h). A flood of invented sources that each look like a scanner now
+// gets at most max_bans_per_minute bans, each the short first_ban; the rest
+// are counted in status, and the daemon's memory stays bounded.
+func TestForgedScannerFloodIsCapped(t *testing.T) {
+	// The log limit raised far above the default so the scan guard sees the
+	// flood itself, not the kernel's sample of it.
+	h := newHost(t, fmt.Sprintf("open = [%q]\nlog_rate = 1000000\nlog_burst = 100000\n\n[scan]\nmax_bans_per_minute = 50", "tcp/8022"))
+	h.start()
+	const sources, per = 100_000, 15
+	base := h.link.Prefix6.Addr().As16()
+	start := time.Now()
+	h.client.SpoofSYNsFunc(t, 150_000, sources*per, func(i int) netnstest.Probe {
+		src := base
+		src[8], src[9], src[10], src[11] = 0xaa, byte(i/per>>16), byte(i/per>>8), byte(i/per)
+		return netnstest.Probe{Src: netip.AddrFrom16(src), Dst: h.link.A6, Port: 1000 + uint16(i%per)}
+	})
+	sent := time.Since(start)
+	var st daemon.Status
+	netnstest.Eventually(t, 10*time.Second, "the scan guard to count the capped scanners", func() bool {
+		st = h.status(t)
+		return st.Scan != nil && st.Scan.Capped > 0
+	})
+	time.Sleep(time.Second) // what the kernel still queued
+	st = h.status(t)
+	if st.Bans > 50 || st.Scan.Blocked > 50 {
+		t.Errorf("%d bans (%d by the scan guard) from a flood, want at most max_bans_per_minute 50", st.Bans, st.Scan.Blocked)
+	}
+	if st.Scan.MaxBansPerMinute != 50 {
+		t.Errorf("status max_bans_per_minute %d", st.Scan.MaxBansPerMinute)
+	}
+	hwm := vmHWM(t, h.proc.Pid())
+	t.Logf("%d forged SYNs in %s: %d bans, %d scanners capped, %d packets lost; daemon peak RSS %d MB",
+		sources*per, sent.Round(time.Millisecond), st.Bans, st.Scan.Capped, st.Scan.Lost, hwm>>20)
+	if hwm > 64<<20 {
+		t.Errorf("daemon peak RSS %d MB, want under 64 MB", hwm>>20)
+	}
+	if !strings.Contains(h.moat("status"), "NOT banned: the cap of 50 bans per minute was reached") {
+		t.Error("text status does not say the cap was reached")
+	}
+}
+
+// vmHWM is a process's peak resident set, in bytes.
+func vmHWM(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
 }

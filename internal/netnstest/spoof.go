@@ -30,17 +30,30 @@ type Probe struct {
 // bounded by len(probes). It returns once all are sent.
 func (n *NS) SpoofSYNs(t testing.TB, rate int, probes []Probe) {
 	t.Helper()
-	for _, p := range probes {
+	n.SpoofSYNsFunc(t, rate, len(probes), func(i int) Probe { return probes[i] })
+}
+
+// SpoofSYNsFunc is SpoofSYNs for count probes made by probe(i), for floods
+// too big to hold in a slice.
+func (n *NS) SpoofSYNsFunc(t testing.TB, rate, count int, probe func(i int) Probe) {
+	t.Helper()
+	check := func(p Probe) error {
 		if err := checkTestAddr(p.Dst); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if !linkLocal6.Contains(p.Src) {
 			if err := checkTestAddr(p.Src); err != nil {
-				t.Fatal(err)
+				return err
 			}
 		}
 		if p.Src.Is4() != p.Dst.Is4() {
-			t.Fatalf("netnstest: SpoofSYNs: %s and %s are of different families", p.Src, p.Dst)
+			return fmt.Errorf("netnstest: SpoofSYNs: %s and %s are of different families", p.Src, p.Dst)
+		}
+		return nil
+	}
+	for i := range count {
+		if err := check(probe(i)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	err := n.Do(func() error {
@@ -52,7 +65,8 @@ func (n *NS) SpoofSYNs(t testing.TB, rate int, probes []Probe) {
 		}()
 		var buf [60]byte
 		start := time.Now()
-		for i, p := range probes {
+		for i := range count {
+			p := probe(i)
 			v6 := p.Dst.Is6()
 			fd, ok := fds[v6]
 			if !ok {
