@@ -303,18 +303,41 @@ max_retry = 1
 	}
 	defer f.Close()
 	stamp := time.Now().Format(time.Stamp)
+	// The link's own /64 holds the host's address: the review's M9 banned
+	// it whole (and an admin's session in it). It is never escalated.
 	a, b := h.link.Host6(0xa), h.link.Host6(0xb)
 	// The first line is forged inside the user field: it must not count.
 	fmt.Fprintf(f, "%s web myapp[7]: auth failure for x from %s from %s\n", stamp, h.link.B6, a)
 	fmt.Fprintf(f, "%s web myapp[7]: auth failure for bob from %s\n", stamp, a)
 	fmt.Fprintf(f, "%s web myapp[7]: auth failure for bob from %s\n", stamp, b)
-	netnstest.Eventually(t, 5*time.Second, "the /64 ban", func() bool {
-		return hasBan(h.bans(t), h.link.Prefix6.String(), "login")
+	netnstest.Eventually(t, 5*time.Second, "the two addresses' bans", func() bool {
+		l := h.bans(t)
+		return hasBan(l, a.String(), "login") && hasBan(l, b.String(), "login")
 	})
-	// The client's own v6 address never failed, but its /64 is banned now.
-	h.expect(h.link.B6, openPort, netnstest.TimedOut)
+	// A second /64 behind the client, off the host's own.
+	o := h.link.Prefix6.Addr().As16()
+	o[7] |= 1
+	other := netip.PrefixFrom(netip.AddrFrom16(o), 64)
+	c := other.Addr().Next()
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(c, 64))
+	h.server.IP(t, "-6", "route", "add", other.String(), "via", h.link.B6.String())
+	h.expect(c, openPort, netnstest.Connected)
+	x, y := netip.AddrFrom16(with(o, 15, 0xa)), netip.AddrFrom16(with(o, 15, 0xb))
+	fmt.Fprintf(f, "%s web myapp[7]: auth failure for bob from %s\n", stamp, x)
+	fmt.Fprintf(f, "%s web myapp[7]: auth failure for bob from %s\n", stamp, y)
+	netnstest.Eventually(t, 5*time.Second, "the /64 ban", func() bool {
+		return hasBan(h.bans(t), other.String(), "login")
+	})
+	if hasBan(h.bans(t), h.link.Prefix6.String(), "login") {
+		t.Fatal("the host's own /64 was banned")
+	}
+	// The client's address in that /64 never failed, but its /64 is banned now.
+	h.expect(c, openPort, netnstest.TimedOut)
+	h.expect(h.link.B6, openPort, netnstest.Connected)
 	h.expect(h.link.B4, openPort, netnstest.Connected)
 }
+
+func with(b [16]byte, i int, v byte) [16]byte { b[i] = v; return b }
 
 // An address that holds a logged-in SSH session is never banned: failures
 // from a second window (or a colleague behind the same NAT) must not cut

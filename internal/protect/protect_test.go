@@ -175,3 +175,45 @@ func FuzzParsers(f *testing.F) {
 		}
 	})
 }
+
+// benchSet is a busy host's snapshot: a few hundred outgoing peers and
+// sessions beside the routers, resolvers and link-local prefixes.
+func benchSet() *Set {
+	var es []Entry
+	for i := range 1000 {
+		es = append(es, Host(netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)}), WhyOutgoing))
+		es = append(es, Host(netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 15: byte(i)}), WhySession))
+	}
+	return New(LinkLocal, es)
+}
+
+// The guards ask on every ban and every scored packet: it must not allocate.
+func BenchmarkCovers(b *testing.B) {
+	s := benchSet()
+	a := ma("203.0.113.9")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := s.Covers(a); ok {
+			b.Fatal("covered")
+		}
+	}
+}
+
+func BenchmarkOverlaps64(b *testing.B) {
+	s := benchSet()
+	p := mp("2001:db8:1:2::/64")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := s.Overlaps(p); ok {
+			b.Fatal("covered")
+		}
+	}
+}
+
+func TestCoversDoesNotAllocate(t *testing.T) {
+	s := benchSet()
+	a := ma("203.0.113.9")
+	if n := testing.AllocsPerRun(100, func() { s.Covers(a) }); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}
