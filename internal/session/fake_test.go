@@ -26,7 +26,7 @@ type fakeProc struct {
 func newFake(tb testing.TB) *fakeProc {
 	tb.Helper()
 	f := &fakeProc{tb: tb, root: tb.TempDir()}
-	f.must(os.MkdirAll(filepath.Join(f.root, "net"), 0o755))
+	f.must(os.MkdirAll(filepath.Join(f.root, "thread-self", "net"), 0o755))
 	f.flush()
 	return f
 }
@@ -78,7 +78,7 @@ func (f *fakeProc) flush() {
 		if len(f.tcp[i]) > 0 {
 			text += "\n"
 		}
-		f.must(os.WriteFile(filepath.Join(f.root, "net", name), []byte(text), 0o644))
+		f.must(os.WriteFile(filepath.Join(f.root, "thread-self", "net", name), []byte(text), 0o644))
 	}
 }
 
@@ -125,7 +125,7 @@ func (f *fakeProc) netns(pid int, other *fakeProc) {
 	dir := filepath.Join(f.root, strconv.Itoa(pid), "net")
 	f.must(os.MkdirAll(dir, 0o755))
 	for _, name := range []string{"tcp", "tcp6"} {
-		b, err := os.ReadFile(filepath.Join(other.root, "net", name))
+		b, err := os.ReadFile(filepath.Join(other.root, "thread-self", "net", name))
 		f.must(err)
 		f.must(os.WriteFile(filepath.Join(dir, name), b, 0o644))
 	}

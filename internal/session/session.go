@@ -93,22 +93,25 @@ func (p Proc) root() string {
 // half-open clients cannot make every scan arbitrarily expensive.
 const maxConns = 4096
 
-// LoggedIn returns the logged-in SSH sessions of the caller's network
-// namespace: established TCP connections whose local port is one of
+// LoggedIn returns the logged-in SSH sessions of the calling thread's
+// network namespace: established TCP connections whose local port is one of
 // sshPorts and whose socket is held by a post-auth sshd process. Sessions
 // whose holder could not be checked are returned with Unknown set, and the
 // error then wraps ErrOwnersHidden. Connections still authenticating are
 // not returned.
 //
 // When no connection to sshPorts is established it reads nothing but
-// /proc/net/tcp{,6}; otherwise it scans the process table once, reading
+// /proc/thread-self/net/tcp{,6}; otherwise it scans the process table once, reading
 // open files only of sshd processes with a post-auth title.
 func (p Proc) LoggedIn(sshPorts []uint16) ([]Session, error) {
 	var conns []Session
 	var inodes []uint64
 	var readErr error
 	read := 0
-	for _, name := range [2]string{"/net/tcp", "/net/tcp6"} {
+	// thread-self, not self (where /proc/net points): the tables of the
+	// calling thread's network namespace, which a thread that entered
+	// another namespace with setns (netnstest.NS.Do) needs.
+	for _, name := range [2]string{"/thread-self/net/tcp", "/thread-self/net/tcp6"} {
 		data, err := os.ReadFile(p.root() + name)
 		if err != nil {
 			readErr = err // tcp6 is missing when IPv6 is off
