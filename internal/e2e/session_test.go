@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -100,6 +101,44 @@ func TestLoggedInSessionsRealSSHD(t *testing.T) {
 	t.Logf("the session's holder: pid %d, title %q", g.PID, strings.TrimRight(string(title), "\x00"))
 	if !strings.HasPrefix(string(title), "sshd") {
 		t.Fatalf("pid %d is not sshd: %q", g.PID, title)
+	}
+
+	// As the shipped systemd unit runs moat: root, but with only
+	// CAP_NET_ADMIN and CAP_NET_RAW. sshd's processes are not dumpable,
+	// so their fds are hidden: every connection to 22 comes back Unknown,
+	// and the error says why, rather than a guess either way.
+	netnstest.RequireCommands(t, "setpriv")
+	cmd = exec.Command("ip", "netns", "exec", h.server.Name, "setpriv", "--bounding-set=-all,+net_admin,+net_raw",
+		os.Args[0], "-test.run=^TestLoggedInHelper$")
+	cmd.Env = append(os.Environ(), "MOAT_LOGGED_IN_HELPER=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper without CAP_SYS_PTRACE: %v\n%s", err, out)
+	}
+	for _, want := range []string{"hidden=true", "unknown " + h.link.B4.String() + ":", "unknown " + idle.String() + ":", "unknown " + authenticating.String() + ":"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("without CAP_SYS_PTRACE, want %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains("\n"+string(out), "\nlogged-in ") {
+		t.Fatalf("without CAP_SYS_PTRACE a session was verified anyway:\n%s", out)
+	}
+}
+
+// TestLoggedInHelper prints what session.LoggedIn finds; the test above
+// runs it with fewer capabilities.
+func TestLoggedInHelper(t *testing.T) {
+	if os.Getenv("MOAT_LOGGED_IN_HELPER") != "1" {
+		t.Skip("run by TestLoggedInSessionsRealSSHD")
+	}
+	got, err := session.Proc{}.LoggedIn([]uint16{22})
+	fmt.Printf("hidden=%v err=%v\n", errors.Is(err, session.ErrOwnersHidden), err)
+	for _, s := range got {
+		kind := "logged-in"
+		if s.Unknown {
+			kind = "unknown"
+		}
+		fmt.Printf("%s %s\n", kind, s.Client)
 	}
 }
 
