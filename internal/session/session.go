@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -89,9 +90,10 @@ func (p Proc) root() string {
 	return p.Root
 }
 
-// maxConns bounds the connections LoggedIn reports, so a flood of
-// half-open clients cannot make every scan arbitrarily expensive.
-const maxConns = 4096
+// maxUnknown bounds the Unknown sessions LoggedIn returns: a flood of
+// connections sitting in sshd's accept queue must not make every scan's
+// answer arbitrarily large. Verified sessions are never dropped.
+const maxUnknown = 4096
 
 // LoggedIn returns the logged-in SSH sessions of the calling thread's
 // network namespace: established TCP connections whose local port is one of
@@ -101,69 +103,82 @@ const maxConns = 4096
 // not returned.
 //
 // When no connection to sshPorts is established it reads nothing but
-// /proc/thread-self/net/tcp{,6}; otherwise it scans the process table once, reading
-// open files only of sshd processes with a post-auth title.
+// /proc/thread-self/net/tcp{,6}; otherwise it scans the process table once,
+// reading open files only of sshd processes with a post-auth title.
 func (p Proc) LoggedIn(sshPorts []uint16) ([]Session, error) {
-	var conns []Session
-	var inodes []uint64
+	var tables [2][]byte
 	var readErr error
-	read := 0
+	read, conns := 0, 0
+	toSSHD := func(e tcpEntry) bool {
+		return e.State == tcpEstablished && slices.Contains(sshPorts, e.Local.Port())
+	}
 	// thread-self, not self (where /proc/net points): the tables of the
 	// calling thread's network namespace, which a thread that entered
 	// another namespace with setns (netnstest.NS.Do) needs.
-	for _, name := range [2]string{"/thread-self/net/tcp", "/thread-self/net/tcp6"} {
+	for i, name := range [2]string{"/thread-self/net/tcp", "/thread-self/net/tcp6"} {
 		data, err := os.ReadFile(p.root() + name)
 		if err != nil {
 			readErr = err // tcp6 is missing when IPv6 is off
 			continue
 		}
 		read++
+		tables[i] = data
 		parseTCP(data, func(e tcpEntry) {
-			if e.State != tcpEstablished || !slices.Contains(sshPorts, e.Local.Port()) || len(conns) >= maxConns {
-				return
+			if toSSHD(e) {
+				conns++
 			}
-			conns = append(conns, Session{Client: e.Remote, Server: e.Local})
-			inodes = append(inodes, e.Inode)
 		})
 	}
 	if read == 0 {
 		return nil, fmt.Errorf("session: reading established connections: %w", readErr)
 	}
-	if len(conns) == 0 {
+	if conns == 0 {
 		return nil, nil
 	}
 
-	hidden := p.owners(inodes, conns)
-	out := conns[:0]
-	for _, s := range conns {
-		switch {
-		case s.LoggedIn:
-			out = append(out, s)
-		case hidden != nil:
-			s.Unknown = true
-			out = append(out, s)
-		}
+	held, hidden := p.postAuthSockets()
+	var out []Session
+	unknown := 0
+	for _, data := range tables {
+		parseTCP(data, func(e tcpEntry) {
+			if !toSSHD(e) {
+				return
+			}
+			if h, ok := held[e.Inode]; ok {
+				out = append(out, Session{Client: e.Remote, Server: e.Local, PID: h.pid, User: h.user, LoggedIn: true})
+			} else if hidden != nil && unknown < maxUnknown {
+				out = append(out, Session{Client: e.Remote, Server: e.Local, Unknown: true})
+				unknown++
+			}
+		})
 	}
-	if slices.ContainsFunc(out, func(s Session) bool { return s.Unknown }) {
+	if unknown > 0 {
 		return out, fmt.Errorf("session: %w: %w", hidden, ErrOwnersHidden)
 	}
 	return out, nil
 }
 
-// owners marks in conns (parallel to inodes) the connections held by
-// post-auth sshd processes. It returns the first error that hid a post-auth
-// process's files from it, or nil if every one was read.
-func (p Proc) owners(inodes []uint64, conns []Session) error {
+type holder struct {
+	pid  int
+	user string
+}
+
+// postAuthSockets returns the socket inodes held by sshd processes with a
+// post-auth title, and the first error that hid such a process's files, or
+// nil if every one was read.
+func (p Proc) postAuthSockets() (map[uint64]holder, error) {
 	sc := newScanner(p)
+	held := map[uint64]holder{}
 	var hidden error
 	err := sc.eachPID(p.root(), func(pid int) {
 		_, kind, user := sc.title(pid)
 		if kind != titlePostAuth {
 			return
 		}
+		h := holder{pid, string(user)}
 		err := sc.socketInodes(pid, func(ino uint64) {
-			if i := slices.Index(inodes, ino); i >= 0 && !conns[i].LoggedIn {
-				conns[i].LoggedIn, conns[i].PID, conns[i].User = true, pid, string(user)
+			if _, ok := held[ino]; !ok { // the first holder: the same socket lives on in children
+				held[ino] = h
 			}
 		})
 		if err != nil && hidden == nil {
@@ -173,7 +188,7 @@ func (p Proc) owners(inodes []uint64, conns []Session) error {
 	if err != nil && hidden == nil {
 		hidden = err
 	}
-	return hidden
+	return held, hidden
 }
 
 // scanner holds the buffers one scan of /proc reuses.
@@ -183,10 +198,11 @@ type scanner struct {
 	fds  []byte // getdents of /proc/PID/fd, while dir is in use
 	file []byte // comm, cmdline, stat
 	link []byte // readlink
+	path []byte // the NUL-terminated path of the file being read
 }
 
 func newScanner(p Proc) *scanner {
-	return &scanner{p: p, dir: make([]byte, 8192), fds: make([]byte, 4096), file: make([]byte, 4096), link: make([]byte, 64)}
+	return &scanner{p: p, dir: make([]byte, 8192), fds: make([]byte, 4096), file: make([]byte, 4096), link: make([]byte, 64), path: make([]byte, 0, 64)}
 }
 
 // eachPID calls fn for every process directory under root.
@@ -232,10 +248,28 @@ func eachDirent(buf []byte, fn func(name []byte)) {
 // readFile reads a small /proc file into sc.file; false if it is gone or
 // unreadable.
 func (sc *scanner) readFile(path string) ([]byte, bool) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
+	sc.path = append(append(sc.path[:0], path...), 0)
+	return sc.readPath()
+}
+
+// readPIDFile is readFile of /proc/PID/name, without building a string:
+// it runs for every process on every scan.
+func (sc *scanner) readPIDFile(pid int, name string) ([]byte, bool) {
+	b := append(sc.path[:0], sc.p.root()...)
+	b = append(strconv.AppendInt(append(b, '/'), int64(pid), 10), '/')
+	sc.path = append(append(b, name...), 0)
+	return sc.readPath()
+}
+
+// readPath reads the NUL-terminated path in sc.path into sc.file.
+func (sc *scanner) readPath() ([]byte, bool) {
+	// syscall.Open would copy the path into a new NUL-terminated string.
+	r, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(&sc.path[0])),
+		syscall.O_RDONLY|syscall.O_CLOEXEC, 0, 0, 0)
+	if errno != 0 {
 		return nil, false
 	}
+	fd := int(r)
 	defer syscall.Close(fd)
 	n := 0
 	for n < len(sc.file) {
@@ -248,6 +282,8 @@ func (sc *scanner) readFile(path string) ([]byte, bool) {
 	return sc.file[:n], true
 }
 
+var atFDCWD = unix.AT_FDCWD // a variable: the constant is negative
+
 func (sc *scanner) pidPath(pid int, name string) string {
 	return sc.p.root() + "/" + strconv.Itoa(pid) + "/" + name
 }
@@ -255,11 +291,11 @@ func (sc *scanner) pidPath(pid int, name string) string {
 // title reads a process's comm and, for sshd, classifies its title. user
 // aliases sc.file: copy it before the next read.
 func (sc *scanner) title(pid int) (sshd bool, kind titleKind, user []byte) {
-	comm, ok := sc.readFile(sc.pidPath(pid, "comm"))
+	comm, ok := sc.readPIDFile(pid, "comm")
 	if !ok || !sshdComm(bytes.TrimSuffix(comm, []byte("\n"))) {
 		return false, titleOther, nil
 	}
-	cmdline, ok := sc.readFile(sc.pidPath(pid, "cmdline"))
+	cmdline, ok := sc.readPIDFile(pid, "cmdline")
 	if !ok {
 		return true, titleOther, nil
 	}
