@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/moat-fw/moat/internal/daemon"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/portscan"
+	"github.com/moat-fw/moat/internal/session"
 	"github.com/moat-fw/moat/internal/sshd"
 )
 
@@ -91,7 +91,19 @@ func (a *app) logger(level string) *slog.Logger {
 }
 
 func (a *app) opts(force bool) daemon.Options {
-	return daemon.Options{ConfigPath: a.configPath, Explicit: a.explicit, Session: os.Getenv("SSH_CONNECTION"), Force: force}
+	return daemon.Options{ConfigPath: a.configPath, Explicit: a.explicit, Session: callerSession(), Force: force}
+}
+
+// callerSession is the SSH session this command runs in, in the
+// SSH_CONNECTION form the daemon's API takes, or "". It is found even when
+// sudo's env_reset, su - or env -i dropped SSH_CONNECTION from the
+// environment (see session.Proc.Caller), so the lockout guard holds there
+// too.
+func callerSession() string {
+	if s, ok := (session.Proc{}).Caller(); ok {
+		return s.SSHConnection()
+	}
+	return ""
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -182,7 +194,7 @@ func (a *app) firewallCmd() *cobra.Command {
 			}
 			var resp daemon.ApplyResponse
 			err = c.Call(cmd.Context(), http.MethodPost, daemon.RouteApply,
-				daemon.ApplyRequest{Confirm: confirm, Session: os.Getenv("SSH_CONNECTION"), Force: force}, &resp)
+				daemon.ApplyRequest{Confirm: confirm, Session: callerSession(), Force: force}, &resp)
 			if errors.Is(err, control.ErrNotRunning) {
 				return daemon.ApplyStandalone(cmd.Context(), a.opts(force), confirm, a.out)
 			}
@@ -281,7 +293,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: os.Getenv("SSH_CONNECTION"), Force: force}
+			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force}
 			if kind == "allow" {
 				var resp daemon.AllowResponse
 				if err := c.Call(cmd.Context(), http.MethodPost, route, req, &resp); err != nil {

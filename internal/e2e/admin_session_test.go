@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+// The review's H2: the admin's logged-in session was protected only until
+// the next SIGHUP, `moat firewall apply` or restart; then 15 forged SYNs
+// banned the admin and cut the session. Here the admin logs in before moat
+// even starts (so no log line moat reads says so), holds `ssh -N` open, and
+// forged scans from the admin's address after each of those events ban
+// nothing and the session stays up.
+func TestAdminSessionSurvivesReloadApplyAndRestart(t *testing.T) {
+	h := newHost(t, "open = [\"tcp/22\"]")
+	s := startSSHD(t, h)
+	h.writeConfig(loginConfig(h, s))
+	admin := h.link.B4
+	ssh := exec.Command("ssh", "-N", "-b", admin.String(), "-i", s.key, "-l", "root",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "PreferredAuthentications=publickey", "-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3",
+		h.link.A4.String())
+	session := h.client.StartCmd(t, ssh)
+	netnstest.Eventually(t, 10*time.Second, "the admin's session to log in", func() bool {
+		return strings.Contains(readFile(t, s.log), "Accepted publickey for root from "+admin.String())
+	})
+	h.start()
+
+	port := uint16(3000)
+	for _, step := range []string{"start", "SIGHUP", "firewall apply", "restart"} {
+		switch step {
+		case "SIGHUP":
+			if err := h.proc.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		case "firewall apply":
+			h.moat("firewall", "apply")
+		case "restart":
+			if err := h.proc.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.proc.Wait(10 * time.Second); err != nil {
+				t.Logf("moat stopped: %v", err)
+			}
+			h.start()
+		}
+		netnstest.Eventually(t, 10*time.Second, fmt.Sprintf("after %s: the admin's session to be protected", step), func() bool {
+			return protectedWhy(h.status(t), admin.String()) == "logged-in SSH session"
+		})
+		h.client.SpoofSYNs(t, 2000, netnstest.PortScan(admin, h.link.A4, port, 40))
+		port += 100
+		// A control from an unprotected address shows the scans are seen.
+		control := h.link.Host4(100 + int(port)/100)
+		h.client.SpoofSYNs(t, 2000, netnstest.PortScan(control, h.link.A4, port, 40))
+		netnstest.Eventually(t, 10*time.Second, fmt.Sprintf("after %s: the control scanner to be banned", step), func() bool {
+			return hasBan(h.bans(t), control.String(), "scan")
+		})
+		if hasBan(h.bans(t), admin.String(), "scan") {
+			t.Fatalf("after %s: a forged scan banned the admin's address", step)
+		}
+		if session.Exited() {
+			t.Fatalf("after %s: the admin's session was cut:\n%s", step, session.Output())
+		}
+	}
+	time.Sleep(4 * time.Second) // past ssh's ServerAlive timeout
+	if session.Exited() {
+		t.Fatalf("the admin's session was cut:\n%s", session.Output())
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
