@@ -99,4 +99,9 @@ type Status struct {
 	Reasserted     int                         `json:"reasserted"` // elements re-added by reconcile since start
 	Login          *LoginStatus                `json:"login,omitempty"`
 	Scan           *ScanStatus                 `json:"scan,omitempty"`
+
+	// StoreWriteFailures counts store writes that failed since start (a
+	// full disk): the store may lack bans the kernel holds, so the stop
+	// leaves it marked unclean and the next start reads the kernel back.
+	StoreWriteFailures int64 `json:"store_write_failures,omitempty"`
 }

@@ -225,9 +225,7 @@ func Run(ctx context.Context, opts Options) error {
 	err = g.Wait()
 	d.stopLogin()
 	d.bans.Flush() // the guards' last bans must be saved before the store is marked clean
-	if serr := st.SetMeta(metaStopped, []byte(stoppedClean)); serr != nil {
-		d.log.Warn("could not mark the store as cleanly stopped; the next start reads the kernel's bans back", "err", serr)
-	}
+	d.markStopped()
 	d.mu.Lock()
 	onExit := d.cur.Cfg.Daemon.OnExit
 	d.mu.Unlock()
@@ -298,6 +296,21 @@ const (
 	stoppedClean = "clean"
 	stoppedDirty = "running" // or killed: the store may lack bans the kernel holds
 )
+
+// markStopped marks the store clean, so the next start skips reading the
+// kernel's bans back, but only if every store write worked: after a failed
+// one (a full disk) the store lacks bans the kernel holds, and a start that
+// trusted it would install the table from the store alone and drop them.
+func (d *Daemon) markStopped() {
+	if n := d.bans.Unsaved(); n > 0 {
+		d.log.Warn("not marking the store as cleanly stopped: store writes failed since start (disk full?), so it may lack bans the kernel holds; the next start reads the kernel's bans back",
+			"failed_writes", n, "store", d.st.Path())
+		return
+	}
+	if err := d.st.SetMeta(metaStopped, []byte(stoppedClean)); err != nil {
+		d.log.Warn("could not mark the store as cleanly stopped; the next start reads the kernel's bans back", "err", err)
+	}
+}
 
 // adoptKernelBans takes into the store the bans only the kernel holds. A ban
 // goes into the kernel before the store (see ban.Manager), so a daemon

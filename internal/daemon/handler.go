@@ -226,6 +226,7 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 		st.BansByOrigin[e.Origin]++
 	}
 	st.Allows = len(d.bans.Allows(now))
+	st.StoreWriteFailures = d.bans.Unsaved()
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
 		st.Counters, err = d.fw.Counters()

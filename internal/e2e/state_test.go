@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+// kernelSet reads the elements of one of moat's sets with `nft -j`, as
+// sorted strings (an address, a prefix, or a range).
+func (h *host) kernelSet(t *testing.T, name string) []string {
+	t.Helper()
+	out := h.server.Run(t, "nft", "-j", "list", "set", "inet", "moat", name)
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("nft -j list set %s: %v\n%s", name, err, out)
+	}
+	var got []string
+	for _, o := range doc.Nftables {
+		raw, ok := o["set"]
+		if !ok {
+			continue
+		}
+		var set struct {
+			Elem []any `json:"elem"`
+		}
+		if err := json.Unmarshal(raw, &set); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range set.Elem {
+			got = append(got, elemString(e))
+		}
+	}
+	sort.Strings(got)
+	return got
+}
+
+// elemString prints one element of nft's JSON: a bare value, or
+// {"elem": {"val": V, "timeout": ...}}, where V is an address,
+// {"prefix": {"addr", "len"}} or {"range": [a, b]}.
+func elemString(e any) string {
+	switch v := e.(type) {
+	case string:
+		return v
+	case map[string]any:
+		if in, ok := v["elem"].(map[string]any); ok {
+			return elemString(in["val"])
+		}
+		if p, ok := v["prefix"].(map[string]any); ok {
+			return fmt.Sprintf("%v/%v", p["addr"], p["len"])
+		}
+		if r, ok := v["range"].([]any); ok && len(r) == 2 {
+			return fmt.Sprintf("%v-%v", r[0], r[1])
+		}
+	}
+	return fmt.Sprint(e)
+}
+
+// loginBurst appends one "message repeated" failure line per address to the
+// log, as rsyslog writes a burst of guesses, and returns the addresses.
+// They come from 10.210.200.0-10.210.239.255, leaving out the link's /24.
+func loginBurst(t *testing.T, h *host, log string, n int) []netip.Addr {
+	t.Helper()
+	var addrs []netip.Addr
+	var b strings.Builder
+	stamp := time.Now().Format(time.Stamp)
+	for x := 200; len(addrs) < n && x < 240; x++ {
+		if netip.AddrFrom4([4]byte{10, 210, byte(x), 0}) == h.link.Prefix4.Addr() {
+			continue
+		}
+		for y := 1; y < 255 && len(addrs) < n; y++ {
+			a := netip.AddrFrom4([4]byte{10, 210, byte(x), byte(y)})
+			addrs = append(addrs, a)
+			fmt.Fprintf(&b, "%s host sshd[4242]: message repeated 5 times: [ Failed password for root from %s port 22 ssh2]\n", stamp, a)
+		}
+	}
+	f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(b.String()); err != nil {
+		t.Fatal(err)
+	}
+	return addrs
+}
+
+// TestCleanStopAfterFullDiskKeepsBans: bans the store could not save (a
+// full disk) are in the kernel only. A clean stop must not mark the store
+// complete, or the next start trusts it, skips reading the kernel's bans
+// back and installs the table from the store alone, dropping them (M4).
+func TestCleanStopAfterFullDiskKeepsBans(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	state := filepath.Join(h.dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("moat-e2e", state, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
+		t.Skipf("cannot mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	log := filepath.Join(h.dir, "auth.log")
+	if err := os.WriteFile(log, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n\n[login]\nsources = [%q]\nmax_retry = 1\nban_time = \"1h\"\n", openPort, log))
+	h.start()
+	filler := filepath.Join(state, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+
+	const n = 2000
+	loginBurst(t, h, log, n)
+	netnstest.Eventually(t, 30*time.Second, fmt.Sprintf("%d login bans", n), func() bool {
+		return h.status(t).Bans >= n
+	})
+	if st := h.status(t); st.StoreWriteFailures == 0 {
+		t.Fatalf("%d bans fit on a full 256 KiB tmpfs: the test did not fill the disk", n)
+	}
+	before := h.kernelSet(t, "ban4")
+	if len(before) < n {
+		t.Fatalf("the kernel holds %d bans, want at least %d", len(before), n)
+	}
+	// Room again: the small write that marks the store clean would work,
+	// and so would a start; only the bans written while it was full are
+	// missing from the store.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	h.proc.Signal(syscall.SIGTERM)
+	if err := h.proc.Wait(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.proc.Output(); !strings.Contains(out, "not marking the store as cleanly stopped") {
+		t.Errorf("the stop did not say why the store stays unclean:\n%s", lastLines(out, 20))
+	}
+	// Without the login guard, only the kernel can bring the bans back
+	// (its saved position may be behind: that write failed too).
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	h.start()
+	after := map[string]bool{}
+	for _, e := range h.kernelSet(t, "ban4") {
+		after[e] = true
+	}
+	var lost []string
+	for _, e := range before {
+		if !after[e] {
+			lost = append(lost, e)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d kernel bans lost across a clean stop and start, e.g. %v", len(lost), len(before), lost[:min(len(lost), 5)])
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
