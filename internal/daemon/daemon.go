@@ -127,6 +127,14 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.cur = ld
+	// Before anything touches the table: a second moat in this network
+	// namespace (another state_dir and socket, so neither the store's lock
+	// nor the socket stops it) would fight the first over inet moat.
+	lock, err := lockNetns(d.log, ld.Cfg.Daemon.StateDir, ld.Cfg.Daemon.Socket)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	d.sshPorts = SSHPorts(ctx, d.log)
 	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
 		return fmt.Errorf("refusing to start with %s: %w", ld.Source, err)

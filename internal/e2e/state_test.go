@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -176,4 +177,57 @@ func TestCleanStopAfterFullDiskKeepsBans(t *testing.T) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestSecondDaemonInTheNamespaceRefused: a second moat with its own
+// state_dir and socket (so neither the store's lock nor the socket stops
+// it) is refused in a network namespace a moat already guards, and says
+// which moat holds it; the first one's table is left as it was (M10).
+func TestSecondDaemonInTheNamespaceRefused(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	h.start()
+	want := h.server.Run(t, "nft", "-s", "list", "table", "inet", "moat")
+
+	other := filepath.Join(h.dir, "other")
+	cfg := filepath.Join(h.dir, "other.toml")
+	text := fmt.Sprintf("[daemon]\nstate_dir = %q\nsocket = %q\n\n[firewall]\nopen = [\"tcp/%d\", \"tcp/%d\"]\n",
+		filepath.Join(other, "state"), filepath.Join(other, "moat.sock"), openPort, closedPort)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", h.server.Name, moatBin, "--config", cfg, "run")
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() {
+		defer close(done)
+		out, err = cmd.CombinedOutput()
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("a second moat in the namespace kept running:\n%s", out)
+	}
+	wantErr := fmt.Sprintf("another moat (pid %d, state_dir %s", h.proc.Pid(), filepath.Join(h.dir, "state"))
+	if err == nil || !strings.Contains(string(out), wantErr) {
+		t.Fatalf("second moat: err=%v, want it refused naming %q:\n%s", err, wantErr, out)
+	}
+	if got := h.server.Run(t, "nft", "-s", "list", "table", "inet", "moat"); got != want {
+		t.Fatalf("the refused moat changed the first one's table:\n%s\nwant:\n%s", got, want)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	// The first moat's socket still answers; a standalone apply of the
+	// other config is refused the same way.
+	h.moat("status")
+	h.moat("ban", "list")
+	out2, err := exec.Command("ip", "netns", "exec", h.server.Name, moatBin, "--config", cfg, "firewall", "apply").CombinedOutput()
+	if err == nil || !strings.Contains(string(out2), wantErr) {
+		t.Fatalf("standalone apply beside a running moat: err=%v\n%s", err, out2)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	if h.proc.Exited() {
+		t.Fatalf("the first moat died:\n%s", h.proc.Output())
+	}
 }
