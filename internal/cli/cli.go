@@ -433,6 +433,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 	if st.StoreWriteFailures > 0 {
 		fmt.Fprintf(w, "store:     %d writes FAILED since start (disk full?); bans stay in the kernel, and the next start reads them back\n", st.StoreWriteFailures)
 	}
+	if st.RulesRepaired > 0 {
+		fmt.Fprintf(w, "reconcile: %d reinstalls of the table after its rules were changed outside moat (see the log)\n", st.RulesRepaired)
+	}
 	if st.Reasserted > 0 {
 		fmt.Fprintf(w, "reconcile: re-added %d elements the kernel had lost\n", st.Reasserted)
 	}

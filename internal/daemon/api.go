@@ -104,4 +104,7 @@ type Status struct {
 	// full disk): the store may lack bans the kernel holds, so the stop
 	// leaves it marked unclean and the next start reads the kernel back.
 	StoreWriteFailures int64 `json:"store_write_failures,omitempty"`
+	// RulesRepaired counts reinstalls since start after moat's chains or
+	// rules in the kernel drifted from what it installed.
+	RulesRepaired int `json:"rules_repaired"`
 }

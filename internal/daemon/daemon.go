@@ -110,6 +110,7 @@ type Daemon struct {
 	lastRec    time.Time
 	lastHouse  time.Time
 	reasserted int
+	repaired   int // reinstalls after the kernel's rules drifted (see repairDrift)
 }
 
 // Run runs the daemon until ctx ends.
@@ -534,6 +535,7 @@ func (d *Daemon) check(full bool) {
 		if n > 0 {
 			d.log.Warn("reconcile: re-added set elements missing from the kernel", "count", n)
 		}
+		d.repairDrift(cur)
 	}
 	d.mu.Lock()
 	d.lastRec = d.now()

@@ -200,6 +200,7 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	st := Status{PID: os.Getpid(), Started: d.started, ConfigSource: d.cur.Source, Enforcing: d.enforcing,
 		Open: openList(d.cur.Cfg, d.sshPorts), ClosedResponse: d.cur.Cfg.Firewall.ClosedResponse,
 		LastReconcile: d.lastRec, Reasserted: d.reasserted, BansByOrigin: map[string]int{}}
+	st.RulesRepaired = d.repaired
 	if d.pending != nil {
 		t := d.deadline
 		st.PendingConfirm = &t

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -229,5 +230,50 @@ func TestSecondDaemonInTheNamespaceRefused(t *testing.T) {
 	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
 	if h.proc.Exited() {
 		t.Fatalf("the first moat died:\n%s", h.proc.Output())
+	}
+}
+
+// TestReconcileRepairsRuleDrift: a ban rule deleted from moat's chain and
+// an accept rule inserted into it are put right by the next full
+// reconcile, which also says so in status (L3).
+func TestReconcileRepairsRuleDrift(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	const backdoor = 31337
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A4, backdoor))
+	second := h.link.Host4(3)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(second, 24))
+	h.start() // reconcile_every = "1s"
+	h.moat("ban", "add", h.link.B4.String())
+	h.expect(h.link.B4, openPort, netnstest.TimedOut)
+	h.expect(second, backdoor, netnstest.TimedOut)
+
+	listing := h.server.Run(t, "nft", "-a", "list", "chain", "inet", "moat", "guard")
+	m := regexp.MustCompile(`ip saddr @ban4 .*# handle (\d+)`).FindStringSubmatch(listing)
+	if m == nil {
+		t.Fatalf("no @ban4 rule in chain guard:\n%s", listing)
+	}
+	// One transaction, so no reconcile runs between the two changes.
+	h.server.Nft(t, fmt.Sprintf("delete rule inet moat guard handle %s\ninsert rule inet moat guard tcp dport %d accept\n", m[1], backdoor))
+	h.eventually("reconcile to put the ban rule back", h.link.B4, openPort, netnstest.TimedOut)
+	h.eventually("reconcile to remove the inserted accept", second, backdoor, netnstest.TimedOut)
+	if st := h.status(t); st.RulesRepaired == 0 {
+		t.Fatalf("status after a repair: rules_repaired = 0")
+	}
+	out := h.proc.Output()
+	if !strings.Contains(out, "differ from what moat installed") || !strings.Contains(out, "@ban4") || !strings.Contains(out, "not installed by moat") {
+		t.Fatalf("the log does not say what differed:\n%s", lastLines(out, 30))
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "differ from what moat installed") {
+			t.Log(l)
+		}
+	}
+	if !strings.Contains(h.moat("status"), "1 reinstalls of the table") {
+		t.Fatalf("status text:\n%s", h.moat("status"))
+	}
+	// An untouched table is not repaired again.
+	time.Sleep(2500 * time.Millisecond)
+	if st := h.status(t); st.RulesRepaired != 1 {
+		t.Fatalf("rules_repaired = %d with nothing changed since the repair, want 1", st.RulesRepaired)
 	}
 }
