@@ -405,6 +405,9 @@ func (a *app) statusCmd() *cobra.Command {
 func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "daemon:    running, pid %d, up %s\n", st.PID, time.Since(st.Started).Round(time.Second))
 	fmt.Fprintf(w, "config:    %s\n", st.ConfigSource)
+	if st.ConfigFileDiffers {
+		fmt.Fprintln(w, "           the config file on disk DIFFERS from the config in force: the next SIGHUP or `moat firewall apply` loads it")
+	}
 	switch {
 	case !st.Enforcing:
 		fmt.Fprintln(w, "firewall:  OFF (moat firewall off); `moat firewall apply` turns it back on")

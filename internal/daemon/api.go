@@ -107,4 +107,8 @@ type Status struct {
 	// RulesRepaired counts reinstalls since start after moat's chains or
 	// rules in the kernel drifted from what it installed.
 	RulesRepaired int `json:"rules_repaired"`
+	// ConfigFileDiffers says the config file on disk is not the config in
+	// force (after a rollback, or an edit not yet applied): the next
+	// SIGHUP or apply loads it.
+	ConfigFileDiffers bool `json:"config_file_differs"`
 }

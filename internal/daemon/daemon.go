@@ -483,14 +483,15 @@ func (d *Daemon) rollbackIfDue(now time.Time) {
 		return
 	}
 	d.log.Warn("apply was not confirmed in time: rolling back", "to", prev.Source)
-	d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
-	if err := d.install(prev); err != nil {
-		d.log.Error("rollback failed", "err", err)
-		return
+	// The whole config, not only the table: the scan guard, the login
+	// guard and the doors must not keep running with what was not
+	// confirmed. force: the config being restored is the one known to work.
+	if err := d.switchTo(prev, "", true, 0); err != nil {
+		d.log.Error("rollback failed; trying again in 5s", "err", err)
+		d.mu.Lock()
+		d.deadline = now.Add(5 * time.Second)
+		d.mu.Unlock()
 	}
-	d.mu.Lock()
-	d.cur, d.pending = prev, nil
-	d.mu.Unlock()
 }
 
 // reconcile re-installs a table that vanished (a `flush ruleset` elsewhere)

@@ -201,6 +201,7 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 		Open: openList(d.cur.Cfg, d.sshPorts), ClosedResponse: d.cur.Cfg.Firewall.ClosedResponse,
 		LastReconcile: d.lastRec, Reasserted: d.reasserted, BansByOrigin: map[string]int{}}
 	st.RulesRepaired = d.repaired
+	cur := d.cur
 	if d.pending != nil {
 		t := d.deadline
 		st.PendingConfirm = &t
@@ -228,6 +229,7 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	}
 	st.Allows = len(d.bans.Allows(now))
 	st.StoreWriteFailures = d.bans.Unsaved()
+	st.ConfigFileDiffers = d.configFileDiffers(cur)
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
 		st.Counters, err = d.fw.Counters()

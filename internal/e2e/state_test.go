@@ -277,3 +277,59 @@ func TestReconcileRepairsRuleDrift(t *testing.T) {
 		t.Fatalf("rules_repaired = %d with nothing changed since the repair, want 1", st.RulesRepaired)
 	}
 }
+
+// synProbe sends one SYN from src to each of n closed ports from base on,
+// as a small port scan does.
+func (h *host) synProbe(src netip.Addr, base uint16, n int) {
+	h.t.Helper()
+	for i := range n {
+		h.client.DialTCP(h.t, src, netip.AddrPortFrom(h.link.A4, base+uint16(i)), 100*time.Millisecond)
+	}
+}
+
+// TestRollbackRestoresTheGuards: an unconfirmed apply rolls back the whole
+// config, so a scan guard told to ban at danger level 1 goes back to the
+// default level 3; and status says the file on disk differs from the
+// config in force (M1).
+func TestRollbackRestoresTheGuards(t *testing.T) {
+	good := fmt.Sprintf("open = [\"tcp/%d\"]", openPort)
+	h := newHost(t, good)
+	control := h.link.Host4(3)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(control, 24))
+	h.start()
+	h.writeConfig(good + "\n\n[scan]\nblock_level = 1\n")
+	h.moat("firewall", "apply", "--confirm", "3s")
+	// While it is in force, a few SYNs to closed ports get a ban.
+	h.synProbe(control, 4200, 6)
+	netnstest.Eventually(t, 5*time.Second, "the unconfirmed block_level = 1 to ban a small scan", func() bool {
+		return hasBan(h.bans(t), control.String(), "scan")
+	})
+	h.writeConfig(good) // the admin puts the file back
+	if st := h.status(t); !st.ConfigFileDiffers {
+		t.Fatal("status: config_file_differs is false while the unconfirmed config is in force and the file was put back")
+	}
+	netnstest.Eventually(t, 10*time.Second, "the unconfirmed apply to roll back", func() bool {
+		return h.status(t).PendingConfirm == nil
+	})
+	if st := h.status(t); st.ConfigFileDiffers {
+		t.Fatal("status: config_file_differs is true after rolling back to the file's config")
+	}
+	h.synProbe(h.link.B4, 4300, 6)
+	time.Sleep(2 * time.Second)
+	if hasBan(h.bans(t), h.link.B4.String(), "scan") {
+		t.Fatal("the scan guard still bans at block_level 1 after the rollback")
+	}
+
+	// Rolled back while the file still holds the unconfirmed config: status says so.
+	h.writeConfig(good + "\n\n[scan]\nblock_level = 2\n")
+	h.moat("firewall", "apply", "--confirm", "2s")
+	netnstest.Eventually(t, 10*time.Second, "the second unconfirmed apply to roll back", func() bool {
+		return h.status(t).PendingConfirm == nil
+	})
+	if st := h.status(t); !st.ConfigFileDiffers {
+		t.Fatal("status: config_file_differs is false after a rollback left the unconfirmed config in the file")
+	}
+	if out := h.moat("status"); !strings.Contains(out, "DIFFERS") {
+		t.Fatalf("status text does not say the file differs:\n%s", out)
+	}
+}
