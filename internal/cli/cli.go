@@ -433,6 +433,16 @@ func printStatus(w io.Writer, st daemon.Status) {
 		}
 		fmt.Fprintln(w)
 	}
+	if in := st.Intake; in != nil {
+		switch {
+		case in.Bound:
+			fmt.Fprintf(w, "intake:    NFLOG group %d bound; %d packets received, %d lost, %d overruns\n", in.Group, in.Received, in.Lost, in.Overruns)
+		case in.Error != "":
+			fmt.Fprintf(w, "intake:    NFLOG group %d NOT bound: %s\n           the scan guard and daemon-mode doors are BLIND until moat restarts with the group free\n", in.Group, in.Error)
+		default:
+			fmt.Fprintf(w, "intake:    NFLOG group %d not bound yet\n", in.Group)
+		}
+	}
 	if st.StoreWriteFailures > 0 {
 		fmt.Fprintf(w, "store:     %d writes FAILED since start (disk full?); bans stay in the kernel, and the next start reads them back\n", st.StoreWriteFailures)
 	}

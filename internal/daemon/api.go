@@ -111,4 +111,17 @@ type Status struct {
 	// force (after a rollback, or an edit not yet applied): the next
 	// SIGHUP or apply loads it.
 	ConfigFileDiffers bool `json:"config_file_differs"`
+	// Intake is the NFLOG receiver the scan guard and daemon-mode doors
+	// read packets from.
+	Intake *IntakeStatus `json:"intake,omitempty"`
+}
+
+// IntakeStatus says whether moat receives the packets its ruleset logs.
+type IntakeStatus struct {
+	Group    uint16 `json:"group"`           // the NFLOG group ([firewall] log_group)
+	Bound    bool   `json:"bound"`           // moat holds the group
+	Error    string `json:"error,omitempty"` // why it does not
+	Received uint64 `json:"received"`
+	Lost     uint64 `json:"lost"`     // logged packets the kernel could not deliver
+	Overruns uint64 `json:"overruns"` // receive buffer overruns (each one or more lost)
 }

@@ -110,7 +110,9 @@ type Daemon struct {
 	lastRec    time.Time
 	lastHouse  time.Time
 	reasserted int
-	repaired   int // reinstalls after the kernel's rules drifted (see repairDrift)
+	repaired   int    // reinstalls after the kernel's rules drifted (see repairDrift)
+	intakeErr  error  // why there is no packet intake (see intakeStatus)
+	logGroup   uint16 // the NFLOG group intake was asked to bind
 }
 
 // Run runs the daemon until ctx ends.
@@ -195,10 +197,16 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.saveScan()
 	{
 		group := ld.Cfg.Firewall.LogGroup
+		d.mu.Lock()
+		d.logGroup = group
+		d.mu.Unlock()
 		g.Go(func() error {
 			if err := d.intake(gctx, group); err != nil {
 				// The firewall, bans and kernel-mode doors work without it.
-				d.log.Error("no packet intake: daemon-mode doors cannot open", "err", err)
+				d.log.Error("no packet intake: the scan guard is blind and daemon-mode doors cannot open", "err", err)
+				d.mu.Lock()
+				d.intakeErr = err
+				d.mu.Unlock()
 			}
 			return nil
 		})

@@ -230,6 +230,7 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	st.Allows = len(d.bans.Allows(now))
 	st.StoreWriteFailures = d.bans.Unsaved()
 	st.ConfigFileDiffers = d.configFileDiffers(cur)
+	st.Intake = d.intakeStatus()
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
 		st.Counters, err = d.fw.Counters()

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moat-fw/moat/internal/daemon"
 	"github.com/moat-fw/moat/internal/netnstest"
+	"github.com/moat-fw/moat/internal/nflog"
 )
 
 // kernelSet reads the elements of one of moat's sets with `nft -j`, as
@@ -331,5 +333,49 @@ func TestRollbackRestoresTheGuards(t *testing.T) {
 	}
 	if out := h.moat("status"); !strings.Contains(out, "DIFFERS") {
 		t.Fatalf("status text does not say the file differs:\n%s", out)
+	}
+}
+
+// TestStatusShowsIntakeNotBound: when another process holds the NFLOG
+// group, moat runs on without packet intake; status says so, with the
+// reason, and that the scan guard and daemon-mode doors are blind (L6).
+func TestStatusShowsIntakeNotBound(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\nlog_group = 7", openPort))
+	squatter, err := nflog.Open(7, nflog.WithNetNS(h.server.Fd()))
+	if err != nil {
+		t.Fatalf("taking NFLOG group 7 in the namespace first: %v", err)
+	}
+	defer squatter.Close()
+	h.start()
+	var st daemon.Status
+	netnstest.Eventually(t, 5*time.Second, "status to report the intake", func() bool {
+		st = h.status(t)
+		return st.Intake != nil && st.Intake.Error != ""
+	})
+	if st.Intake.Bound || st.Intake.Group != 7 {
+		t.Fatalf("status intake: %+v, want group 7 not bound", st.Intake)
+	}
+	out := h.moat("status")
+	if !strings.Contains(out, "NOT bound") || !strings.Contains(out, "BLIND") {
+		t.Fatalf("status text does not say the intake failed:\n%s", out)
+	}
+	squatter.Close()
+
+	// And bound, with its counts, when the group is free.
+	h.proc.Signal(syscall.SIGTERM)
+	if err := h.proc.Wait(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	netnstest.Eventually(t, 5*time.Second, "the intake to be bound", func() bool {
+		st = h.status(t)
+		return st.Intake != nil && st.Intake.Bound
+	})
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut) // logged, then dropped
+	netnstest.Eventually(t, 5*time.Second, "the logged SYN to be received", func() bool {
+		return h.status(t).Intake.Received > 0
+	})
+	if out := h.moat("status"); !strings.Contains(out, "NFLOG group 7 bound") {
+		t.Fatalf("status text with a working intake:\n%s", out)
 	}
 }
