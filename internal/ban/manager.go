@@ -124,6 +124,7 @@ type Manager struct {
 	allows   *cover
 	meta     map[netip.Prefix]store.Entry // ban records by prefix
 	ameta    map[netip.Prefix]store.Entry // allow records (config and runtime)
+	failed   writeFailures                // store writes that failed (see Unsaved)
 }
 
 // New loads live bans and allows from st. configAllow is the config's allow
@@ -131,8 +132,9 @@ type Manager struct {
 // is used for a full install. Corrupt records are skipped and reported
 // through warn: one bad record must not leave the host without its bans.
 func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn func(error)) (*Manager, error) {
-	m := &Manager{store: st, enf: enf, bans: newCover(), allows: newCover(),
+	m := &Manager{enf: enf, bans: newCover(), allows: newCover(),
 		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}}
+	m.store = countingStore{Store: st, n: &m.failed.n}
 	if _, err := st.PruneBans(now); err != nil {
 		return nil, err
 	}

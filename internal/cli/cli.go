@@ -417,6 +417,9 @@ func (a *app) statusCmd() *cobra.Command {
 func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "daemon:    running, pid %d, up %s\n", st.PID, time.Since(st.Started).Round(time.Second))
 	fmt.Fprintf(w, "config:    %s\n", st.ConfigSource)
+	if st.ConfigFileDiffers {
+		fmt.Fprintln(w, "           the config file on disk DIFFERS from the config in force: the next SIGHUP or `moat firewall apply` loads it")
+	}
 	switch {
 	case !st.Enforcing:
 		fmt.Fprintln(w, "firewall:  OFF (moat firewall off); `moat firewall apply` turns it back on")
@@ -441,6 +444,22 @@ func printStatus(w io.Writer, st daemon.Status) {
 			}
 		}
 		fmt.Fprintln(w)
+	}
+	if in := st.Intake; in != nil {
+		switch {
+		case in.Bound:
+			fmt.Fprintf(w, "intake:    NFLOG group %d bound; %d packets received, %d lost, %d overruns\n", in.Group, in.Received, in.Lost, in.Overruns)
+		case in.Error != "":
+			fmt.Fprintf(w, "intake:    NFLOG group %d NOT bound: %s\n           the scan guard and daemon-mode doors are BLIND until moat restarts with the group free\n", in.Group, in.Error)
+		default:
+			fmt.Fprintf(w, "intake:    NFLOG group %d not bound yet\n", in.Group)
+		}
+	}
+	if st.StoreWriteFailures > 0 {
+		fmt.Fprintf(w, "store:     %d writes FAILED since start (disk full?); bans stay in the kernel, and the next start reads them back\n", st.StoreWriteFailures)
+	}
+	if st.RulesRepaired > 0 {
+		fmt.Fprintf(w, "reconcile: %d reinstalls of the table after its rules were changed outside moat (see the log)\n", st.RulesRepaired)
 	}
 	if st.Reasserted > 0 {
 		fmt.Fprintf(w, "reconcile: re-added %d elements the kernel had lost\n", st.Reasserted)

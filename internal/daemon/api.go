@@ -101,4 +101,29 @@ type Status struct {
 	LiftedBans     int64                       `json:"lifted_protected"` // guard bans lifted since start for covering a protected address
 	Login          *LoginStatus                `json:"login,omitempty"`
 	Scan           *ScanStatus                 `json:"scan,omitempty"`
+
+	// StoreWriteFailures counts store writes that failed since start (a
+	// full disk): the store may lack bans the kernel holds, so the stop
+	// leaves it marked unclean and the next start reads the kernel back.
+	StoreWriteFailures int64 `json:"store_write_failures,omitempty"`
+	// RulesRepaired counts reinstalls since start after moat's chains or
+	// rules in the kernel drifted from what it installed.
+	RulesRepaired int `json:"rules_repaired"`
+	// ConfigFileDiffers says the config file on disk is not the config in
+	// force (after a rollback, or an edit not yet applied): the next
+	// SIGHUP or apply loads it.
+	ConfigFileDiffers bool `json:"config_file_differs"`
+	// Intake is the NFLOG receiver the scan guard and daemon-mode doors
+	// read packets from.
+	Intake *IntakeStatus `json:"intake,omitempty"`
+}
+
+// IntakeStatus says whether moat receives the packets its ruleset logs.
+type IntakeStatus struct {
+	Group    uint16 `json:"group"`           // the NFLOG group ([firewall] log_group)
+	Bound    bool   `json:"bound"`           // moat holds the group
+	Error    string `json:"error,omitempty"` // why it does not
+	Received uint64 `json:"received"`
+	Lost     uint64 `json:"lost"`     // logged packets the kernel could not deliver
+	Overruns uint64 `json:"overruns"` // receive buffer overruns (each one or more lost)
 }

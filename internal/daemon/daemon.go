@@ -111,6 +111,9 @@ type Daemon struct {
 	lastRec    time.Time
 	lastHouse  time.Time
 	reasserted int
+	repaired   int    // reinstalls after the kernel's rules drifted (see repairDrift)
+	intakeErr  error  // why there is no packet intake (see intakeStatus)
+	logGroup   uint16 // the NFLOG group intake was asked to bind
 }
 
 // Run runs the daemon until ctx ends.
@@ -128,6 +131,14 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.cur = ld
+	// Before anything touches the table: a second moat in this network
+	// namespace (another state_dir and socket, so neither the store's lock
+	// nor the socket stops it) would fight the first over inet moat.
+	lock, err := lockNetns(d.log, ld.Cfg.Daemon.StateDir, ld.Cfg.Daemon.Socket)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	d.sshPorts = SSHPorts(ctx, d.log)
 	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
 		return fmt.Errorf("refusing to start with %s: %w", ld.Source, err)
@@ -192,10 +203,16 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.saveScan()
 	{
 		group := ld.Cfg.Firewall.LogGroup
+		d.mu.Lock()
+		d.logGroup = group
+		d.mu.Unlock()
 		g.Go(func() error {
 			if err := d.intake(gctx, group); err != nil {
 				// The firewall, bans and kernel-mode doors work without it.
-				d.log.Error("no packet intake: daemon-mode doors cannot open", "err", err)
+				d.log.Error("no packet intake: the scan guard is blind and daemon-mode doors cannot open", "err", err)
+				d.mu.Lock()
+				d.intakeErr = err
+				d.mu.Unlock()
 			}
 			return nil
 		})
@@ -231,9 +248,7 @@ func Run(ctx context.Context, opts Options) error {
 	err = g.Wait()
 	d.stopLogin()
 	d.bans.Flush() // the guards' last bans must be saved before the store is marked clean
-	if serr := st.SetMeta(metaStopped, []byte(stoppedClean)); serr != nil {
-		d.log.Warn("could not mark the store as cleanly stopped; the next start reads the kernel's bans back", "err", serr)
-	}
+	d.markStopped()
 	d.mu.Lock()
 	onExit := d.cur.Cfg.Daemon.OnExit
 	d.mu.Unlock()
@@ -304,6 +319,21 @@ const (
 	stoppedClean = "clean"
 	stoppedDirty = "running" // or killed: the store may lack bans the kernel holds
 )
+
+// markStopped marks the store clean, so the next start skips reading the
+// kernel's bans back, but only if every store write worked: after a failed
+// one (a full disk) the store lacks bans the kernel holds, and a start that
+// trusted it would install the table from the store alone and drop them.
+func (d *Daemon) markStopped() {
+	if n := d.bans.Unsaved(); n > 0 {
+		d.log.Warn("not marking the store as cleanly stopped: store writes failed since start (disk full?), so it may lack bans the kernel holds; the next start reads the kernel's bans back",
+			"failed_writes", n, "store", d.st.Path())
+		return
+	}
+	if err := d.st.SetMeta(metaStopped, []byte(stoppedClean)); err != nil {
+		d.log.Warn("could not mark the store as cleanly stopped; the next start reads the kernel's bans back", "err", err)
+	}
+}
 
 // adoptKernelBans takes into the store the bans only the kernel holds. A ban
 // goes into the kernel before the store (see ban.Manager), so a daemon
@@ -467,14 +497,15 @@ func (d *Daemon) rollbackIfDue(now time.Time) {
 		return
 	}
 	d.log.Warn("apply was not confirmed in time: rolling back", "to", prev.Source)
-	d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
-	if err := d.install(prev); err != nil {
-		d.log.Error("rollback failed", "err", err)
-		return
+	// The whole config, not only the table: the scan guard, the login
+	// guard and the doors must not keep running with what was not
+	// confirmed. force: the config being restored is the one known to work.
+	if err := d.switchTo(prev, "", true, 0); err != nil {
+		d.log.Error("rollback failed; trying again in 5s", "err", err)
+		d.mu.Lock()
+		d.deadline = now.Add(5 * time.Second)
+		d.mu.Unlock()
 	}
-	d.mu.Lock()
-	d.cur, d.pending = prev, nil
-	d.mu.Unlock()
 }
 
 // reconcile re-installs a table that vanished (a `flush ruleset` elsewhere)
@@ -519,6 +550,7 @@ func (d *Daemon) check(full bool) {
 		if n > 0 {
 			d.log.Warn("reconcile: re-added set elements missing from the kernel", "count", n)
 		}
+		d.repairDrift(cur)
 	}
 	d.mu.Lock()
 	d.lastRec = d.now()

@@ -200,6 +200,8 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	st := Status{PID: os.Getpid(), Started: d.started, ConfigSource: d.cur.Source, Enforcing: d.enforcing,
 		Open: openList(d.cur.Cfg, d.sshPorts), ClosedResponse: d.cur.Cfg.Firewall.ClosedResponse,
 		LastReconcile: d.lastRec, Reasserted: d.reasserted, BansByOrigin: map[string]int{}}
+	st.RulesRepaired = d.repaired
+	cur := d.cur
 	if d.pending != nil {
 		t := d.deadline
 		st.PendingConfirm = &t
@@ -228,6 +230,9 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	st.Allows = len(d.bans.Allows(now))
 	st.Protected = protectedJSON(d.prot.snapshot())
 	st.LiftedBans = d.prot.lifted.Load()
+	st.StoreWriteFailures = d.bans.Unsaved()
+	st.ConfigFileDiffers = d.configFileDiffers(cur)
+	st.Intake = d.intakeStatus()
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
 		st.Counters, err = d.fw.Counters()

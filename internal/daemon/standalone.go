@@ -34,6 +34,13 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 		return err
 	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(), cur: ld}
+	// A daemon with another socket may guard this namespace: replacing its
+	// table from here would leave it enforcing what it no longer knows.
+	lock, err := lockNetns(d.log, ld.Cfg.Daemon.StateDir, ld.Cfg.Daemon.Socket)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	d.sshPorts = SSHPorts(ctx, nil)
 	st, err := store.Open(ld.Cfg.Daemon.StateDir)
 	if err != nil {

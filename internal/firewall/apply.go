@@ -48,6 +48,10 @@ func (k SetKind) setName(v6 bool) string {
 type Applier struct {
 	mu   sync.Mutex
 	opts []nftables.ConnOption
+	// What the last Apply installed, for Drift (see drift.go); gen counts
+	// installs and removals, so a read that raced one is not called drift.
+	shape *shape
+	gen   uint64
 }
 
 // NewApplier returns an applier; opts select the namespace (tests).
@@ -151,6 +155,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
 	if err := c.Flush(); err != nil {
 		return explain(fmt.Errorf("nftables: install table inet %s: %w", TableName, err))
 	}
+	a.remember(rs)
 	return nil
 }
 
@@ -252,6 +257,7 @@ func (a *Applier) Remove() (bool, error) {
 	if err := c.Flush(); err != nil {
 		return false, explain(fmt.Errorf("nftables: delete table inet %s: %w", TableName, err))
 	}
+	a.forget()
 	return true, nil
 }
 
