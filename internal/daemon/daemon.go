@@ -98,6 +98,7 @@ type Daemon struct {
 	nflog     *nflog.Conn
 	local     localAddrs
 	prot      *protection
+	sessions  *sessionTable
 	loginStop func() // stops the running login guard and waits for it
 	login     *loginGuard
 	loginSrcs []string
@@ -140,7 +141,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer lock.Close()
 	d.sshPorts = SSHPorts(ctx, d.log)
-	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
+	// Only the caller's session stops a start: refusing to start would leave
+	// the host without its guards. Other sessions are warned about below.
+	if err := d.guard(ld.Cfg, opts.Session, opts.Force, false); err != nil {
 		return fmt.Errorf("refusing to start with %s: %w", ld.Source, err)
 	}
 	// The store's file lock is what makes a second daemon fail fast.
@@ -160,6 +163,12 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.bans.OnStoreError(func(err error) { d.log.Error("ban not saved", "err", err) })
+	saved, _ := st.Meta(metaSessions)
+	d.sessions = newSessionTable(d.log, saved)
+	d.sessions.refresh(d.sshPorts)
+	if err := d.guard(ld.Cfg, "", opts.Force, true); err != nil {
+		d.log.Warn("this config cuts off a logged-in SSH session at its next login", "err", err)
+	}
 	d.prot = d.newProtection(opts.Session)
 	d.prot.refresh()
 	d.bans.SetProtector(d.prot)
@@ -239,7 +248,8 @@ func Run(ctx context.Context, opts Options) error {
 			case <-gctx.Done():
 				return nil
 			case <-hup:
-				if err := d.reload("", true); err != nil {
+				// No caller to ask; the logged-in sessions are still checked.
+				if err := d.reload("", false); err != nil {
 					d.log.Error("reload failed; the previous config stays in force", "err", err)
 				}
 			}
@@ -275,11 +285,25 @@ func (d *Daemon) warnCorrupt(err error) {
 	d.log.Error("the store has unreadable records; they are skipped, every other ban is restored", "err", err)
 }
 
-// guard refuses a config that would lock out the caller's SSH session.
-func (d *Daemon) guard(cfg *config.Config, sshConn string, force bool) error {
-	s, ok := firewall.ParseSSHConnection(sshConn)
-	if !ok || force {
+// guard refuses a config that would lock out the caller's SSH session or,
+// with others true, any logged-in SSH session (see sessionTable).
+func (d *Daemon) guard(cfg *config.Config, sshConn string, force, others bool) error {
+	if force {
 		return nil
+	}
+	var check []firewall.Session
+	if s, ok := firewall.ParseSSHConnection(sshConn); ok {
+		check = append(check, s)
+	}
+	if others && d.sessions != nil {
+		for _, s := range d.sessions.list() {
+			who := "the logged-in SSH session"
+			if s.User != "" {
+				who = fmt.Sprintf("%s's logged-in SSH session", s.User)
+			}
+			check = append(check, firewall.Session{Client: s.Client.Addr().Unmap(),
+				Server: netip.AddrPortFrom(s.Server.Addr().Unmap(), s.Server.Port()), Who: who})
+		}
 	}
 	var extra []netip.Prefix
 	if d.bans != nil {
@@ -287,8 +311,10 @@ func (d *Daemon) guard(cfg *config.Config, sshConn string, force bool) error {
 			extra = append(extra, e.Prefix)
 		}
 	}
-	if why := firewall.CutsOff(cfg.Firewall, d.sshPorts, extra, s); why != "" {
-		return ban.Refuse("%s", why)
+	for _, s := range check {
+		if why := firewall.CutsOff(cfg.Firewall, d.sshPorts, extra, s); why != "" {
+			return ban.Refuse("%s", why)
+		}
 	}
 	return nil
 }
@@ -385,7 +411,11 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	d.sshPorts = ports
 	prev := d.cur
 	d.mu.Unlock()
-	if err := d.guard(ld.Cfg, sshConn, force); err != nil {
+	// Sessions and protected addresses as they are now, before the guards
+	// are rebuilt on them.
+	d.sessions.refresh(ports)
+	d.prot.refresh()
+	if err := d.guard(ld.Cfg, sshConn, force, true); err != nil {
 		return err
 	}
 	if ld.Cfg.Daemon.StateDir != prev.Cfg.Daemon.StateDir || ld.Cfg.Daemon.Socket != prev.Cfg.Daemon.Socket {
@@ -591,6 +621,13 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	}
 	g := newLoginGuard(cfg, d.log, d.bans, &d.local)
 	g.protected = d.prot
+	g.inSession = d.sessions.has
+	g.accepted = func(a netip.Addr, port uint16) {
+		d.mu.Lock()
+		ports := d.sshPorts
+		d.mu.Unlock()
+		d.sessions.accept(a, port, ports)
+	}
 	d.loadCounters(g)
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

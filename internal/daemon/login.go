@@ -41,7 +41,10 @@ type loginGuard struct {
 	mu       sync.Mutex
 	counters map[string]*ban.Counter // "sshd", then one per rule
 	users    map[string]int          // user names tried, bounded
-	sessions map[connKey]bool        // logged-in connections still open (see sessions.go)
+	// The daemon's session table (sessiontable.go): an Accepted line is
+	// reported to it, and an address holding a session is never banned.
+	accepted  func(a netip.Addr, port uint16)
+	inSession func(a netip.Addr) bool
 	banned   int
 	events   uint64
 }
@@ -50,7 +53,7 @@ const maxUsersTracked = 10_000
 
 func newLoginGuard(cfg config.Login, log *slog.Logger, bans *ban.Manager, local *localAddrs) *loginGuard {
 	g := &loginGuard{cfg: cfg, log: log, bans: bans, local: local,
-		counters: map[string]*ban.Counter{}, users: map[string]int{}, sessions: map[connKey]bool{}}
+		counters: map[string]*ban.Counter{}, users: map[string]int{}}
 	g.counters["sshd"] = ban.NewCounter(cfg.MaxRetry, cfg.FindTime, cfg.MaxTracked)
 	for _, r := range cfg.Rules {
 		retry := cfg.MaxRetry
@@ -90,7 +93,9 @@ func (g *loginGuard) ignored(a netip.Addr, now time.Time) string {
 // sshd handles one sshd event.
 func (g *loginGuard) sshd(ev *authlog.Event, now time.Time) {
 	if ev.Kind == authlog.Accepted {
-		g.sessionAccepted(ev.Addr, ev.Port)
+		if g.accepted != nil {
+			g.accepted(ev.Addr, ev.Port)
+		}
 		if g.cfg.ForgetOnSuccess {
 			g.mu.Lock()
 			g.counters["sshd"].Forget(ev.Addr)
@@ -146,7 +151,7 @@ func (g *loginGuard) fail(service string, a netip.Addr, kind authlog.Kind, user 
 	if g.bans.Active(a, now) {
 		return // lines about a banned address still in flight
 	}
-	if g.inSession(a) {
+	if g.inSession != nil && g.inSession(a) {
 		g.log.Warn("not banning: the address holds an open SSH session that logged in", "addr", a, "failures", count)
 		return
 	}

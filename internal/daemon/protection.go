@@ -63,12 +63,7 @@ func (p *protection) Protected(q netip.Prefix) (protect.Entry, bool) {
 
 func (d *Daemon) newProtection(sshConn string) *protection {
 	p := &protection{log: d.log, granted: d.holdsGrant, system: protect.System{Root: "/"},
-		session: func(a netip.Addr) bool {
-			d.mu.Lock()
-			lg := d.login
-			d.mu.Unlock()
-			return lg.inSession(a)
-		},
+		session: d.sessions.has,
 		extra: d.liveProtected,
 	}
 	if s, ok := firewall.ParseSSHConnection(sshConn); ok {
@@ -81,10 +76,7 @@ func (d *Daemon) newProtection(sshConn string) *protection {
 // refreshes: logged-in sessions and door-grant holders.
 func (d *Daemon) liveProtected() []protect.Entry {
 	var out []protect.Entry
-	d.mu.Lock()
-	lg := d.login
-	d.mu.Unlock()
-	for _, a := range lg.sessionAddrs() {
+	for _, a := range d.sessions.addrs() {
 		out = append(out, protect.Host(a, protect.WhySession))
 	}
 	for _, a := range d.grantHolders() {

@@ -319,11 +319,10 @@ func (d *Daemon) housekeep(now time.Time) {
 	}
 	d.check(false)
 	d.mu.Lock()
-	lg := d.login
+	ports := d.sshPorts
 	d.mu.Unlock()
-	if lg != nil {
-		lg.pruneSessions(established())
-	}
+	d.sessions.refresh(ports)
+	d.saveSessions()
 	d.refreshProtection(now)
 	if doors {
 		if gs, err := d.fw.Grants(); err == nil {

@@ -54,7 +54,9 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 	// A daemon killed before it saved a ban left it only in the kernel;
 	// the install below would drop it.
 	d.adoptKernelBans()
-	if err := d.guard(ld.Cfg, opts.Session, opts.Force); err != nil {
+	d.sessions = newSessionTable(d.log, nil)
+	d.sessions.refresh(d.sshPorts)
+	if err := d.guard(ld.Cfg, opts.Session, opts.Force, true); err != nil {
 		return err
 	}
 	var prev *Loaded

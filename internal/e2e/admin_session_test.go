@@ -69,7 +69,13 @@ func TestAdminSessionSurvivesReloadApplyAndRestart(t *testing.T) {
 			t.Fatalf("after %s: the admin's session was cut:\n%s", step, session.Output())
 		}
 	}
-	time.Sleep(4 * time.Second) // past ssh's ServerAlive timeout
+	for i := 0; i < 8; i++ {
+		time.Sleep(500 * time.Millisecond)
+		if session.Exited() {
+			t.Logf("exited after %d ms; bans %+v\n%s", 500*(i+1), h.bans(t), h.moat("status"))
+			break
+		}
+	}
 	if session.Exited() {
 		t.Fatalf("the admin's session was cut:\n%s", session.Output())
 	}

@@ -14,6 +14,7 @@ import (
 type Session struct {
 	Client netip.Addr
 	Server netip.AddrPort
+	Who    string // how a refusal names it; "" is "your SSH session"
 }
 
 // ParseSSHConnection parses SSH_CONNECTION; ok is false when it is empty
@@ -60,6 +61,10 @@ func CutsOff(fw config.Firewall, sshPorts []uint16, extraAllow []netip.Prefix, s
 			return ""
 		}
 	}
-	return fmt.Sprintf("it would cut off your SSH session (from %s to port %d): tcp/%d is not in [firewall] open and %s is not in [firewall] allow; open the port or allow the address, or use --force if you are sure",
-		s.Client, s.Server.Port(), s.Server.Port(), s.Client)
+	who := s.Who
+	if who == "" {
+		who = "your SSH session"
+	}
+	return fmt.Sprintf("it would cut off %s (from %s to port %d): tcp/%d is not in [firewall] open and %s is not in [firewall] allow; open the port or allow the address, or use --force if you are sure",
+		who, s.Client, s.Server.Port(), s.Server.Port(), s.Client)
 }

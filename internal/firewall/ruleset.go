@@ -185,7 +185,16 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
 		rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()))
 	if fw.Stealth {
+		openTCP := portRanges(config.ResolveSSH(fw.Open, sshPorts), config.TCP)
 		for _, r := range stealthRules() {
+			if r.reason == "nosyn" && len(openTCP) > 0 {
+				// Not to open ports: a connection that was open before moat
+				// started (the SSH session moat is installed from) was not
+				// tracked, and conntrack picks it up mid-stream, as a new
+				// connection without SYN. Dropping it would cut that session.
+				// A probe of an open port gets the host's own answer anyway.
+				r.match = append(r.match, dportsNot(protoTCP, openTCP))
+			}
 			add(logged(r.reason, r.match...)...)
 		}
 	}
@@ -211,13 +220,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		add(rule(grantLookup(SetGrant4, false), accept()), rule(grantLookup(SetGrant6, true), accept()))
 	}
 	for _, proto := range []config.Proto{config.TCP, config.UDP} {
-		var ranges []portRange
-		for _, p := range config.ResolveSSH(fw.Open, sshPorts) {
-			if p.Proto == proto {
-				ranges = append(ranges, portRange{p.From, p.To})
-			}
-		}
-		if len(ranges) > 0 {
+		if ranges := portRanges(config.ResolveSSH(fw.Open, sshPorts), proto); len(ranges) > 0 {
 			add(rule(dports(byte(proto), ranges), accept()))
 		}
 	}
@@ -336,4 +339,15 @@ func (c Chain) policy() *nftables.ChainPolicy {
 		p = nftables.ChainPolicyDrop
 	}
 	return &p
+}
+
+// portRanges are the port ranges of specs for one protocol.
+func portRanges(specs []config.PortSpec, proto config.Proto) []portRange {
+	var out []portRange
+	for _, p := range specs {
+		if p.Proto == proto {
+			out = append(out, portRange{p.From, p.To})
+		}
+	}
+	return out
 }

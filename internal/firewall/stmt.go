@@ -290,23 +290,32 @@ func portMatch(proto byte, src bool, port uint16) stmt {
 type portRange struct{ from, to uint16 }
 
 // dports matches destination ports of proto: one port, one range, or a set.
-func dports(proto byte, ranges []portRange) stmt {
+func dports(proto byte, ranges []portRange) stmt { return dportsOp(proto, ranges, false) }
+
+// dportsNot matches the protocol's packets to any port outside ranges.
+func dportsNot(proto byte, ranges []portRange) stmt { return dportsOp(proto, ranges, true) }
+
+func dportsOp(proto byte, ranges []portRange, not bool) stmt {
 	sort.Slice(ranges, func(i, j int) bool { return ranges[i].from < ranges[j].from })
 	head := cat(l4proto(proto), []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 	})
 	be := func(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
 	prefix := protoName(proto) + " dport "
+	op := expr.CmpOpEq
+	if not {
+		prefix, op = prefix+"!= ", expr.CmpOpNeq
+	}
 	if len(ranges) == 1 {
 		r := ranges[0]
 		if r.from == r.to {
 			return stmt{text: fmt.Sprintf("%s%d", prefix, r.from),
-				exprs: append(head, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(r.from)})}
+				exprs: append(head, &expr.Cmp{Op: op, Register: 1, Data: be(r.from)})}
 		}
 		return stmt{text: fmt.Sprintf("%s%d-%d", prefix, r.from, r.to),
-			exprs: append(head, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: be(r.from), ToData: be(r.to)})}
+			exprs: append(head, &expr.Range{Op: op, Register: 1, FromData: be(r.from), ToData: be(r.to)})}
 	}
-	lk := &expr.Lookup{SourceRegister: 1}
+	lk := &expr.Lookup{SourceRegister: 1, Invert: not}
 	as := &anonSet{keyType: nftables.TypeInetService, lookup: lk}
 	var names []string
 	for _, r := range ranges {
