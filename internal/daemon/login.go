@@ -45,8 +45,8 @@ type loginGuard struct {
 	// reported to it, and an address holding a session is never banned.
 	accepted  func(a netip.Addr, port uint16)
 	inSession func(a netip.Addr) bool
-	banned   int
-	events   uint64
+	banned    int
+	events    uint64
 }
 
 const maxUsersTracked = 10_000

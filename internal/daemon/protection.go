@@ -64,7 +64,7 @@ func (p *protection) Protected(q netip.Prefix) (protect.Entry, bool) {
 func (d *Daemon) newProtection(sshConn string) *protection {
 	p := &protection{log: d.log, granted: d.holdsGrant, system: protect.System{Root: "/"},
 		session: d.sessions.has,
-		extra: d.liveProtected,
+		extra:   d.liveProtected,
 	}
 	if s, ok := firewall.ParseSSHConnection(sshConn); ok {
 		p.caller = s.Client
