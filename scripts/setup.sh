@@ -14,10 +14,11 @@ fi
 # nftables/iproute2/conntrack: the firewall and the test namespaces;
 # openssh, nmap, hping3: real traffic against the tests' hosts; knockd,
 # sshguard, fail2ban: the reference tools moat replaces, for side-by-side
-# tests and benchmarks; gcc and libc6-dev: `go test -race` needs cgo.
+# tests and benchmarks; rsyslog: a syslog-fed auth.log, for the login
+# guard's forgery tests; gcc and libc6-dev: `go test -race` needs cgo.
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
-	sshguard fail2ban conntrack procps ca-certificates gcc libc6-dev
+	sshguard fail2ban conntrack procps ca-certificates gcc libc6-dev rsyslog
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).
