@@ -41,6 +41,8 @@ type loginGuard struct {
 	sessions map[connKey]bool        // logged-in connections still open (see sessions.go)
 	banned   int
 	events   uint64
+
+	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 }
 
 const maxUsersTracked = 10_000
@@ -202,6 +204,10 @@ type LoginStatus struct {
 	Banned   int           `json:"banned"`   // bans made since start
 	Events   uint64        `json:"events"`   // failures counted since start
 	TopUsers []UserAttempt `json:"top_users,omitempty"`
+
+	// Unverified counts sshd lines from syslog files not counted: the
+	// kernel saw no handshake (or, for Accepted, no connection) behind them.
+	Unverified uint64 `json:"unverified_lines"`
 }
 
 // UserAttempt is a user name and how often it was tried.
@@ -213,7 +219,7 @@ type UserAttempt struct {
 func (g *loginGuard) status(sources []string) LoginStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events}
+	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events, Unverified: g.trust.unverified}
 	for _, c := range g.counters {
 		st.Counting += c.Len()
 	}
@@ -414,16 +420,22 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 			}
 		})
 	}
+	d.mu.Lock()
+	ports := d.sshPorts
+	d.mu.Unlock()
+	g.trust.peers = &d.peers
+	g.trust.connOpen = func(a netip.Addr, p uint16) bool { return sshdConnOpen(ports, a, p) }
 	for _, src := range sources {
 		if src == "journal" {
 			run(src, func(ctx context.Context) error { return d.followJournal(ctx, g) })
 			continue
 		}
+		d.log.Warn(fileSourceWarning(src))
 		run(src, func(ctx context.Context) error {
 			return d.followFile(ctx, src, func(line []byte, now time.Time) {
 				var ev authlog.Event
 				if authlog.ParseSSHD(line, &ev) {
-					g.sshd(&ev, now)
+					g.sshdFromFile(&ev, now)
 				}
 			})
 		})
