@@ -424,7 +424,8 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	ports := d.sshPorts
 	d.mu.Unlock()
 	g.trust.peers = &d.peers
-	g.trust.connOpen = func(a netip.Addr, p uint16) bool { return sshdConnOpen(ports, a, p) }
+	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) { return sshdConn(ports, a, p) }
+	wg.Go(func() { g.recheckAccepts(ctx, d.now) })
 	for _, src := range sources {
 		if src == "journal" {
 			run(src, func(ctx context.Context) error { return d.followJournal(ctx, g) })

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"net/netip"
 	"os"
 	"slices"
@@ -27,7 +28,12 @@ import (
 // (firewall/sshpeer.go, NFLOG prefix moat:sshpeer), the daemon remembers
 // when, and an sshd line from a file counts only if its address did that
 // within sshPeerWindow. An "Accepted" line from a file must also name a
-// connection (address and port) that is established to sshd right now.
+// connection (address and port) established to sshd right now, and that
+// connection must be held by a logged-in sshd process (title "sshd: U@tty",
+// which sshd gives the post-auth child): an attacker who holds a real
+// pre-auth connection open and forges the line for it gets nothing, since
+// its connection is held by pre-auth processes ("[accepted]", "[net]") and
+// no local user can pass a socket into sshd's.
 
 // sshPeerWindow is how long a reported handshake vouches for an address's
 // lines. The kernel reports an active peer again every
@@ -109,14 +115,32 @@ type handshakes interface {
 // fileTrust decides whether an sshd event read from a syslog file counts.
 type fileTrust struct {
 	peers handshakes
-	// connOpen reports whether a connection from a port p is established
-	// to one of sshd's ports now.
-	connOpen func(a netip.Addr, p uint16) bool
+	// conn reports whether a connection from a port p is established to
+	// one of sshd's ports now, and whether a logged-in sshd process holds it.
+	conn func(a netip.Addr, p uint16) (open, loggedIn bool)
 
 	unverified uint64    // lines not counted; under the guard's mu
 	lastLog    time.Time // of the last debug line about one; under mu
 	warnedDown atomic.Bool
+	// pending holds Accepted lines whose connection was open but not yet
+	// held by a logged-in process: sshd logs the line before it forks the
+	// post-auth child. recheckAccepted settles them. Under mu.
+	pending []pendingAccept
 }
+
+// pendingAccept is an Accepted line waiting for its post-auth process.
+type pendingAccept struct {
+	key   connKey
+	until time.Time
+}
+
+// Bounds on Accepted lines waiting for their post-auth process: how many,
+// how long, and how often they are looked at again.
+const (
+	maxPendingAccepts = 16
+	acceptGrace       = 3 * time.Second
+	acceptRecheck     = 100 * time.Millisecond
+)
 
 // why says why a file line's event is not to be trusted, or "".
 func (g *loginGuard) untrusted(ev *authlog.Event, now time.Time) string {
@@ -132,9 +156,6 @@ func (g *loginGuard) untrusted(ev *authlog.Event, now time.Time) string {
 			return "no TCP handshake from the address to sshd in the last " + sshPeerWindow.String()
 		}
 	}
-	if ev.Kind == authlog.Accepted && t.connOpen != nil && !t.connOpen(a, ev.Port) {
-		return "no connection from the address and port is established to sshd"
-	}
 	return ""
 }
 
@@ -142,10 +163,74 @@ func (g *loginGuard) untrusted(ev *authlog.Event, now time.Time) string {
 // local user can write: only events the kernel vouches for count.
 func (g *loginGuard) sshdFromFile(ev *authlog.Event, now time.Time) {
 	why := g.untrusted(ev, now)
+	if why == "" && ev.Kind == authlog.Accepted && g.trust.conn != nil {
+		switch open, in := g.trust.conn(ev.Addr.Unmap(), ev.Port); {
+		case !open:
+			why = "no connection from the address and port is established to sshd"
+		case !in:
+			if g.deferAccepted(connKey{ev.Addr.Unmap(), ev.Port}, now) {
+				return
+			}
+			why = "too many Accepted lines waiting for a logged-in sshd process"
+		}
+	}
 	if why == "" {
 		g.sshd(ev, now)
 		return
 	}
+	g.notCounted(ev.Addr, ev.Kind, why, now)
+}
+
+// deferAccepted queues an Accepted line for recheckAccepted, unless the
+// queue is full.
+func (g *loginGuard) deferAccepted(k connKey, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.trust.pending {
+		if p.key == k {
+			return true
+		}
+	}
+	if len(g.trust.pending) >= maxPendingAccepts {
+		return false
+	}
+	g.trust.pending = append(g.trust.pending, pendingAccept{key: k, until: now.Add(acceptGrace)})
+	return true
+}
+
+// recheckAccepted settles the waiting Accepted lines: a connection now held
+// by a logged-in sshd process counts as a login; one that closed, or is
+// still pre-auth after acceptGrace, does not.
+func (g *loginGuard) recheckAccepted(now time.Time) {
+	g.mu.Lock()
+	pending := append([]pendingAccept(nil), g.trust.pending...)
+	g.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	var keep []pendingAccept
+	for _, p := range pending {
+		open, in := g.trust.conn(p.key.addr, p.key.port)
+		switch {
+		case open && in:
+			ev := authlog.Event{Kind: authlog.Accepted, Addr: p.key.addr, Port: p.key.port, Count: 1}
+			g.sshd(&ev, now)
+		case !open:
+			g.notCounted(p.key.addr, authlog.Accepted, "the connection closed before a logged-in sshd process held it", now)
+		case !now.Before(p.until):
+			g.notCounted(p.key.addr, authlog.Accepted, "no logged-in sshd process holds the connection", now)
+		default:
+			keep = append(keep, p)
+		}
+	}
+	g.mu.Lock()
+	// Lines deferred meanwhile were appended after the copy.
+	g.trust.pending = append(keep, g.trust.pending[len(pending):]...)
+	g.mu.Unlock()
+}
+
+// notCounted counts and (at most once a second) logs a line not counted.
+func (g *loginGuard) notCounted(a netip.Addr, kind authlog.Kind, why string, now time.Time) {
 	g.mu.Lock()
 	g.trust.unverified++
 	n := g.trust.unverified
@@ -155,27 +240,83 @@ func (g *loginGuard) sshdFromFile(ev *authlog.Event, now time.Time) {
 	}
 	g.mu.Unlock()
 	if say {
-		g.log.Debug("sshd line from a syslog file not counted: nothing shows sshd wrote it", "addr", ev.Addr,
-			"kind", ev.Kind.String(), "why", why, "unverified_lines", n)
+		g.log.Debug("sshd line from a syslog file not counted: nothing shows sshd wrote it", "addr", a,
+			"kind", kind.String(), "why", why, "unverified_lines", n)
 	}
 }
 
-// sshdConnOpen reports whether a connection from a port p is established
-// to one of ports, from /proc/net/tcp{,6} of the daemon's namespace.
-func sshdConnOpen(ports []uint16, a netip.Addr, p uint16) bool {
+// sshdConn reports whether a connection from a port p is established to one
+// of ports (from /proc/net/tcp{,6} of the daemon's namespace), and whether
+// a logged-in sshd process holds its socket.
+func sshdConn(ports []uint16, a netip.Addr, p uint16) (open, loggedIn bool) {
 	want := connKey{a.Unmap(), p}
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		data, err := os.ReadFile(f)
-		if err == nil && connEstablished(data, want, ports) {
-			return true
+		if err != nil {
+			continue
+		}
+		if inode, ok := connEstablished(data, want, ports); ok {
+			return true, loggedInHolder("/proc", inode)
+		}
+	}
+	return false, false
+}
+
+// loggedInHolder reports whether a process whose title is a logged-in
+// sshd's ("sshd: U@notty", "sshd-session: U@pts/0") holds the socket
+// inode. Only sshd processes' descriptors are listed.
+func loggedInHolder(proc string, inode string) bool {
+	if inode == "" || inode == "0" {
+		return false
+	}
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return false
+	}
+	want := "socket:[" + inode + "]"
+	for _, e := range ents {
+		pid := e.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		cmd, err := os.ReadFile(proc + "/" + pid + "/cmdline")
+		if err != nil || !loggedInTitle(cmd) {
+			continue
+		}
+		fds, err := os.ReadDir(proc + "/" + pid + "/fd")
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if l, err := os.Readlink(proc + "/" + pid + "/fd/" + fd.Name()); err == nil && l == want {
+				return true
+			}
 		}
 	}
 	return false
 }
 
+// loggedInTitle reports whether a process title is the one sshd gives a
+// session's process once the user logged in: "sshd: USER@TTY" (or
+// "sshd-session: ..."; TTY is "notty" without one). Before that the titles
+// are "sshd: [accepted]", "sshd: USER [priv]" and "sshd: USER [net]".
+func loggedInTitle(cmdline []byte) bool {
+	t := bytes.TrimRight(cmdline, "\x00 ")
+	rest, ok := bytes.CutPrefix(t, []byte("sshd: "))
+	if !ok {
+		rest, ok = bytes.CutPrefix(t, []byte("sshd-session: "))
+	}
+	if !ok {
+		return false
+	}
+	at := bytes.IndexByte(rest, '@')
+	return at > 0 && at < len(rest)-1 && bytes.IndexByte(rest[:at], ' ') < 0
+}
+
 // connEstablished reports whether a /proc/net/tcp{,6} table lists an
-// established connection from remote to one of the local ports.
-func connEstablished(data []byte, remote connKey, ports []uint16) bool {
+// established connection from remote to one of the local ports, and gives
+// its socket's inode.
+func connEstablished(data []byte, remote connKey, ports []uint16) (inode string, ok bool) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for first := true; sc.Scan(); first = false {
 		if first { // the header
@@ -190,10 +331,13 @@ func connEstablished(data []byte, remote connKey, ports []uint16) bool {
 			continue
 		}
 		if l, ok := parseProcAddr(f[1]); ok && slices.Contains(ports, l.port) {
-			return true
+			if len(f) > 9 {
+				return string(f[9]), true
+			}
+			return "", true
 		}
 	}
-	return false
+	return "", false
 }
 
 // fileSourceWarning is said once per start for each syslog-file source.
@@ -202,4 +346,18 @@ func fileSourceWarning(path string) string {
 		"moat counts a line from it only when the kernel saw its address complete a TCP handshake with sshd in the last " +
 		sshPeerWindow.String() + ", and an Accepted line only for a connection established now; " +
 		"the journal source is preferred (it records which program wrote each line): set [login] sources = [\"journal\"] where journald runs"
+}
+
+// recheckAccepts runs recheckAccepted every acceptRecheck until ctx ends.
+func (g *loginGuard) recheckAccepts(ctx context.Context, now func() time.Time) {
+	t := time.NewTicker(acceptRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.recheckAccepted(now())
+		}
+	}
 }

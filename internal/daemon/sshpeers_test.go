@@ -38,9 +38,10 @@ func (f *fakeHandshakes) handshake(a netip.Addr, now time.Time) (bool, bool) {
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // trustGuard is a login guard (max_retry 3, forget_on_success) over a real
-// ban manager, with fake evidence: handshakes from hs, and the connections
-// in open established to sshd.
-func trustGuard(t *testing.T, hs *fakeHandshakes, open map[connKey]bool) *loginGuard {
+// ban manager, with fake evidence: handshakes from hs, the connections in
+// conns established to sshd, those mapped to true held by a logged-in
+// sshd process.
+func trustGuard(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool) *loginGuard {
 	t.Helper()
 	st, err := store.Open(t.TempDir())
 	if err != nil {
@@ -55,7 +56,10 @@ func trustGuard(t *testing.T, hs *fakeHandshakes, open map[connKey]bool) *loginG
 		BanTimeMultiplier: 1, MaxBanTime: time.Hour, ForgetOnSuccess: true, MaxTracked: 1000}
 	g := newLoginGuard(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), bans, &localAddrs{})
 	g.trust.peers = hs
-	g.trust.connOpen = func(a netip.Addr, p uint16) bool { return open[connKey{a, p}] }
+	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) {
+		in, open := conns[connKey{a, p}]
+		return open, in
+	}
 	return g
 }
 
@@ -72,7 +76,6 @@ func fileLine(t *testing.T, msg string) *authlog.Event {
 func failed(a netip.Addr, port int) string {
 	return "Failed password for root from " + a.String() + " port " + strconv.Itoa(port) + " ssh2"
 }
-
 
 // Forged failure lines (no handshake behind them) never ban; real ones do;
 // a handshake older than the window vouches for nothing.
@@ -129,51 +132,111 @@ func TestFileRepeatedCountsOnce(t *testing.T) {
 }
 
 // A forged Accepted line neither forgets failures nor makes a session,
-// even for an address that holds a real pre-auth connection; a real one,
-// whose connection is established now, does both.
-func TestFileAcceptedNeedsHandshakeAndConnection(t *testing.T) {
+// even for an address that holds a real pre-auth connection (the review's
+// M2 forgery); a real one, whose connection a logged-in sshd process
+// holds (at once, or within acceptGrace), does both.
+func TestFileAcceptedNeedsHandshakeAndLoggedInConnection(t *testing.T) {
 	a := netip.MustParseAddr("10.210.0.140")
-	accepted := func(port int) *authlog.Event {
-		return fileLine(t, "Accepted password for nobody from "+a.String()+" port "+strconv.Itoa(port)+" ssh2")
-	}
+	k := connKey{a, 40100}
+	const (
+		none     = iota
+		preauth  // established, held by pre-auth processes only
+		loggedIn // established, held by "sshd: U@notty"
+	)
 	for _, tc := range []struct {
 		name      string
 		handshake bool
-		open      bool
+		conn      int
+		later     int // the connection at the recheck
 		trusted   bool
 	}{
-		{"no handshake, no connection", false, false, false},
-		{"handshake, no such connection", true, false, false},
-		{"connection without a handshake report", false, true, false},
-		{"handshake and connection", true, true, true},
+		{"no handshake, no connection", false, none, none, false},
+		{"handshake, no such connection", true, none, none, false},
+		{"logged-in connection without a handshake report", false, loggedIn, loggedIn, false},
+		{"handshake and a pre-auth connection held open", true, preauth, preauth, false},
+		{"handshake, pre-auth connection closed", true, preauth, none, false},
+		{"handshake and a logged-in connection", true, loggedIn, loggedIn, true},
+		{"handshake, logged in by the recheck", true, preauth, loggedIn, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hs := &fakeHandshakes{at: map[netip.Addr]time.Time{}}
 			if tc.handshake {
 				hs.at[a] = t0
 			}
-			open := map[connKey]bool{}
-			if tc.open {
-				open[connKey{a, 40100}] = true
+			conns := map[connKey]bool{}
+			set := func(c int) {
+				delete(conns, k)
+				if c != none {
+					conns[k] = c == loggedIn
+				}
 			}
+			set(tc.conn)
 			// Failures need a handshake to count at all.
-			g := trustGuard(t, &fakeHandshakes{at: map[netip.Addr]time.Time{a: t0}}, open)
+			g := trustGuard(t, &fakeHandshakes{at: map[netip.Addr]time.Time{a: t0}}, conns)
 			for i := range 2 {
 				g.sshdFromFile(fileLine(t, failed(a, 40000+i)), t0)
 			}
 			g.trust.peers = hs
-			g.sshdFromFile(accepted(40100), t0)
+			g.sshdFromFile(fileLine(t, "Accepted password for nobody from "+a.String()+" port 40100 ssh2"), t0)
+			set(tc.later)
+			g.recheckAccepted(t0.Add(acceptRecheck))
+			g.recheckAccepted(t0.Add(acceptGrace))
+			if len(g.trust.pending) != 0 {
+				t.Fatalf("still pending after acceptGrace: %v", g.trust.pending)
+			}
 			if got := g.inSession(a); got != tc.trusted {
 				t.Fatalf("session: %v, want %v", got, tc.trusted)
 			}
+			if st := g.status(nil); (st.Unverified == 0) != tc.trusted {
+				t.Fatalf("unverified_lines %d", st.Unverified)
+			}
+			set(none) // the session ends: only the forget (or not) remains
+			g.pruneSessions(map[connKey]bool{})
 			g.trust.peers = &fakeHandshakes{at: map[netip.Addr]time.Time{a: t0}}
-			g.sshdFromFile(fileLine(t, failed(a, 40002)), t0)
-			// Trusted: the failures were forgotten and the session spares
-			// a. Not trusted: the third failure bans.
-			if got := g.bans.Active(a, t0); got == tc.trusted {
+			g.sshdFromFile(fileLine(t, failed(a, 40002)), t0.Add(acceptGrace))
+			// Trusted: the failures were forgotten. Not: the third bans.
+			if got := g.bans.Active(a, t0.Add(acceptGrace)); got == tc.trusted {
 				t.Fatalf("banned: %v, want %v", got, !tc.trusted)
 			}
 		})
+	}
+}
+
+// The pending queue is bounded: lines past it are not counted.
+func TestFileAcceptedPendingBounded(t *testing.T) {
+	hs := &fakeHandshakes{at: map[netip.Addr]time.Time{}}
+	conns := map[connKey]bool{}
+	for i := range maxPendingAccepts + 4 {
+		a := netip.AddrFrom4([4]byte{10, 210, 1, byte(i)})
+		hs.at[a] = t0
+		conns[connKey{a, 40000}] = false
+	}
+	g := trustGuard(t, hs, conns)
+	for a := range hs.at {
+		g.sshdFromFile(fileLine(t, "Accepted password for x from "+a.String()+" port 40000 ssh2"), t0)
+	}
+	if len(g.trust.pending) != maxPendingAccepts || g.status(nil).Unverified != 4 {
+		t.Fatalf("pending %d, unverified %d", len(g.trust.pending), g.status(nil).Unverified)
+	}
+}
+
+func TestLoggedInTitle(t *testing.T) {
+	for title, want := range map[string]bool{
+		"sshd: root@notty":          true,
+		"sshd: alice@pts/0\x00\x00": true,
+		"sshd-session: bob@notty":   true,
+		"sshd: root [priv]":         false,
+		"sshd: root [net]":          false,
+		"sshd: [accepted]":          false,
+		"sshd: unknown [priv]":      false,
+		"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups": false,
+		"bash":            false,
+		"sshd: x y@notty": false,
+		"sshd: @notty":    false,
+	} {
+		if got := loggedInTitle([]byte(title)); got != want {
+			t.Errorf("%q: %v, want %v", title, got, want)
+		}
 	}
 }
 
@@ -234,7 +297,7 @@ func TestConnEstablished(t *testing.T) {
 		{"10.210.210.3", 50001, false}, // established, but to 8080
 		{"10.210.210.4", 50002, false}, // TIME_WAIT
 	} {
-		if got := connEstablished(v4, connKey{netip.MustParseAddr(tc.remote), tc.port}, ssh); got != tc.want {
+		if _, got := connEstablished(v4, connKey{netip.MustParseAddr(tc.remote), tc.port}, ssh); got != tc.want {
 			t.Errorf("%s port %d: %v, want %v", tc.remote, tc.port, got, tc.want)
 		}
 	}
