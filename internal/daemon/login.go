@@ -425,13 +425,17 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	d.mu.Unlock()
 	g.trust.peers = &d.peers
 	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) { return sshdConn(ports, a, p) }
-	wg.Go(func() { g.recheckAccepts(ctx, d.now) })
+	rechecking := false
 	for _, src := range sources {
 		if src == "journal" {
 			run(src, func(ctx context.Context) error { return d.followJournal(ctx, g) })
 			continue
 		}
 		d.log.Warn(fileSourceWarning(src))
+		if !rechecking {
+			rechecking = true
+			wg.Go(func() { g.recheckAccepts(ctx, d.now) })
+		}
 		run(src, func(ctx context.Context) error {
 			return d.followFile(ctx, src, func(line []byte, now time.Time) {
 				var ev authlog.Event
