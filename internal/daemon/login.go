@@ -206,7 +206,8 @@ type LoginStatus struct {
 	TopUsers []UserAttempt `json:"top_users,omitempty"`
 
 	// Unverified counts sshd lines from syslog files not counted: the
-	// kernel saw no handshake (or, for Accepted, no connection) behind them.
+	// kernel saw no handshake behind them (or, for Accepted, no connection
+	// held by a logged-in sshd process).
 	Unverified uint64 `json:"unverified_lines"`
 }
 

@@ -344,7 +344,7 @@ func connEstablished(data []byte, remote connKey, ports []uint16) (inode string,
 func fileSourceWarning(path string) string {
 	return "login source " + path + " is a syslog file: any local user can write lines into it that read as sshd's (logger -t sshd). " +
 		"moat counts a line from it only when the kernel saw its address complete a TCP handshake with sshd in the last " +
-		sshPeerWindow.String() + ", and an Accepted line only for a connection established now; " +
+		sshPeerWindow.String() + ", and an Accepted line only for a connection a logged-in sshd process holds; " +
 		"the journal source is preferred (it records which program wrote each line): set [login] sources = [\"journal\"] where journald runs"
 }
 
