@@ -14,11 +14,12 @@ fi
 # nftables/iproute2/conntrack: the firewall and the test namespaces;
 # openssh, nmap, hping3: real traffic against the tests' hosts; knockd,
 # sshguard, fail2ban: the reference tools moat replaces, for side-by-side
-# tests and benchmarks; gcc and libc6-dev: `go test -race` needs cgo;
-# sudo: the lockout guard must see the SSH session through sudo's env_reset.
+# tests and benchmarks; rsyslog: a syslog-fed auth.log, for the login
+# guard's forgery tests; sudo: the lockout guard must see the SSH session
+# through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo.
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
-	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo
+	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

@@ -115,9 +115,14 @@ type Event struct {
 	// Invalid reports that sshd said the user does not exist
 	// ("invalid user", "illegal user").
 	Invalid bool
-	// Count is how many attempts the line stands for: 1, or N for a syslog
-	// "message repeated N times: [ ... ]".
+	// Count is how many attempts the line stands for: always 1. A syslog
+	// "message repeated N times: [ ... ]" counts once too: the wrapper is
+	// written by the syslog daemon, so nothing vouches for its N (the
+	// journal never writes it).
 	Count int
+	// Repeated is the N of a "message repeated N times: [ ... ]" wrapper,
+	// 0 for a plain line. Shown, never counted.
+	Repeated int
 	// Time is the line's timestamp, zero if it has none. A classic syslog
 	// timestamp has no year and no zone: Time then holds its wall clock in
 	// year 0, UTC; InferYear places it.

@@ -238,7 +238,10 @@ var sepSSH2 = []byte(" ssh2")
 func parseMessage(msg []byte, ev *Event) bool {
 	ev.Count = 1
 	if inner, n, ok := cutRepeated(msg); ok {
-		msg, ev.Count = inner, n
+		// The wrapper is rsyslog's, not sshd's: anyone who can write to
+		// /dev/log can write it, and no one can check that the N lines it
+		// stands for were ever sent. It counts as the one line it is.
+		msg, ev.Repeated = inner, n
 	}
 	if len(msg) >= maxSSHDMessage || len(msg) == 0 {
 		return false

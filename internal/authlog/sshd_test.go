@@ -26,6 +26,9 @@ func describe(ok bool, ev *Event) string {
 	if ev.Count != 1 {
 		s += fmt.Sprintf(" count=%d", ev.Count)
 	}
+	if ev.Repeated != 0 {
+		s += fmt.Sprintf(" repeated=%d", ev.Repeated)
+	}
 	if !ev.Time.IsZero() {
 		s += " time=" + ev.Time.Format(time.RFC3339Nano)
 	}
@@ -215,7 +218,8 @@ func TestInferYear(t *testing.T) {
 func TestRepeated(t *testing.T) {
 	var ev Event
 	line := "Nov 21 06:29:01 host sshd[1234]: message repeated 12 times: [ Failed password for root from 203.0.113.24 port 6010 ssh2]"
-	if !ParseSSHD([]byte(line), &ev) || ev.Count != 12 || ev.Kind != FailedPassword {
+	// One forged line must not stand for twelve failures: it counts once.
+	if !ParseSSHD([]byte(line), &ev) || ev.Count != 1 || ev.Repeated != 12 || ev.Kind != FailedPassword {
 		t.Fatalf("got %s", describe(true, &ev))
 	}
 	for _, bad := range []string{

@@ -96,6 +96,7 @@ type Daemon struct {
 	scan      atomic.Pointer[scanGuard]
 	granted   atomic.Pointer[map[netip.Addr]bool] // sources holding a kernel-mode grant
 	nflog     *nflog.Conn
+	peers     sshPeers // sshd's peers the kernel reported (see sshpeers.go)
 	local     localAddrs
 	prot      *protection
 	sessions  *sessionTable
@@ -178,6 +179,7 @@ func Run(ctx context.Context, opts Options) error {
 		d.log.Warn("could not mark the store as in use", "err", err)
 	}
 	d.started = d.now()
+	d.seedSSHPeers() // before install empties the kernel's sets
 	if err := d.install(ld); err != nil {
 		ln.Close()
 		return err

@@ -325,6 +325,7 @@ func consumeOneTime(path string) error {
 func (d *Daemon) intake(ctx context.Context, group uint16) error {
 	c, err := nflog.Open(group)
 	if err != nil {
+		d.peers.down.Store(true)
 		return err
 	}
 	defer c.Close()
@@ -332,6 +333,7 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 	d.nflog = c
 	d.mu.Unlock()
 	knockPrefix := []byte(firewall.KnockPrefix)
+	peerPrefix := []byte(firewall.SSHPeerPrefix)
 	var p packet.Packet
 	err = c.Receive(ctx, func(m *nflog.Message) {
 		err := packet.Decode(m.Family, m.Payload, &p)
@@ -342,6 +344,10 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 			return
 		}
 		now := d.now()
+		if bytes.Equal(m.Prefix, peerPrefix) {
+			d.peers.record(p.Src, now)
+			return
+		}
 		if bytes.Equal(m.Prefix, knockPrefix) {
 			d.doors.Load().packet(&p, now)
 			return
@@ -353,6 +359,7 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 	if ctx.Err() != nil {
 		return nil
 	}
+	d.peers.down.Store(true)
 	return err
 }
 

@@ -47,6 +47,8 @@ type loginGuard struct {
 	inSession func(a netip.Addr) bool
 	banned    int
 	events    uint64
+
+	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 }
 
 const maxUsersTracked = 10_000
@@ -215,6 +217,11 @@ type LoginStatus struct {
 	Banned   int           `json:"banned"`   // bans made since start
 	Events   uint64        `json:"events"`   // failures counted since start
 	TopUsers []UserAttempt `json:"top_users,omitempty"`
+
+	// Unverified counts sshd lines from syslog files not counted: the
+	// kernel saw no handshake behind them (or, for Accepted, no connection
+	// held by a logged-in sshd process).
+	Unverified uint64 `json:"unverified_lines"`
 }
 
 // UserAttempt is a user name and how often it was tried.
@@ -226,7 +233,7 @@ type UserAttempt struct {
 func (g *loginGuard) status(sources []string) LoginStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events}
+	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events, Unverified: g.trust.unverified}
 	for _, c := range g.counters {
 		st.Counting += c.Len()
 	}
@@ -427,16 +434,27 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 			}
 		})
 	}
+	d.mu.Lock()
+	ports := d.sshPorts
+	d.mu.Unlock()
+	g.trust.peers = &d.peers
+	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) { return sshdConn(ports, a, p) }
+	rechecking := false
 	for _, src := range sources {
 		if src == "journal" {
 			run(src, func(ctx context.Context) error { return d.followJournal(ctx, g) })
 			continue
 		}
+		d.log.Warn(fileSourceWarning(src))
+		if !rechecking {
+			rechecking = true
+			wg.Go(func() { g.recheckAccepts(ctx, d.now) })
+		}
 		run(src, func(ctx context.Context) error {
 			return d.followFile(ctx, src, func(line []byte, now time.Time) {
 				var ev authlog.Event
 				if authlog.ParseSSHD(line, &ev) {
-					g.sshd(&ev, now)
+					g.sshdFromFile(&ev, now)
 				}
 			})
 		})

@@ -15,11 +15,6 @@ import (
 	"github.com/moat-fw/moat/internal/store"
 )
 
-// nopKernel stands in for the kernel's sets.
-type nopKernel struct{}
-
-func (nopKernel) Update(firewall.SetKind, []firewall.Element, []firewall.Element) error { return nil }
-
 func testScanGuard(t *testing.T, cfg config.Scan, prot ban.Protector) (*scanGuard, *ban.Manager) {
 	t.Helper()
 	st, err := store.Open(t.TempDir())
@@ -27,7 +22,7 @@ func testScanGuard(t *testing.T, cfg config.Scan, prot ban.Protector) (*scanGuar
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	m, err := ban.New(st, nopKernel{}, nil, t0, func(error) {})
+	m, err := ban.New(st, nullKernel{}, nil, t0, func(error) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +36,6 @@ func testScanGuard(t *testing.T, cfg config.Scan, prot ban.Protector) (*scanGuar
 	}
 	return newScanGuard(cfg, nil, log, m, ign, nil), m
 }
-
-var t0 = time.Unix(1_800_000_000, 0)
 
 // scan sends n bare SYNs (no options, as masscan) from src to n ports.
 func scan(g *scanGuard, src netip.Addr, n int, now time.Time) {
@@ -122,7 +115,8 @@ func TestScanNeverBansProtected(t *testing.T) {
 
 func TestBanBudgetRefund(t *testing.T) {
 	b := newBanBudget(2)
-	if !b.take(t0) || !b.take(t0) || b.take(t0) {
+	first, second, third := b.take(t0), b.take(t0), b.take(t0)
+	if !first || !second || third {
 		t.Fatal("two per minute")
 	}
 	b.refund()

@@ -24,9 +24,47 @@ type sshServer struct {
 	key     string // the client's private key, authorized for root
 	mu      sync.Mutex
 	logFile *os.File
+	// onLine, if set, hears each line as it is written (timing tests).
+	onLine func(line string, at time.Time)
 }
 
-func startSSHD(t *testing.T, h *host) *sshServer {
+// startSSHD runs sshd with its stderr written to s.log; extra lines
+// override the config's (sshd takes the first value of a keyword).
+func startSSHD(t *testing.T, h *host, extra ...string) *sshServer {
+	t.Helper()
+	s, dir := sshdFiles(t, h, extra...)
+	var err error
+	s.logFile, err = os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(s.log)
+			t.Logf("sshd's log %s:\n%s", s.log, b)
+		}
+	})
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	w := &syslogWriter{s: s}
+	cmd.Stderr = w
+	p := h.server.StartCmd(t, cmd)
+	w.mu.Lock()
+	w.pid = p.Pid()
+	w.mu.Unlock()
+	waitSSHD(t, h)
+	return s
+}
+
+func waitSSHD(t *testing.T, h *host) {
+	t.Helper()
+	netnstest.Eventually(t, 5*time.Second, "sshd to listen", func() bool {
+		return h.client.DialTCP(t, netip.Addr{}, netip.AddrPortFrom(h.link.A4, 22), time.Second) == netnstest.Connected
+	})
+}
+
+// sshdFiles writes sshd's keys and config under h.dir/sshd.
+func sshdFiles(t *testing.T, h *host, extra ...string) (*sshServer, string) {
 	t.Helper()
 	netnstest.RequireCommands(t, "sshd", "ssh", "ssh-keygen")
 	dir := filepath.Join(h.dir, "sshd")
@@ -49,7 +87,7 @@ func startSSHD(t *testing.T, h *host) *sshServer {
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`Port 22
+	cfg := strings.Join(append(extra, ""), "\n") + fmt.Sprintf(`Port 22
 HostKey %[1]s/host_key
 PidFile %[1]s/sshd.pid
 AuthorizedKeysFile %[1]s/authorized_keys
@@ -64,28 +102,7 @@ LogLevel INFO
 	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.logFile, err = os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(s.log)
-			t.Logf("sshd's log %s:\n%s", s.log, b)
-		}
-	})
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
-	w := &syslogWriter{s: s}
-	cmd.Stderr = w
-	p := h.server.StartCmd(t, cmd)
-	w.mu.Lock()
-	w.pid = p.Pid()
-	w.mu.Unlock()
-	netnstest.Eventually(t, 5*time.Second, "sshd to listen", func() bool {
-		return h.client.DialTCP(t, netip.Addr{}, netip.AddrPortFrom(h.link.A4, 22), time.Second) == netnstest.Connected
-	})
-	return s
+	return s, dir
 }
 
 // rotate renames the log away and starts a new one, as logrotate does.
@@ -272,6 +289,9 @@ func (w *syslogWriter) Write(b []byte) (int, error) {
 		w.buf = w.buf[i+1:]
 		w.s.mu.Lock()
 		w.s.logFile.WriteString(line)
+		if w.s.onLine != nil {
+			w.s.onLine(line, time.Now())
+		}
 		w.s.mu.Unlock()
 	}
 }

@@ -162,6 +162,11 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 
 	input := Chain{Name: "input", Hook: "input", Policy: "drop"}
 	input.Rules = append(input.Rules, rule(iifLo(), accept()))
+	// Before the interface dispatch, so that sshd's peers on every
+	// interface are vouched for (see sshpeer.go).
+	peerSets, peerRules := sshPeerRules(sshPorts, fw.LogGroup)
+	rs.Sets = append(rs.Sets, peerSets...)
+	input.Rules = append(input.Rules, peerRules...)
 	if len(fw.Interfaces) == 0 {
 		input.Rules = append(input.Rules, rule(gotoChain("guard")))
 	} else {

@@ -1,11 +1,9 @@
 package protect
 
 import (
-	"bytes"
-	"encoding/binary"
-	"encoding/hex"
 	"net/netip"
-	"strconv"
+
+	"github.com/moat-fw/moat/internal/session"
 )
 
 // Socket states in /proc/net/tcp (include/net/tcp_states.h). For UDP the
@@ -37,27 +35,14 @@ func (s *Sockets) Parse(data []byte) {
 	if s.listening == nil {
 		s.listening = map[uint16]bool{}
 	}
-	lines(data, func(i int, f [][]byte) {
-		if i == 0 || len(f) < 4 {
-			return // the header
-		}
-		st, err := strconv.ParseUint(string(f[3]), 16, 8)
-		if err != nil {
+	session.ParseTCP(data, func(e session.TCPEntry) {
+		if e.State == stateListen {
+			s.listening[e.Local.Port()] = true
 			return
 		}
-		local, ok := ParseProcAddr(f[1])
-		if !ok {
-			return
+		if len(s.conns) < maxSockets {
+			s.conns = append(s.conns, sock{local: e.Local.Port(), remote: e.Remote, state: e.State})
 		}
-		if st == stateListen {
-			s.listening[local.Port()] = true
-			return
-		}
-		remote, ok := ParseProcAddr(f[2])
-		if !ok || len(s.conns) >= maxSockets {
-			return
-		}
-		s.conns = append(s.conns, sock{local: local.Port(), remote: remote, state: uint8(st)})
 	})
 }
 
@@ -98,35 +83,4 @@ func (s *Sockets) Connected() []netip.Addr {
 func usable(ap netip.AddrPort) bool {
 	a := ap.Addr()
 	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback()
-}
-
-// ParseProcAddr parses "0100007F:0016" (IPv4) or 32 hex digits and a port
-// (IPv6): the address in host-order 32-bit words, the port big-endian hex.
-// IPv4-mapped addresses of dual-stack sockets are unmapped: the peer is an
-// IPv4 host.
-func ParseProcAddr(b []byte) (netip.AddrPort, bool) {
-	i := bytes.IndexByte(b, ':')
-	if i != 8 && i != 32 {
-		return netip.AddrPort{}, false
-	}
-	port, err := strconv.ParseUint(string(b[i+1:]), 16, 16)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	var raw [16]byte
-	n, err := hex.Decode(raw[:], b[:i])
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	// Each 32-bit word is in the kernel's (little-endian here) order.
-	for w := 0; w < n; w += 4 {
-		binary.BigEndian.PutUint32(raw[w:], binary.LittleEndian.Uint32(raw[w:]))
-	}
-	var a netip.Addr
-	if n == 4 {
-		a = netip.AddrFrom4([4]byte(raw[:4]))
-	} else {
-		a = netip.AddrFrom16(raw).Unmap()
-	}
-	return netip.AddrPortFrom(a, uint16(port)), true
 }

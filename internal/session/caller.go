@@ -108,7 +108,7 @@ func (sc *scanner) sshdSession(pid int) (Session, bool) {
 		if err != nil {
 			continue
 		}
-		parseTCP(data, func(e tcpEntry) {
+		ParseTCP(data, func(e TCPEntry) {
 			if !found.Client.IsValid() && e.State == tcpEstablished && slices.Contains(inodes, e.Inode) {
 				found = Session{Client: e.Remote, Server: e.Local, PID: pid, User: name, LoggedIn: true}
 			}

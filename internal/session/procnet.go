@@ -9,17 +9,22 @@ import (
 // "st" column of /proc/net/tcp.
 const tcpEstablished = 0x01
 
-// tcpEntry is one socket of /proc/net/tcp or /proc/net/tcp6.
-type tcpEntry struct {
+// TCPEntry is one socket of /proc/net/tcp or /proc/net/tcp6 (and of
+// /proc/net/udp{,6}, which have the same columns).
+type TCPEntry struct {
 	Local, Remote netip.AddrPort // IPv4-mapped IPv6 addresses unmapped
-	State         uint8
-	Inode         uint64 // the socket's inode: /proc/PID/fd links read socket:[Inode]
+	State         uint8          // the kernel's TCP state number (1: established, 2: SYN sent, 10: listen)
+	Inode         uint64         // the socket's inode: /proc/PID/fd links read socket:[Inode]
 }
 
-// parseTCP calls fn for every socket listed in a /proc/net/tcp{,6} table.
+// Established reports whether the socket is an established connection.
+func (e TCPEntry) Established() bool { return e.State == tcpEstablished }
+
+// ParseTCP calls fn for every socket listed in a /proc/net/tcp{,6} table.
+// It is the one parser of these tables in moat.
 // Malformed lines are skipped: the kernel's format is fixed, so they are
 // the header or a future extension. It does not allocate.
-func parseTCP(data []byte, fn func(tcpEntry)) {
+func ParseTCP(data []byte, fn func(TCPEntry)) {
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -39,8 +44,8 @@ func parseTCP(data []byte, fn func(tcpEntry)) {
 //	0: 01D2D20A:0016 02D2D20A:C350 01 00000000:00000000 02:00000000 00000000 0 0 4242 ...
 //
 // The header line fails to parse and is skipped by the caller.
-func parseTCPLine(line []byte) (tcpEntry, bool) {
-	var e tcpEntry
+func parseTCPLine(line []byte) (TCPEntry, bool) {
+	var e TCPEntry
 	var field [10][]byte
 	n := 0
 	for n < len(field) {

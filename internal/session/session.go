@@ -109,7 +109,7 @@ func (p Proc) LoggedIn(sshPorts []uint16) ([]Session, error) {
 	var tables [2][]byte
 	var readErr error
 	read, conns := 0, 0
-	toSSHD := func(e tcpEntry) bool {
+	toSSHD := func(e TCPEntry) bool {
 		return e.State == tcpEstablished && slices.Contains(sshPorts, e.Local.Port())
 	}
 	// thread-self, not self (where /proc/net points): the tables of the
@@ -123,7 +123,7 @@ func (p Proc) LoggedIn(sshPorts []uint16) ([]Session, error) {
 		}
 		read++
 		tables[i] = data
-		parseTCP(data, func(e tcpEntry) {
+		ParseTCP(data, func(e TCPEntry) {
 			if toSSHD(e) {
 				conns++
 			}
@@ -140,7 +140,7 @@ func (p Proc) LoggedIn(sshPorts []uint16) ([]Session, error) {
 	var out []Session
 	unknown := 0
 	for _, data := range tables {
-		parseTCP(data, func(e tcpEntry) {
+		ParseTCP(data, func(e TCPEntry) {
 			if !toSSHD(e) {
 				return
 			}

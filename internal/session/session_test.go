@@ -36,7 +36,7 @@ func TestParseTCPLine(t *testing.T) {
 			"0.0.0.0:22", "0.0.0.0:0", 0x0A, 18},
 	} {
 		e, ok := parseTCPLine([]byte(tc.line))
-		want := tcpEntry{netip.MustParseAddrPort(tc.local), netip.MustParseAddrPort(tc.remote), tc.state, tc.inode}
+		want := TCPEntry{netip.MustParseAddrPort(tc.local), netip.MustParseAddrPort(tc.remote), tc.state, tc.inode}
 		if !ok || e != want {
 			t.Errorf("parseTCPLine(%q)\n = %+v, %v\nwant %+v", tc.line, e, ok, want)
 		}
@@ -60,8 +60,8 @@ func TestParseTCPLine(t *testing.T) {
 func TestParseTCPDoesNotAllocate(t *testing.T) {
 	data := []byte("  sl  local_address rem_address   st\n" + tcpLine(0, "10.210.0.1:22", "10.210.0.2:40000", 1, 5) + "\n")
 	n := 0
-	if a := testing.AllocsPerRun(100, func() { parseTCP(data, func(tcpEntry) { n++ }) }); a != 0 {
-		t.Fatalf("parseTCP allocates %v times per table", a)
+	if a := testing.AllocsPerRun(100, func() { ParseTCP(data, func(TCPEntry) { n++ }) }); a != 0 {
+		t.Fatalf("ParseTCP allocates %v times per table", a)
 	}
 	if n == 0 {
 		t.Fatal("parsed nothing")
