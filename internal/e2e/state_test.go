@@ -86,7 +86,9 @@ func loginBurst(t *testing.T, h *host, log string, n int) []netip.Addr {
 		for y := 1; y < 255 && len(addrs) < n; y++ {
 			a := netip.AddrFrom4([4]byte{10, 210, byte(x), byte(y)})
 			addrs = append(addrs, a)
-			fmt.Fprintf(&b, "%s host sshd[4242]: message repeated 5 times: [ Failed password for root from %s port 22 ssh2]\n", stamp, a)
+			// A [[login.rule]] service's lines: sshd's from a file need the
+			// kernel's handshake evidence, which 2000 addresses cannot give.
+			fmt.Fprintf(&b, "%s host myapp[7]: auth failure for root from %s\n", stamp, a)
 		}
 	}
 	f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
@@ -118,7 +120,7 @@ func TestCleanStopAfterFullDiskKeepsBans(t *testing.T) {
 	if err := os.WriteFile(log, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n\n[login]\nsources = [%q]\nmax_retry = 1\nban_time = \"1h\"\n", openPort, log))
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n\n[login]\nsources = []\nban_time = \"1h\"\n\n[[login.rule]]\nname = \"myapp\"\nsource = %q\npattern = '^\\w{3} +\\d+ [\\d:]+ \\S+ myapp\\[\\d+\\]: auth failure for \\S+ from <HOST>$'\nmax_retry = 1\n", openPort, log))
 	h.start()
 	filler := filepath.Join(state, "filler")
 	f, err := os.Create(filler)
