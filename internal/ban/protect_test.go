@@ -84,3 +84,33 @@ func TestLiftProtectedLiftsOnlyGuardBans(t *testing.T) {
 		t.Fatalf("%d bans left, want the manual one and the unprotected one", n)
 	}
 }
+
+// What the protected-address policy adds to a guard's ban (kernel and
+// store faked): the protector is asked once per ban, before the lock.
+func BenchmarkAddGuardBan(b *testing.B) {
+	var es []protect.Entry
+	for i := range 1000 {
+		es = append(es, protect.Host(netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)}), protect.WhyOutgoing))
+	}
+	for _, c := range []struct {
+		name string
+		prot Protector
+	}{{"unprotected", nil}, {"protector", setProtector{protect.New(protect.LinkLocal, es)}}} {
+		b.Run(c.name, func(b *testing.B) {
+			m, _ := New(newMemStore(), newEnforcer(), nil, t0, func(error) {})
+			if c.prot != nil {
+				m.SetProtector(c.prot)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				a := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+				i++
+				if _, err := m.Add(Request{Prefix: netip.PrefixFrom(a, 32), Origin: "scan", For: time.Minute, NoWait: true}, t0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			m.Flush()
+		})
+	}
+}
