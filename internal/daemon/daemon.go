@@ -107,6 +107,7 @@ type Daemon struct {
 	mu         sync.Mutex // guards everything below
 	cur        *Loaded
 	sshPorts   []uint16
+	sshGrace   time.Duration // sshd's LoginGraceTime (see sessionTable)
 	enforcing  bool
 	pending    *Loaded // config to roll back to unless confirmed
 	deadline   time.Time
@@ -166,7 +167,8 @@ func Run(ctx context.Context, opts Options) error {
 	d.bans.OnStoreError(func(err error) { d.log.Error("ban not saved", "err", err) })
 	saved, _ := st.Meta(metaSessions)
 	d.sessions = newSessionTable(d.log, saved)
-	d.sessions.refresh(d.sshPorts)
+	d.sshGrace = loginGrace(ctx)
+	d.sessions.refresh(d.sshPorts, d.sshGrace, d.now())
 	if err := d.guard(ld.Cfg, "", opts.Force, true); err != nil {
 		d.log.Warn("this config cuts off a logged-in SSH session at its next login", "err", err)
 	}
@@ -415,7 +417,11 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	d.mu.Unlock()
 	// Sessions and protected addresses as they are now, before the guards
 	// are rebuilt on them.
-	d.sessions.refresh(ports)
+	grace := loginGrace(context.Background())
+	d.mu.Lock()
+	d.sshGrace = grace
+	d.mu.Unlock()
+	d.sessions.refresh(ports, grace, d.now())
 	d.prot.refresh()
 	if err := d.guard(ld.Cfg, sshConn, force, true); err != nil {
 		return err
@@ -626,9 +632,9 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	g.inSession = d.sessions.has
 	g.accepted = func(a netip.Addr, port uint16) {
 		d.mu.Lock()
-		ports := d.sshPorts
+		ports, grace := d.sshPorts, d.sshGrace
 		d.mu.Unlock()
-		d.sessions.accept(a, port, ports)
+		d.sessions.accept(a, port, ports, grace, d.now())
 	}
 	d.loadCounters(g)
 	lctx, cancel := context.WithCancel(ctx)

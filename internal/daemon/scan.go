@@ -319,9 +319,9 @@ func (d *Daemon) housekeep(now time.Time) {
 	}
 	d.check(false)
 	d.mu.Lock()
-	ports := d.sshPorts
+	ports, grace := d.sshPorts, d.sshGrace
 	d.mu.Unlock()
-	d.sessions.refresh(ports)
+	d.sessions.refresh(ports, grace, now)
 	d.saveSessions()
 	d.refreshProtection(now)
 	if doors {

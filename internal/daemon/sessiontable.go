@@ -1,13 +1,17 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/moat-fw/moat/internal/session"
+	"github.com/moat-fw/moat/internal/sshd"
 )
 
 // sessionTable holds the logged-in SSH sessions, which no guard may ban:
@@ -19,39 +23,60 @@ import (
 // reload, an apply or a restart never empties it, and a session that
 // logged in before moat started is in it as well. When moat cannot see
 // which sshd process holds a connection (no CAP_SYS_PTRACE), a connection
-// counts only once sshd's own Accepted line for it was seen, from a source
-// that vouches for its writer (the journal, or a file line the kernel's
-// handshake evidence backs); those are kept in the store across restarts.
+// counts once sshd's own Accepted line for it was seen, from a source that
+// vouches for its writer (the journal, or a file line the kernel's
+// handshake evidence backs), or once it has been established for longer
+// than sshd's LoginGraceTime: sshd cuts every connection still
+// authenticating by then, so one that outlives it logged in. Both are
+// kept in the store across restarts.
 type sessionTable struct {
-	proc session.Proc
+	scan func(sshPorts []uint16) ([]session.Session, error) // session.Proc.LoggedIn
 	log  *slog.Logger
 
 	mu       sync.Mutex
 	live     map[netip.Addr]session.Session // by client address
-	accepted map[connKey]bool               // Accepted lines for connections moat cannot attribute
-	dirty    bool                           // accepted changed since the last save
+	conns    map[connKey]*connSeen          // connections moat cannot attribute
+	dirty    bool                           // conns changed since the last save
 	hidden   bool                           // the last refresh could not see owners
 	warned   bool
 }
 
-// maxAccepted bounds the Accepted lines kept for unattributable
-// connections: each is pruned once its connection is gone.
+// connSeen is what moat knows of a connection it cannot attribute.
+type connSeen struct {
+	First    time.Time `json:"first"`    // first seen established
+	Accepted bool      `json:"accepted"` // sshd's Accepted line for it was seen
+}
+
+// graceMargin is added to LoginGraceTime before a connection's age says it
+// logged in: sshd's timer starts a little after the handshake moat saw.
+const graceMargin = 5 * time.Second
+
+// maxAccepted bounds the unattributable connections kept: each is pruned
+// once its connection is gone.
 const maxAccepted = 4096
 
 func newSessionTable(log *slog.Logger, saved []byte) *sessionTable {
-	t := &sessionTable{log: log, live: map[netip.Addr]session.Session{}, accepted: map[connKey]bool{}}
-	var keys []netip.AddrPort
-	if saved != nil && json.Unmarshal(saved, &keys) == nil {
-		for _, k := range keys[:min(len(keys), maxAccepted)] {
-			t.accepted[connKey{k.Addr().Unmap(), k.Port()}] = true
+	t := &sessionTable{scan: session.Proc{}.LoggedIn, log: log, live: map[netip.Addr]session.Session{}, conns: map[connKey]*connSeen{}}
+	var rows []savedConn
+	if saved != nil && json.Unmarshal(saved, &rows) == nil {
+		for _, r := range rows[:min(len(rows), maxAccepted)] {
+			c := r.connSeen
+			t.conns[connKey{r.Client.Addr().Unmap(), r.Client.Port()}] = &c
 		}
 	}
 	return t
 }
 
-// refresh rebuilds the table for sshd's ports.
-func (t *sessionTable) refresh(sshPorts []uint16) {
-	ss, err := t.proc.LoggedIn(sshPorts)
+// savedConn is a connSeen as the store keeps it.
+type savedConn struct {
+	Client netip.AddrPort `json:"client"`
+	connSeen
+}
+
+// refresh rebuilds the table for sshd's ports. grace is sshd's
+// LoginGraceTime (0: unknown or unlimited, and age proves nothing).
+func (t *sessionTable) refresh(sshPorts []uint16, grace time.Duration, now time.Time) {
+	ss, err := t.scan(sshPorts)
 	hidden := errors.Is(err, session.ErrOwnersHidden)
 	if err != nil && !hidden {
 		t.log.Warn("cannot read the SSH sessions from /proc; keeping the last ones", "err", err)
@@ -69,13 +94,26 @@ func (t *sessionTable) refresh(sshPorts []uint16) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range ss {
-		if k := (connKey{s.Client.Addr().Unmap(), s.Client.Port()}); s.Unknown && t.accepted[k] {
+		if !s.Unknown {
+			continue
+		}
+		k := connKey{s.Client.Addr().Unmap(), s.Client.Port()}
+		c := t.conns[k]
+		if c == nil {
+			if len(t.conns) >= maxAccepted {
+				continue
+			}
+			c = &connSeen{First: now}
+			t.conns[k] = c
+			t.dirty = true
+		}
+		if c.Accepted || grace > 0 && now.Sub(c.First) > grace+graceMargin {
 			live[k.addr] = s
 		}
 	}
-	for k := range t.accepted {
+	for k := range t.conns {
 		if !open[k] {
-			delete(t.accepted, k)
+			delete(t.conns, k)
 			t.dirty = true
 		}
 	}
@@ -83,24 +121,27 @@ func (t *sessionTable) refresh(sshPorts []uint16) {
 	t.hidden = hidden
 	if hidden && !t.warned {
 		t.warned = true
-		t.log.Warn("SSH sessions are known from sshd's Accepted lines only: a session that logged in before moat started is not protected until its next login", "err", err)
+		t.log.Warn("moat cannot see which sshd process holds each SSH connection: a connection counts as a logged-in session once sshd's Accepted line for it is read, or once it outlives sshd's LoginGraceTime", "err", err)
 	}
 }
 
 // accept records sshd's Accepted line for a connection. It matters only
 // when owners are hidden; otherwise the process table already says which
 // connections logged in.
-func (t *sessionTable) accept(a netip.Addr, port uint16, sshPorts []uint16) {
+func (t *sessionTable) accept(a netip.Addr, port uint16, sshPorts []uint16, grace time.Duration, now time.Time) {
 	if port == 0 {
 		return
 	}
+	k := connKey{a.Unmap(), port}
 	t.mu.Lock()
-	if len(t.accepted) < maxAccepted {
-		t.accepted[connKey{a.Unmap(), port}] = true
-		t.dirty = true
+	if c := t.conns[k]; c != nil {
+		c.Accepted = true
+	} else if len(t.conns) < maxAccepted {
+		t.conns[k] = &connSeen{First: now, Accepted: true}
 	}
+	t.dirty = true
 	t.mu.Unlock()
-	t.refresh(sshPorts) // protect it now, not at the next tick
+	t.refresh(sshPorts, grace, now) // protect it now, not at the next tick
 }
 
 // has reports whether a holds a logged-in session.
@@ -147,16 +188,16 @@ func (t *sessionTable) snapshot() ([]byte, bool) {
 		return nil, false
 	}
 	t.dirty = false
-	keys := make([]netip.AddrPort, 0, len(t.accepted))
-	for k := range t.accepted {
-		keys = append(keys, netip.AddrPortFrom(k.addr, k.port))
+	rows := make([]savedConn, 0, len(t.conns))
+	for k, c := range t.conns {
+		rows = append(rows, savedConn{Client: netip.AddrPortFrom(k.addr, k.port), connSeen: *c})
 	}
-	b, err := json.Marshal(keys)
+	b, err := json.Marshal(rows)
 	return b, err == nil
 }
 
-// metaSessions is the store key of the Accepted lines kept for connections
-// whose owner moat cannot see, so a restart keeps their protection.
+// metaSessions is the store key of what moat knows of the connections
+// whose owner it cannot see, so a restart keeps their protection.
 const metaSessions = "sessions.accepted"
 
 // saveSessions persists the session table's Accepted lines if they changed.
@@ -172,4 +213,20 @@ func (d *Daemon) saveSessions() {
 type connKey struct {
 	addr netip.Addr
 	port uint16
+}
+
+// loginGrace is sshd's LoginGraceTime from sshd -T, or 0 when sshd cannot
+// say or sets none (0 there means unlimited: age then proves nothing).
+func loginGrace(ctx context.Context) time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, sshdLoggingTimeout)
+	defer cancel()
+	e, err := sshd.Server{}.Effective(ctx, "")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(e.Get("logingracetime"))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }

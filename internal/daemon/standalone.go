@@ -55,7 +55,7 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 	// the install below would drop it.
 	d.adoptKernelBans()
 	d.sessions = newSessionTable(d.log, nil)
-	d.sessions.refresh(d.sshPorts)
+	d.sessions.refresh(d.sshPorts, loginGrace(ctx), d.now())
 	if err := d.guard(ld.Cfg, opts.Session, opts.Force, true); err != nil {
 		return err
 	}
