@@ -33,12 +33,12 @@ type sessionTable struct {
 	scan func(sshPorts []uint16) ([]session.Session, error) // session.Proc.LoggedIn
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	live     map[netip.Addr]session.Session // by client address
-	conns    map[connKey]*connSeen          // connections moat cannot attribute
-	dirty    bool                           // conns changed since the last save
-	hidden   bool                           // the last refresh could not see owners
-	warned   bool
+	mu     sync.Mutex
+	live   map[netip.Addr]session.Session // by client address
+	conns  map[connKey]*connSeen          // connections moat cannot attribute
+	dirty  bool                           // conns changed since the last save
+	hidden bool                           // the last refresh could not see owners
+	warned bool
 }
 
 // connSeen is what moat knows of a connection it cannot attribute.
