@@ -410,6 +410,18 @@ func suggest(got string, names []string) string {
 }
 
 // editDistance is the Levenshtein distance, capped at a short input so a
+// number decodes an integer or a float, such as a ban time multiplier.
+func (d *decoder) number(path string, v any, dst *float64) {
+	switch x := v.(type) {
+	case int64:
+		*dst = float64(x)
+	case float64:
+		*dst = x
+	default:
+		d.badType(path, v, "a number like 2 or 1.5")
+	}
+}
+
 // fuzzed megabyte-long key costs nothing.
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {

@@ -77,16 +77,7 @@ var loginKeys = []key{
 	}},
 	{"find_time", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Login.FindTime) }},
 	{"ban_time", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Login.BanTime) }},
-	{"ban_time_multiplier", func(d *decoder, p string, v any) {
-		switch x := v.(type) {
-		case int64:
-			d.cfg.Login.BanTimeMultiplier = float64(x)
-		case float64:
-			d.cfg.Login.BanTimeMultiplier = x
-		default:
-			d.badType(p, v, "a number like 2 or 1.5")
-		}
-	}},
+	{"ban_time_multiplier", func(d *decoder, p string, v any) { d.number(p, v, &d.cfg.Login.BanTimeMultiplier) }},
 	{"max_ban_time", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Login.MaxBanTime) }},
 	{"ignore", func(d *decoder, p string, v any) { d.prefixes(p, v, &d.cfg.Login.Ignore) }},
 	{"ipv6_prefix_after", func(d *decoder, p string, v any) {

@@ -75,16 +75,7 @@ var scanKeys = []key{
 	{"packet_tiers", func(d *decoder, p string, v any) { d.tiers(p, v, 1<<31-1, &d.cfg.Scan.PacketTiers) }},
 	{"sweep_tiers", func(d *decoder, p string, v any) { d.tiers(p, v, 64, &d.cfg.Scan.SweepTiers) }},
 	{"first_ban", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Scan.FirstBan) }},
-	{"ban_time_multiplier", func(d *decoder, p string, v any) {
-		switch x := v.(type) {
-		case int64:
-			d.cfg.Scan.BanTimeMultiplier = float64(x)
-		case float64:
-			d.cfg.Scan.BanTimeMultiplier = x
-		default:
-			d.badType(p, v, "a number like 6 or 1.5")
-		}
-	}},
+	{"ban_time_multiplier", func(d *decoder, p string, v any) { d.number(p, v, &d.cfg.Scan.BanTimeMultiplier) }},
 	{"max_bans_per_minute", func(d *decoder, p string, v any) {
 		if n, ok := d.uint(p, v, 1, 100_000); ok {
 			d.cfg.Scan.MaxBansPerMinute = int(n)

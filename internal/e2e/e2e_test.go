@@ -459,19 +459,27 @@ func TestCLIWithoutDaemon(t *testing.T) {
 	}
 }
 
+// smallStateDir mounts a 256 KiB tmpfs on the host's state_dir, for tests
+// that fill the disk under moat's store.
+func (h *host) smallStateDir() string {
+	h.t.Helper()
+	state := filepath.Join(h.dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := syscall.Mount("moat-e2e", state, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
+		h.t.Skipf("cannot mount a small tmpfs: %v", err)
+	}
+	h.t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	return state
+}
+
 // TestFullDiskKeepsBans fills the filesystem under state_dir: a new ban is
 // still enforced and the error says it was not saved; bans already in the
 // kernel stay, and moat keeps running.
 func TestFullDiskKeepsBans(t *testing.T) {
 	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
-	state := filepath.Join(h.dir, "state")
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("moat-e2e", state, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	state := h.smallStateDir()
 	h.start()
 	h.moat("ban", "add", h.link.B6.String())
 	f, err := os.Create(filepath.Join(state, "filler"))

@@ -108,14 +108,7 @@ func loginBurst(t *testing.T, h *host, log string, n int) []netip.Addr {
 // back and installs the table from the store alone, dropping them (M4).
 func TestCleanStopAfterFullDiskKeepsBans(t *testing.T) {
 	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
-	state := filepath.Join(h.dir, "state")
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("moat-e2e", state, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	state := h.smallStateDir()
 	log := filepath.Join(h.dir, "auth.log")
 	if err := os.WriteFile(log, nil, 0o600); err != nil {
 		t.Fatal(err)

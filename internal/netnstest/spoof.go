@@ -3,6 +3,7 @@ package netnstest
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/moat-fw/moat/internal/packet"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -147,25 +148,8 @@ func buildSYN(buf []byte, p Probe, seq uint32) []byte {
 	binary.BigEndian.PutUint16(tcp[14:], 1024)
 	binary.BigEndian.PutUint32(tcp[16:], 0)
 	// A wrong checksum makes conntrack call the packet invalid.
-	binary.BigEndian.PutUint16(tcp[16:], tcpChecksum(p.Src, p.Dst, tcp))
+	binary.BigEndian.PutUint16(tcp[16:], packet.TCPChecksum(p.Src, p.Dst, tcp))
 	return pkt
-}
-
-func tcpChecksum(src, dst netip.Addr, seg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-	}
-	add(src.AsSlice())
-	add(dst.AsSlice())
-	sum += unix.IPPROTO_TCP + uint32(len(seg))
-	add(seg)
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 // WriteResolvConf gives the namespace its own /etc/resolv.conf, as `ip

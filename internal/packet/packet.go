@@ -513,3 +513,23 @@ func (p *Packet) String() string {
 	b.WriteString(strconv.Itoa(int(p.TTL)))
 	return b.String()
 }
+
+// TCPChecksum is the checksum of a TCP segment (its checksum field zero)
+// from src to dst, for the tools that forge packets in tests and benches.
+// seg must have an even length (a header without data does).
+func TCPChecksum(src, dst netip.Addr, seg []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+	}
+	add(src.AsSlice())
+	add(dst.AsSlice())
+	sum += ProtoTCP + uint32(len(seg))
+	add(seg)
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/moat-fw/moat/internal/packet"
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
@@ -212,24 +213,7 @@ func (s *sender) fill(p []byte) {
 	binary.BigEndian.PutUint32(tcp[16:], 0) // checksum, urgent pointer
 	// A wrong checksum would make conntrack call the packet invalid and
 	// drop it before any knock rule saw it.
-	binary.BigEndian.PutUint16(tcp[16:], tcpChecksum(src, s.dst, tcp))
-}
-
-func tcpChecksum(src, dst netip.Addr, seg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-	}
-	add(src.AsSlice())
-	add(dst.AsSlice())
-	sum += unix.IPPROTO_TCP + uint32(len(seg))
-	add(seg)
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+	binary.BigEndian.PutUint16(tcp[16:], packet.TCPChecksum(src, s.dst, tcp))
 }
 
 // run sends at pps (or as fast as it can, if that is less) until ctx ends.
