@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"os"
 	"os/exec"
 	"strings"
@@ -68,6 +69,22 @@ func TestAdminSessionSurvivesReloadApplyAndRestart(t *testing.T) {
 		if session.Exited() {
 			t.Fatalf("after %s: the admin's session was cut:\n%s", step, session.Output())
 		}
+	}
+	// A config that closes sshd's port would cut the session at its next
+	// login: apply refuses it (no SSH_CONNECTION here: the session is
+	// found in the kernel), and so does a SIGHUP reload.
+	h.writeConfig(`open = ["tcp/8022"]`)
+	if out, err := h.moatErr("firewall", "apply"); err == nil || !strings.Contains(out, "root's logged-in SSH session (from "+admin.String()) {
+		t.Fatalf("apply of a config that closes sshd's port: err=%v\n%s", err, out)
+	}
+	if err := h.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	netnstest.Eventually(t, 5*time.Second, "the reload to be refused", func() bool {
+		return strings.Contains(h.proc.Output(), "reload failed")
+	})
+	if st := h.status(t); !slices.Contains(st.Open, "tcp/22") {
+		t.Fatalf("after a refused reload the open ports are %v", st.Open)
 	}
 	for i := 0; i < 8; i++ {
 		time.Sleep(500 * time.Millisecond)
