@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"slices"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,4 +108,69 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// Under the shipped unit's capabilities (CAP_NET_ADMIN and CAP_NET_RAW, no
+// CAP_SYS_PTRACE) moat cannot see which sshd process holds a connection,
+// and an Accepted line from a file cannot be verified. A connection that
+// outlives sshd's LoginGraceTime logged in (sshd cuts every one still
+// authenticating by then): the admin's becomes protected; a client that
+// only holds a TCP connection open never does.
+func TestSessionsUnderTheUnitsCapabilities(t *testing.T) {
+	netnstest.RequireCommands(t, "setpriv")
+	h := newHost(t, "open = [\"tcp/22\"]")
+	s := startSSHD(t, h, "LoginGraceTime 3")
+	h.writeConfig(loginConfig(h, s))
+	// moat asks `sshd -T` for sshd's ports and LoginGraceTime: let it read
+	// this sshd's config.
+	bin := filepath.Join(h.dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\n# The last -f wins: this sshd's config over the one moat names.\nexec /usr/sbin/sshd \"$@\" -f %s\n", filepath.Join(h.dir, "sshd", "sshd_config"))
+	if err := os.WriteFile(filepath.Join(bin, "sshd"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--bounding-set=-all,+net_admin,+net_raw", moatBin, "--config", h.cfg, "run")
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	h.startCmd(cmd)
+
+	admin, idle := h.link.B4, h.link.Host4(5)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(idle, 24))
+	session := h.client.StartCmd(t, exec.Command("ssh", "-N", "-b", admin.String(), "-i", s.key, "-l", "root",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "PreferredAuthentications=publickey", "-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3",
+		h.link.A4.String()))
+	// The idle client: a TCP connection to sshd that never authenticates.
+	var conn net.Conn
+	if err := h.client.Do(func() error {
+		var err error
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: idle.AsSlice()}, Timeout: 2 * time.Second}
+		conn, err = d.Dial("tcp", netip.AddrPortFrom(h.link.A4, 22).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	netnstest.Eventually(t, 20*time.Second, "the admin's session to be protected by its age", func() bool {
+		return protectedWhy(h.status(t), admin.String()) == "logged-in SSH session"
+	})
+	if !strings.Contains(h.proc.Output(), "cannot see which sshd process holds each SSH connection") {
+		t.Error("moat did not say it cannot see sshd's processes")
+	}
+	if why := protectedWhy(h.status(t), idle.String()); why != "" {
+		t.Fatalf("a client that never logged in is protected: %q", why)
+	}
+	h.client.SpoofSYNs(t, 2000, append(netnstest.PortScan(admin, h.link.A4, 3000, 40), netnstest.PortScan(idle, h.link.A4, 4000, 40)...))
+	netnstest.Eventually(t, 10*time.Second, "the idle client's forged scan to be banned", func() bool {
+		return hasBan(h.bans(t), idle.String(), "scan")
+	})
+	if hasBan(h.bans(t), admin.String(), "scan") {
+		t.Fatal("a forged scan banned the admin")
+	}
+	time.Sleep(4 * time.Second) // past ssh's ServerAlive timeout
+	if session.Exited() {
+		t.Fatalf("the admin's session was cut:\n%s", session.Output())
+	}
 }

@@ -93,6 +93,12 @@ func (h *host) start(env ...string) {
 	h.t.Helper()
 	cmd := exec.Command(moatBin, "--config", h.cfg, "run")
 	cmd.Env = append(os.Environ(), env...)
+	h.startCmd(cmd)
+}
+
+// startCmd is start for a prepared command that runs `moat run`.
+func (h *host) startCmd(cmd *exec.Cmd) {
+	h.t.Helper()
 	h.proc = h.server.StartCmd(h.t, cmd)
 	netnstest.Eventually(h.t, 10*time.Second, "moat to answer on its socket", func() bool {
 		if h.proc.Exited() {
