@@ -502,6 +502,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 		switch {
 		case in.Bound:
 			fmt.Fprintf(w, "intake:    NFLOG group %d bound; %d packets received, %d lost, %d overruns\n", in.Group, in.Received, in.Lost, in.Overruns)
+			if in.Foreign > 0 {
+				fmt.Fprintf(w, "           %d of them logged by another ruleset on this group (prefix not \"moat:\"): not scored\n", in.Foreign)
+			}
 		case in.Error != "":
 			fmt.Fprintf(w, "intake:    NFLOG group %d NOT bound: %s\n           the scan guard and daemon-mode doors are BLIND until moat restarts with the group free\n", in.Group, in.Error)
 		default:

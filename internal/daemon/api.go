@@ -130,4 +130,8 @@ type IntakeStatus struct {
 	Received uint64 `json:"received"`
 	Lost     uint64 `json:"lost"`     // logged packets the kernel could not deliver
 	Overruns uint64 `json:"overruns"` // receive buffer overruns (each one or more lost)
+	// Foreign counts logged packets on the group whose prefix is not
+	// moat's: another ruleset logging to the same group. They are not
+	// scored.
+	Foreign uint64 `json:"foreign"`
 }
