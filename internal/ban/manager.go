@@ -207,7 +207,10 @@ func unbannable(p netip.Prefix) string {
 		return "it covers every address"
 	case a.IsLoopback():
 		return "it is a loopback address, and loopback traffic is always accepted"
-	case a.IsUnspecified():
+	case p.IsSingleIP() && a.IsUnspecified():
+		// Only a host prefix is the unspecified address: a wider one
+		// that starts there (0.0.0.0/1, ::/1) is a block of real
+		// addresses, judged like any other wide ban.
 		return "it is the unspecified address"
 	case a.IsMulticast():
 		return "it is a multicast address, never a packet's source"

@@ -313,3 +313,36 @@ func TestReconcileIgnoresBansDuringTheRead(t *testing.T) {
 		t.Fatal("Active is wrong")
 	}
 }
+
+// Only a host prefix is "the unspecified address" (security review L7):
+// 0.0.0.0/1 is half of IPv4, as 128.0.0.0/1 is the other half, and goes on
+// to the checks any wide ban goes through.
+func TestUnspecifiedIsOnlyTheHostPrefix(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, err := New(st, enf, []netip.Prefix{mp("10.210.5.0/24")}, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		prefix string
+		want   string // "" when the ban must be made
+	}{
+		{"0.0.0.0/32", "cannot ban 0.0.0.0: it is the unspecified address"},
+		{"::/128", "cannot ban ::: it is the unspecified address"},
+		{"0.0.0.0/1", "overlaps 10.210.5.0/24 in the allow list"}, // the allow list, not "unspecified"
+		{"::/1", ""},
+		{"0.0.0.0/8", ""},
+		{"128.0.0.0/1", ""},
+	} {
+		_, err := m.Add(Request{Prefix: mp(c.prefix), For: time.Minute}, t0)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("Add(%s): %v, want a ban", c.prefix, err)
+		case c.want != "" && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("Add(%s): got %v, want a refusal containing %q", c.prefix, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "unspecified") && c.prefix != "0.0.0.0/32" && c.prefix != "::/128" {
+			t.Errorf("Add(%s): refused as the unspecified address: %v", c.prefix, err)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -192,6 +194,9 @@ func (a *app) firewallCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.checkDaemonConfig(cmd.Context(), c); err != nil {
+				return err
+			}
 			var resp daemon.ApplyResponse
 			err = c.Call(cmd.Context(), http.MethodPost, daemon.RouteApply,
 				daemon.ApplyRequest{Confirm: confirm, Session: callerSession(), Force: force}, &resp)
@@ -254,6 +259,51 @@ func (a *app) firewallCmd() *cobra.Command {
 	}
 	cmd.AddCommand(show, apply, confirmCmd, off)
 	return cmd
+}
+
+// checkDaemonConfig refuses an explicit --config that is not the file the
+// running daemon reads: apply through the daemon loads the daemon's own
+// file, so going ahead would apply something other than what was named
+// and quietly ignore --config. With no daemon it says nothing: apply then
+// works from --config itself.
+func (a *app) checkDaemonConfig(ctx context.Context, c *control.Client) error {
+	if !a.explicit {
+		return nil
+	}
+	var st daemon.Status
+	err := c.Call(ctx, http.MethodGet, daemon.RouteStatus, nil, &st)
+	if errors.Is(err, control.ErrNotRunning) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	theirs := st.ConfigPath
+	if theirs == "" {
+		theirs = st.ConfigSource // a daemon from before config_path
+	}
+	if sameFile(a.configPath, theirs) {
+		return nil
+	}
+	return fmt.Errorf("the running daemon reads %s, not %s, and `moat firewall apply` applies the daemon's file: "+
+		"to apply %s, put its contents in %s and run `moat firewall apply`, or restart the daemon with `moat run --config %s`",
+		theirs, a.configPath, a.configPath, theirs, a.configPath)
+}
+
+// sameFile reports whether paths x and y (x relative to this process's
+// directory, y absolute, from the daemon) name the same file: the same
+// path, or, when both exist, the same inode through a symlink or another
+// spelling.
+func sameFile(x, y string) bool {
+	if ax, err := filepath.Abs(x); err == nil && ax == filepath.Clean(y) {
+		return true
+	}
+	fx, err := os.Stat(x)
+	if err != nil {
+		return false
+	}
+	fy, err := os.Stat(y)
+	return err == nil && os.SameFile(fx, fy)
 }
 
 // client connects to the daemon's socket: --socket, else the config's.
@@ -417,6 +467,9 @@ func (a *app) statusCmd() *cobra.Command {
 func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "daemon:    running, pid %d, up %s\n", st.PID, time.Since(st.Started).Round(time.Second))
 	fmt.Fprintf(w, "config:    %s\n", st.ConfigSource)
+	if st.ConfigPath != "" && st.ConfigPath != st.ConfigSource {
+		fmt.Fprintf(w, "           reads %s on `moat firewall apply` and SIGHUP\n", st.ConfigPath)
+	}
 	if st.ConfigFileDiffers {
 		fmt.Fprintln(w, "           the config file on disk DIFFERS from the config in force: the next SIGHUP or `moat firewall apply` loads it")
 	}
@@ -449,6 +502,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 		switch {
 		case in.Bound:
 			fmt.Fprintf(w, "intake:    NFLOG group %d bound; %d packets received, %d lost, %d overruns\n", in.Group, in.Received, in.Lost, in.Overruns)
+			if in.Foreign > 0 {
+				fmt.Fprintf(w, "           %d of them logged by another ruleset on this group (prefix not \"moat:\"): not scored\n", in.Foreign)
+			}
 		case in.Error != "":
 			fmt.Fprintf(w, "intake:    NFLOG group %d NOT bound: %s\n           the scan guard and daemon-mode doors are BLIND until moat restarts with the group free\n", in.Group, in.Error)
 		default:

@@ -283,6 +283,8 @@ func TestParseErrors(t *testing.T) {
 		// Paths.
 		{"state_dir relative", "[daemon]\nstate_dir = \"var/lib/moat\"\n", `line 2: daemon.state_dir "var/lib/moat": want an absolute path`},
 		{"socket empty", "[daemon]\nsocket = \"\"\n", `line 2: daemon.socket "": want an absolute path like "/run/moat/moat.sock"`},
+		{"socket too long", "[daemon]\nstate_dir = \"/var/lib/moat\"\nsocket = \"/run/" + strings.Repeat("s", 103) + "\"\n",
+			`line 3: daemon.socket "/run/` + strings.Repeat("s", 103) + `": 108 bytes; a unix socket path is at most 107 bytes on Linux`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -737,4 +739,24 @@ func tomlQuote(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// The longest socket path the kernel takes is accepted (sun_path is 108
+// bytes with its NUL); one byte more is refused by config check, not left
+// to fail at start (security review L7).
+func TestSocketPathLimit(t *testing.T) {
+	src := func(n int) []byte {
+		return []byte("[daemon]\nsocket = \"/" + strings.Repeat("s", n-1) + "\"\n")
+	}
+	if _, err := Parse(src(107), "moat.toml"); err != nil {
+		t.Fatalf("107-byte socket path: %v", err)
+	}
+	_, err := Parse(src(108), "moat.toml")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "daemon.socket" || ce.Line != 2 {
+		t.Fatalf("108-byte socket path: got %#v, want a *config.Error for daemon.socket on line 2", err)
+	}
+	if !strings.Contains(err.Error(), "at most 107 bytes") {
+		t.Fatalf("108-byte socket path: %v; want it to name the limit", err)
+	}
 }

@@ -96,6 +96,10 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p
 }
 
+// maxSocketPath is the longest path a unix socket can be bound to on Linux:
+// sockaddr_un's sun_path is 108 bytes and a path must leave room for the NUL.
+const maxSocketPath = 107
+
 // problems checks the values against each other and their ranges. Parse has
 // already rejected what cannot even be decoded; this is what a Config built
 // in code can still get wrong, so Validate shares it.
@@ -112,6 +116,11 @@ func (c *Config) problems() []problem {
 	}
 	if !absPathOK(d.Socket) {
 		bad("daemon.socket", q(d.Socket), `want an absolute path like "/run/moat/moat.sock"`)
+	} else if len(d.Socket) > maxSocketPath {
+		// Caught here rather than by the daemon's listen, so that
+		// config check and apply refuse it instead of a start failing.
+		bad("daemon.socket", q(d.Socket), "%d bytes; a unix socket path is at most %d bytes on Linux (sun_path holds %d with the NUL); choose a shorter path",
+			len(d.Socket), maxSocketPath, maxSocketPath+1)
 	}
 	if !slices.Contains(onExitValues, d.OnExit) {
 		bad("daemon.on_exit", q(d.OnExit), "want %s", quotedOr(onExitValues))

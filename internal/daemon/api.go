@@ -83,9 +83,13 @@ type ApplyResponse struct {
 
 // Status is what `moat status` shows.
 type Status struct {
-	PID            int                         `json:"pid"`
-	Started        time.Time                   `json:"started"`
-	ConfigSource   string                      `json:"config_source"`
+	PID          int       `json:"pid"`
+	Started      time.Time `json:"started"`
+	ConfigSource string    `json:"config_source"`
+	// ConfigPath is the file the daemon reads on apply and SIGHUP, as an
+	// absolute path. It differs from ConfigSource while the daemon runs
+	// the embedded default because that file is missing.
+	ConfigPath     string                      `json:"config_path"`
 	Enforcing      bool                        `json:"enforcing"` // false after `moat firewall off`
 	TablePresent   bool                        `json:"table_present"`
 	Bans           int                         `json:"bans"`
@@ -126,4 +130,8 @@ type IntakeStatus struct {
 	Received uint64 `json:"received"`
 	Lost     uint64 `json:"lost"`     // logged packets the kernel could not deliver
 	Overruns uint64 `json:"overruns"` // receive buffer overruns (each one or more lost)
+	// Foreign counts logged packets on the group whose prefix is not
+	// moat's: another ruleset logging to the same group. They are not
+	// scored.
+	Foreign uint64 `json:"foreign"`
 }

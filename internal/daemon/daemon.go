@@ -96,7 +96,8 @@ type Daemon struct {
 	scan      atomic.Pointer[scanGuard]
 	granted   atomic.Pointer[map[netip.Addr]bool] // sources holding a kernel-mode grant
 	nflog     *nflog.Conn
-	peers     sshPeers // sshd's peers the kernel reported (see sshpeers.go)
+	foreign   atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
+	peers     sshPeers      // sshd's peers the kernel reported (see sshpeers.go)
 	local     localAddrs
 	prot      *protection
 	sessions  *sessionTable

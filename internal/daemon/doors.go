@@ -332,35 +332,53 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 	d.mu.Lock()
 	d.nflog = c
 	d.mu.Unlock()
-	knockPrefix := []byte(firewall.KnockPrefix)
-	peerPrefix := []byte(firewall.SSHPeerPrefix)
 	var p packet.Packet
-	err = c.Receive(ctx, func(m *nflog.Message) {
-		err := packet.Decode(m.Family, m.Payload, &p)
-		if err != nil && !errors.Is(err, packet.ErrTruncated) {
-			return
-		}
-		if !p.Src.IsValid() {
-			return
-		}
-		now := d.now()
-		if bytes.Equal(m.Prefix, peerPrefix) {
-			d.peers.record(p.Src, now)
-			return
-		}
-		if bytes.Equal(m.Prefix, knockPrefix) {
-			d.doors.Load().packet(&p, now)
-			return
-		}
-		if g := d.scan.Load(); g != nil && err == nil {
-			g.packet(&p, m.Prefix, now)
-		}
-	})
+	err = c.Receive(ctx, func(m *nflog.Message) { d.dispatch(m, &p) })
 	if ctx.Err() != nil {
 		return nil
 	}
 	d.peers.down.Store(true)
 	return err
+}
+
+// The NFLOG prefixes intake dispatches on.
+var (
+	knockPrefix = []byte(firewall.KnockPrefix)
+	peerPrefix  = []byte(firewall.SSHPeerPrefix)
+	moatPrefix  = []byte(firewall.LogPrefix("")) // every prefix moat's ruleset logs with starts so
+)
+
+// dispatch hands one logged packet to whoever its prefix is for: the
+// handshake evidence, the door engine, or the scan guard. p is scratch
+// space, reused across calls.
+func (d *Daemon) dispatch(m *nflog.Message, p *packet.Packet) {
+	if !bytes.HasPrefix(m.Prefix, moatPrefix) {
+		// Another ruleset logging to the same group: its packets are
+		// not what moat dropped, and scoring them would let its rules
+		// (or whoever they log) get addresses banned. Counted, so that
+		// status shows the group is shared.
+		d.foreign.Add(1)
+		return
+	}
+	err := packet.Decode(m.Family, m.Payload, p)
+	if err != nil && !errors.Is(err, packet.ErrTruncated) {
+		return
+	}
+	if !p.Src.IsValid() {
+		return
+	}
+	now := d.now()
+	if bytes.Equal(m.Prefix, peerPrefix) {
+		d.peers.record(p.Src, now)
+		return
+	}
+	if bytes.Equal(m.Prefix, knockPrefix) {
+		d.doors.Load().packet(p, now)
+		return
+	}
+	if g := d.scan.Load(); g != nil && err == nil {
+		g.packet(p, m.Prefix, now)
+	}
 }
 
 // DoorJSON describes a door for `moat door list`.

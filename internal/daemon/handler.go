@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/moat-fw/moat/internal/ban"
@@ -201,6 +202,10 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 		Open: openList(d.cur.Cfg, d.sshPorts), ClosedResponse: d.cur.Cfg.Firewall.ClosedResponse,
 		LastReconcile: d.lastRec, Reasserted: d.reasserted, BansByOrigin: map[string]int{}}
 	st.RulesRepaired = d.repaired
+	st.ConfigPath = d.opts.ConfigPath
+	if abs, err := filepath.Abs(st.ConfigPath); err == nil {
+		st.ConfigPath = abs // the CLI runs in another directory
+	}
 	cur := d.cur
 	if d.pending != nil {
 		t := d.deadline

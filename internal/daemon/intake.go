@@ -7,7 +7,7 @@ package daemon
 func (d *Daemon) intakeStatus() *IntakeStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	is := &IntakeStatus{Group: d.logGroup}
+	is := &IntakeStatus{Group: d.logGroup, Foreign: d.foreign.Load()}
 	switch {
 	case d.intakeErr != nil:
 		is.Error = d.intakeErr.Error()

@@ -614,3 +614,32 @@ func TestForwardedTrafficBans(t *testing.T) {
 		t.Fatalf("forward untouched: %s, want Connected", got)
 	}
 }
+
+// `moat firewall apply --config X` beside a running daemon that reads
+// another file is refused, naming both (security review L7), and changes
+// nothing; the daemon's own file still applies.
+func TestApplyOtherConfigRefused(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	h.start()
+	daemonCfg := h.cfg
+	kept, err := os.ReadFile(daemonCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\", \"tcp/%d\"]", openPort, closedPort)) // same socket, more open
+	other := filepath.Join(h.dir, "other.toml")
+	if err := os.Rename(h.cfg, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(daemonCfg, kept, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", h.server.Name, moatBin, "--config", other, "firewall", "apply").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the running daemon reads "+daemonCfg+", not "+other) ||
+		!strings.Contains(string(out), "moat run --config "+other) {
+		t.Fatalf("apply --config %s beside a daemon reading %s: err=%v\n%s", other, daemonCfg, err, out)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.moat("firewall", "apply")
+	h.expect(h.link.B4, openPort, netnstest.Connected)
+}

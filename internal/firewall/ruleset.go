@@ -117,6 +117,10 @@ func stealthRules() []stealthRule {
 		// New connections must start with a bare SYN: catches ACK, window
 		// and Maimon scans and the rest of nmap's non-SYN probes.
 		{"nosyn", []stmt{tcpFlags(flagSYN, flagFIN|flagSYN|flagRST|flagACK, true), ctNew()}},
+		// Backstops only: conntrack reassembles fragments before the
+		// input hook, so these see only a fragment it could not (their
+		// counter is normally 0), and a fragmented probe is judged whole
+		// by the rules above.
 		{"fragment", []stmt{fragV4()}},
 		{"fragment", []stmt{fragV6()}},
 	}

@@ -76,3 +76,32 @@ func TestLastAddrAndRanges(t *testing.T) {
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
 func fmtList(s []string) string        { return strings.Join(s, " ") }
+
+// The daemon's NFLOG intake scores only prefixes starting "moat:" (another
+// ruleset may log to the same group), so every rule moat logs with must use
+// one, doors included.
+func TestEveryLogPrefixIsMoats(t *testing.T) {
+	data, err := os.ReadFile("../../examples/moat.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(data, "example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := Build(cfg.Firewall, []uint16{22}, cfg.Doors...).String()
+	n := 0
+	for rest := text; ; n++ {
+		i := strings.Index(rest, `log prefix "`)
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len(`log prefix "`):]
+		if !strings.HasPrefix(rest, LogPrefix("")) {
+			t.Errorf("a rule logs with a prefix not starting %q: log prefix %q...", LogPrefix(""), rest[:min(len(rest), 20)])
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d log prefixes in the example ruleset; the test no longer sees them", n)
+	}
+}
