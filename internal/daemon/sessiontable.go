@@ -33,12 +33,13 @@ type sessionTable struct {
 	scan func(sshPorts []uint16) ([]session.Session, error) // session.Proc.LoggedIn
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	live   map[netip.Addr]session.Session // by client address
-	conns  map[connKey]*connSeen          // connections moat cannot attribute
-	dirty  bool                           // conns changed since the last save
-	hidden bool                           // the last refresh could not see owners
-	warned bool
+	mu      sync.Mutex
+	live    map[netip.Addr]session.Session // by client address
+	conns   map[connKey]*connSeen          // connections moat cannot attribute
+	dirty   bool                           // conns changed since the last save
+	hidden  bool                           // the last refresh could not see owners
+	warned  bool
+	failing bool // the last refresh failed (logged once)
 }
 
 // connSeen is what moat knows of a connection it cannot attribute.
@@ -79,7 +80,13 @@ func (t *sessionTable) refresh(sshPorts []uint16, grace time.Duration, now time.
 	ss, err := t.scan(sshPorts)
 	hidden := errors.Is(err, session.ErrOwnersHidden)
 	if err != nil && !hidden {
-		t.log.Warn("cannot read the SSH sessions from /proc; keeping the last ones", "err", err)
+		t.mu.Lock()
+		say := !t.failing
+		t.failing = true
+		t.mu.Unlock()
+		if say { // once per failure, not every 2 s
+			t.log.Warn("cannot read the SSH sessions from /proc; keeping the last ones", "err", err)
+		}
 		return
 	}
 	live := make(map[netip.Addr]session.Session, len(ss))
@@ -119,6 +126,7 @@ func (t *sessionTable) refresh(sshPorts []uint16, grace time.Duration, now time.
 	}
 	t.live = live
 	t.hidden = hidden
+	t.failing = false
 	if hidden && !t.warned {
 		t.warned = true
 		t.log.Warn("moat cannot see which sshd process holds each SSH connection: a connection counts as a logged-in session once sshd's Accepted line for it is read, or once it outlives sshd's LoginGraceTime", "err", err)
