@@ -22,6 +22,11 @@ func TestCompileRuleRefuses(t *testing.T) {
 		{`^.* from <HOST> .*$`, "both sides"},
 		{`^<USER> from <HOST>: .+$`, "both sides"},
 		{`^x(?: y)* <HOST>(?: z)*$`, "both sides"},
+		// The review's M7: bounded repetitions were exempt (and Simplify
+		// hid them), so a client's text could carry the address.
+		{`^.* myapp\[\d+\]: login failed from <HOST>(?: \S+){0,3}$`, "both sides"},
+		{`^.* myapp\[\d+\]: login failed from <HOST>.{0,60}$`, "both sides"},
+		{`^.{0,16} from <HOST> .{0,5}$`, "both sides"},
 		{`^(?:a <HOST>)?$`, "fixed place"},
 		{`^(?:a <HOST>|b)$`, "fixed place"},
 		{`^(<HOST>)$`, "fixed place"},
@@ -32,6 +37,19 @@ func TestCompileRuleRefuses(t *testing.T) {
 		_, err := CompileRule(tt.pattern)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want it to mention %q", tt.pattern, err, tt.want)
+		}
+	}
+}
+
+// A bound of one is a fixed place, not open text.
+func TestCompileRuleAcceptsSingleOptionalText(t *testing.T) {
+	for _, p := range []string{
+		`^.* from <HOST>(?: port \d+)?$`,
+		`^.* from <HOST>(?: ssh2){1}$`,
+		`^\w{3} +\d+ [\d:]+ \S+ myapp\[\d+\]: auth failure for \S+ from <HOST>$`,
+	} {
+		if _, err := CompileRule(p); err != nil {
+			t.Errorf("%s: %v", p, err)
 		}
 	}
 }

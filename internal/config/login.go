@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moat-fw/moat/internal/authlog"
 )
 
 // Login configures the login guard: bans for addresses that keep failing to
@@ -217,8 +219,10 @@ func (l *Login) problems() []problem {
 		case !anchoredRe.MatchString(r.Pattern):
 			bad(joinKey(p, "pattern"), q(r.Pattern), "must start with ^ and end with $: unanchored, text an attacker controls (a user name) could supply the address; see docs/login-rules.md")
 		default:
-			if _, err := regexp.Compile(strings.Replace(r.Pattern, "<HOST>", `(\S+)`, 1)); err != nil {
-				bad(joinKey(p, "pattern"), q(r.Pattern), "not a valid Go regexp: %v", err)
+			// The very compiler the daemon uses, with its shape check: a
+			// rule config check accepts is a rule the daemon runs.
+			if _, err := authlog.CompileRule(r.Pattern); err != nil {
+				bad(joinKey(p, "pattern"), q(r.Pattern), "%s", strings.TrimPrefix(err.Error(), "login rule "+q(r.Pattern)+": "))
 			}
 		}
 	}
