@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moat-fw/moat/internal/knock"
+	"github.com/moat-fw/moat/internal/knockd"
 )
 
 // knockArgs is what `moat knock` was asked to do, once its flags and
@@ -229,11 +230,11 @@ func (a *app) importCmd() *cobra.Command {
 				defer f.Close()
 				in = f
 			}
-			conf, err := knock.ParseKnockdConf(in)
+			conf, err := knockd.Parse(in)
 			if err != nil {
 				return err
 			}
-			out, warnings := knock.ImportKnockd(conf)
+			out, warnings := knockd.Import(conf)
 			if _, err := io.WriteString(a.out, out); err != nil {
 				return err
 			}

@@ -23,6 +23,7 @@ type Door struct {
 	StopCommand      []string      // stop_command: optional argv run when the grant ends
 	OneTimeSequences string        // one_time_sequences: optional knockd-format file; a used line is consumed
 	MaxPending       int           // max_pending: sources in the middle of a sequence tracked at once
+	AllowWeak        bool          // allow_weak: accept a sequence a sweep can complete
 }
 
 // Daemon reports whether the door needs moat's daemon to verify knocks:
@@ -121,6 +122,7 @@ var doorKeys = []key{
 	{"start_command", func(d *decoder, p string, v any) { d.argv(p, v, &d.lastDoor().StartCommand) }},
 	{"stop_command", func(d *decoder, p string, v any) { d.argv(p, v, &d.lastDoor().StopCommand) }},
 	{"one_time_sequences", func(d *decoder, p string, v any) { d.str(p, v, &d.lastDoor().OneTimeSequences) }},
+	{"allow_weak", func(d *decoder, p string, v any) { d.bool(p, v, &d.lastDoor().AllowWeak) }},
 	{"max_pending", func(d *decoder, p string, v any) {
 		if n, ok := d.uint(p, v, 16, 1<<24); ok {
 			d.lastDoor().MaxPending = int(n)
@@ -229,6 +231,9 @@ func (c *Config) doorProblems() []problem {
 		}
 		// A one-time-sequences file supplies the sequence, as in knockd.
 		checkSeq("sequence", dr.Sequence, dr.OneTimeSequences == "")
+		if why := weakSequence(dr.Sequence); why != "" && !dr.AllowWeak {
+			bad(key("sequence"), q(fmt.Sprint(dr.Sequence)), "%s; choose knocks a sweep does not send in a row, or set allow_weak = true on the door to accept the risk", why)
+		}
 		checkSeq("close_sequence", dr.CloseSequence, false)
 		if len(dr.Open) == 0 {
 			bad(key("open"), "", "a door must open something, like [\"tcp/22\"]")
@@ -270,4 +275,27 @@ func (c *Config) doorProblems() []problem {
 		}
 	}
 	return out
+}
+
+// weakSequence says why an ordered port sweep can complete seq, or "".
+// moat ends a sequence on any other closed-port packet, so a sweep
+// completes it only when it sends the knocks back to back: a single
+// knock, or knocks that are each the next probe of a sweeper that tries
+// TCP and UDP of each port in turn (tcp/7000 then udp/7000, or udp/7000
+// then tcp/7001). Equal or next ports of one protocol are refused on
+// their own, with no way around.
+func weakSequence(seq []PortSpec) string {
+	if len(seq) == 1 {
+		return "a single knock: any sweep of " + seq[0].String() + " opens the door (M6); use at least 2 knocks, better 3 or more"
+	}
+	if len(seq) == 0 {
+		return ""
+	}
+	for j := 1; j < len(seq); j++ {
+		a, b := seq[j-1], seq[j]
+		if a.Proto == b.Proto || b.From > a.From+1 || a.From > b.From+1 {
+			return ""
+		}
+	}
+	return "every knock is the next probe of a sweeper that tries TCP and UDP of each port in turn, so such a sweep opens the door"
 }

@@ -38,6 +38,7 @@ type doorEngine struct {
 
 	mu     sync.Mutex
 	doors  []*daemonDoor
+	group  *knock.Group           // the doors' verifiers, judging each packet together as knockd's doors do
 	grants map[grantKey]time.Time // open daemon-mode grants and when they end
 	resets logLimiter
 }
@@ -68,6 +69,11 @@ func newDoorEngine(ctx context.Context, log *slog.Logger, fw *firewall.Applier, 
 		}
 		e.doors = append(e.doors, dd)
 	}
+	vs := make([]*knock.Door, len(e.doors))
+	for i, d := range e.doors {
+		vs[i] = d.v
+	}
+	e.group = knock.NewGroup(vs...)
 	return e, nil
 }
 
@@ -91,12 +97,13 @@ func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
 	}
 	proto := config.Proto(p.Proto)
 	if proto != config.TCP && proto != config.UDP {
-		proto = 0 // still resets a knocking source
+		proto = 0 // neither a knock nor a reset, as in knockd
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, d := range e.doors {
-		switch d.v.Observe(p.Src, proto, p.DstPort, uint8(p.TCPFlags), now) {
+	results := e.group.Observe(p.Src, proto, p.DstPort, uint8(p.TCPFlags), now)
+	for i, d := range e.doors {
+		switch results[i] {
 		case knock.Completed:
 			if e.scanTracked != nil && e.scanTracked(p.Src, now) {
 				e.log.Warn("knock refused: the source is being tracked as a port scanner", "door", d.cfg.Name, "addr", p.Src)

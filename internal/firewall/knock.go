@@ -7,23 +7,7 @@ import (
 	"github.com/moat-fw/moat/internal/config"
 )
 
-// Kernel-verified knock doors. For a sequence s1..sn the kernel keeps, per
-// address family, a "clock" set (sources that began the sequence within
-// seq_timeout) and a stage set per step 1..n-1 (sources whose last valid
-// knock was step k). Rules, in the knock chain that closed-port packets
-// reach:
-//
-//   - reset: a source in stage k whose packet is neither s(k) again nor
-//     s(k+1) leaves the stage and the clock (so no sweep can complete);
-//   - step k (n..2): in stage k-1 and on the clock, s(k) moves it on; step n
-//     grants (or, for a close sequence, revokes) the door's ports;
-//   - repeat: s(k) again while in stage k is dropped and changes nothing
-//     (a retransmitted SYN);
-//   - step 1: s1 starts the clock and stage 1.
-//
-// Every door's resets come before every door's steps, so one door's knock
-// still resets another door's half-done sequence. The sets have a size cap:
-// a spoofed flood fills them up to it and no further.
+// Kernel-verified knock doors: see knockseq.go for the rules.
 
 // sequence is one state machine of a door: its open or its close sequence.
 type sequence struct {
@@ -54,71 +38,6 @@ func KnockSetName(door, tag string, stage int, v6 bool) string {
 		return name + "clock" + fam
 	}
 	return fmt.Sprintf("%s%d_%s", name, stage, fam)
-}
-
-func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, steps []Rule) {
-	n := len(sq.steps)
-	name := func(stage int) string { return KnockSetName(dr.Name, sq.tag, stage, v6) }
-	if n > 1 {
-		for k := 0; k < n; k++ {
-			sets = append(sets, SetDef{Name: name(k), V6: v6, Type: SetSources, Size: uint32(dr.MaxPending), Timeout: dr.SeqTimeout})
-		}
-	}
-	grantSet := SetGrant4
-	if v6 {
-		grantSet = SetGrant6
-	}
-	match := func(s config.PortSpec) []stmt {
-		m := []stmt{portMatch(byte(s.Proto), false, s.From)}
-		if s.Proto == config.TCP && (dr.TCPFlags.Set|dr.TCPFlags.Clear) != 0 {
-			m = append(m, tcpFlags(dr.TCPFlags.Set, dr.TCPFlags.Set|dr.TCPFlags.Clear, false))
-		}
-		return m
-	}
-	final := func() []stmt {
-		var out []stmt
-		for _, p := range dr.Open {
-			for port := p.From; ; port++ {
-				pp := config.PortSpec{Proto: p.Proto, From: port, To: port}
-				if sq.close {
-					out = append(out, grantUpdate(dynsetOpDelete, grantSet, v6, pp, 0))
-				} else {
-					out = append(out, grantUpdate(0, grantSet, v6, pp, dr.OpenFor))
-				}
-				if port == p.To {
-					break
-				}
-			}
-		}
-		return out
-	}
-	for k := 1; k < n; k++ {
-		resets = append(resets, rule(saddrIn(name(k), v6), protoPortNotIn([]config.PortSpec{sq.steps[k-1], sq.steps[k]}),
-			setUpdate(dynsetOpDelete, name(k), v6), setUpdate(dynsetOpDelete, name(0), v6)))
-	}
-	for k := n; k >= 2; k-- {
-		r := []stmt{saddrIn(name(k-1), v6), saddrIn(name(0), v6)}
-		r = append(r, match(sq.steps[k-1])...)
-		r = append(r, setUpdate(dynsetOpDelete, name(k-1), v6))
-		if k == n {
-			r = append(r, setUpdate(dynsetOpDelete, name(0), v6))
-			r = append(r, final()...)
-		} else {
-			r = append(r, setUpdate(0, name(k), v6))
-		}
-		steps = append(steps, rule(append(r, drop())...))
-	}
-	for k := 1; k < n; k++ {
-		steps = append(steps, rule(saddrIn(name(k), v6), portMatch(byte(sq.steps[k-1].Proto), false, sq.steps[k-1].From), drop()))
-	}
-	first := match(sq.steps[0])
-	if n == 1 {
-		first = append(first, final()...)
-	} else {
-		first = append(first, setUpdate(0, name(0), v6), setUpdate(0, name(1), v6))
-	}
-	steps = append(steps, rule(append(first, drop())...))
-	return sets, resets, steps
 }
 
 // Sets and prefix of daemon-verified doors.

@@ -248,20 +248,13 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		if len(handoff) > 0 {
 			rs.Counters = append(rs.Counters, CounterKnock)
 		}
-		var resets, steps []Rule
-		for _, v6 := range []bool{false, true} {
-			for _, dr := range kernelDoors {
-				for _, sq := range doorSequences(dr) {
-					sets, r, st := knockRules(dr, sq, v6)
-					rs.Sets = append(rs.Sets, sets...)
-					resets, steps = append(resets, r...), append(steps, st...)
-				}
-			}
-		}
-		// Every door's resets run before any door's steps: a packet that
-		// advances one door still resets another door's sequence.
-		knock.Rules = append(append(handoff, resets...), steps...)
+		ksets, start, busy := kernelKnockRules(kernelDoors)
+		rs.Sets = append(rs.Sets, ksets...)
+		knock.Rules = append(handoff, start...)
 		rs.Chains = append(rs.Chains, knock)
+		if len(busy) > 0 {
+			rs.Chains = append(rs.Chains, Chain{Name: KnockBusyChain, Rules: busy})
+		}
 		add(rule(jumpChain("knock")))
 	}
 	add(rule(limitObj("log"), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))

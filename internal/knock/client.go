@@ -1,4 +1,6 @@
-// Package knock implements moat's knock doors: the knock client, knockd.conf import, and the door state machines.
+// Package knock implements moat's knock doors: the door state machines
+// that verify knocks in user space, and the knock client. knockd.conf
+// import lives in package knockd.
 package knock
 
 import (

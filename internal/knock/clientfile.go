@@ -128,7 +128,7 @@ func quoteKey(k string) string {
 	}
 	for _, c := range k {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return tomlString(k)
+			return QuoteTOML(k)
 		}
 	}
 	return k

@@ -35,11 +35,12 @@ func TestDoorSemantics(t *testing.T) {
 		"in order":          {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
 		"repeat tolerated":  {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Repeated}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
 		"other port resets": {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7050, syn, 0, Reset}, {config.TCP, 7100, syn, 0, Ignored}},
-		"restart on first":  {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
-		"wrong flags":       {{config.TCP, 7000, syn | 0x10, 0, Ignored}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, 0x10, 0, Ignored}, {config.TCP, 7100, syn, 0, Advanced}},
-		"too slow":          {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 3 * time.Second, Advanced}, {config.UDP, 7200, 0, 3 * time.Second, Ignored}},
-		"udp vs tcp":        {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7200, syn, 0, Reset}},
-		"close":             {{config.UDP, 9100, 0, 0, Advanced}, {config.UDP, 9200, 0, 0, Closed}},
+		// As in knockd, the packet that ends a sequence does not start one.
+		"restart on first": {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7000, syn, 0, Reset}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.UDP, 7200, 0, 0, Completed}},
+		"wrong flags":      {{config.TCP, 7000, syn | 0x10, 0, Ignored}, {config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, 0x10, 0, Ignored}, {config.TCP, 7100, syn, 0, Advanced}},
+		"too slow":         {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 3 * time.Second, Advanced}, {config.UDP, 7200, 0, 3 * time.Second, Ignored}},
+		"udp vs tcp":       {{config.TCP, 7000, syn, 0, Advanced}, {config.TCP, 7100, syn, 0, Advanced}, {config.TCP, 7200, syn, 0, Reset}},
+		"close":            {{config.UDP, 9100, 0, 0, Advanced}, {config.UDP, 9200, 0, 0, Closed}},
 	} {
 		d := testDoor(tcp(7000), tcp(7100), udp(7200))
 		now := t0
@@ -126,5 +127,40 @@ func BenchmarkDoorObserve(b *testing.B) {
 	for b.Loop() {
 		d.Observe(srcs[i&(len(srcs)-1)], config.TCP, 7000, syn, t0)
 		i++
+	}
+}
+
+// Debian's stock knockd.conf: open 7000,8000,9000, close the reverse. The
+// close sequence starts on the open sequence's last port; knocked 4.5 s
+// after opening (seq_timeout 5 s) it must still close, which it cannot if
+// the open's last knock already started it.
+func TestDebianStockPair(t *testing.T) {
+	a := netip.MustParseAddr("10.210.0.2")
+	d := NewDoor(config.Door{Name: "ssh", Sequence: []config.PortSpec{tcp(7000), tcp(8000), tcp(9000)},
+		CloseSequence: []config.PortSpec{tcp(9000), tcp(8000), tcp(7000)}, SeqTimeout: 5 * time.Second,
+		TCPFlags: config.TCPFlags{Set: syn}, MaxPending: 100})
+	now := t0
+	knock := func(gap time.Duration, ports ...uint16) (last Result) {
+		now = now.Add(gap)
+		for _, p := range ports {
+			now = now.Add(10 * time.Millisecond)
+			last = d.Observe(a, config.TCP, p, syn, now)
+		}
+		return last
+	}
+	for i, step := range []struct {
+		gap   time.Duration
+		ports []uint16
+		want  Result
+	}{
+		{0, []uint16{7000, 8000, 9000}, Completed},
+		{4500 * time.Millisecond, []uint16{9000, 8000, 7000}, Closed},
+		{time.Second, []uint16{7000, 8000, 9000}, Completed},
+		{100 * time.Millisecond, []uint16{9000, 8000, 7000}, Closed},
+		{0, []uint16{7000, 8000, 9000}, Completed},
+	} {
+		if got := knock(step.gap, step.ports...); got != step.want {
+			t.Fatalf("step %d %v: got %v, want %v", i, step.ports, got, step.want)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package knock
+package knockd
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/knock"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/knockd")
@@ -54,11 +55,11 @@ func importFile(t *testing.T, name string) (string, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := ParseKnockdConf(bytes.NewReader(data))
+	conf, err := Parse(bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	return ImportKnockd(conf)
+	return Import(conf)
 }
 
 // TestImportKnockdGolden converts every testdata/knockd/*.conf and compares
@@ -269,7 +270,7 @@ func TestParseKnockdConfErrors(t *testing.T) {
 		{"[a]\nsequence = 1\ncmd_timeout = 99999999999\n", "too large"},
 		{"[options]\nUseSyslog\n\n[a]\ncommand = /bin/true\n", "line 4: [a] has no sequence"},
 	} {
-		_, err := ParseKnockdConf(strings.NewReader(tc.conf))
+		_, err := Parse(strings.NewReader(tc.conf))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want an error with %q", tc.conf, err, tc.want)
 		}
@@ -344,12 +345,12 @@ func TestParseFirewallCommand(t *testing.T) {
 }
 
 func TestImportNamesAndQuoting(t *testing.T) {
-	conf := &KnockdConf{Doors: []KnockdDoor{
-		{Name: "SSH", Line: 1, Sequence: []Step{{"tcp", 1}}, SeqTimeout: KnockdSeqTimeout, Start: KnockdCommand{Text: "/bin/x \"a\\\\b\" 'tab\there' \x01\u2028", Set: true}},
-		{Name: "ssh", Line: 2, Sequence: []Step{{"tcp", 2}}, SeqTimeout: KnockdSeqTimeout},
-		{Name: "123 " + strings.Repeat("long", 10), Line: 3, Sequence: []Step{{"udp", 3}}, SeqTimeout: KnockdSeqTimeout, Target: "x\ny = 1\n[evil]"},
+	conf := &Conf{Doors: []Door{
+		{Name: "SSH", Line: 1, Sequence: []knock.Step{{Proto: "tcp", Port: 1}}, SeqTimeout: SeqTimeout, Start: Command{Text: "/bin/x \"a\\\\b\" 'tab\there' \x01\u2028", Set: true}},
+		{Name: "ssh", Line: 2, Sequence: []knock.Step{{Proto: "tcp", Port: 2}}, SeqTimeout: SeqTimeout},
+		{Name: "123 " + strings.Repeat("long", 10), Line: 3, Sequence: []knock.Step{{Proto: "udp", Port: 3}}, SeqTimeout: SeqTimeout, Target: "x\ny = 1\n[evil]"},
 	}}
-	out, _ := ImportKnockd(conf)
+	out, _ := Import(conf)
 	doors := decodeImported(t, out)
 	var names []string
 	for _, d := range doors {
@@ -377,7 +378,7 @@ func FuzzParseKnockdConf(f *testing.F) {
 	}
 	f.Add("[a]\nsequence=1\ncommand=/bin/x \"\\\n\"\x00\xff\n")
 	f.Fuzz(func(t *testing.T, in string) {
-		conf, err := ParseKnockdConf(strings.NewReader(in))
+		conf, err := Parse(strings.NewReader(in))
 		if err != nil {
 			if conf != nil {
 				t.Fatal("a conf with an error")
@@ -387,7 +388,7 @@ func FuzzParseKnockdConf(f *testing.F) {
 			}
 			return
 		}
-		out, warnings := ImportKnockd(conf)
+		out, warnings := Import(conf)
 		doors := decodeImported(t, out)
 		if len(doors) != len(conf.Doors) {
 			// Only closing doors merge into the door they close.

@@ -1,6 +1,8 @@
-package knock
+package knockd
 
 import (
+	"github.com/moat-fw/moat/internal/knock"
+
 	"bufio"
 	"errors"
 	"fmt"
@@ -15,23 +17,23 @@ import (
 
 // knockd's defaults (knockd.c: SEQ_TIMEOUT, CMD_TIMEOUT).
 const (
-	KnockdSeqTimeout = 25 * time.Second
-	KnockdCmdTimeout = 10 * time.Second
+	SeqTimeout = 25 * time.Second
+	CmdTimeout = 10 * time.Second
 )
 
-// KnockdConf is a parsed knockd.conf: the [options] section and one door
+// Conf is a parsed knockd.conf: the [options] section and one door
 // per other section, in file order.
-type KnockdConf struct {
-	Options KnockdOptions
-	Doors   []KnockdDoor
+type Conf struct {
+	Options Options
+	Doors   []Door
 	// Notes are things knockd accepts that a reader should still hear
 	// about: a directive given twice, text after a number, a key that
 	// knockd 0.8 does not know.
 	Notes []string
 }
 
-// KnockdOptions is knockd's [options] section.
-type KnockdOptions struct {
+// Options is knockd's [options] section.
+type Options struct {
 	UseSyslog  bool
 	LogFile    string
 	PidFile    string
@@ -46,24 +48,24 @@ type Directive struct {
 	Line       int
 }
 
-// KnockdDoor is one knockd door (a section other than [options]).
-type KnockdDoor struct {
+// Door is one knockd door (a section other than [options]).
+type Door struct {
 	Name             string
-	Line             int    // of the [name] header
-	Sequence         []Step // ports without a protocol are TCP, as in knockd
+	Line             int          // of the [name] header
+	Sequence         []knock.Step // ports without a protocol are TCP, as in knockd
 	OneTimeSequences string
-	SeqTimeout       time.Duration // KnockdSeqTimeout when not given
-	CmdTimeout       time.Duration // KnockdCmdTimeout when not given
+	SeqTimeout       time.Duration // SeqTimeout when not given
+	CmdTimeout       time.Duration // CmdTimeout when not given
 	TCPFlags         string        // normalized, like "syn,!ack"; "" matches any flags
 	Target           string
-	Start, Start6    KnockdCommand
-	Stop, Stop6      KnockdCommand
+	Start, Start6    Command
+	Stop, Stop6      Command
 	Directives       []Directive
 }
 
-// KnockdCommand is a command knockd runs through /bin/sh -c, with %IP%
+// Command is a command knockd runs through /bin/sh -c, with %IP%
 // replaced by the knocker's address.
-type KnockdCommand struct {
+type Command struct {
 	Text string
 	Set  bool // given; for the _6 commands an empty Text then means "do nothing"
 	Line int
@@ -75,14 +77,14 @@ var tcpFlagNames = []string{"fin", "syn", "rst", "psh", "ack", "urg"}
 // cSpace is C's isspace in the C locale, what knockd's trim strips.
 const cSpace = " \t\n\v\f\r"
 
-// ParseKnockdConf parses knockd.conf as knockd 0.8 does (keys in any case,
+// Parse parses knockd.conf as knockd 0.8 does (keys in any case,
 // "#" comments only at the start of a line, "command" for
 // "start_command"), and refuses what knockd refuses, with the line.
-func ParseKnockdConf(r io.Reader) (*KnockdConf, error) {
+func Parse(r io.Reader) (*Conf, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	conf := &KnockdConf{}
-	var door *KnockdDoor
+	conf := &Conf{}
+	var door *Door
 	inSection, inOptions := false, false
 	n := 0
 	fail := func(format string, args ...any) error {
@@ -106,7 +108,7 @@ func ParseKnockdConf(r io.Reader) (*KnockdConf, error) {
 			inOptions = strings.EqualFold(name, "options")
 			door = nil
 			if !inOptions {
-				conf.Doors = append(conf.Doors, KnockdDoor{Name: name, Line: n, SeqTimeout: KnockdSeqTimeout, CmdTimeout: KnockdCmdTimeout})
+				conf.Doors = append(conf.Doors, Door{Name: name, Line: n, SeqTimeout: SeqTimeout, CmdTimeout: CmdTimeout})
 				door = &conf.Doors[len(conf.Doors)-1]
 			}
 			continue
@@ -180,13 +182,13 @@ func ParseKnockdConf(r io.Reader) (*KnockdConf, error) {
 		case "target":
 			door.Target = val
 		case "start_command":
-			door.Start = KnockdCommand{Text: val, Set: true, Line: n}
+			door.Start = Command{Text: val, Set: true, Line: n}
 		case "start_command_6":
-			door.Start6 = KnockdCommand{Text: val, Set: true, Line: n}
+			door.Start6 = Command{Text: val, Set: true, Line: n}
 		case "stop_command":
-			door.Stop = KnockdCommand{Text: val, Set: true, Line: n}
+			door.Stop = Command{Text: val, Set: true, Line: n}
 		case "stop_command_6":
-			door.Stop6 = KnockdCommand{Text: val, Set: true, Line: n}
+			door.Stop6 = Command{Text: val, Set: true, Line: n}
 		default:
 			note("[%s] %s: knockd 0.8 has no such directive; ignored", door.Name, rawKeyName(rawKey))
 		}
@@ -227,17 +229,17 @@ func clip(s string) string {
 }
 
 // parseKnockdSequence parses "7000,8000:udp,9000:tcp".
-func parseKnockdSequence(s string) ([]Step, error) {
+func parseKnockdSequence(s string) ([]knock.Step, error) {
 	parts := strings.Split(s, ",")
-	if len(parts) > MaxSteps {
-		return nil, fmt.Errorf("%d ports; knockd takes at most %d", len(parts), MaxSteps)
+	if len(parts) > knock.MaxSteps {
+		return nil, fmt.Errorf("%d ports; knockd takes at most %d", len(parts), knock.MaxSteps)
 	}
-	steps := make([]Step, 0, len(parts))
+	steps := make([]knock.Step, 0, len(parts))
 	for _, p := range parts {
 		if strings.Trim(p, cSpace) == "" {
 			return nil, fmt.Errorf("an empty port in %q (a stray comma?)", clip(s))
 		}
-		st, err := ParseKnockArg(strings.Trim(p, cSpace), "tcp")
+		st, err := knock.ParseKnockArg(strings.Trim(p, cSpace), "tcp")
 		if err != nil {
 			return nil, err
 		}
@@ -305,7 +307,7 @@ const (
 	minOpenFor    = time.Second
 )
 
-// ImportKnockd writes conf as moat [[door]] tables and says, in warnings
+// Import writes conf as moat [[door]] tables and says, in warnings
 // (also written into the TOML as "# warning:" lines), what did not map.
 //
 // Commands that are the common iptables idioms (or knockd's knock_add
@@ -314,9 +316,9 @@ const (
 // rule and another deleting it, becomes one door with close_sequence. Any
 // other command is kept as an argv, split like sh would, or run through
 // /bin/sh -c when it needs a shell.
-func ImportKnockd(conf *KnockdConf) (toml string, warnings []string) {
+func Import(conf *Conf) (toml string, warnings []string) {
 	if conf == nil {
-		conf = &KnockdConf{}
+		conf = &Conf{}
 	}
 	im := importer{conf: conf, names: map[string]bool{}}
 	im.options()
@@ -349,7 +351,7 @@ func ImportKnockd(conf *KnockdConf) (toml string, warnings []string) {
 }
 
 type importer struct {
-	conf  *KnockdConf
+	conf  *Conf
 	warns []string // not about one door
 	out   []*outDoor
 	names map[string]bool
@@ -359,7 +361,7 @@ type outDoor struct {
 	name       string
 	comments   []string
 	warns      []string
-	sequence   []Step
+	sequence   []knock.Step
 	ots        string
 	seqTimeout time.Duration
 	tcpflags   string
@@ -367,11 +369,11 @@ type outDoor struct {
 	open       []string
 	openFor    time.Duration
 	hasOpenFor bool // even 0s: knockd ran the stop command at once
-	closeSeq   []Step
+	closeSeq   []knock.Step
 	start      []string
 	stop       []string
 
-	src *KnockdDoor
+	src *Door
 }
 
 func (im *importer) options() {
@@ -482,7 +484,7 @@ func (im *importer) doors() {
 
 // mergeCloser makes knockd door c, which deletes the rule od adds, od's
 // close sequence.
-func (im *importer) mergeCloser(od *outDoor, c *KnockdDoor) {
+func (im *importer) mergeCloser(od *outDoor, c *Door) {
 	d := od.src
 	od.closeSeq = c.Sequence
 	od.comments[0] = fmt.Sprintf("from knockd [%s], line %d, and [%s], line %d, which closes it", d.Name, d.Line, c.Name, c.Line)
@@ -499,7 +501,7 @@ func (od *outDoor) warnf(format string, args ...any) {
 }
 
 // line is where the door sets key, or its header's line.
-func (d *KnockdDoor) line(key string) int {
+func (d *Door) line(key string) int {
 	for i := len(d.Directives) - 1; i >= 0; i-- {
 		if d.Directives[i].Key == key {
 			return d.Directives[i].Line
@@ -570,7 +572,7 @@ func (im *importer) keepCommands(od *outDoor) {
 	}
 	for _, c := range []struct {
 		name   string
-		v6, v4 KnockdCommand
+		v6, v4 Command
 	}{{"start_command_6", d.Start6, d.Start}, {"stop_command_6", d.Stop6, d.Stop}} {
 		if c.v6.Set && strings.Trim(c.v6.Text, cSpace) != strings.Trim(c.v4.Text, cSpace) {
 			od.warnf("%s (line %d) is dropped: moat runs the same command for IPv4 and IPv6 knockers, with %%IP%% the knocker's address", c.name, c.v6.Line)
@@ -589,7 +591,7 @@ func (im *importer) keepCommands(od *outDoor) {
 }
 
 // argv converts one knockd command to a moat argv, warning how.
-func (im *importer) argv(od *outDoor, key string, c KnockdCommand) []string {
+func (im *importer) argv(od *outDoor, key string, c Command) []string {
 	text := strings.Trim(c.Text, cSpace)
 	if !c.Set || text == "" {
 		return nil
@@ -685,7 +687,7 @@ func (im *importer) checkSequences() {
 	for _, od := range im.out {
 		for _, s := range []struct {
 			key string
-			seq []Step
+			seq []knock.Step
 		}{{"sequence", od.sequence}, {"close_sequence", od.closeSeq}} {
 			for i := 1; i < len(s.seq); i++ {
 				prev, cur := s.seq[i-1], s.seq[i]
@@ -709,40 +711,40 @@ func (im *importer) checkSequences() {
 }
 
 func (od *outDoor) write(b *strings.Builder) {
-	steps := func(ss []Step) string {
+	steps := func(ss []knock.Step) string {
 		q := make([]string, len(ss))
 		for i, s := range ss {
-			q[i] = tomlString(s.String())
+			q[i] = knock.QuoteTOML(s.String())
 		}
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	strs := func(ss []string) string {
 		q := make([]string, len(ss))
 		for i, s := range ss {
-			q[i] = tomlString(s)
+			q[i] = knock.QuoteTOML(s)
 		}
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	b.WriteString("[[door]]\n")
-	fmt.Fprintf(b, "name = %s\n", tomlString(od.name))
+	fmt.Fprintf(b, "name = %s\n", knock.QuoteTOML(od.name))
 	if len(od.sequence) > 0 {
 		fmt.Fprintf(b, "sequence = %s\n", steps(od.sequence))
 	}
 	if od.ots != "" {
-		fmt.Fprintf(b, "one_time_sequences = %s\n", tomlString(strings.ToValidUTF8(od.ots, "\uFFFD")))
+		fmt.Fprintf(b, "one_time_sequences = %s\n", knock.QuoteTOML(strings.ToValidUTF8(od.ots, "\uFFFD")))
 	}
-	fmt.Fprintf(b, "seq_timeout = %s\n", tomlString(durationString(od.seqTimeout)))
+	fmt.Fprintf(b, "seq_timeout = %s\n", knock.QuoteTOML(durationString(od.seqTimeout)))
 	if od.hasTCP {
 		if od.tcpflags == "" {
 			b.WriteString("# knockd took any TCP flags; moat's default is \"syn\", which knock clients send\n")
 		}
-		fmt.Fprintf(b, "tcpflags = %s\n", tomlString(od.tcpflags))
+		fmt.Fprintf(b, "tcpflags = %s\n", knock.QuoteTOML(od.tcpflags))
 	}
 	if len(od.open) > 0 {
 		fmt.Fprintf(b, "open = %s\n", strs(od.open))
 	}
 	if od.hasOpenFor {
-		fmt.Fprintf(b, "open_for = %s\n", tomlString(durationString(od.openFor)))
+		fmt.Fprintf(b, "open_for = %s\n", knock.QuoteTOML(durationString(od.openFor)))
 	}
 	if len(od.closeSeq) > 0 {
 		fmt.Fprintf(b, "close_sequence = %s\n", steps(od.closeSeq))
@@ -771,39 +773,6 @@ func durationString(d time.Duration) string {
 			d -= n * u.unit
 		}
 	}
-	return b.String()
-}
-
-// tomlString writes s as a TOML basic string. strconv.Quote will not do:
-// TOML has no \x or \a escapes.
-func tomlString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		switch r {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\r':
-			b.WriteString(`\r`)
-		default:
-			if r < 0x20 || r == 0x7f {
-				fmt.Fprintf(&b, `\u%04X`, r)
-			} else {
-				b.WriteRune(r)
-			}
-		}
-	}
-	b.WriteByte('"')
 	return b.String()
 }
 
