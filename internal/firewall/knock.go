@@ -56,7 +56,7 @@ func KnockSetName(door, tag string, stage int, v6 bool) string {
 	return fmt.Sprintf("%s%d_%s", name, stage, fam)
 }
 
-func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, steps []Rule) {
+func knockRules(dr config.Door, sq sequence, v6 bool, logGroup uint16) (sets []SetDef, resets, steps []Rule) {
 	n := len(sq.steps)
 	name := func(stage int) string { return KnockSetName(dr.Name, sq.tag, stage, v6) }
 	if n > 1 {
@@ -90,7 +90,9 @@ func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, st
 				}
 			}
 		}
-		return out
+		// After the grant updates: a set too full to take the grant stops
+		// the rule before the log, so the daemon never logs what did not happen.
+		return append(out, grantLog(dr.Name, sq.close, logGroup))
 	}
 	for k := 1; k < n; k++ {
 		resets = append(resets, rule(saddrIn(name(k), v6), protoPortNotIn([]config.PortSpec{sq.steps[k-1], sq.steps[k]}),
