@@ -143,10 +143,12 @@ func (e *doorEngine) close(d *daemonDoor, a netip.Addr, now time.Time) {
 	if !e.book.has(d.cfg.Name, a) {
 		return
 	}
+	// The book first: a read of the kernel in between must not find the
+	// grant gone from the kernel while the book still has it, and put it back.
+	e.book.closed(d.cfg.Name, a, ActionClosed, "close sequence", now)
 	if err := e.fw.UpdateGrants(grantsFor(d.cfg, a, false), nil); err != nil {
 		e.log.Warn("door grant already gone from the kernel", "door", d.cfg.Name, "addr", a, "err", err)
 	}
-	e.book.closed(d.cfg.Name, a, ActionClosed, "close sequence", now)
 }
 
 // logLimiter lets one log line through per interval, so a flood of resets

@@ -125,11 +125,16 @@ type grantBook struct {
 	dirty   bool // ring changed since the last save
 	file    string
 	fileErr logLimiter
+	// missing holds the grants the last read of the kernel lacked: only a
+	// grant missing from two reads in a row is put back, so that one whose
+	// close the kernel made and whose log message is still on its way is
+	// not.
+	missing map[grantKey]bool
 }
 
 // newGrantBook loads the grants and events the store kept.
 func newGrantBook(ctx context.Context, log *slog.Logger, st *store.Store) *grantBook {
-	b := &grantBook{log: log, st: st, ctx: ctx, open: map[grantKey]store.Grant{}, unsaved: map[grantKey]bool{},
+	b := &grantBook{log: log, st: st, ctx: ctx, open: map[grantKey]store.Grant{}, unsaved: map[grantKey]bool{}, missing: map[grantKey]bool{},
 		ring: eventRing{max: doorEventsKept}, fileErr: logLimiter{every: time.Minute}}
 	gs, err := st.Grants()
 	if err != nil {
@@ -434,7 +439,7 @@ func (d *Daemon) kernelDoor(door string, a netip.Addr, closing bool, now time.Ti
 // syncKernelGrants compares the grants in the kernel with the book. A
 // grant only the kernel has (a kernel-mode door opened while moat was down,
 // or whose log message was lost) is taken into the book. With adoptOnly
-// false, a grant only the book has is put back (the table was rebuilt
+// false, a grant only the book has, in two reads in a row, is put back (the table was rebuilt
 // while a knock was on its way) or, for a kernel-mode door while the
 // kernel's log messages do not reach moat, taken as closed by its close
 // sequence.
@@ -480,6 +485,12 @@ func (d *Daemon) syncKernelGrants(inKernel []firewall.Grant, now time.Time, adop
 		return
 	}
 	var readd []firewall.Grant
+	missingNow := map[grantKey]bool{}
+	defer func() {
+		d.grants.mu.Lock()
+		d.grants.missing = missingNow
+		d.grants.mu.Unlock()
+	}()
 	for _, g := range d.grants.list() {
 		if g.Expires.Sub(now) < time.Second {
 			continue // expire ends it
@@ -490,8 +501,15 @@ func (d *Daemon) syncKernelGrants(inKernel []firewall.Grant, now time.Time, adop
 				missing = true
 			}
 		}
+		k := grantKey{g.Door, g.Addr}
+		if missing {
+			missingNow[k] = true
+		}
+		d.grants.mu.Lock()
+		before := d.grants.missing[k]
+		d.grants.mu.Unlock()
 		switch {
-		case !missing:
+		case !missing || !before:
 		case g.Kernel && !intakeUp:
 			d.grants.closed(g.Door, g.Addr, ActionClosed, "gone from the kernel (a close sequence?)", now)
 		default:
