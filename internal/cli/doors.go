@@ -41,7 +41,7 @@ func (a *app) doorCmd() *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, a.doorLogCmd())
 	return cmd
 }
 
@@ -65,9 +65,13 @@ func (a *app) grantCmd() *cobra.Command {
 				return json.NewEncoder(a.out).Encode(gs)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DOOR\tADDR\tPORT\tLEFT")
+			fmt.Fprintln(tw, "DOOR\tADDR\tPORT\tLEFT\tMODE")
 			for _, g := range gs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Door, g.Addr, g.Port, (time.Duration(g.Seconds * float64(time.Second))).Round(time.Second))
+				mode := g.Mode
+				if mode == "" {
+					mode = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.Door, g.Addr, g.Port, (time.Duration(g.Seconds * float64(time.Second))).Round(time.Second), mode)
 			}
 			return tw.Flush()
 		},

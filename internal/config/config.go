@@ -260,6 +260,9 @@ var schema = []table{
 	}},
 	{"login", loginKeys},
 	{"scan", scanKeys},
+	{"doors", []key{
+		{"log_file", func(d *decoder, p string, v any) { d.absPath(p, v, &d.cfg.DoorLog.LogFile) }},
+	}},
 }
 
 type table struct {
@@ -333,6 +336,10 @@ func (d *decoder) document(root map[string]any) {
 			continue
 		}
 		m, ok := root[name].(map[string]any)
+		if _, list := root[name].([]map[string]any); name == "doors" && list {
+			d.bad(name, nil, "a door is [[door]], singular; [doors] holds what every door shares, like log_file")
+			continue
+		}
 		if !ok {
 			d.badType(name, root[name], "a table: write ["+name+"] on a line of its own and its keys below it")
 			continue

@@ -195,7 +195,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan] and [[door]]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors] and [[door]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
@@ -205,7 +205,8 @@ func TestParseErrors(t *testing.T) {
 		{"rule bounded repetition", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* myapp: login failed from <HOST>(?: \\S+){0,3}$'\n", `line 4: login.rule[0].pattern "^.* myapp: login failed from <HOST>(?: \\S+){0,3}$": open text`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
-		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: unknown section (did you mean "door"?)`},
+		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
+		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: a door is [[door]], singular`},
 		{"door without sequence", "\n[[door]]\nname = \"x\"\nopen = [\"tcp/22\"]\n", `line 2: door[0].sequence: a door needs a sequence`},
 		{"door port also open", "[firewall]\nopen = [\"tcp/22\"]\n[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\n", `line 6: door[0].open[0] "tcp/22": is also in [firewall] open`},
 		{"door repeated step", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\", \"tcp/1\"]\nopen = [\"tcp/2222\"]\n", `line 3: door[0].sequence[1] "tcp/1": repeats the knock before it`},
@@ -321,7 +322,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan] and [[door]]`
+f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors] and [[door]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -704,6 +705,7 @@ func render(c *Config) string {
 	ints := func(a [5]int) string { return strings.ReplaceAll(fmt.Sprint(a), " ", ", ") }
 	fmt.Fprintf(&b, "[scan]\nenabled = %t\nwindow = %s\nblock_level = %d\nblock_for = %s\nignore = %s\nmax_sources = %d\npacket_tiers = %s\nsweep_tiers = %s\nretention = %d\n",
 		sc.Enabled, q(sc.Window.String()), sc.BlockLevel, list(bf), list(sign), sc.MaxSources, ints(sc.PacketTiers), ints(sc.SweepTiers), sc.Retention)
+	fmt.Fprintf(&b, "[doors]\nlog_file = %s\n", q(c.DoorLog.LogFile))
 	for _, dr := range c.Doors {
 		ports := func(ps []PortSpec) string {
 			var out []string

@@ -18,6 +18,15 @@ type Config struct {
 	Login    Login
 	Scan     Scan
 	Doors    []Door
+	DoorLog  DoorLog // the [doors] table: settings shared by every door
+}
+
+// DoorLog configures the doors' audit trail.
+type DoorLog struct {
+	// LogFile is log_file: an optional file moat appends knockd-style lines
+	// to ("[2026-03-01 12:00] 10.0.0.2: ssh: OPEN SESAME") for every door
+	// opening and closing; empty means none.
+	LogFile string
 }
 
 // Daemon configures the long-running process.

@@ -122,6 +122,9 @@ func (c *Config) problems() []problem {
 		bad("daemon.socket", q(d.Socket), "%d bytes; a unix socket path is at most %d bytes on Linux (sun_path holds %d with the NUL); choose a shorter path",
 			len(d.Socket), maxSocketPath, maxSocketPath+1)
 	}
+	if f := c.DoorLog.LogFile; f != "" && !absPathOK(f) {
+		bad("doors.log_file", q(f), `want an absolute path like "/var/log/moat-knock.log"`)
+	}
 	if !slices.Contains(onExitValues, d.OnExit) {
 		bad("daemon.on_exit", q(d.OnExit), "want %s", quotedOr(onExitValues))
 	}

@@ -20,6 +20,7 @@ const (
 	RouteOff      = "/v1/firewall/off"
 	RouteDoors    = "/v1/doors"
 	RouteGrants   = "/v1/grants"
+	RouteDoorLog  = "/v1/doors/log"
 )
 
 // EntryJSON is a ban or allow as the CLI and `--json` show it.

@@ -93,6 +93,7 @@ type Daemon struct {
 
 	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
 	doors     atomic.Pointer[doorEngine]
+	grants    *grantBook // open door grants, kept across reloads and restarts (see grants.go)
 	scan      atomic.Pointer[scanGuard]
 	granted   atomic.Pointer[map[netip.Addr]bool] // sources holding a kernel-mode grant
 	nflog     *nflog.Conn
@@ -183,6 +184,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.started = d.now()
 	d.seedSSHPeers() // before install empties the kernel's sets
+	d.grants = newGrantBook(ctx, d.log, st)
+	defer d.grants.wait()
+	defer d.grants.save()
+	d.adoptKernelGrants() // before install empties the kernel's sets
 	if err := d.install(ld); err != nil {
 		ln.Close()
 		return err
@@ -205,14 +210,13 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer func() { d.stopLogin() }()
-	eng, err := newDoorEngine(gctx, d.log, d.fw, ld.Cfg.Doors)
+	eng, err := newDoorEngine(d.log, d.fw, d.grants, ld.Cfg.Doors)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	eng.scanTracked = d.scanTracked
 	d.doors.Store(eng)
-	defer func() { d.doors.Load().wait() }()
 	d.startScan(ld.Cfg)
 	defer d.saveScan()
 	{
@@ -239,7 +243,7 @@ func Run(ctx context.Context, opts Options) error {
 					return nil
 				case <-t.C:
 					now := d.now()
-					d.doors.Load().expire(now)
+					d.grants.expire(now)
 					d.housekeep(now)
 				}
 			}
@@ -331,12 +335,18 @@ func (d *Daemon) install(ld *Loaded) error {
 	ports := d.sshPorts
 	d.mu.Unlock()
 	rs := firewall.Build(ld.Cfg.Firewall, ports, expandDoors(ld.Cfg.Doors, d.log)...)
-	b, a := d.bans.Elements(d.now())
+	now := d.now()
+	b, a := d.bans.Elements(now)
+	// Open door grants go back in with the table; those of doors the config
+	// no longer has end once the table that drops them is in.
+	d.grants.setLogFile(ld.Cfg.DoorLog.LogFile)
+	g, stale := d.grants.plan(ld.Cfg, now)
 	t0 := time.Now()
-	if err := d.fw.Apply(rs, b, a); err != nil {
+	if err := d.fw.Apply(rs, b, a, g...); err != nil {
 		return err
 	}
-	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "took", time.Since(t0))
+	d.grants.retire(stale, now)
+	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "grants", len(g), "took", time.Since(t0))
 	releaseAfterBurst(len(b) + len(a))
 	if err := d.st.SetMeta(MetaApplied, ld.Raw); err != nil {
 		d.log.Warn("could not record the applied config", "err", err)
@@ -439,10 +449,9 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 		d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
 		return err
 	}
-	if eng, err := newDoorEngine(d.runCtx, d.log, d.fw, ld.Cfg.Doors); err != nil {
+	if eng, err := newDoorEngine(d.log, d.fw, d.grants, ld.Cfg.Doors); err != nil {
 		d.log.Error("daemon-mode doors not reloaded", "err", err)
 	} else {
-		eng.adopt(d.doors.Load())
 		eng.scanTracked = d.scanTracked
 		d.doors.Store(eng)
 	}

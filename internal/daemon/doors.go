@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,18 +19,19 @@ import (
 	"github.com/moat-fw/moat/internal/knock"
 	"github.com/moat-fw/moat/internal/nflog"
 	"github.com/moat-fw/moat/internal/packet"
+	"github.com/moat-fw/moat/internal/store"
 )
 
 // commandTimeout bounds a door's start or stop command.
 const commandTimeout = 10 * time.Second
 
 // doorEngine verifies daemon-mode doors from the packets the kernel hands
-// over, opens grants in the kernel, and runs the doors' commands.
+// over and opens grants in the kernel. The grants themselves, and the
+// doors' commands, are the grantBook's: they outlive a reload's engine.
 type doorEngine struct {
 	log  *slog.Logger
 	fw   *firewall.Applier
-	ctx  context.Context // commands die with the daemon
-	cmds sync.WaitGroup
+	book *grantBook
 
 	// scanTracked reports sources the scan guard tracks as scanners: they
 	// cannot complete a knock.
@@ -38,8 +39,7 @@ type doorEngine struct {
 
 	mu     sync.Mutex
 	doors  []*daemonDoor
-	group  *knock.Group           // the doors' verifiers, judging each packet together as knockd's doors do
-	grants map[grantKey]time.Time // open daemon-mode grants and when they end
+	group  *knock.Group // the doors' verifiers, judging each packet together as knockd's doors do
 	resets logLimiter
 }
 
@@ -53,8 +53,8 @@ type grantKey struct {
 	addr netip.Addr
 }
 
-func newDoorEngine(ctx context.Context, log *slog.Logger, fw *firewall.Applier, doors []config.Door) (*doorEngine, error) {
-	e := &doorEngine{log: log, fw: fw, ctx: ctx, grants: map[grantKey]time.Time{}, resets: logLimiter{every: time.Second / 10}}
+func newDoorEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, doors []config.Door) (*doorEngine, error) {
+	e := &doorEngine{log: log, fw: fw, book: book, resets: logLimiter{every: time.Second / 10}}
 	for _, dc := range doors {
 		if !dc.Daemon() {
 			continue
@@ -75,19 +75,6 @@ func newDoorEngine(ctx context.Context, log *slog.Logger, fw *firewall.Applier, 
 	}
 	e.group = knock.NewGroup(vs...)
 	return e, nil
-}
-
-// adopt takes over the grants an engine of the previous config opened, so
-// their stop commands still run after a reload.
-func (e *doorEngine) adopt(old *doorEngine) {
-	if old == nil {
-		return
-	}
-	old.mu.Lock()
-	defer old.mu.Unlock()
-	for k, until := range old.grants {
-		e.grants[k] = until
-	}
 }
 
 // packet feeds one knock-related packet to every daemon-mode door.
@@ -111,7 +98,7 @@ func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
 			}
 			e.open(d, p.Src, now)
 		case knock.Closed:
-			e.close(d, p.Src, "close sequence")
+			e.close(d, p.Src, now)
 		case knock.Reset:
 			if e.resets.allow(now) {
 				e.log.Info("knock reset", "door", d.cfg.Name, "addr", p.Src, "by", fmt.Sprintf("%d/%d", p.Proto, p.DstPort))
@@ -135,14 +122,13 @@ func grantsFor(d config.Door, a netip.Addr, withTimeout bool) []firewall.Grant {
 }
 
 func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now time.Time) {
-	k := grantKey{d.cfg.Name, a}
-	_, already := e.grants[k]
+	already := e.book.has(d.cfg.Name, a)
 	if err := e.fw.UpdateGrants(nil, grantsFor(d.cfg, a, true)); err != nil {
 		e.log.Error("door could not open", "door", d.cfg.Name, "addr", a, "err", err)
 		return
 	}
-	e.grants[k] = now.Add(d.cfg.OpenFor)
-	e.log.Info("door opened", "door", d.cfg.Name, "addr", a, "for", d.cfg.OpenFor, "mode", "daemon")
+	e.book.opened(store.Grant{Door: d.cfg.Name, Addr: a, Ports: doorPorts(d.cfg), Opened: now, Expires: now.Add(d.cfg.OpenFor),
+		StopCommand: d.cfg.StopCommand}, "knock verified by the daemon", now)
 	if d.cfg.OneTimeSequences != "" {
 		if err := consumeOneTime(d.cfg.OneTimeSequences); err != nil {
 			e.log.Error("one-time sequence not consumed", "door", d.cfg.Name, "err", err)
@@ -155,77 +141,20 @@ func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now time.Time) {
 		d.v.SetSequence(seq)
 	}
 	if !already {
-		e.run(d.cfg, d.cfg.StartCommand, a, "start_command")
+		e.book.run(d.cfg.Name, d.cfg.StartCommand, a, "start_command")
 	}
 }
 
-func (e *doorEngine) close(d *daemonDoor, a netip.Addr, why string) {
-	k := grantKey{d.cfg.Name, a}
-	if _, ok := e.grants[k]; !ok {
+// close ends a grant on its close sequence; the book runs the stop command.
+func (e *doorEngine) close(d *daemonDoor, a netip.Addr, now time.Time) {
+	if !e.book.has(d.cfg.Name, a) {
 		return
 	}
-	delete(e.grants, k)
-	if why != "expired" {
-		if err := e.fw.UpdateGrants(grantsFor(d.cfg, a, false), nil); err != nil {
-			e.log.Warn("door grant already gone from the kernel", "door", d.cfg.Name, "addr", a, "err", err)
-		}
-	}
-	e.log.Info("door closed", "door", d.cfg.Name, "addr", a, "why", why)
-	e.run(d.cfg, d.cfg.StopCommand, a, "stop_command")
-}
-
-// expire ends grants whose time is up (the kernel has already dropped
-// their elements) and runs their stop commands.
-func (e *doorEngine) expire(now time.Time) {
-	if e == nil {
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, until := range e.grants {
-		if now.Before(until) {
-			continue
-		}
-		for _, d := range e.doors {
-			if d.cfg.Name == k.door {
-				e.close(d, k.addr, "expired")
-			}
-		}
-	}
-}
-
-// run starts a door command as argv, never through a shell, with %IP% and
-// %DOOR% replaced by values moat validated (an address it parsed, a name
-// the config restricts to [a-z0-9_]).
-func (e *doorEngine) run(d config.Door, argv []string, a netip.Addr, which string) {
-	if len(argv) == 0 {
-		return
-	}
-	args := make([]string, len(argv))
-	for i, s := range argv {
-		args[i] = strings.NewReplacer("%IP%", a.String(), "%DOOR%", d.Name).Replace(s)
-	}
-	e.cmds.Go(func() {
-		ctx, cancel := context.WithTimeout(e.ctx, commandTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "MOAT_DOOR=" + d.Name, "MOAT_IP=" + a.String()}
-		out, err := cmd.CombinedOutput()
-		if len(out) > 4096 {
-			out = out[:4096]
-		}
-		if err != nil {
-			e.log.Error("door command failed", "door", d.Name, "command", which, "argv", args, "err", err, "output", string(out))
-			return
-		}
-		e.log.Info("door command ran", "door", d.Name, "command", which, "argv", args, "output", string(out))
-	})
-}
-
-// wait waits for commands still running (at shutdown).
-func (e *doorEngine) wait() {
-	if e != nil {
-		e.cmds.Wait()
+	// The book first: a read of the kernel in between must not find the
+	// grant gone from the kernel while the book still has it, and put it back.
+	e.book.closed(d.cfg.Name, a, ActionClosed, "close sequence", now)
+	if err := e.fw.UpdateGrants(grantsFor(d.cfg, a, false), nil); err != nil {
+		e.log.Warn("door grant already gone from the kernel", "door", d.cfg.Name, "addr", a, "err", err)
 	}
 }
 
@@ -383,6 +312,10 @@ func (d *Daemon) dispatch(m *nflog.Message, p *packet.Packet) {
 		d.doors.Load().packet(p, now)
 		return
 	}
+	if door, closing, ok := firewall.ParseGrantLog(m.Prefix); ok {
+		d.kernelDoor(door, p.Src, closing, now)
+		return
+	}
 	if g := d.scan.Load(); g != nil && err == nil {
 		g.packet(p, m.Prefix, now)
 	}
@@ -399,12 +332,18 @@ type DoorJSON struct {
 	Pending  int      `json:"pending,omitempty"` // daemon mode: sources in the middle of a knock
 }
 
-// GrantJSON is an open grant for `moat grant list`.
+// GrantJSON is an open grant for `moat grant list`: one port the kernel
+// lets a source in on.
 type GrantJSON struct {
 	Door    string  `json:"door"`
 	Addr    string  `json:"addr"`
 	Port    string  `json:"port"`
 	Seconds float64 `json:"seconds_left"`
+	// From moat's record of the grant; empty for one it has no record of
+	// (added to the set by hand).
+	Mode   string    `json:"mode,omitempty"` // "kernel" or "daemon": who verified the knock
+	Opened time.Time `json:"opened,omitzero"`
+	Until  time.Time `json:"until,omitzero"`
 }
 
 func specStrings(ps []config.PortSpec) []string {
@@ -458,17 +397,28 @@ func (d *Daemon) grantsList() ([]GrantJSON, error) {
 	d.mu.Lock()
 	cfg := d.cur.Cfg
 	d.mu.Unlock()
+	recs := d.grants.list()
 	out := []GrantJSON{}
 	for _, g := range gs {
-		door := "?"
+		j := GrantJSON{Door: "?", Addr: g.Addr.String(), Port: portName(g.Proto, g.Port), Seconds: g.Left.Seconds()}
 		for _, dc := range cfg.Doors {
 			for _, p := range dc.Open {
 				if uint8(p.Proto) == g.Proto && g.Port >= p.From && g.Port <= p.To {
-					door = dc.Name
+					j.Door = dc.Name
 				}
 			}
 		}
-		out = append(out, GrantJSON{Door: door, Addr: g.Addr.String(), Port: portName(g.Proto, g.Port), Seconds: g.Left.Seconds()})
+		// The record names the door exactly, even when two doors open
+		// the same port.
+		for _, r := range recs {
+			if r.Addr == g.Addr.Unmap() && slices.ContainsFunc(r.Ports, func(p store.GrantPort) bool {
+				return p.Proto == g.Proto && g.Port >= p.From && g.Port <= p.To
+			}) {
+				j.Door, j.Mode, j.Opened, j.Until = r.Door, modeName(r.Kernel), r.Opened, r.Expires
+				break
+			}
+		}
+		out = append(out, j)
 	}
 	return out, nil
 }

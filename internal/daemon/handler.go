@@ -67,6 +67,9 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET "+RouteDoors, func(w http.ResponseWriter, r *http.Request) {
 		control.WriteJSON(w, http.StatusOK, d.doorsList())
 	})
+	mux.HandleFunc("GET "+RouteDoorLog, func(w http.ResponseWriter, r *http.Request) {
+		control.WriteJSON(w, http.StatusOK, d.grants.events(0))
+	})
 	mux.HandleFunc("GET "+RouteGrants, func(w http.ResponseWriter, r *http.Request) {
 		gs, err := d.grantsList()
 		if err != nil {

@@ -275,12 +275,8 @@ func (d *Daemon) grantHolders() []netip.Addr {
 			out = append(out, a)
 		}
 	}
-	if e := d.doors.Load(); e != nil {
-		e.mu.Lock()
-		for k := range e.grants {
-			out = append(out, k.addr)
-		}
-		e.mu.Unlock()
+	if d.grants != nil {
+		out = append(out, d.grants.holders()...)
 	}
 	return out
 }
@@ -290,18 +286,7 @@ func (d *Daemon) holdsGrant(a netip.Addr) bool {
 	if m := d.granted.Load(); m != nil && (*m)[a.Unmap()] {
 		return true
 	}
-	e := d.doors.Load()
-	if e == nil {
-		return false
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k := range e.grants {
-		if k.addr == a.Unmap() {
-			return true
-		}
-	}
-	return false
+	return d.grants != nil && d.grants.holds(a)
 }
 
 // housekeep runs every few hundred milliseconds: it refreshes who holds
@@ -331,7 +316,9 @@ func (d *Daemon) housekeep(now time.Time) {
 				m[g.Addr.Unmap()] = true
 			}
 			d.granted.Store(&m)
+			d.syncKernelGrants(gs, now, false)
 		}
 	}
+	d.grants.save()
 	d.saveScan()
 }

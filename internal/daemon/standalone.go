@@ -54,6 +54,11 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 	// A daemon killed before it saved a ban left it only in the kernel;
 	// the install below would drop it.
 	d.adoptKernelBans()
+	// Open door grants go back in with the table, as the daemon's do.
+	d.grants = newGrantBook(ctx, d.log, st)
+	defer d.grants.wait()
+	defer d.grants.save()
+	d.adoptKernelGrants()
 	d.sessions = newSessionTable(d.log, nil)
 	d.sessions.refresh(d.sshPorts, loginGrace(ctx), d.now())
 	if err := d.guard(ld.Cfg, opts.Session, opts.Force, true); err != nil {

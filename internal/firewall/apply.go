@@ -86,8 +86,10 @@ func explain(err error) error {
 
 // Apply replaces moat's table with rs and the given set contents in one
 // atomic transaction: until it commits, the old table stays in force, and
-// no other table is touched.
-func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
+// no other table is touched. Grants (each with the time it has left as its
+// Timeout) go into the new grant sets in the same transaction, so a door
+// open before a reload is never shut, not even for a moment.
+func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c, err := a.conn()
@@ -111,6 +113,10 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
 			name := kind.setName(e.Prefix.Addr().Is6())
 			contents[name] = append(contents[name], setElements(e)...)
 		}
+	}
+	for _, g := range grants {
+		name := grantSet(g.Addr.Unmap().Is6()).Name
+		contents[name] = append(contents[name], nftables.SetElement{Key: grantKey(g), Timeout: g.Timeout})
 	}
 	for _, sd := range rs.Sets {
 		s := namedSet(t, sd.Name, sd.V6)

@@ -38,7 +38,7 @@ const KnockBusyChain = "knock_busy"
 
 // kernelKnockRules returns the kernel doors' sets, the rules that go at the
 // end of chain knock, and chain knock_busy's rules.
-func kernelKnockRules(doors []config.Door) (sets []SetDef, start, busy []Rule) {
+func kernelKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, start, busy []Rule) {
 	var ports []config.PortSpec
 	seen := map[config.PortSpec]bool{}
 	var gotos, fails, steps []Rule
@@ -51,7 +51,7 @@ func kernelKnockRules(doors []config.Door) (sets []SetDef, start, busy []Rule) {
 						ports = append(ports, s)
 					}
 				}
-				ks := kernelSequence(dr, sq, v6)
+				ks := kernelSequence(dr, sq, v6, logGroup)
 				sets = append(sets, ks.sets...)
 				if ks.clock != "" {
 					gotos = append(gotos, rule(saddrIn(ks.clock, v6), gotoChain(KnockBusyChain)))
@@ -79,7 +79,7 @@ type kernelSeq struct {
 	fails, steps []Rule
 }
 
-func kernelSequence(dr config.Door, sq sequence, v6 bool) kernelSeq {
+func kernelSequence(dr config.Door, sq sequence, v6 bool, logGroup uint16) kernelSeq {
 	var ks kernelSeq
 	n := len(sq.steps)
 	name := func(stage int) string { return KnockSetName(dr.Name, sq.tag, stage, v6) }
@@ -115,7 +115,9 @@ func kernelSequence(dr config.Door, sq sequence, v6 bool) kernelSeq {
 				}
 			}
 		}
-		return out
+		// After the grant updates: a set too full to take the grant stops
+		// the rule before the log, so the daemon never logs what did not happen.
+		return append(out, grantLog(dr.Name, sq.close, logGroup))
 	}
 	first := match(sq.steps[0])
 	if n == 1 {

@@ -248,7 +248,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		if len(handoff) > 0 {
 			rs.Counters = append(rs.Counters, CounterKnock)
 		}
-		ksets, start, busy := kernelKnockRules(kernelDoors)
+		ksets, start, busy := kernelKnockRules(kernelDoors, fw.LogGroup)
 		rs.Sets = append(rs.Sets, ksets...)
 		knock.Rules = append(handoff, start...)
 		rs.Chains = append(rs.Chains, knock)

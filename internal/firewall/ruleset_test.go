@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moat-fw/moat/internal/config"
 )
@@ -103,5 +104,37 @@ func TestEveryLogPrefixIsMoats(t *testing.T) {
 	}
 	if n < 3 {
 		t.Fatalf("found %d log prefixes in the example ruleset; the test no longer sees them", n)
+	}
+}
+
+func TestKernelDoorLogsItsGrants(t *testing.T) {
+	door := config.Door{Name: "ssh", Sequence: []config.PortSpec{{Proto: config.TCP, From: 7000, To: 7000}, {Proto: config.UDP, From: 7200, To: 7200}},
+		CloseSequence: []config.PortSpec{{Proto: config.UDP, From: 7400, To: 7400}, {Proto: config.UDP, From: 7600, To: 7600}},
+		Open:          []config.PortSpec{{Proto: config.TCP, From: 22, To: 22}}, OpenFor: 30 * time.Second, SeqTimeout: 5 * time.Second, MaxPending: 64}
+	text := Build(config.Firewall{LogGroup: 7, LogRate: 1, LogBurst: 1}, nil, door).String()
+	for _, want := range []string{
+		`add @grant4 { ip saddr . tcp . 22 timeout 30s } log prefix "moat:grant:ssh" group 7`,
+		`delete @grant6 { ip6 saddr . tcp . 22 } log prefix "moat:revoke:ssh" group 7`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, text)
+		}
+	}
+	for _, c := range []struct {
+		prefix  string
+		door    string
+		closing bool
+		ok      bool
+	}{
+		{GrantLogPrefix("ssh", false), "ssh", false, true},
+		{GrantLogPrefix("web_2", true), "web_2", true, true},
+		{LogPrefix("closed"), "", false, false},
+		{LogPrefix("grant:"), "", false, false},
+		{"grant:ssh", "", false, false},
+	} {
+		door, closing, ok := ParseGrantLog([]byte(c.prefix))
+		if door != c.door || closing != c.closing || ok != c.ok {
+			t.Errorf("ParseGrantLog(%q) = %q %v %v", c.prefix, door, closing, ok)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-// Package store persists bans, allows and daemon state in a bbolt file under state_dir.
+// Package store persists bans, allows, door grants and daemon state in a bbolt file under state_dir.
 //
 // The store is the source of truth for bans: the kernel holds copies with
 // timeouts, and the daemon re-asserts the store in the kernel. A Store is safe
@@ -34,6 +34,7 @@ var (
 	bucketHistory = []byte("history")
 	bucketAllows  = []byte("allows")
 	bucketMeta    = []byte("meta")
+	bucketGrants  = []byte("grants")
 
 	keySchema = []byte("schema")
 )
@@ -98,7 +99,7 @@ func Open(dir string) (*Store, error) {
 // init creates the buckets and checks the schema version.
 func (s *Store) init() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketInfo, bucketBans, bucketHistory, bucketAllows, bucketMeta} {
+		for _, name := range [][]byte{bucketInfo, bucketBans, bucketHistory, bucketAllows, bucketMeta, bucketGrants} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("creating bucket %s: %w", name, err)
 			}
