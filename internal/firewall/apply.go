@@ -102,7 +102,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
 	for _, name := range rs.Counters {
 		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
-	c.AddObj(&nftables.NamedObj{Table: t, Name: "log", Type: nftables.ObjTypeLimit, Obj: &expr.Limit{
+	c.AddObj(&nftables.NamedObj{Table: t, Name: LimitLog, Type: nftables.ObjTypeLimit, Obj: &expr.Limit{
 		Type: expr.LimitTypePkts, Rate: uint64(rs.LogRate), Unit: expr.LimitTimeSecond, Burst: rs.LogBurst,
 	}})
 	contents := map[string][]nftables.SetElement{}

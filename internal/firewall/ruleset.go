@@ -44,6 +44,11 @@ const (
 	CounterMapped  = "v4mapped"
 )
 
+// LimitLog names the named limit every NFLOG rule shares. Not "log": that
+// is an nft keyword, and `nft -f` could not load back what `nft list`
+// prints for a limit of that name.
+const LimitLog = "loglimit"
+
 // mapped6 are IPv4-mapped IPv6 addresses. They never belong on the wire
 // (RFC 4291 section 2.5.5.2), yet Linux delivers IPv6 packets from them to
 // input, where a dual-stack socket would take them for IPv4 peers: a
@@ -182,7 +187,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	}
 
 	logged := func(reason string, match ...stmt) []Rule {
-		logRule := append(append([]stmt{}, match...), limitObj("log"), nflog(LogPrefix(reason), fw.LogGroup, logSnaplen))
+		logRule := append(append([]stmt{}, match...), limitObj(LimitLog), nflog(LogPrefix(reason), fw.LogGroup, logSnaplen))
 		dropRule := append(append([]stmt{}, match...), counterObj(reason), drop())
 		return []Rule{rule(logRule...), rule(dropRule...)}
 	}
@@ -264,7 +269,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		rs.Chains = append(rs.Chains, knock)
 		add(rule(jumpChain("knock")))
 	}
-	add(rule(limitObj("log"), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
+	add(rule(limitObj(LimitLog), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
 		// A closed port answers as a host without a listener would.
 		add(rule(metaL4(protoTCP), counterObj(CounterClosed), rejectTCPReset()),
@@ -298,7 +303,7 @@ func (rs *Ruleset) String() string {
 	for _, c := range rs.Counters {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n\n", c)
 	}
-	fmt.Fprintf(&b, "\tlimit log {\n\t\trate %d/second burst %d packets\n\t}\n\n", rs.LogRate, rs.LogBurst)
+	fmt.Fprintf(&b, "\tlimit %s {\n\t\trate %d/second burst %d packets\n\t}\n\n", LimitLog, rs.LogRate, rs.LogBurst)
 	for _, s := range rs.Sets {
 		typ := "ipv4_addr"
 		if s.V6 {
