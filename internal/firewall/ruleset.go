@@ -155,6 +155,16 @@ var ndTypes = map[byte]string{
 
 var linkLocal6 = netip.MustParsePrefix("fe80::/10")
 
+// The MLD message types, named as nft names them.
+var mldNames = map[byte]string{
+	130: "mld-listener-query",
+	131: "mld-listener-report",
+	132: "mld-listener-done",
+	143: "mld2-listener-report",
+}
+
+func mldTypes() []byte { return []byte{130, 131, 132, 143} }
+
 // Build turns the firewall config into the ruleset. sshPorts resolves the
 // "ssh" alias in open (nil means 22). Doors verified in the kernel add their
 // knock sets and rules.
@@ -221,6 +231,11 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		types = append(types, t)
 	}
 	add(rule(icmpv6Types(types, ndTypes), hoplimit255(), accept()))
+	// MLD (RFC 4890 section 4.4.1): switches that snoop MLD stop sending
+	// the host its solicited-node groups, and so neighbour discovery, when
+	// its reports go unanswered. Queries and reports never leave the link:
+	// a link-local source and hop limit 1 prove it (RFC 3810 section 5).
+	add(rule(saddrPrefix(linkLocal6), hoplimit(1), icmpv6Types(mldTypes(), mldNames), accept()))
 	// DHCPv6 replies come unicast from a link-local server to a multicast
 	// request, which conntrack cannot pair up.
 	add(rule(saddrPrefix(linkLocal6), portMatch(protoUDP, true, 547), portMatch(protoUDP, false, 546), accept()))

@@ -267,10 +267,14 @@ func icmpv6Types(types []byte, names map[byte]string) stmt {
 	return stmt{text: "icmpv6 type { " + strings.Join(ns, ", ") + " }", exprs: append(head, lk), anon: as}
 }
 
-func hoplimit255() stmt {
-	return stmt{text: "ip6 hoplimit 255", exprs: cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
+func hoplimit255() stmt { return hoplimit(255) }
+
+// hoplimit matches an IPv6 hop limit: 255 proves a packet was sent on the
+// link (ND), 1 that it was not meant to leave it (MLD).
+func hoplimit(n byte) stmt {
+	return stmt{text: fmt.Sprintf("ip6 hoplimit %d", n), exprs: cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 7, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{255}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{n}},
 	})}
 }
 
