@@ -36,7 +36,7 @@ type Firewall struct {
 	Allow          []netip.Prefix // allow: trusted sources (hosts are /32 or /128)
 	ClosedResponse string         // closed_response: "drop" or "reject"
 	Ping           bool           // ping: answer ICMP echo requests
-	Stealth        bool           // stealth: drop invalid TCP flag combinations (fragments are reassembled first)
+	Stealth        bool           // stealth: drop invalid TCP flag combinations, and fragments before reassembly
 	LogGroup       uint16         // log_group: NFLOG group for dropped packets
 	LogRate        uint32         // log_rate: packets per second logged to NFLOG at most
 	LogBurst       uint32         // log_burst: burst allowed above log_rate

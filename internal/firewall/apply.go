@@ -134,7 +134,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element) error {
 		nc := &nftables.Chain{Name: ch.Name, Table: t}
 		if hook := ch.hooknum(); hook != nil {
 			nc.Hooknum = hook
-			nc.Priority = nftables.ChainPriorityFilter
+			nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority))
 			nc.Type = nftables.ChainTypeFilter
 			nc.Policy = ch.policy()
 		}

@@ -57,10 +57,11 @@ var mapped6 = netip.MustParsePrefix("::ffff:0.0.0.0/96")
 
 // Chain is one chain of the table.
 type Chain struct {
-	Name   string
-	Hook   string // "input", "forward", or "" for a regular chain
-	Policy string // "accept" or "drop" for base chains
-	Rules  []Rule
+	Name     string
+	Hook     string // "prerouting", "input", "forward", "output", or "" for a regular chain
+	Priority int32  // of a base chain; 0 is nft's "filter"
+	Policy   string // "accept" or "drop" for base chains
+	Rules    []Rule
 }
 
 // SetDef is a named set of the table.
@@ -122,17 +123,14 @@ func stealthRules() []stealthRule {
 		// New connections must start with a bare SYN: catches ACK, window
 		// and Maimon scans and the rest of nmap's non-SYN probes.
 		{"nosyn", []stmt{tcpFlags(flagSYN, flagFIN|flagSYN|flagRST|flagACK, true), ctNew()}},
-		// Backstops only: conntrack reassembles fragments before the
-		// input hook, so these see only a fragment it could not (their
-		// counter is normally 0), and a fragmented probe is judged whole
-		// by the rules above.
-		{"fragment", []stmt{fragV4()}},
-		{"fragment", []stmt{fragV6()}},
 	}
 }
 
-// StealthReasons lists the log reasons of the stealth rules, for the scan
-// guard and status.
+// CounterFragment counts the fragments the fragments chain dropped.
+const CounterFragment = "fragment"
+
+// StealthReasons lists the log reasons of the stealth rules, fragments
+// included, for the scan guard and status.
 func StealthReasons() []string {
 	var out []string
 	seen := map[string]bool{}
@@ -142,7 +140,7 @@ func StealthReasons() []string {
 			out = append(out, r.reason)
 		}
 	}
-	return out
+	return append(out, CounterFragment)
 }
 
 // ICMPv6 types IPv6 cannot work without: neighbour discovery and router
@@ -293,6 +291,9 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(rule(counterObj(CounterClosed), drop()))
 
 	rs.Chains = append([]Chain{input, guard}, rs.Chains...)
+	if fw.Stealth {
+		rs.Chains = append(rs.Chains, fragmentChain(fw))
+	}
 
 	switch fw.Forward {
 	case "ban":
@@ -338,7 +339,11 @@ func (rs *Ruleset) String() string {
 	for i, c := range rs.Chains {
 		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
 		if c.Hook != "" {
-			fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy %s;\n", c.Hook, c.Policy)
+			prio := "filter"
+			if c.Priority != 0 {
+				prio = fmt.Sprint(c.Priority)
+			}
+			fmt.Fprintf(&b, "\t\ttype filter hook %s priority %s; policy %s;\n", c.Hook, prio, c.Policy)
 		}
 		for _, r := range c.Rules {
 			fmt.Fprintf(&b, "\t\t%s\n", r.Text())
@@ -358,6 +363,10 @@ func (c Chain) hooknum() *nftables.ChainHook {
 		return nftables.ChainHookInput
 	case "forward":
 		return nftables.ChainHookForward
+	case "prerouting":
+		return nftables.ChainHookPrerouting
+	case "output":
+		return nftables.ChainHookOutput
 	}
 	return nil
 }

@@ -220,16 +220,6 @@ func ctNew() stmt {
 	return ctState(expr.CtStateBitNEW, "new")
 }
 
-// fragV4 matches IPv4 fragments other than the first. With conntrack loaded
-// the kernel reassembles before the input hook, so this is a backstop.
-func fragV4() stmt {
-	return stmt{text: "ip frag-off & 8191 != 0", exprs: cat(nfproto(unix.NFPROTO_IPV4), []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x1f, 0xff}, Xor: []byte{0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
-	})}
-}
-
 // fragV6 matches IPv6 packets carrying a fragment header.
 func fragV6() stmt {
 	return stmt{text: "exthdr frag exists", exprs: cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
