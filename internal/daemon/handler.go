@@ -178,6 +178,9 @@ func (d *Daemon) apply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ld, err := LoadConfig(d.opts.ConfigPath, d.opts.Explicit)
+	if err == nil {
+		_, err = CheckInterfaces(ld)
+	}
 	if err != nil {
 		control.WriteError(w, http.StatusBadRequest, err)
 		return

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,5 +92,188 @@ func TestFragmentsDroppedBeforeReassembly(t *testing.T) {
 	}
 	if got := h.status(t).Counters["fragment"].Packets; got != 6 {
 		t.Fatalf("fragment counter = %d, want 6 (3 IPv4 and 3 IPv6 fragments)", got)
+	}
+}
+
+// dialFromServer connects from the server (the host moat guards) to dst:
+// true if it connected. A drop in the output hook fails the connect with
+// EPERM or a timeout; either is "blocked".
+func (h *host) dialFromServer(dst netip.AddrPort) bool {
+	h.t.Helper()
+	var ok bool
+	err := h.server.Do(func() error {
+		c, err := (&net.Dialer{Timeout: quick}).Dial("tcp", dst.String())
+		if err == nil {
+			ok = true
+			return c.Close()
+		}
+		var ne net.Error
+		if errors.Is(err, unix.EPERM) || errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.ECONNREFUSED) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ok
+}
+
+// udpReaches sends a datagram from the server to dst, where the client
+// listens, and says whether it arrived.
+func (h *host) udpReaches(dst netip.AddrPort) bool {
+	h.t.Helper()
+	var conn *net.UDPConn
+	if err := h.client.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(dst))
+		return err
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := h.server.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("moat egress")) // EPERM when the output hook drops it
+		return nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(quick))
+	_, err := conn.Read(make([]byte, 64))
+	return err == nil
+}
+
+// With output = "deny" the host reaches what output_allow lists and
+// nothing else, replies to what it serves still leave, and a banned
+// address is unreachable from the host whatever the output policy.
+func TestOutputPolicyAndBansOnOutput(t *testing.T) {
+	t.Run("deny", func(t *testing.T) {
+		h := newHost(t, "")
+		h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\noutput = \"deny\"\noutput_allow = [\"tcp/7001@%s\", \"tcp/7001@%s\"]",
+			openPort, h.link.B4, netip.PrefixFrom(h.link.B6, 64).Masked()))
+		for _, a := range []netip.Addr{h.link.B4, h.link.B6} {
+			h.client.ListenTCP(t, netip.AddrPortFrom(a, 7001))
+			h.client.ListenTCP(t, netip.AddrPortFrom(a, 7002))
+		}
+		h.start()
+		for _, a := range []netip.Addr{h.link.B4, h.link.B6} {
+			if !h.dialFromServer(netip.AddrPortFrom(a, 7001)) {
+				t.Fatalf("output_allow lists tcp/7001 to %s, but the host could not connect", a)
+			}
+			if h.dialFromServer(netip.AddrPortFrom(a, 7002)) {
+				t.Fatalf("tcp/7002 is not in output_allow, but the host connected to %s", a)
+			}
+			h.expect(a, openPort, netnstest.Connected) // replies leave
+		}
+		if got := h.status(t).Counters["output"].Packets; got == 0 {
+			t.Fatal("the output counter did not count the blocked connections")
+		}
+		// --force: the host's own connection made the client a protected peer.
+		h.moat("ban", "add", h.link.B4.String(), "--force")
+		if h.dialFromServer(netip.AddrPortFrom(h.link.B4, 7001)) {
+			t.Fatal("the host connected to a banned address")
+		}
+	})
+	t.Run("accept", func(t *testing.T) {
+		h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+		h.start()
+		dst := netip.AddrPortFrom(h.link.B4, 7003)
+		if !h.udpReaches(dst) {
+			t.Fatal("before the ban, UDP from the host did not reach the client")
+		}
+		h.moat("ban", "add", h.link.B4.String(), "--force")
+		if h.udpReaches(dst) {
+			t.Fatal("UDP from the host reached a banned address")
+		}
+		if h.dialFromServer(netip.AddrPortFrom(h.link.B4, openPort)) {
+			t.Fatal("the host connected to a banned address")
+		}
+	})
+}
+
+// The reject list answers like a host with nothing listening, in drop
+// mode, on IPv4 and IPv6, even with output = "deny" (the answers are
+// related to the probe).
+func TestRejectListAnswersInDropMode(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\nclosed_response = \"drop\"\noutput = \"deny\"\nreject = [\"tcp/%d\", \"udp/5300-5301\"]", openPort, closedPort))
+	for _, a := range []netip.Addr{h.link.A4, h.link.A6} {
+		h.server.ListenUDPEcho(t, netip.AddrPortFrom(a, 5300))
+		h.server.ListenUDPEcho(t, netip.AddrPortFrom(a, 5400))
+		h.server.ListenTCP(t, netip.AddrPortFrom(a, closedPort+1))
+	}
+	h.start()
+	for _, src := range []netip.Addr{h.link.B4, h.link.B6} {
+		dst := h.link.A4
+		if src.Is6() {
+			dst = h.link.A6
+		}
+		h.expect(src, closedPort, netnstest.Refused)
+		h.expect(src, closedPort+1, netnstest.TimedOut) // other closed ports stay silent
+		if ans, unreach := h.client.UDPEcho(t, src, netip.AddrPortFrom(dst, 5300), patient); ans || !unreach {
+			t.Fatalf("udp/5300 from %s: answered=%v unreachable=%v, want port unreachable", src, ans, unreach)
+		}
+		if ans, unreach := h.client.UDPEcho(t, src, netip.AddrPortFrom(dst, 5400), quick); ans || unreach {
+			t.Fatalf("udp/5400 from %s: answered=%v unreachable=%v, want silence", src, ans, unreach)
+		}
+	}
+	if got := h.status(t).Counters["rejected"].Packets; got < 4 {
+		t.Fatalf("rejected counter = %d, want at least 4", got)
+	}
+}
+
+// An interface not in interfaces stays default deny (M8): a second link
+// reaches the open port and nothing else, and bans hold there; an
+// interface in trusted_interfaces is accepted; a misspelt name is refused.
+func TestInterfacesNeverFailOpen(t *testing.T) {
+	h := newHost(t, "")
+	other := netnstest.New(t)
+	l2 := netnstest.Connect(t, h.server, other)
+	for _, a := range []netip.Addr{l2.A4, l2.A6} {
+		h.server.ListenTCP(t, netip.AddrPortFrom(a, openPort))
+		h.server.ListenTCP(t, netip.AddrPortFrom(a, closedPort))
+	}
+	dial := func(src, dst netip.Addr, port uint16, timeout time.Duration) netnstest.Result {
+		return other.DialTCP(t, src, netip.AddrPortFrom(dst, port), timeout)
+	}
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q]", openPort, h.link.AIf))
+	h.start()
+	for _, p := range [][2]netip.Addr{{l2.B4, l2.A4}, {l2.B6, l2.A6}} {
+		if got := dial(p[0], p[1], closedPort, quick); got != netnstest.TimedOut {
+			t.Fatalf("closed port through the unlisted link from %s: %s, want TimedOut", p[0], got)
+		}
+		if got := dial(p[0], p[1], openPort, patient); got != netnstest.Connected {
+			t.Fatalf("open port through the unlisted link from %s: %s, want Connected", p[0], got)
+		}
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.moat("ban", "add", l2.B4.String())
+	if got := dial(l2.B4, l2.A4, openPort, quick); got != netnstest.TimedOut {
+		t.Fatalf("a banned source through the unlisted link: %s, want TimedOut", got)
+	}
+	h.moat("ban", "del", l2.B4.String())
+
+	// Trusted: accepted, closed ports included.
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q]\ntrusted_interfaces = [%q]", openPort, h.link.AIf, l2.AIf))
+	h.moat("firewall", "apply")
+	if got := dial(l2.B4, l2.A4, closedPort, patient); got != netnstest.Connected {
+		t.Fatalf("closed port through a trusted link: %s, want Connected", got)
+	}
+
+	// A typo is refused by config check and by apply, with key and line;
+	// the same name marked optional passes with a warning.
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q]", openPort, h.link.AIf+"x"))
+	for _, args := range [][]string{{"config", "check"}, {"firewall", "apply"}} {
+		out, err := h.moatErr(args...)
+		if err == nil || !strings.Contains(out, "firewall.interfaces[0]") || !strings.Contains(out, "line ") {
+			t.Fatalf("moat %s with a misspelt interface: err=%v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q, %q]", openPort, h.link.AIf, h.link.AIf+"x?"))
+	if out, err := h.moatErr("config", "check"); err != nil || !strings.Contains(out, "warning") {
+		t.Fatalf("an optional absent interface should pass with a warning: err=%v\n%s", err, out)
 	}
 }

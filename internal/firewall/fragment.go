@@ -30,6 +30,9 @@ const PriorityBeforeDefrag = -450
 func fragmentChain(fw config.Firewall) Chain {
 	c := Chain{Name: "fragments", Hook: "prerouting", Priority: PriorityBeforeDefrag, Policy: "accept"}
 	c.Rules = append(c.Rules, rule(iifLo(), verdict(expr.VerdictReturn, "return")))
+	for _, name := range fw.TrustedInterfaces {
+		c.Rules = append(c.Rules, rule(iifname(name), verdict(expr.VerdictReturn, "return")))
+	}
 	for _, m := range []stmt{fragAnyV4(), fragV6()} {
 		c.Rules = append(c.Rules,
 			rule(m, limitObj(LimitLog), nflog(LogPrefix(CounterFragment), fw.LogGroup, logSnaplen)),

@@ -184,15 +184,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	peerSets, peerRules := sshPeerRules(sshPorts, fw.LogGroup)
 	rs.Sets = append(rs.Sets, peerSets...)
 	input.Rules = append(input.Rules, peerRules...)
-	if len(fw.Interfaces) == 0 {
-		input.Rules = append(input.Rules, rule(gotoChain("guard")))
-	} else {
-		for _, name := range fw.Interfaces {
-			input.Rules = append(input.Rules, rule(iifname(name), gotoChain("guard")))
-		}
-		// Interfaces moat was not asked to guard are left as they were.
-		input.Rules = append(input.Rules, rule(accept()))
-	}
+	input.Rules = append(input.Rules, dispatchRules(fw)...)
 
 	logged := func(reason string, match ...stmt) []Rule {
 		logRule := append(append([]stmt{}, match...), limitObj(LimitLog), nflog(LogPrefix(reason), fw.LogGroup, logSnaplen))
@@ -224,19 +216,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(logged(CounterInvalid, ctState(expr.CtStateBitINVALID, "invalid"))...)
 	add(rule(saddrIn(SetAllow4, false), accept()),
 		rule(saddrIn(SetAllow6, true), accept()))
-	types := make([]byte, 0, len(ndTypes))
-	for t := range ndTypes {
-		types = append(types, t)
-	}
-	add(rule(icmpv6Types(types, ndTypes), hoplimit255(), accept()))
-	// MLD (RFC 4890 section 4.4.1): switches that snoop MLD stop sending
-	// the host its solicited-node groups, and so neighbour discovery, when
-	// its reports go unanswered. Queries and reports never leave the link:
-	// a link-local source and hop limit 1 prove it (RFC 3810 section 5).
-	add(rule(saddrPrefix(linkLocal6), hoplimit(1), icmpv6Types(mldTypes(), mldNames), accept()))
-	// DHCPv6 replies come unicast from a link-local server to a multicast
-	// request, which conntrack cannot pair up.
-	add(rule(saddrPrefix(linkLocal6), portMatch(protoUDP, true, 547), portMatch(protoUDP, false, 546), accept()))
+	add(linkRules()...)
 	if fw.Ping {
 		add(rule(icmpType(8, "echo-request"), accept()),
 			rule(icmpv6Types([]byte{128}, map[byte]string{128: "echo-request"}), accept()))
@@ -282,6 +262,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		rs.Chains = append(rs.Chains, knock)
 		add(rule(jumpChain("knock")))
 	}
+	add(rejectRules(fw.Reject)...)
 	add(rule(limitObj(LimitLog), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
 		// A closed port answers as a host without a listener would.
@@ -291,6 +272,19 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(rule(counterObj(CounterClosed), drop()))
 
 	rs.Chains = append([]Chain{input, guard}, rs.Chains...)
+	if len(fw.TrustedInterfaces) > 0 {
+		rs.Chains = append(rs.Chains, trustedChain())
+	}
+	if len(fw.Interfaces) > 0 {
+		rs.Chains = append(rs.Chains, unlistedChain(fw, sshPorts))
+	}
+	if len(fw.Reject) > 0 {
+		rs.Counters = append(rs.Counters, CounterRejected)
+	}
+	if fw.Output == "deny" {
+		rs.Counters = append(rs.Counters, CounterOutput)
+	}
+	rs.Chains = append(rs.Chains, outputChain(fw))
 	if fw.Stealth {
 		rs.Chains = append(rs.Chains, fragmentChain(fw))
 	}
