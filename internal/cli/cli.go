@@ -433,6 +433,9 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	cmd.AddCommand(add, del, list)
+	if kind == "ban" {
+		cmd.AddCommand(a.banFlushCmd())
+	}
 	return cmd
 }
 

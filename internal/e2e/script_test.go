@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -276,4 +277,52 @@ func TestInterfacesNeverFailOpen(t *testing.T) {
 	if out, err := h.moatErr("config", "check"); err != nil || !strings.Contains(out, "warning") {
 		t.Fatalf("an optional absent interface should pass with a warning: err=%v\n%s", err, out)
 	}
+}
+
+// `moat ban flush` says what it would lift and changes nothing; with
+// --yes it lifts every ban and keeps the allow list, through the daemon
+// and, with no daemon running, from the store and the kernel directly.
+func TestBanFlush(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	second := h.link.Host4(3)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(second, 24))
+	h.start()
+	h.moat("ban", "add", h.link.B4.String())
+	h.moat("ban", "add", h.link.B6.String(), "--for", "1h")
+	h.moat("allow", "add", second.String())
+	out := h.moat("ban", "flush")
+	if !strings.Contains(out, "would lift 2 bans") || !strings.Contains(out, h.link.B4.String()) {
+		t.Fatalf("ban flush without --yes:\n%s", out)
+	}
+	h.expect(h.link.B4, openPort, netnstest.TimedOut)
+	h.expect(h.link.B6, openPort, netnstest.TimedOut)
+	if out := h.moat("ban", "flush", "--yes"); !strings.Contains(out, "lifted 2 bans") {
+		t.Fatalf("ban flush --yes:\n%s", out)
+	}
+	h.expect(h.link.B4, openPort, netnstest.Connected)
+	h.expect(h.link.B6, openPort, netnstest.Connected)
+	h.expect(second, closedPort, netnstest.Connected) // still allowed
+	if st := h.status(t); st.Bans != 0 || st.Allows != 1 {
+		t.Fatalf("after flush: %d bans, %d allows", st.Bans, st.Allows)
+	}
+
+	// Without a daemon: the ban stays in the kernel (on_exit = "keep")
+	// and in the store until flushed, and does not come back at start.
+	h.moat("ban", "add", h.link.B4.String())
+	h.proc.Signal(syscall.SIGTERM)
+	if err := h.proc.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(h.link.B4, openPort, netnstest.TimedOut)
+	if out := h.moat("ban", "flush"); !strings.Contains(out, "would lift 1 bans") {
+		t.Fatalf("standalone ban flush without --yes:\n%s", out)
+	}
+	h.expect(h.link.B4, openPort, netnstest.TimedOut)
+	if out := h.moat("ban", "flush", "--yes"); !strings.Contains(out, "lifted 1 bans") {
+		t.Fatalf("standalone ban flush --yes:\n%s", out)
+	}
+	h.expect(h.link.B4, openPort, netnstest.Connected)
+	h.start()
+	h.expect(h.link.B4, openPort, netnstest.Connected)
+	h.expect(second, closedPort, netnstest.Connected)
 }
