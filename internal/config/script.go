@@ -172,12 +172,11 @@ func (f *Firewall) scriptProblems() []problem {
 			bad(path, v, `want "tcp/139", "udp/137" or a range like "tcp/137-139"`)
 			continue
 		}
-		for j, o := range ResolveSSH(f.Open, nil) {
+		for _, o := range ResolveSSH(f.Open, nil) {
 			if o.Proto == s.Proto && o.From <= s.To && s.From <= o.To {
 				bad(path, v, "overlaps open %q: an open port is accepted and never rejected", o.String())
 				break
 			}
-			_ = j
 		}
 		for j := range i {
 			if o := f.Reject[j]; o.Proto == s.Proto && o.From <= s.To && s.From <= o.To {
