@@ -152,6 +152,13 @@ func (a *app) configCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			absent, err := daemon.CheckInterfaces(ld)
+			if err != nil {
+				return err
+			}
+			for _, e := range absent {
+				fmt.Fprintf(a.errw, "warning: [firewall] interfaces %q matches no interface here yet; it is guarded once it appears\n", e)
+			}
 			fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
 			a.warnSSHDUnreachable(cmd.Context(), ld.Cfg.Firewall, ld.Cfg.Doors)
 			return nil
@@ -426,6 +433,9 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	cmd.AddCommand(add, del, list)
+	if kind == "ban" {
+		cmd.AddCommand(a.banFlushCmd())
+	}
 	return cmd
 }
 

@@ -206,6 +206,7 @@ func defaults() Config {
 			LogRate:        1000,
 			LogBurst:       2000,
 			Forward:        "untouched",
+			Output:         "accept",
 		},
 		Login: defaultLogin(),
 		Scan:  defaultScan(),
@@ -232,7 +233,7 @@ var schema = []table{
 		{"reconcile_every", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Daemon.ReconcileEvery) }},
 		{"log_level", func(d *decoder, p string, v any) { d.enum(p, v, logLevelValues, &d.cfg.Daemon.LogLevel) }},
 	}},
-	{"firewall", []key{
+	{"firewall", append([]key{
 		{"interfaces", func(d *decoder, p string, v any) { d.interfaces(p, v) }},
 		{"open", func(d *decoder, p string, v any) { d.open(p, v) }},
 		{"allow", func(d *decoder, p string, v any) { d.allow(p, v) }},
@@ -257,7 +258,7 @@ var schema = []table{
 			}
 		}},
 		{"forward", func(d *decoder, p string, v any) { d.enum(p, v, forwardValues, &d.cfg.Firewall.Forward) }},
-	}},
+	}, scriptKeys...)},
 	{"login", loginKeys},
 	{"scan", scanKeys},
 	{"doors", []key{

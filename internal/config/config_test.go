@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 			LogRate:        1000,
 			LogBurst:       2000,
 			Forward:        "untouched",
+			Output:         "accept",
 		},
 		Scan: defaultScan(),
 		Login: Login{
@@ -153,6 +154,7 @@ forward = "drop"
 			LogRate:        1,
 			LogBurst:       4294967295,
 			Forward:        "drop",
+			Output:         "accept",
 		},
 		Login: defaultLogin(),
 		Scan:  defaultScan(),
@@ -265,6 +267,15 @@ func TestParseErrors(t *testing.T) {
 		{"interface star", "[firewall]\ninterfaces = [\"*\"]\n", `line 2: firewall.interfaces[0] "*": to match every interface leave interfaces empty`},
 		{"interface inner star", "[firewall]\ninterfaces = [\"e*h0\"]\n", `line 2: firewall.interfaces[0] "e*h0": "*" may only end a name`},
 		{"interface double star", "[firewall]\ninterfaces = [\"eth**\"]\n", `line 2: firewall.interfaces[0] "eth**": "*" may only end a name`},
+		{"interface optional ok but lo", "[firewall]\ninterfaces = [\"wg0?\", \"lo?\"]\n", `line 2: firewall.interfaces[1] "lo?": loopback is always accepted`},
+		{"trusted and guarded", "[firewall]\ninterfaces = [\"eth0\"]\ntrusted_interfaces = [\"eth0\"]\n", `line 3: firewall.trusted_interfaces[0] "eth0": also in interfaces[0]`},
+		{"output enum", "[firewall]\noutput = \"drop\"\n", `line 2: firewall.output "drop": want "accept" or "deny"`},
+		{"output_allow bad", "[firewall]\noutput = \"deny\"\noutput_allow = [\"tcp/443\",\n \"tcp/22@192.0.2.1/24\"]\n", `line 4: firewall.output_allow[1] "tcp/22@192.0.2.1/24": after @: host bits are set; did you mean 192.0.2.0/24?`},
+		{"output_allow ssh", "[firewall]\noutput = \"deny\"\noutput_allow = [\"ssh\"]\n", `line 3: firewall.output_allow[0] "ssh": "ssh" means this host's sshd`},
+		{"output_allow without deny", "[firewall]\noutput_allow = [\"tcp/443\"]\n", `line 2: firewall.output_allow: has no effect unless output = "deny"`},
+		{"reject open", "[firewall]\nopen = [\"tcp/139\"]\nreject = [\"tcp/137-139\"]\n", `line 3: firewall.reject[0] "tcp/137-139": overlaps open "tcp/139"`},
+		{"reject overlap", "[firewall]\nreject = [\"udp/137-139\", \"udp/139\"]\n", `line 2: firewall.reject[1] "udp/139": overlaps reject[0] "udp/137-139"`},
+		{"reject ssh", "[firewall]\nreject = [\"ssh\"]\n", `line 2: firewall.reject[0] "ssh": want "tcp/139"`},
 		{"interface duplicate", "[firewall]\ninterfaces = [\"eth0\",\n\"eth0\"]\n", `line 3: firewall.interfaces[1] "eth0": duplicate of interfaces[0]`},
 
 		// Enumerations.
@@ -677,6 +688,17 @@ func render(c *Config) string {
 	f := c.Firewall
 	fmt.Fprintf(&b, "[firewall]\ninterfaces = %s\nopen = %s\nallow = %s\nclosed_response = %s\nping = %t\nstealth = %t\nlog_group = %d\nlog_rate = %d\nlog_burst = %d\nforward = %s\n",
 		list(ifs), list(open), list(allow), q(f.ClosedResponse), f.Ping, f.Stealth, f.LogGroup, f.LogRate, f.LogBurst, q(f.Forward))
+	var trusted, oa, rej []string
+	for _, s := range f.TrustedInterfaces {
+		trusted = append(trusted, q(s))
+	}
+	for _, r := range f.OutputAllow {
+		oa = append(oa, q(r.String()))
+	}
+	for _, s := range f.Reject {
+		rej = append(rej, q(s.String()))
+	}
+	fmt.Fprintf(&b, "trusted_interfaces = %s\noutput = %s\noutput_allow = %s\nreject = %s\n", list(trusted), q(f.Output), list(oa), list(rej))
 	l := c.Login
 	var srcs, ign []string
 	for _, s := range l.Sources {

@@ -40,16 +40,22 @@ type Daemon struct {
 
 // Firewall configures the nftables table moat owns.
 type Firewall struct {
-	Interfaces     []string       // interfaces: empty means every interface but loopback; "eth*" matches a prefix
-	Open           []PortSpec     // open: public services
-	Allow          []netip.Prefix // allow: trusted sources (hosts are /32 or /128)
-	ClosedResponse string         // closed_response: "drop" or "reject"
-	Ping           bool           // ping: answer ICMP echo requests
-	Stealth        bool           // stealth: drop invalid TCP flag combinations (fragments are reassembled first)
-	LogGroup       uint16         // log_group: NFLOG group for dropped packets
-	LogRate        uint32         // log_rate: packets per second logged to NFLOG at most
-	LogBurst       uint32         // log_burst: burst allowed above log_rate
-	Forward        string         // forward: "untouched" (default), "ban" or "drop"
+	Interfaces []string // interfaces: guarded with the full ruleset; "eth*" matches a prefix, "wg0?" may be absent
+	// TrustedInterfaces are accepted unfiltered (bans aside). Every
+	// interface in neither list stays default deny.
+	TrustedInterfaces []string       // trusted_interfaces
+	Output            string         // output: "accept" (default) or "deny" what this host starts
+	OutputAllow       []OutputRule   // output_allow: what output = "deny" lets out
+	Reject            []PortSpec     // reject: closed ports answered with RST / port unreachable
+	Open              []PortSpec     // open: public services
+	Allow             []netip.Prefix // allow: trusted sources (hosts are /32 or /128)
+	ClosedResponse    string         // closed_response: "drop" or "reject"
+	Ping              bool           // ping: answer ICMP echo requests
+	Stealth           bool           // stealth: drop invalid TCP flag combinations, and fragments before reassembly
+	LogGroup          uint16         // log_group: NFLOG group for dropped packets
+	LogRate           uint32         // log_rate: packets per second logged to NFLOG at most
+	LogBurst          uint32         // log_burst: burst allowed above log_rate
+	Forward           string         // forward: "untouched" (default), "ban" or "drop"
 }
 
 // Proto is an IP protocol number that a port belongs to.

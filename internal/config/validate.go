@@ -167,6 +167,7 @@ func (c *Config) problems() []problem {
 	if !slices.Contains(forwardValues, f.Forward) {
 		bad("firewall.forward", q(f.Forward), "want %s", quotedOr(forwardValues))
 	}
+	out = append(out, f.scriptProblems()...)
 	out = append(out, c.Login.problems()...)
 	out = append(out, c.doorProblems()...)
 	out = append(out, c.Scan.problems()...)
@@ -176,6 +177,7 @@ func (c *Config) problems() []problem {
 // checkInterface returns what is wrong with an interfaces entry, or "".
 // The rules are the kernel's (dev_valid_name), plus one trailing "*".
 func checkInterface(name string) string {
+	name, _ = InterfaceName(name)
 	base := strings.TrimSuffix(name, "*")
 	switch {
 	case name == "lo":

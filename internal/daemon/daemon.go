@@ -90,6 +90,9 @@ type Daemon struct {
 	bans    *ban.Manager
 	started time.Time
 	wake    chan struct{}
+	// ifMissing is the last warning about [firewall] interfaces that match
+	// no link (see interfaces.go), so a link change is told once.
+	ifMissing atomic.Value
 
 	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
 	doors     atomic.Pointer[doorEngine]
@@ -133,6 +136,9 @@ func Run(ctx context.Context, opts Options) error {
 		wake: make(chan struct{}, 1), enforcing: true}
 	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
 	if err != nil {
+		return err
+	}
+	if _, err := CheckInterfaces(ld); err != nil {
 		return err
 	}
 	d.cur = ld
@@ -417,6 +423,9 @@ func (d *Daemon) reload(sshConn string, force bool) error {
 	if err != nil {
 		return err
 	}
+	if _, err := CheckInterfaces(ld); err != nil {
+		return err
+	}
 	return d.switchTo(ld, sshConn, force, 0)
 }
 
@@ -571,6 +580,7 @@ func (d *Daemon) check(full bool) {
 	if !enforcing {
 		return
 	}
+	d.warnInterfaces(cur.Cfg.Firewall)
 	ok, err := d.fw.Exists()
 	if err != nil {
 		d.log.Error("reconcile: cannot read the kernel's tables", "err", err)

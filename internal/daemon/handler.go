@@ -26,6 +26,7 @@ func (d *Daemon) handler() http.Handler {
 		control.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST "+RouteBans, d.banAdd)
+	mux.HandleFunc("POST "+RouteBansFlush, d.banFlush)
 	mux.HandleFunc("POST "+RouteBansDel, func(w http.ResponseWriter, r *http.Request) {
 		var req DelRequest
 		p, ok := decodeAddr(w, r, &req, &req.Addr)
@@ -181,6 +182,9 @@ func (d *Daemon) apply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ld, err := LoadConfig(d.opts.ConfigPath, d.opts.Explicit)
+	if err == nil {
+		_, err = CheckInterfaces(ld)
+	}
 	if err != nil {
 		control.WriteError(w, http.StatusBadRequest, err)
 		return

@@ -33,6 +33,9 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 	if err != nil {
 		return err
 	}
+	if _, err := CheckInterfaces(ld); err != nil {
+		return err
+	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(), cur: ld}
 	// A daemon with another socket may guard this namespace: replacing its
 	// table from here would leave it enforcing what it no longer knows.

@@ -539,17 +539,6 @@ func TestOnExitRemove(t *testing.T) {
 	h.expect(h.link.B4, closedPort, netnstest.Connected)
 }
 
-// Interfaces moat is not asked to guard are left alone.
-func TestInterfacesLimitWhatIsGuarded(t *testing.T) {
-	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [\"nomatch*\"]", openPort))
-	h.start()
-	h.expect(h.link.B4, closedPort, netnstest.Connected)
-	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q]", openPort, h.link.AIf))
-	h.moat("firewall", "apply")
-	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
-	h.expect(h.link.B6, openPort, netnstest.Connected)
-}
-
 // Bans are checked before connection tracking: a ban also cuts a connection
 // that was already established.
 func TestBanCutsEstablishedConnections(t *testing.T) {

@@ -104,7 +104,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 	for _, name := range rs.Counters {
 		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
-	c.AddObj(&nftables.NamedObj{Table: t, Name: "log", Type: nftables.ObjTypeLimit, Obj: &expr.Limit{
+	c.AddObj(&nftables.NamedObj{Table: t, Name: LimitLog, Type: nftables.ObjTypeLimit, Obj: &expr.Limit{
 		Type: expr.LimitTypePkts, Rate: uint64(rs.LogRate), Unit: expr.LimitTimeSecond, Burst: rs.LogBurst,
 	}})
 	contents := map[string][]nftables.SetElement{}
@@ -140,7 +140,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 		nc := &nftables.Chain{Name: ch.Name, Table: t}
 		if hook := ch.hooknum(); hook != nil {
 			nc.Hooknum = hook
-			nc.Priority = nftables.ChainPriorityFilter
+			nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority))
 			nc.Type = nftables.ChainTypeFilter
 			nc.Policy = ch.policy()
 		}

@@ -44,6 +44,11 @@ const (
 	CounterMapped  = "v4mapped"
 )
 
+// LimitLog names the named limit every NFLOG rule shares. Not "log": that
+// is an nft keyword, and `nft -f` could not load back what `nft list`
+// prints for a limit of that name.
+const LimitLog = "loglimit"
+
 // mapped6 are IPv4-mapped IPv6 addresses. They never belong on the wire
 // (RFC 4291 section 2.5.5.2), yet Linux delivers IPv6 packets from them to
 // input, where a dual-stack socket would take them for IPv4 peers: a
@@ -52,10 +57,11 @@ var mapped6 = netip.MustParsePrefix("::ffff:0.0.0.0/96")
 
 // Chain is one chain of the table.
 type Chain struct {
-	Name   string
-	Hook   string // "input", "forward", or "" for a regular chain
-	Policy string // "accept" or "drop" for base chains
-	Rules  []Rule
+	Name     string
+	Hook     string // "prerouting", "input", "forward", "output", or "" for a regular chain
+	Priority int32  // of a base chain; 0 is nft's "filter"
+	Policy   string // "accept" or "drop" for base chains
+	Rules    []Rule
 }
 
 // SetDef is a named set of the table.
@@ -117,17 +123,14 @@ func stealthRules() []stealthRule {
 		// New connections must start with a bare SYN: catches ACK, window
 		// and Maimon scans and the rest of nmap's non-SYN probes.
 		{"nosyn", []stmt{tcpFlags(flagSYN, flagFIN|flagSYN|flagRST|flagACK, true), ctNew()}},
-		// Backstops only: conntrack reassembles fragments before the
-		// input hook, so these see only a fragment it could not (their
-		// counter is normally 0), and a fragmented probe is judged whole
-		// by the rules above.
-		{"fragment", []stmt{fragV4()}},
-		{"fragment", []stmt{fragV6()}},
 	}
 }
 
-// StealthReasons lists the log reasons of the stealth rules, for the scan
-// guard and status.
+// CounterFragment counts the fragments the fragments chain dropped.
+const CounterFragment = "fragment"
+
+// StealthReasons lists the log reasons of the stealth rules, fragments
+// included, for the scan guard and status.
 func StealthReasons() []string {
 	var out []string
 	seen := map[string]bool{}
@@ -137,7 +140,7 @@ func StealthReasons() []string {
 			out = append(out, r.reason)
 		}
 	}
-	return out
+	return append(out, CounterFragment)
 }
 
 // ICMPv6 types IPv6 cannot work without: neighbour discovery and router
@@ -149,6 +152,16 @@ var ndTypes = map[byte]string{
 }
 
 var linkLocal6 = netip.MustParsePrefix("fe80::/10")
+
+// The MLD message types, named as nft names them.
+var mldNames = map[byte]string{
+	130: "mld-listener-query",
+	131: "mld-listener-report",
+	132: "mld-listener-done",
+	143: "mld2-listener-report",
+}
+
+func mldTypes() []byte { return []byte{130, 131, 132, 143} }
 
 // Build turns the firewall config into the ruleset. sshPorts resolves the
 // "ssh" alias in open (nil means 22). Doors verified in the kernel add their
@@ -171,18 +184,10 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	peerSets, peerRules := sshPeerRules(sshPorts, fw.LogGroup)
 	rs.Sets = append(rs.Sets, peerSets...)
 	input.Rules = append(input.Rules, peerRules...)
-	if len(fw.Interfaces) == 0 {
-		input.Rules = append(input.Rules, rule(gotoChain("guard")))
-	} else {
-		for _, name := range fw.Interfaces {
-			input.Rules = append(input.Rules, rule(iifname(name), gotoChain("guard")))
-		}
-		// Interfaces moat was not asked to guard are left as they were.
-		input.Rules = append(input.Rules, rule(accept()))
-	}
+	input.Rules = append(input.Rules, dispatchRules(fw)...)
 
 	logged := func(reason string, match ...stmt) []Rule {
-		logRule := append(append([]stmt{}, match...), limitObj("log"), nflog(LogPrefix(reason), fw.LogGroup, logSnaplen))
+		logRule := append(append([]stmt{}, match...), limitObj(LimitLog), nflog(LogPrefix(reason), fw.LogGroup, logSnaplen))
 		dropRule := append(append([]stmt{}, match...), counterObj(reason), drop())
 		return []Rule{rule(logRule...), rule(dropRule...)}
 	}
@@ -211,14 +216,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(logged(CounterInvalid, ctState(expr.CtStateBitINVALID, "invalid"))...)
 	add(rule(saddrIn(SetAllow4, false), accept()),
 		rule(saddrIn(SetAllow6, true), accept()))
-	types := make([]byte, 0, len(ndTypes))
-	for t := range ndTypes {
-		types = append(types, t)
-	}
-	add(rule(icmpv6Types(types, ndTypes), hoplimit255(), accept()))
-	// DHCPv6 replies come unicast from a link-local server to a multicast
-	// request, which conntrack cannot pair up.
-	add(rule(saddrPrefix(linkLocal6), portMatch(protoUDP, true, 547), portMatch(protoUDP, false, 546), accept()))
+	add(linkRules()...)
 	if fw.Ping {
 		add(rule(icmpType(8, "echo-request"), accept()),
 			rule(icmpv6Types([]byte{128}, map[byte]string{128: "echo-request"}), accept()))
@@ -257,7 +255,8 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		}
 		add(rule(jumpChain("knock")))
 	}
-	add(rule(limitObj("log"), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
+	add(rejectRules(fw.Reject)...)
+	add(rule(limitObj(LimitLog), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
 		// A closed port answers as a host without a listener would.
 		add(rule(metaL4(protoTCP), counterObj(CounterClosed), rejectTCPReset()),
@@ -266,6 +265,22 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(rule(counterObj(CounterClosed), drop()))
 
 	rs.Chains = append([]Chain{input, guard}, rs.Chains...)
+	if len(fw.TrustedInterfaces) > 0 {
+		rs.Chains = append(rs.Chains, trustedChain())
+	}
+	if len(fw.Interfaces) > 0 {
+		rs.Chains = append(rs.Chains, unlistedChain(fw, sshPorts))
+	}
+	if len(fw.Reject) > 0 {
+		rs.Counters = append(rs.Counters, CounterRejected)
+	}
+	if fw.Output == "deny" {
+		rs.Counters = append(rs.Counters, CounterOutput)
+	}
+	rs.Chains = append(rs.Chains, outputChain(fw))
+	if fw.Stealth {
+		rs.Chains = append(rs.Chains, fragmentChain(fw))
+	}
 
 	switch fw.Forward {
 	case "ban":
@@ -291,7 +306,7 @@ func (rs *Ruleset) String() string {
 	for _, c := range rs.Counters {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n\n", c)
 	}
-	fmt.Fprintf(&b, "\tlimit log {\n\t\trate %d/second burst %d packets\n\t}\n\n", rs.LogRate, rs.LogBurst)
+	fmt.Fprintf(&b, "\tlimit %s {\n\t\trate %d/second burst %d packets\n\t}\n\n", LimitLog, rs.LogRate, rs.LogBurst)
 	for _, s := range rs.Sets {
 		typ := "ipv4_addr"
 		if s.V6 {
@@ -311,7 +326,11 @@ func (rs *Ruleset) String() string {
 	for i, c := range rs.Chains {
 		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
 		if c.Hook != "" {
-			fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy %s;\n", c.Hook, c.Policy)
+			prio := "filter"
+			if c.Priority != 0 {
+				prio = fmt.Sprint(c.Priority)
+			}
+			fmt.Fprintf(&b, "\t\ttype filter hook %s priority %s; policy %s;\n", c.Hook, prio, c.Policy)
 		}
 		for _, r := range c.Rules {
 			fmt.Fprintf(&b, "\t\t%s\n", r.Text())
@@ -331,6 +350,10 @@ func (c Chain) hooknum() *nftables.ChainHook {
 		return nftables.ChainHookInput
 	case "forward":
 		return nftables.ChainHookForward
+	case "prerouting":
+		return nftables.ChainHookPrerouting
+	case "output":
+		return nftables.ChainHookOutput
 	}
 	return nil
 }

@@ -220,16 +220,6 @@ func ctNew() stmt {
 	return ctState(expr.CtStateBitNEW, "new")
 }
 
-// fragV4 matches IPv4 fragments other than the first. With conntrack loaded
-// the kernel reassembles before the input hook, so this is a backstop.
-func fragV4() stmt {
-	return stmt{text: "ip frag-off & 8191 != 0", exprs: cat(nfproto(unix.NFPROTO_IPV4), []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x1f, 0xff}, Xor: []byte{0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
-	})}
-}
-
 // fragV6 matches IPv6 packets carrying a fragment header.
 func fragV6() stmt {
 	return stmt{text: "exthdr frag exists", exprs: cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
@@ -267,10 +257,14 @@ func icmpv6Types(types []byte, names map[byte]string) stmt {
 	return stmt{text: "icmpv6 type { " + strings.Join(ns, ", ") + " }", exprs: append(head, lk), anon: as}
 }
 
-func hoplimit255() stmt {
-	return stmt{text: "ip6 hoplimit 255", exprs: cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
+func hoplimit255() stmt { return hoplimit(255) }
+
+// hoplimit matches an IPv6 hop limit: 255 proves a packet was sent on the
+// link (ND), 1 that it was not meant to leave it (MLD).
+func hoplimit(n byte) stmt {
+	return stmt{text: fmt.Sprintf("ip6 hoplimit %d", n), exprs: cat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 7, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{255}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{n}},
 	})}
 }
 
