@@ -17,9 +17,15 @@ import (
 //     s(k+1) leaves the stage and the clock (so no sweep can complete);
 //   - step k (n..2): in stage k-1 and on the clock, s(k) moves it on; step n
 //     grants (or, for a close sequence, revokes) the door's ports;
-//   - repeat: s(k) again while in stage k is dropped and changes nothing
-//     (a retransmitted SYN);
+//   - repeat: s(k) again while in stage k changes nothing (a retransmitted
+//     SYN);
 //   - step 1: s1 starts the clock and stage 1.
+//
+// Every rule that takes a knock ends with the answer a closed port gives
+// (closedReply), after its set updates: with closed_response = "reject" a
+// knock port that stayed silent among RSTs would give itself away, and the
+// next step's port going silent after a correct knock would reveal the
+// sequence one port at a time.
 //
 // Every door's resets come before every door's steps, so one door's knock
 // still resets another door's half-done sequence. The sets have a size cap:
@@ -56,7 +62,23 @@ func KnockSetName(door, tag string, stage int, v6 bool) string {
 	return fmt.Sprintf("%s%d_%s", name, stage, fam)
 }
 
-func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, steps []Rule) {
+// closedReply is the verdict a closed port of proto gets (see Build), for
+// rules that take a knock: drop, or with reject the TCP reset or ICMP port
+// unreachable, which the kernel rate limits the same way whichever rule
+// sends it.
+func closedReply(proto config.Proto, reject bool) stmt {
+	switch {
+	case !reject:
+		return drop()
+	case proto == config.TCP:
+		return rejectTCPReset()
+	case proto == config.UDP:
+		return rejectPortUnreachable()
+	}
+	return drop()
+}
+
+func knockRules(dr config.Door, sq sequence, v6, reject bool) (sets []SetDef, resets, steps []Rule) {
 	n := len(sq.steps)
 	name := func(stage int) string { return KnockSetName(dr.Name, sq.tag, stage, v6) }
 	if n > 1 {
@@ -106,10 +128,11 @@ func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, st
 		} else {
 			r = append(r, setUpdate(0, name(k), v6))
 		}
-		steps = append(steps, rule(append(r, drop())...))
+		steps = append(steps, rule(append(r, closedReply(sq.steps[k-1].Proto, reject))...))
 	}
 	for k := 1; k < n; k++ {
-		steps = append(steps, rule(saddrIn(name(k), v6), portMatch(byte(sq.steps[k-1].Proto), false, sq.steps[k-1].From), drop()))
+		s := sq.steps[k-1]
+		steps = append(steps, rule(saddrIn(name(k), v6), portMatch(byte(s.Proto), false, s.From), closedReply(s.Proto, reject)))
 	}
 	first := match(sq.steps[0])
 	if n == 1 {
@@ -117,7 +140,7 @@ func knockRules(dr config.Door, sq sequence, v6 bool) (sets []SetDef, resets, st
 	} else {
 		first = append(first, setUpdate(0, name(0), v6), setUpdate(0, name(1), v6))
 	}
-	steps = append(steps, rule(append(first, drop())...))
+	steps = append(steps, rule(append(first, closedReply(sq.steps[0].Proto, reject))...))
 	return sets, resets, steps
 }
 
@@ -135,8 +158,9 @@ var KnockPrefix = LogPrefix("knock")
 // daemonKnockRules hands daemon-mode doors their packets: every packet to
 // one of their knock ports (unlimited, so a flood cannot crowd out a real
 // knock), and every closed-port packet from a source that knocked within
-// seq_timeout, which the daemon needs to reset sequences.
-func daemonKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, rules []Rule) {
+// seq_timeout, which the daemon needs to reset sequences. A knock port
+// answers as a closed port does (closedReply), one rule per protocol.
+func daemonKnockRules(doors []config.Door, fw config.Firewall) (sets []SetDef, rules []Rule) {
 	var ports []config.PortSpec
 	seen := map[config.PortSpec]bool{}
 	size, timeout := 0, time.Duration(0)
@@ -152,23 +176,35 @@ func daemonKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, rule
 	if len(ports) == 0 {
 		return nil, nil
 	}
+	reject := fw.ClosedResponse == "reject"
 	for _, v6 := range []bool{false, true} {
 		set := SetKnockPending4
 		if v6 {
 			set = SetKnockPending6
 		}
 		sets = append(sets, SetDef{Name: set, V6: v6, Type: SetSources, Size: uint32(size), Timeout: timeout})
-		// The log comes before the update: with the set full the packet is
-		// still seen.
-		rules = append(rules, rule(metaNfproto(v6), protoPortIn(ports), nflogNow(KnockPrefix, logGroup, logSnaplen),
-			setRefresh(set, v6), counterObj(CounterKnock), drop()))
+		for _, proto := range []config.Proto{config.TCP, config.UDP} {
+			var these []config.PortSpec
+			for _, p := range ports {
+				if p.Proto == proto {
+					these = append(these, p)
+				}
+			}
+			if len(these) == 0 {
+				continue
+			}
+			// The log comes before the update: with the set full the
+			// packet is still seen.
+			rules = append(rules, rule(metaNfproto(v6), protoPortIn(these), nflogNow(KnockPrefix, fw.LogGroup, logSnaplen),
+				setRefresh(set, v6), counterObj(CounterKnock), closedReply(proto, reject)))
+		}
 	}
 	for _, v6 := range []bool{false, true} {
 		set := SetKnockPending4
 		if v6 {
 			set = SetKnockPending6
 		}
-		rules = append(rules, rule(saddrIn(set, v6), nflog(KnockPrefix, logGroup, logSnaplen)))
+		rules = append(rules, rule(saddrIn(set, v6), nflog(KnockPrefix, fw.LogGroup, logSnaplen)))
 	}
 	return sets, rules
 }

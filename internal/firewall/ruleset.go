@@ -243,7 +243,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 				kernelDoors = append(kernelDoors, dr)
 			}
 		}
-		sets, handoff := daemonKnockRules(daemonDoors, fw.LogGroup)
+		sets, handoff := daemonKnockRules(daemonDoors, fw)
 		rs.Sets = append(rs.Sets, sets...)
 		if len(handoff) > 0 {
 			rs.Counters = append(rs.Counters, CounterKnock)
@@ -252,7 +252,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		for _, v6 := range []bool{false, true} {
 			for _, dr := range kernelDoors {
 				for _, sq := range doorSequences(dr) {
-					sets, r, st := knockRules(dr, sq, v6)
+					sets, r, st := knockRules(dr, sq, v6, fw.ClosedResponse == "reject")
 					rs.Sets = append(rs.Sets, sets...)
 					resets, steps = append(resets, r...), append(steps, st...)
 				}
