@@ -210,7 +210,6 @@ func Run(ctx context.Context, opts Options) error {
 		ln.Close()
 		return err
 	}
-	eng.scanTracked = d.scanTracked
 	d.doors.Store(eng)
 	defer func() { d.doors.Load().wait() }()
 	d.startScan(ld.Cfg)
@@ -443,7 +442,6 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 		d.log.Error("daemon-mode doors not reloaded", "err", err)
 	} else {
 		eng.adopt(d.doors.Load())
-		eng.scanTracked = d.scanTracked
 		d.doors.Store(eng)
 	}
 	d.saveScan()

@@ -32,10 +32,6 @@ type doorEngine struct {
 	ctx  context.Context // commands die with the daemon
 	cmds sync.WaitGroup
 
-	// scanTracked reports sources the scan guard tracks as scanners: they
-	// cannot complete a knock.
-	scanTracked func(netip.Addr, time.Time) bool
-
 	mu     sync.Mutex
 	doors  []*daemonDoor
 	grants map[grantKey]time.Time // open daemon-mode grants and when they end
@@ -98,10 +94,11 @@ func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
 	for _, d := range e.doors {
 		switch d.v.Observe(p.Src, proto, p.DstPort, uint8(p.TCPFlags), now) {
 		case knock.Completed:
-			if e.scanTracked != nil && e.scanTracked(p.Src, now) {
-				e.log.Warn("knock refused: the source is being tracked as a port scanner", "door", d.cfg.Name, "addr", p.Src)
-				continue
-			}
+			// Whatever the scan guard thinks of the source: its score
+			// comes from packets anyone can forge with that source (five
+			// forged SYNs locked a victim out of every door), while a
+			// correct sequence is the secret itself. A banned source
+			// never gets here: the ban sets drop its packets first.
 			e.open(d, p.Src, now)
 		case knock.Closed:
 			e.close(d, p.Src, "close sequence")
