@@ -28,8 +28,11 @@ import (
 // sequence one port at a time.
 //
 // Every door's resets come before every door's steps, so one door's knock
-// still resets another door's half-done sequence. The sets have a size cap:
-// a spoofed flood fills them up to it and no further.
+// still resets another door's half-done sequence. The sets have a size cap,
+// max_pending: a spoofed flood fills them up to it and no further (about
+// 200 bytes of kernel memory per pending source, in the clock and stage 1),
+// and, as the kernel never evicts, refuses real first knocks while they
+// are full.
 
 // sequence is one state machine of a door: its open or its close sequence.
 type sequence struct {
