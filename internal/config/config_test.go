@@ -44,6 +44,9 @@ func TestDefaults(t *testing.T) {
 			LogRate:        1000,
 			LogBurst:       2000,
 			Forward:        "untouched",
+
+			KnockRatePerSource: 32,
+			KnockRate:          100000,
 		},
 		Scan: defaultScan(),
 		Login: Login{
@@ -125,6 +128,8 @@ log_group = 0
 log_rate = 1
 log_burst = 4294967295
 forward = "drop"
+knock_rate_per_source = 5
+knock_rate = 600
 `
 	want := &Config{
 		Daemon: Daemon{StateDir: "/srv/moat", Socket: "/run/m.sock", OnExit: "remove",
@@ -153,6 +158,9 @@ forward = "drop"
 			LogRate:        1,
 			LogBurst:       4294967295,
 			Forward:        "drop",
+
+			KnockRatePerSource: 5,
+			KnockRate:          600,
 		},
 		Login: defaultLogin(),
 		Scan:  defaultScan(),
@@ -279,6 +287,8 @@ func TestParseErrors(t *testing.T) {
 		{"log_group negative", "[firewall]\nlog_group = -1\n", `line 2: firewall.log_group -1: out of range`},
 		{"log_rate zero", "[firewall]\nlog_rate = 0\n", `line 2: firewall.log_rate 0: out of range; want 1 to 4294967295`},
 		{"log_burst zero", "[firewall]\n\nlog_burst = 0\n", `line 3: firewall.log_burst 0: out of range; want 1 to`},
+		{"knock_rate zero", "[firewall]\nknock_rate = 0\n", `line 2: firewall.knock_rate 0: out of range; want 1 to`},
+		{"knock_rate_per_source zero", "[firewall]\n\nknock_rate_per_source = 0\n", `line 3: firewall.knock_rate_per_source 0: out of range; want 1 to`},
 
 		// Paths.
 		{"state_dir relative", "[daemon]\nstate_dir = \"var/lib/moat\"\n", `line 2: daemon.state_dir "var/lib/moat": want an absolute path`},
@@ -670,8 +680,8 @@ func render(c *Config) string {
 		allow = append(allow, q(p.String()))
 	}
 	f := c.Firewall
-	fmt.Fprintf(&b, "[firewall]\ninterfaces = %s\nopen = %s\nallow = %s\nclosed_response = %s\nping = %t\nstealth = %t\nlog_group = %d\nlog_rate = %d\nlog_burst = %d\nforward = %s\n",
-		list(ifs), list(open), list(allow), q(f.ClosedResponse), f.Ping, f.Stealth, f.LogGroup, f.LogRate, f.LogBurst, q(f.Forward))
+	fmt.Fprintf(&b, "[firewall]\ninterfaces = %s\nopen = %s\nallow = %s\nclosed_response = %s\nping = %t\nstealth = %t\nlog_group = %d\nlog_rate = %d\nlog_burst = %d\nforward = %s\nknock_rate_per_source = %d\nknock_rate = %d\n",
+		list(ifs), list(open), list(allow), q(f.ClosedResponse), f.Ping, f.Stealth, f.LogGroup, f.LogRate, f.LogBurst, q(f.Forward), f.KnockRatePerSource, f.KnockRate)
 	l := c.Login
 	var srcs, ign []string
 	for _, s := range l.Sources {

@@ -341,3 +341,56 @@ func (h *host) nmapStates(t *testing.T, args ...string) map[string]string {
 	}
 	return states
 }
+
+// L5: the daemon-mode doors' knock handoff is rate limited per source and
+// in total, the packets kept back are counted (knock_limited, in status),
+// and a real knock completes while a forged flood runs over the total: a
+// source part-way through a sequence is not held to the total limit.
+func TestDaemonKnockHandoffIsRateLimited(t *testing.T) {
+	netnstest.RequireCommands(t, "knock")
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\nknock_rate_per_source = 10\nknock_rate = 200\n", openPort)+
+		fmt.Sprintf(doorTOML, closedPort)+"start_command = [\"/bin/true\"]\n\n[scan]\nenabled = false\n")
+	h.start()
+	limited := func() uint64 { return h.status(t).Counters["knock_limited"].Packets }
+
+	// One forged source, 300 knocks at once: its burst (20) gets through,
+	// the rest are over its own limit.
+	one := h.link.Host4(77)
+	h.client.SpoofSYNsFunc(t, 0, 300, func(int) netnstest.Probe { return netnstest.Probe{Src: one, Dst: h.link.A4, Port: 7000} })
+	if n := limited(); n < 250 || n > 285 {
+		t.Fatalf("300 knocks from one source: %d over the limit, want about 280 (burst 20)", n)
+	}
+
+	// The real first knock, then a flood of forged first knocks from
+	// 3,000 sources at 3,000/s (15 times knock_rate) while the rest of the
+	// sequence is knocked.
+	h.knock(t, h.link.A4.String(), "7000")
+	before := limited()
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		out, err := exec.Command("ip", "netns", "exec", h.client.Name, "knock", h.link.A4.String(), "7100", "7200:udp").CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("knock: %w\n%s", err, out)
+		}
+		done <- err
+	}()
+	link := h.link.B4.As4()[2]
+	h.client.SpoofSYNsFunc(t, 3000, 3000, func(i int) netnstest.Probe {
+		x := 200 + byte(i/250)
+		if x >= link { // never the knocker's own /24
+			x++
+		}
+		return netnstest.Probe{Src: netip.AddrFrom4([4]byte{10, 210, x, byte(i % 250)}), Dst: h.link.A4, Port: 7000}
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the real knock to open the door under the flood", h.link.B4, closedPort, netnstest.Connected)
+	if n := limited() - before; n < 2000 {
+		t.Fatalf("a flood of 3000 forged knocks at 15 times knock_rate: only %d kept back", n)
+	}
+	if out := h.moat("status"); !strings.Contains(out, "over the knock rate limits (knock_limited)") {
+		t.Fatalf("status does not show the knock limit:\n%s", out)
+	}
+}

@@ -243,10 +243,10 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 				kernelDoors = append(kernelDoors, dr)
 			}
 		}
-		sets, handoff := daemonKnockRules(daemonDoors, fw)
+		sets, handoff, handoffChains := daemonKnockRules(daemonDoors, fw)
 		rs.Sets = append(rs.Sets, sets...)
 		if len(handoff) > 0 {
-			rs.Counters = append(rs.Counters, CounterKnock)
+			rs.Counters = append(rs.Counters, CounterKnock, CounterKnockLimited)
 		}
 		var resets, steps []Rule
 		for _, v6 := range []bool{false, true} {
@@ -261,7 +261,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		// Every door's resets run before any door's steps: a packet that
 		// advances one door still resets another door's sequence.
 		knock.Rules = append(append(handoff, resets...), steps...)
-		rs.Chains = append(rs.Chains, knock)
+		rs.Chains = append(append(rs.Chains, knock), handoffChains...)
 		add(rule(jumpChain("knock")))
 	}
 	add(rule(limitObj("log"), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
