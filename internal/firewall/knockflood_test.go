@@ -66,8 +66,8 @@ func TestKnockSetsStayWithinMaxPending(t *testing.T) {
 	server.IP(t, "route", "add", "default", "via", link.B4.String())
 	const maxPending = 4096
 	door := config.Door{Name: "flood", SeqTimeout: time.Minute, TCPFlags: config.TCPFlags{Set: 0x02},
-		Sequence:   []config.PortSpec{{Proto: config.TCP, From: 7000, To: 7000}, {Proto: config.TCP, From: 7100, To: 7100}},
-		Open:       []config.PortSpec{{Proto: config.TCP, From: 2222, To: 2222}}, OpenFor: time.Minute, MaxPending: maxPending}
+		Sequence: []config.PortSpec{{Proto: config.TCP, From: 7000, To: 7000}, {Proto: config.TCP, From: 7100, To: 7100}},
+		Open:     []config.PortSpec{{Proto: config.TCP, From: 2222, To: 2222}}, OpenFor: time.Minute, MaxPending: maxPending}
 	fw := config.Firewall{ClosedResponse: "drop", LogGroup: 7, LogRate: 1, LogBurst: 1, Forward: "untouched"}
 	measure := os.Getenv("MOAT_MEASURE_KNOCK_MEMORY") != ""
 	if measure {
