@@ -508,6 +508,12 @@ func printStatus(w io.Writer, st daemon.Status) {
 		}
 		fmt.Fprintln(w)
 	}
+	if c, ok := st.Counters[firewall.CounterKnock]; ok {
+		// Daemon-mode doors: what the kernel handed over, and what the
+		// knock rate limits kept back (a flood, or a source over its limit).
+		fmt.Fprintf(w, "knocks:    %d handed to daemon-mode doors, %d over the knock rate limits (knock_limited)\n",
+			c.Packets, st.Counters[firewall.CounterKnockLimited].Packets)
+	}
 	if in := st.Intake; in != nil {
 		switch {
 		case in.Bound:

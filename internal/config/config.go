@@ -207,6 +207,9 @@ func defaults() Config {
 			LogBurst:       2000,
 			Forward:        "untouched",
 			Output:         "accept",
+
+			KnockRatePerSource: DefaultKnockRatePerSource,
+			KnockRate:          DefaultKnockRate,
 		},
 		Login: defaultLogin(),
 		Scan:  defaultScan(),
@@ -258,6 +261,16 @@ var schema = []table{
 			}
 		}},
 		{"forward", func(d *decoder, p string, v any) { d.enum(p, v, forwardValues, &d.cfg.Firewall.Forward) }},
+		{"knock_rate_per_source", func(d *decoder, p string, v any) {
+			if n, ok := d.uint(p, v, 1, 1_000_000); ok {
+				d.cfg.Firewall.KnockRatePerSource = uint32(n)
+			}
+		}},
+		{"knock_rate", func(d *decoder, p string, v any) {
+			if n, ok := d.uint(p, v, 1, 100_000_000); ok {
+				d.cfg.Firewall.KnockRate = uint32(n)
+			}
+		}},
 	}, scriptKeys...)},
 	{"login", loginKeys},
 	{"scan", scanKeys},

@@ -45,6 +45,9 @@ func TestDefaults(t *testing.T) {
 			LogBurst:       2000,
 			Forward:        "untouched",
 			Output:         "accept",
+
+			KnockRatePerSource: 32,
+			KnockRate:          100000,
 		},
 		Scan: defaultScan(),
 		Login: Login{
@@ -126,6 +129,8 @@ log_group = 0
 log_rate = 1
 log_burst = 4294967295
 forward = "drop"
+knock_rate_per_source = 5
+knock_rate = 600
 `
 	want := &Config{
 		Daemon: Daemon{StateDir: "/srv/moat", Socket: "/run/m.sock", OnExit: "remove",
@@ -155,6 +160,9 @@ forward = "drop"
 			LogBurst:       4294967295,
 			Forward:        "drop",
 			Output:         "accept",
+
+			KnockRatePerSource: 5,
+			KnockRate:          600,
 		},
 		Login: defaultLogin(),
 		Scan:  defaultScan(),
@@ -295,6 +303,8 @@ func TestParseErrors(t *testing.T) {
 		{"log_group negative", "[firewall]\nlog_group = -1\n", `line 2: firewall.log_group -1: out of range`},
 		{"log_rate zero", "[firewall]\nlog_rate = 0\n", `line 2: firewall.log_rate 0: out of range; want 1 to 4294967295`},
 		{"log_burst zero", "[firewall]\n\nlog_burst = 0\n", `line 3: firewall.log_burst 0: out of range; want 1 to`},
+		{"knock_rate zero", "[firewall]\nknock_rate = 0\n", `line 2: firewall.knock_rate 0: out of range; want 1 to`},
+		{"knock_rate_per_source zero", "[firewall]\n\nknock_rate_per_source = 0\n", `line 3: firewall.knock_rate_per_source 0: out of range; want 1 to`},
 
 		// Paths.
 		{"state_dir relative", "[daemon]\nstate_dir = \"var/lib/moat\"\n", `line 2: daemon.state_dir "var/lib/moat": want an absolute path`},
@@ -699,6 +709,7 @@ func render(c *Config) string {
 		rej = append(rej, q(s.String()))
 	}
 	fmt.Fprintf(&b, "trusted_interfaces = %s\noutput = %s\noutput_allow = %s\nreject = %s\n", list(trusted), q(f.Output), list(oa), list(rej))
+	fmt.Fprintf(&b, "knock_rate_per_source = %d\nknock_rate = %d\n", f.KnockRatePerSource, f.KnockRate)
 	l := c.Login
 	var srcs, ign []string
 	for _, s := range l.Sources {

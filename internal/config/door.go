@@ -94,12 +94,15 @@ func (f TCPFlags) String() string {
 func (f TCPFlags) Match(fl uint8) bool { return fl&f.Set == f.Set && fl&f.Clear == 0 }
 
 func defaultDoor() Door {
-	// max_pending must exceed what a spoofed flood can invent in one
-	// seq_timeout: kernel sets never evict, so once full a real first
-	// knock is refused. 2^20 covers 100,000 forged sources/s for 10s, at up
-	// to ~80 bytes of kernel memory per source in two sets, only while a
-	// flood fills them.
-	return Door{SeqTimeout: 10 * time.Second, TCPFlags: TCPFlags{Set: 0x02}, OpenFor: 30 * time.Second, MaxPending: 1 << 20}
+	// max_pending bounds a kernel-mode door's memory under a flood of
+	// forged first knocks: each pending source takes about 200 bytes of
+	// unreclaimable kernel memory (two set elements of about 99 bytes,
+	// measured: TestKnockSetsStayWithinMaxPending), so 2^16 is about 13 MB
+	// per sequence and family. The price: kernel sets never evict, so a
+	// flood that forges more than max_pending sources per seq_timeout
+	// (6,500/s at 10s) refuses real first knocks while it lasts; daemon
+	// mode evicts instead. 2^20, the old default, let one door take 200 MB.
+	return Door{SeqTimeout: 10 * time.Second, TCPFlags: TCPFlags{Set: 0x02}, OpenFor: 30 * time.Second, MaxPending: 1 << 16}
 }
 
 var doorKeys = []key{

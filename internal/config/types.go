@@ -56,7 +56,22 @@ type Firewall struct {
 	LogRate           uint32         // log_rate: packets per second logged to NFLOG at most
 	LogBurst          uint32         // log_burst: burst allowed above log_rate
 	Forward           string         // forward: "untouched" (default), "ban" or "drop"
+
+	// Daemon-mode doors' knock packets handed to moat (NFLOG) per second:
+	// per source (burst twice that), and in total for sources not already
+	// in a sequence (burst one second's worth).
+	KnockRatePerSource uint32 // knock_rate_per_source
+	KnockRate          uint32 // knock_rate
 }
+
+// Defaults of the knock handoff's limits. The total is above the 60,000
+// forged knocks per second under which the knock bench measured the daemon
+// at 16% of a core, so it bounds the daemon's knock work at roughly a
+// quarter of a core.
+const (
+	DefaultKnockRatePerSource = 32
+	DefaultKnockRate          = 100000
+)
 
 // Proto is an IP protocol number that a port belongs to.
 type Proto uint8

@@ -164,6 +164,12 @@ func (c *Config) problems() []problem {
 	if f.LogBurst < 1 {
 		bad("firewall.log_burst", strconv.FormatUint(uint64(f.LogBurst), 10), "want at least 1 (packets)")
 	}
+	if f.KnockRatePerSource < 1 {
+		bad("firewall.knock_rate_per_source", strconv.FormatUint(uint64(f.KnockRatePerSource), 10), "want at least 1 (packets per second)")
+	}
+	if f.KnockRate < 1 {
+		bad("firewall.knock_rate", strconv.FormatUint(uint64(f.KnockRate), 10), "want at least 1 (packets per second)")
+	}
 	if !slices.Contains(forwardValues, f.Forward) {
 		bad("firewall.forward", q(f.Forward), "want %s", quotedOr(forwardValues))
 	}

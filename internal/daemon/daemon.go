@@ -221,7 +221,6 @@ func Run(ctx context.Context, opts Options) error {
 		ln.Close()
 		return err
 	}
-	eng.scanTracked = d.scanTracked
 	d.doors.Store(eng)
 	d.startScan(ld.Cfg)
 	defer d.saveScan()
@@ -461,7 +460,6 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	if eng, err := newDoorEngine(d.log, d.fw, d.grants, ld.Cfg.Doors); err != nil {
 		d.log.Error("daemon-mode doors not reloaded", "err", err)
 	} else {
-		eng.scanTracked = d.scanTracked
 		d.doors.Store(eng)
 	}
 	d.saveScan()

@@ -33,10 +33,6 @@ type doorEngine struct {
 	fw   *firewall.Applier
 	book *grantBook
 
-	// scanTracked reports sources the scan guard tracks as scanners: they
-	// cannot complete a knock.
-	scanTracked func(netip.Addr, time.Time) bool
-
 	mu     sync.Mutex
 	doors  []*daemonDoor
 	group  *knock.Group // the doors' verifiers, judging each packet together as knockd's doors do
@@ -92,10 +88,11 @@ func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
 	for i, d := range e.doors {
 		switch results[i] {
 		case knock.Completed:
-			if e.scanTracked != nil && e.scanTracked(p.Src, now) {
-				e.log.Warn("knock refused: the source is being tracked as a port scanner", "door", d.cfg.Name, "addr", p.Src)
-				continue
-			}
+			// Whatever the scan guard thinks of the source: its score
+			// comes from packets anyone can forge with that source (five
+			// forged SYNs locked a victim out of every door), while a
+			// correct sequence is the secret itself. A banned source
+			// never gets here: the ban sets drop its packets first.
 			e.open(d, p.Src, now)
 		case knock.Closed:
 			e.close(d, p.Src, now)

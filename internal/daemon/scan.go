@@ -228,17 +228,6 @@ func (g *scanGuard) status(now time.Time) ScanStatus {
 	return st
 }
 
-// tracked reports whether a is being tracked as a scanner (danger level 1
-// or more in the window): such a source cannot complete a daemon-mode knock.
-func (g *scanGuard) tracked(a netip.Addr, now time.Time) bool {
-	if g == nil {
-		return false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.det.Level(a, now) > 0
-}
-
 // startScan starts (or, on reload, restarts) the scan guard for cfg,
 // keeping the saved events.
 func (d *Daemon) startScan(cfg *config.Config) {
@@ -260,11 +249,6 @@ func (d *Daemon) saveScan() {
 			}
 		}
 	}
-}
-
-// scanTracked reports a source the scan guard tracks as a scanner.
-func (d *Daemon) scanTracked(a netip.Addr, now time.Time) bool {
-	return d.scan.Load().tracked(a, now)
 }
 
 // grantHolders lists the sources holding a door grant, kernel or daemon mode.

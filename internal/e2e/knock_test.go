@@ -291,10 +291,12 @@ open_for = "2s"
 	}
 }
 
-// A source tracked as a scanner cannot complete a daemon-mode knock, and a
-// banned source cannot knock at all.
-func TestKnockRefusedToScannersAndBanned(t *testing.T) {
-	netnstest.RequireCommands(t, "knock", "nmap")
+// M5: forged SYNs from a victim's address make the scan guard track the
+// victim, which must not stop the victim's correct daemon-mode knock (the
+// sequence is the secret; the scan score is anyone's to forge). A banned
+// source still cannot knock at all.
+func TestKnockOpensForForgedScannerButNotBanned(t *testing.T) {
+	netnstest.RequireCommands(t, "knock")
 	h := newHost(t, "")
 	hook := filepath.Join(h.dir, "hook")
 	os.WriteFile(hook, []byte("#!/bin/sh\nexit 0\n"), 0o755)
@@ -313,9 +315,11 @@ open = ["tcp/9600"]
 `, openPort, closedPort, hook))
 	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A6, 9600))
 	h.start()
-	// Two XMAS probes: level 2, tracked but below block_level 3.
-	h.nmap(t, "-sX", "-p", "100,200", "-e", h.link.BIf, h.link.A4.String())
-	netnstest.Eventually(t, 5*time.Second, "the scanner to be tracked", func() bool {
+	// The review's attack: SYNs to closed ports with the victim's address
+	// forged as their source (raw packets, not the victim's sockets), ten
+	// of them: past the five that reached level 1.
+	h.client.SpoofSYNs(t, 200, netnstest.PortScan(h.link.B4, h.link.A4, 4000, 10))
+	netnstest.Eventually(t, 5*time.Second, "the victim to be tracked as a scanner", func() bool {
 		for _, s := range h.status(t).Scan.Report.Sources {
 			if s.Addr == h.link.B4 && s.Level >= 1 {
 				return true
@@ -324,8 +328,7 @@ open = ["tcp/9600"]
 		return false
 	})
 	h.knock(t, h.link.A4.String(), "7000", "7100", "7200:udp")
-	time.Sleep(300 * time.Millisecond)
-	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.eventually("the victim's knock to open the door", h.link.B4, closedPort, netnstest.Connected)
 
 	// A banned source's knocks never reach the doors.
 	h.moat("ban", "add", h.link.B6.String())

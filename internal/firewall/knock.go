@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -40,22 +41,70 @@ func KnockSetName(door, tag string, stage int, v6 bool) string {
 	return fmt.Sprintf("%s%d_%s", name, stage, fam)
 }
 
+// closedReply is the verdict a closed port of proto gets (see Build), for
+// rules that take a knock: drop, or with reject the TCP reset or ICMP port
+// unreachable, which the kernel rate limits the same way whichever rule
+// sends it.
+func closedReply(proto config.Proto, reject bool) stmt {
+	switch {
+	case !reject:
+		return drop()
+	case proto == config.TCP:
+		return rejectTCPReset()
+	case proto == config.UDP:
+		return rejectPortUnreachable()
+	}
+	return drop()
+}
+
 // Sets and prefix of daemon-verified doors.
 const (
 	SetKnockPending4 = "knockd_pending4"
 	SetKnockPending6 = "knockd_pending6"
+	// SetKnockRate4 and SetKnockRate6 hold each knocking source's rate
+	// limit (an nftables meter).
+	SetKnockRate4 = "knockd_rate4"
+	SetKnockRate6 = "knockd_rate6"
 	// CounterKnock counts knock packets handed to the daemon.
 	CounterKnock = "knock"
+	// CounterKnockLimited counts knock packets not handed to the daemon
+	// because their source, or all sources together, went over the limit.
+	CounterKnockLimited = "knock_limited"
+	// ChainKnockLog logs a knock to the daemon and answers it.
+	ChainKnockLog = "knock_log"
 )
 
 // KnockPrefix is the NFLOG prefix of packets daemon-mode doors verify.
 var KnockPrefix = LogPrefix("knock")
 
-// daemonKnockRules hands daemon-mode doors their packets: every packet to
-// one of their knock ports (unlimited, so a flood cannot crowd out a real
-// knock), and every closed-port packet from a source that knocked within
-// seq_timeout, which the daemon needs to reset sequences.
-func daemonKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, rules []Rule) {
+// knockRateSetSize caps the per-source meters; knockRateTimeout forgets
+// a source's meter once it has been quiet that long. A flood of invented
+// sources fills the meter set (about 60,000 per second of flood); a source
+// without a meter is held to the total limit alone.
+const (
+	knockRateSetSize = 65536
+	knockRateTimeout = time.Second
+)
+
+// daemonKnockRules hands daemon-mode doors their packets: packets to one
+// of their knock ports, and every closed-port packet from a source that
+// knocked within seq_timeout, which the daemon needs to reset sequences.
+//
+// Every knock packet is answered as a closed port of its protocol is
+// (closedReply). The handoff is rate limited, so that a forged flood costs
+// the daemon a bounded amount of CPU (each packet is a netlink message
+// decoded and run through every door) instead of overrunning the NFLOG
+// socket, which loses packets at random, real knocks included:
+//
+//   - per source (knock_rate_per_source, a meter): over it, a packet is
+//     counted in knock_limited and not logged;
+//   - a source already part-way through a sequence (in knockd_pending)
+//     goes on without the total limit, so a knock whose first packet got
+//     through completes whatever the flood does;
+//   - other sources share knock_rate; over it, counted and not logged;
+//   - a pending source's packets to other closed ports, which reset its
+//     sequences, are logged up to knock_rate.
+func daemonKnockRules(doors []config.Door, fw config.Firewall) (sets []SetDef, rules []Rule, chains []Chain) {
 	var ports []config.PortSpec
 	seen := map[config.PortSpec]bool{}
 	size, timeout := 0, time.Duration(0)
@@ -69,25 +118,60 @@ func daemonKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, rule
 		size, timeout = max(size, dr.MaxPending), max(timeout, dr.SeqTimeout)
 	}
 	if len(ports) == 0 {
-		return nil, nil
+		return nil, nil, nil
+	}
+	reject := fw.ClosedResponse == "reject"
+	byProto := map[config.Proto][]config.PortSpec{}
+	for _, p := range ports {
+		byProto[p.Proto] = append(byProto[p.Proto], p)
+	}
+	protos := []config.Proto{}
+	for _, proto := range []config.Proto{config.TCP, config.UDP} {
+		if len(byProto[proto]) > 0 {
+			protos = append(protos, proto)
+		}
+	}
+	// A Firewall built in code, not parsed, may leave the limits out.
+	perSourceRate, total := cmp.Or(fw.KnockRatePerSource, config.DefaultKnockRatePerSource), cmp.Or(fw.KnockRate, config.DefaultKnockRate)
+	perSource, perSourceBurst := uint64(perSourceRate), 2*perSourceRate
+	pending := func(v6 bool) string {
+		if v6 {
+			return SetKnockPending6
+		}
+		return SetKnockPending4
+	}
+	meter := func(v6 bool) string {
+		if v6 {
+			return SetKnockRate6
+		}
+		return SetKnockRate4
+	}
+	logChain := Chain{Name: ChainKnockLog}
+	for _, v6 := range []bool{false, true} {
+		sets = append(sets, SetDef{Name: pending(v6), V6: v6, Type: SetSources, Size: uint32(size), Timeout: timeout},
+			SetDef{Name: meter(v6), V6: v6, Type: SetSources, Size: knockRateSetSize, Timeout: knockRateTimeout})
+		for _, proto := range protos {
+			rules = append(rules, rule(metaNfproto(v6), protoPortIn(byProto[proto]),
+				setLimitOver(meter(v6), v6, perSource, perSourceBurst), counterObj(CounterKnockLimited), closedReply(proto, reject)))
+			// The log comes before the update: with the set full the
+			// packet is still seen.
+			logChain.Rules = append(logChain.Rules, rule(metaNfproto(v6), metaL4(byte(proto)),
+				nflogNow(KnockPrefix, fw.LogGroup, logSnaplen), setRefresh(pending(v6), v6), counterObj(CounterKnock), closedReply(proto, reject)))
+		}
 	}
 	for _, v6 := range []bool{false, true} {
-		set := SetKnockPending4
-		if v6 {
-			set = SetKnockPending6
-		}
-		sets = append(sets, SetDef{Name: set, V6: v6, Type: SetSources, Size: uint32(size), Timeout: timeout})
-		// The log comes before the update: with the set full the packet is
-		// still seen.
-		rules = append(rules, rule(metaNfproto(v6), protoPortIn(ports), nflogNow(KnockPrefix, logGroup, logSnaplen),
-			setRefresh(set, v6), counterObj(CounterKnock), drop()))
+		rules = append(rules, rule(saddrIn(pending(v6), v6), protoPortIn(ports), jumpChain(ChainKnockLog)))
 	}
+	rules = append(rules, rule(protoPortIn(ports), limitRate(uint64(total), total), jumpChain(ChainKnockLog)))
+	for _, proto := range protos {
+		rules = append(rules, rule(protoPortIn(byProto[proto]), counterObj(CounterKnockLimited), closedReply(proto, reject)))
+	}
+	// Other packets of a pending source have a limit of their own: the
+	// meters cannot serve here, as an element's limit keeps the "over" or
+	// not of the rule that made it.
 	for _, v6 := range []bool{false, true} {
-		set := SetKnockPending4
-		if v6 {
-			set = SetKnockPending6
-		}
-		rules = append(rules, rule(saddrIn(set, v6), nflog(KnockPrefix, logGroup, logSnaplen)))
+		rules = append(rules, rule(saddrIn(pending(v6), v6), limitRate(uint64(total), total),
+			nflog(KnockPrefix, fw.LogGroup, logSnaplen)))
 	}
-	return sets, rules
+	return sets, rules, []Chain{logChain}
 }

@@ -31,14 +31,15 @@ import (
 // sequence 9000,8000,7000 completes although 7000 is the open sequence's
 // first knock. A busy source's packet starts nothing, so the open
 // sequence's last knock 9000 does not start the close sequence early.
-// Packets to any knock port end in a silent drop, whatever they did.
+// Packets to any knock port end as a closed port of their protocol would,
+// whatever they did (closedReply).
 
 // KnockBusyChain is the chain that judges packets of busy sources.
 const KnockBusyChain = "knock_busy"
 
 // kernelKnockRules returns the kernel doors' sets, the rules that go at the
 // end of chain knock, and chain knock_busy's rules.
-func kernelKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, start, busy []Rule) {
+func kernelKnockRules(doors []config.Door, logGroup uint16, reject bool) (sets []SetDef, start, busy []Rule) {
 	var ports []config.PortSpec
 	seen := map[config.PortSpec]bool{}
 	var gotos, fails, steps []Rule
@@ -64,10 +65,24 @@ func kernelKnockRules(doors []config.Door, logGroup uint16) (sets []SetDef, star
 	if len(ports) == 0 {
 		return nil, nil, nil
 	}
-	silent := rule(protoPortIn(ports), drop())
-	start = append(append(gotos, start...), silent)
+	// The end of every knock port's way: the answer a closed port of its
+	// protocol gets (closedReply), so a knock port never stands out, before,
+	// during or after a sequence.
+	var ends []Rule
+	for _, proto := range []config.Proto{config.TCP, config.UDP} {
+		var ps []config.PortSpec
+		for _, p := range ports {
+			if p.Proto == proto {
+				ps = append(ps, p)
+			}
+		}
+		if len(ps) > 0 {
+			ends = append(ends, rule(protoPortIn(ps), closedReply(proto, reject)))
+		}
+	}
+	start = append(append(gotos, start...), ends...)
 	if len(gotos) > 0 {
-		busy = append(append(fails, steps...), silent)
+		busy = append(append(fails, steps...), ends...)
 	}
 	return sets, start, busy
 }

@@ -241,15 +241,15 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 				kernelDoors = append(kernelDoors, dr)
 			}
 		}
-		sets, handoff := daemonKnockRules(daemonDoors, fw.LogGroup)
+		sets, handoff, handoffChains := daemonKnockRules(daemonDoors, fw)
 		rs.Sets = append(rs.Sets, sets...)
 		if len(handoff) > 0 {
-			rs.Counters = append(rs.Counters, CounterKnock)
+			rs.Counters = append(rs.Counters, CounterKnock, CounterKnockLimited)
 		}
-		ksets, start, busy := kernelKnockRules(kernelDoors, fw.LogGroup)
+		ksets, start, busy := kernelKnockRules(kernelDoors, fw.LogGroup, fw.ClosedResponse == "reject")
 		rs.Sets = append(rs.Sets, ksets...)
 		knock.Rules = append(handoff, start...)
-		rs.Chains = append(rs.Chains, knock)
+		rs.Chains = append(append(rs.Chains, knock), handoffChains...)
 		if len(busy) > 0 {
 			rs.Chains = append(rs.Chains, Chain{Name: KnockBusyChain, Rules: busy})
 		}

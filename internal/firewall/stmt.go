@@ -542,3 +542,13 @@ func nflogNow(prefix string, group uint16, snaplen uint32) stmt {
 	s.text += " queue-threshold 1"
 	return s
 }
+
+// setLimitOver updates the source's element of a dynamic set (a meter),
+// which carries a packet rate limit of its own, and matches once the
+// source goes beyond rate (burst).
+func setLimitOver(setName string, v6 bool, rate uint64, burst uint32) stmt {
+	kw, e := saddrLoad(v6)
+	return stmt{text: fmt.Sprintf("update @%s { %s saddr limit rate over %d/second burst %d packets }", setName, kw, rate, burst),
+		exprs: append(e, &expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: unix.NFT_DYNSET_OP_UPDATE,
+			Exprs: []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: rate, Unit: expr.LimitTimeSecond, Burst: burst, Over: true}}})}
+}
