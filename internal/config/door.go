@@ -97,12 +97,15 @@ func defaultDoor() Door {
 	// max_pending bounds a kernel-mode door's memory under a flood of
 	// forged first knocks: each pending source takes about 200 bytes of
 	// unreclaimable kernel memory (two set elements of about 99 bytes,
-	// measured: TestKnockSetsStayWithinMaxPending), so 2^16 is about 13 MB
-	// per sequence and family. The price: kernel sets never evict, so a
-	// flood that forges more than max_pending sources per seq_timeout
-	// (6,500/s at 10s) refuses real first knocks while it lasts; daemon
-	// mode evicts instead. 2^20, the old default, let one door take 200 MB.
-	return Door{SeqTimeout: 10 * time.Second, TCPFlags: TCPFlags{Set: 0x02}, OpenFor: 30 * time.Second, MaxPending: 1 << 16}
+	// measured: TestKnockSetsStayWithinMaxPending), so 2^18 is about 52 MB
+	// per sequence and family. The price: kernel sets never evict, and an
+	// element that timed out holds its place until the set's garbage
+	// collection runs, so a flood that forges more than about max_pending
+	// sources per seq_timeout refuses real first knocks while it lasts:
+	// 2^16 (13 MB) already lost one real knock in 20 to the bench's 60,000
+	// SYN/s flood from a /16, which 2^18 did not; daemon mode evicts
+	// instead. 2^20, the old default, let one door take 207 MB.
+	return Door{SeqTimeout: 10 * time.Second, TCPFlags: TCPFlags{Set: 0x02}, OpenFor: 30 * time.Second, MaxPending: 1 << 18}
 }
 
 var doorKeys = []key{
