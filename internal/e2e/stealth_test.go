@@ -257,9 +257,14 @@ func testStealth(t *testing.T, h *host, resp string) {
 	}
 
 	// Before: every port, both families, in an order that never makes a
-	// sequence.
+	// sequence: the door's ports first, then the knock ports backwards
+	// (in order they are the open sequence, then the close one, and a
+	// daemon-mode close still in flight when the door port is probed
+	// would show the door open).
+	backwards := slices.Clone(knockPorts)
+	slices.Reverse(backwards)
 	for _, src := range []netip.Addr{h.link.B4, h.link.B6} {
-		for _, p := range slices.Concat(knockPorts, doorPorts, unusedPorts) {
+		for _, p := range slices.Concat(doorPorts, backwards, unusedPorts) {
 			check("before any knock", src, p)
 		}
 	}
