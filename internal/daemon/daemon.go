@@ -138,8 +138,12 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// A start is not refused for it: at boot an interface may not exist
+	// yet, and a moat that does not start leaves the host open. Unlisted
+	// interfaces stay default deny, so a typo is not a hole either; config
+	// check, apply and reload refuse it, with the admin there to fix it.
 	if _, err := CheckInterfaces(ld); err != nil {
-		return err
+		d.log.Warn("starting anyway: every interface not listed stays default deny, and a listed one is guarded once it appears", "err", err)
 	}
 	d.cur = ld
 	// Before anything touches the table: a second moat in this network

@@ -273,6 +273,21 @@ func TestInterfacesNeverFailOpen(t *testing.T) {
 			t.Fatalf("moat %s with a misspelt interface: err=%v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	// A start is not refused (at boot an interface may come later, and a
+	// moat that does not start leaves the host open): it warns, and the
+	// misspelt interface's real one stays default deny.
+	if err := h.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.proc.Wait(10 * time.Second); err != nil {
+		t.Logf("moat stopped: %v", err)
+	}
+	h.start()
+	if !strings.Contains(h.proc.Output(), "starting anyway") {
+		t.Fatalf("no warning about the misspelt interface:\n%s", h.proc.Output())
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.expect(h.link.B4, openPort, netnstest.Connected)
 	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\ninterfaces = [%q, %q]", openPort, h.link.AIf, h.link.AIf+"x?"))
 	if out, err := h.moatErr("config", "check"); err != nil || !strings.Contains(out, "warning") {
 		t.Fatalf("an optional absent interface should pass with a warning: err=%v\n%s", err, out)
