@@ -82,21 +82,25 @@ func TestKernelDoorsEqualKnockdModel(t *testing.T) {
 		time.Sleep(time.Until(next.due))
 		next.step(t, cases)
 	}
-	retries := 0
+	var sum replayStats
 	for _, run := range runs {
-		retries += run.retries
+		sum.retries += run.stats.retries
+		for r, n := range run.stats.results {
+			sum.results[r] += n
+		}
 	}
-	t.Logf("%d streams replayed, %d again for a late send", len(cases), retries)
+	t.Logf("%d streams replayed (%d again for a late send): the model decided %d openings, %d closings, %d resets, %d repeats",
+		len(cases), sum.retries, sum.results[knock.Completed], sum.results[knock.Closed], sum.results[knock.Reset], sum.results[knock.Repeated])
 }
 
 // replayRun is one namespace pair's way through its cases: begin a case
 // (install its doors), then for each tick send its packets and, half a
 // tick later, compare the grants with the model.
 type replayRun struct {
-	rp      *replayer
-	queue   []int // cases still to replay, the current one first
-	due     time.Time
-	retries int
+	rp    *replayer
+	queue []int // cases still to replay, the current one first
+	due   time.Time
+	stats replayStats
 
 	// the current case
 	attempt       int
@@ -118,7 +122,7 @@ func (run *replayRun) step(t *testing.T, cases []replayCase) {
 	switch {
 	case run.ticks == nil: // begin
 		run.doors = kernelDoors(c.doors)
-		run.ticks = rp.expect(t, name, run.doors, c.stream)
+		run.ticks = rp.expect(t, name, run.doors, c.stream, &run.stats)
 		run.reject = c.reject
 		run.restart(t)
 	case run.sending:
@@ -127,7 +131,7 @@ func (run *replayRun) step(t *testing.T, cases []replayCase) {
 			if run.attempt++; run.attempt == 3 {
 				t.Fatalf("%s: sends late by %v, three times: the machine is too busy to time knocks", name, late)
 			}
-			run.retries++
+			run.stats.retries++
 			t.Logf("%s: a send was %v late, replaying", name, late)
 			run.restart(t)
 			return
@@ -158,7 +162,7 @@ func (run *replayRun) step(t *testing.T, cases []replayCase) {
 		if got := rp.counter(t, firewall.CounterInvalid) - run.invalidBefore; got != uint64(wantInvalid) {
 			t.Fatalf("%s: %d packets counted invalid, want the %d SYN-ACKs the model was not shown", name, got, wantInvalid)
 		}
-		*run = replayRun{rp: rp, queue: run.queue[1:], due: time.Now(), retries: run.retries}
+		*run = replayRun{rp: rp, queue: run.queue[1:], due: time.Now(), stats: run.stats}
 	}
 }
 
@@ -200,6 +204,12 @@ func newReplayer(t *testing.T) *replayer {
 		srcs:    map[netip.Addr]netip.Addr{genSrcs[0]: link.B4, genSrcs[1]: link.Host4(3), genSrcs[2]: link.B6}}
 }
 
+// replayStats says how much the streams exercised the doors.
+type replayStats struct {
+	retries int
+	results [knock.Closed + 1]int // per door per packet, as the model decided
+}
+
 // tickPackets is what one tick sends, and what the model and the verifier
 // say is open (source -> door indexes) once it has been sent.
 type tickPackets struct {
@@ -234,7 +244,7 @@ func reachesKnockChain(p genPacket) bool {
 
 // expect runs the stream through the model and the daemon verifier, on
 // the tick scale, and groups it into ticks with the doors open after each.
-func (rp *replayer) expect(t *testing.T, name string, doors []config.Door, stream []genPacket) []tickPackets {
+func (rp *replayer) expect(t *testing.T, name string, doors []config.Door, stream []genPacket, stats *replayStats) []tickPackets {
 	vs := make([]*knock.Door, len(doors))
 	for i, d := range doors {
 		vs[i] = knock.NewDoor(d)
@@ -259,6 +269,7 @@ func (rp *replayer) expect(t *testing.T, name string, doors []config.Door, strea
 				t.Fatalf("%s: the daemon verifier and the model disagree at packet %d (%v): verifier %v, model %v", name, j, p, got, want)
 			}
 			for i, r := range want {
+				stats.results[r]++
 				if open[p.Src] == nil {
 					open[p.Src] = map[int]bool{}
 				}
