@@ -58,6 +58,7 @@ func TestKernelDoorsEqualKnockdModel(t *testing.T) {
 		doors := genDoors(r)
 		cases[i] = replayCase{doors: doors, stream: genStream(r, doors, replayPackets), reject: r.IntN(2) == 0}
 	}
+	cases = append(cases, edgeCases()...)
 	// The streams run side by side, each in a namespace pair of its own,
 	// driven by this goroutine alone: an event loop rather than parallel
 	// subtests, which -parallel (GOMAXPROCS) would serialize, and rather
@@ -181,6 +182,33 @@ func (run *replayRun) restart(t *testing.T) {
 	run.k, run.sending = 0, true
 	run.start = time.Now().Add(replayTick)
 	run.due = run.start.Add(time.Duration(run.ticks[0].tick) * replayTick)
+}
+
+// edgeCases are streams the generator seldom makes, on Debian's stock door
+// (7000,8000,9000 closed by 9000,8000,7000, seq_timeout 1 s: 4 ticks).
+func edgeCases() []replayCase {
+	tcp := func(p uint16) config.PortSpec { return config.PortSpec{Proto: config.TCP, From: p, To: p} }
+	debian := []config.Door{{Name: "d0", Sequence: []config.PortSpec{tcp(7000), tcp(8000), tcp(9000)},
+		CloseSequence: []config.PortSpec{tcp(9000), tcp(8000), tcp(7000)}, SeqTimeout: time.Second,
+		TCPFlags: config.TCPFlags{Set: 0x02}, MaxPending: 1000}}
+	knocks := func(src netip.Addr, ms ...int) func(ports ...uint16) []genPacket {
+		return func(ports ...uint16) []genPacket {
+			var out []genPacket
+			for i, p := range ports {
+				out = append(out, genPacket{Src: src, Proto: config.TCP, Port: p, Flags: 0x02, At: genT0.Add(time.Duration(ms[i]) * time.Millisecond)})
+			}
+			return out
+		}
+	}
+	return []replayCase{
+		// Open, close with the reverse, open again.
+		{doors: debian, stream: knocks(genSrcs[2], 0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000)(7000, 8000, 9000, 9000, 8000, 7000, 7000, 8000, 9000)},
+		// A sequence left in stage 2 when its clock runs out (tick 3.5),
+		// started again while that stage is still alive (until tick 4.5):
+		// the old stage must not judge the retransmitted first knock (and
+		// fail the new attempt), so the door opens.
+		{doors: debian, stream: knocks(genSrcs[0], 0, 250, 1000, 1001, 1002, 1003)(7000, 8000, 7000, 7000, 8000, 9000), reject: true},
+	}
 }
 
 // replayer is one server namespace (the firewall) and one client namespace
