@@ -792,7 +792,10 @@ func TestReport(t *testing.T) {
 		!slices.Equal(s.Types, []string{"syn", "udp"}) || !s.Active {
 		t.Errorf("top source %+v", s)
 	}
-	if s.Ports < 190 || s.Ports > 210 {
+	// Beyond 8, distinct ports are estimated from a 1024-bit set hashed
+	// with a random seed: for 200 ports the estimate's standard error is
+	// about 4.6, so ±10 failed about one run in 80; ±20 is over 4 of them.
+	if s.Ports < 180 || s.Ports > 220 {
 		t.Errorf("ports %d, want about 200", s.Ports)
 	}
 	if s := r.Sources[1]; s.Addr != addr("192.0.2.2") || s.Level != 3 || !slices.Equal(s.TCPFlags, []string{"FPU"}) {
