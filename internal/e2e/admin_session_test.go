@@ -47,13 +47,7 @@ func TestAdminSessionSurvivesReloadApplyAndRestart(t *testing.T) {
 		case "firewall apply":
 			h.moat("firewall", "apply")
 		case "restart":
-			if err := h.proc.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.proc.Wait(10 * time.Second); err != nil {
-				t.Logf("moat stopped: %v", err)
-			}
-			h.start()
+			h.restart()
 		}
 		netnstest.Eventually(t, 10*time.Second, fmt.Sprintf("after %s: the admin's session to be protected", step), func() bool {
 			return protectedWhy(h.status(t), admin.String()) == "logged-in SSH session"

@@ -109,6 +109,34 @@ func (h *host) startCmd(cmd *exec.Cmd) {
 	})
 }
 
+// restart stops moat with SIGTERM, as systemd does, and starts it again.
+func (h *host) restart() {
+	h.t.Helper()
+	if err := h.proc.Signal(syscall.SIGTERM); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.proc.Wait(10 * time.Second); err != nil {
+		h.t.Logf("moat stopped: %v", err)
+	}
+	h.start()
+}
+
+// fillDisk writes path until the filesystem under it is full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
 // moatErr runs the CLI in the server namespace.
 func (h *host) moatErr(args ...string) (string, error) {
 	return h.moatEnv(nil, args...)
@@ -488,17 +516,7 @@ func TestFullDiskKeepsBans(t *testing.T) {
 	state := h.smallStateDir()
 	h.start()
 	h.moat("ban", "add", h.link.B6.String())
-	f, err := os.Create(filepath.Join(state, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			break
-		}
-	}
-	f.Close()
+	fillDisk(t, filepath.Join(state, "filler"))
 	// bbolt reuses its free pages first: ban until a write needs space.
 	var failed netip.Addr
 	for i := range 2000 {

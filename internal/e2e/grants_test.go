@@ -106,13 +106,7 @@ func TestGrantsSurviveReloadApplyAndRestart(t *testing.T) {
 		case "firewall apply":
 			h.moat("firewall", "apply")
 		case "restart":
-			if err := h.proc.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.proc.Wait(10 * time.Second); err != nil {
-				t.Logf("moat stopped: %v", err)
-			}
-			h.start()
+			h.restart()
 		}
 		if got := h.client.DialTCP(t, h.link.B4, netip.AddrPortFrom(h.link.A4, closedPort), patient); got != netnstest.Connected {
 			t.Fatalf("after %s: the kernel-mode door's grant is gone (%s)", step, got)

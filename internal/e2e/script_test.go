@@ -276,13 +276,7 @@ func TestInterfacesNeverFailOpen(t *testing.T) {
 	// A start is not refused (at boot an interface may come later, and a
 	// moat that does not start leaves the host open): it warns, and the
 	// misspelt interface's real one stays default deny.
-	if err := h.proc.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.proc.Wait(10 * time.Second); err != nil {
-		t.Logf("moat stopped: %v", err)
-	}
-	h.start()
+	h.restart()
 	if !strings.Contains(h.proc.Output(), "starting anyway") {
 		t.Fatalf("no warning about the misspelt interface:\n%s", h.proc.Output())
 	}

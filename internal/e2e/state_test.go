@@ -116,17 +116,7 @@ func TestCleanStopAfterFullDiskKeepsBans(t *testing.T) {
 	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n\n[login]\nsources = []\nban_time = \"1h\"\n\n[[login.rule]]\nname = \"myapp\"\nsource = %q\npattern = '^\\w{3} +\\d+ [\\d:]+ \\S+ myapp\\[\\d+\\]: auth failure for \\S+ from <HOST>$'\nmax_retry = 1\n", openPort, log))
 	h.start()
 	filler := filepath.Join(state, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			break
-		}
-	}
-	f.Close()
+	fillDisk(t, filler)
 
 	const n = 2000
 	loginBurst(t, h, log, n)
