@@ -1,7 +1,6 @@
 package firewall_test
 
 import (
-	"encoding/binary"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -406,35 +405,8 @@ func formatTicks(ticks []tickPackets, upTo int) string {
 // own.
 func rawPacket(p genPacket, dst netip.Addr, n uint16) []byte {
 	sport := 40000 + n%20000
-	var proto byte
-	var msg []byte
-	switch p.Proto {
-	case config.TCP:
-		proto = 6
-		msg = make([]byte, 20)
-		binary.BigEndian.PutUint16(msg[0:], sport)
-		binary.BigEndian.PutUint16(msg[2:], p.Port)
-		binary.BigEndian.PutUint32(msg[4:], uint32(n)*2654435761)
-		if p.Flags&0x10 != 0 {
-			binary.BigEndian.PutUint32(msg[8:], 1)
-		}
-		msg[12], msg[13] = 5<<4, p.Flags
-		binary.BigEndian.PutUint16(msg[14:], 1024)
-		binary.BigEndian.PutUint16(msg[16:], netnstest.Checksum(p.Src, dst, proto, msg))
-	default:
-		proto = 17
-		msg = netnstest.UDP(p.Src, dst, sport, p.Port, nil)
+	if p.Proto == config.TCP {
+		return netnstest.IP(p.Src, dst, 6, n, netnstest.TCP(p.Src, dst, sport, p.Port, p.Flags, uint32(n)*2654435761))
 	}
-	if p.Src.Is6() {
-		return netnstest.IPv6(p.Src, dst, 64, proto, msg)
-	}
-	b := make([]byte, 20+len(msg))
-	b[0], b[8], b[9] = 0x45, 64, proto
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	binary.BigEndian.PutUint16(b[4:], n)
-	s, d := p.Src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	copy(b[20:], msg) // the kernel fills in the header checksum
-	return b
+	return netnstest.IP(p.Src, dst, 17, n, netnstest.UDP(p.Src, dst, sport, p.Port, nil))
 }

@@ -3,6 +3,7 @@ package netnstest
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/moat-fw/moat/internal/packet"
 	"net"
 	"net/netip"
 	"testing"
@@ -29,11 +30,8 @@ func (n *NS) SendRaw(t testing.TB, ifname string, pkts ...[]byte) {
 	var out []addressed
 	for i, p := range pkts {
 		src, dst, err := rawAddrs(p)
-		if err == nil && !linkLocal6.Contains(src) {
-			err = checkTestAddr(src)
-		}
-		if err == nil && !multicast6.Contains(dst) && !linkLocal6.Contains(dst) {
-			err = checkTestAddr(dst)
+		if err == nil {
+			err = checkRawAddrs(src, dst)
 		}
 		if err != nil {
 			t.Fatalf("netnstest: SendRaw: packet %d: %v", i, err)
@@ -41,41 +39,14 @@ func (n *NS) SendRaw(t testing.TB, ifname string, pkts ...[]byte) {
 		out = append(out, addressed{p, dst})
 	}
 	err := n.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		rs, err := newRawSender(ifname)
 		if err != nil {
 			return err
 		}
-		fds := map[bool]int{}
-		defer func() {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-		}()
+		defer rs.close()
 		for _, p := range out {
-			v6 := p.dst.Is6()
-			fd, ok := fds[v6]
-			if !ok {
-				fam := unix.AF_INET
-				if v6 {
-					fam = unix.AF_INET6
-				}
-				if fd, err = unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
-					return fmt.Errorf("raw socket: %w", err)
-				}
-				fds[v6] = fd
-				// Out of ifname whatever the routes say.
-				if err := unix.BindToDevice(fd, ifname); err != nil {
-					return fmt.Errorf("bind to %s: %w", ifname, err)
-				}
-			}
-			var sa unix.Sockaddr
-			if v6 {
-				sa = &unix.SockaddrInet6{Addr: p.dst.As16(), ZoneId: uint32(ifi.Index)}
-			} else {
-				sa = &unix.SockaddrInet4{Addr: p.dst.As4()}
-			}
-			if err := unix.Sendto(fd, p.pkt, 0, sa); err != nil {
-				return fmt.Errorf("send to %s: %w", p.dst, err)
+			if err := rs.send(p.pkt, p.dst); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -83,6 +54,80 @@ func (n *NS) SendRaw(t testing.TB, ifname string, pkts ...[]byte) {
 	if err != nil {
 		t.Fatalf("netnstest: SendRaw in %s: %v", n.Name, err)
 	}
+}
+
+// rawSender sends whole IP packets through IPPROTO_RAW sockets, one per
+// family, opened on first use: the packet carries its own IP header, so
+// any source can be written. Made and used inside NS.Do.
+type rawSender struct {
+	ifname  string // "": where the routes say
+	ifindex int
+	fds     map[bool]int // by "is IPv6"
+}
+
+func newRawSender(ifname string) (*rawSender, error) {
+	rs := &rawSender{ifname: ifname, fds: map[bool]int{}}
+	if ifname != "" {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return nil, err
+		}
+		rs.ifindex = ifi.Index
+	}
+	return rs, nil
+}
+
+func (rs *rawSender) send(pkt []byte, dst netip.Addr) error {
+	v6 := dst.Is6()
+	fd, ok := rs.fds[v6]
+	if !ok {
+		fam := unix.AF_INET
+		if v6 {
+			fam = unix.AF_INET6
+		}
+		var err error
+		if fd, err = unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
+			return fmt.Errorf("raw socket: %w", err)
+		}
+		rs.fds[v6] = fd
+		if rs.ifname != "" {
+			// Out of ifname whatever the routes say.
+			if err := unix.BindToDevice(fd, rs.ifname); err != nil {
+				return fmt.Errorf("bind to %s: %w", rs.ifname, err)
+			}
+		}
+	}
+	var sa unix.Sockaddr
+	if v6 {
+		sa = &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(rs.ifindex)}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: dst.As4()}
+	}
+	if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
+		return fmt.Errorf("send to %s: %w", dst, err)
+	}
+	return nil
+}
+
+func (rs *rawSender) close() {
+	for _, fd := range rs.fds {
+		unix.Close(fd)
+	}
+}
+
+// checkRawAddrs refuses a forged packet that could leave the test's links:
+// sources must be test addresses or link-local, destinations test
+// addresses or link-scope (link-local or link-scope multicast).
+func checkRawAddrs(src, dst netip.Addr) error {
+	if !linkLocal6.Contains(src) {
+		if err := checkTestAddr(src); err != nil {
+			return err
+		}
+	}
+	if !multicast6.Contains(dst) && !linkLocal6.Contains(dst) {
+		return checkTestAddr(dst)
+	}
+	return nil
 }
 
 func rawAddrs(p []byte) (src, dst netip.Addr, err error) {
@@ -99,29 +144,6 @@ func rawAddrs(p []byte) (src, dst netip.Addr, err error) {
 	return src, dst, fmt.Errorf("not an IPv4 or IPv6 packet")
 }
 
-// Checksum is the Internet checksum of a TCP, UDP or ICMPv6 message (its
-// checksum field zero) from src to dst, pseudo-header included.
-func Checksum(src, dst netip.Addr, proto byte, msg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i < len(b); i += 2 {
-			hi := uint32(b[i]) << 8
-			if i+1 < len(b) {
-				hi |= uint32(b[i+1])
-			}
-			sum += hi
-		}
-	}
-	add(src.AsSlice())
-	add(dst.AsSlice())
-	sum += uint32(proto) + uint32(len(msg))
-	add(msg)
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
 // UDP builds a UDP datagram (header and payload) with its checksum.
 func UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
 	b := make([]byte, 8+len(payload))
@@ -129,7 +151,41 @@ func UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
 	binary.BigEndian.PutUint16(b[2:], dport)
 	binary.BigEndian.PutUint16(b[4:], uint16(len(b)))
 	copy(b[8:], payload)
-	binary.BigEndian.PutUint16(b[6:], Checksum(src, dst, unix.IPPROTO_UDP, b))
+	binary.BigEndian.PutUint16(b[6:], packet.Checksum(src, dst, unix.IPPROTO_UDP, b))
+	return b
+}
+
+// TCP builds a TCP segment without options or data, with its checksum: a
+// SYN, an ACK (ack 1, so the field is not zero), whatever flags says.
+func TCP(src, dst netip.Addr, sport, dport uint16, flags byte, seq uint32) []byte {
+	b := make([]byte, 20)
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], seq)
+	if flags&0x10 != 0 {
+		binary.BigEndian.PutUint32(b[8:], 1)
+	}
+	b[12], b[13] = 5<<4, flags // 20-byte header
+	binary.BigEndian.PutUint16(b[14:], 1024)
+	binary.BigEndian.PutUint16(b[16:], packet.Checksum(src, dst, unix.IPPROTO_TCP, b))
+	return b
+}
+
+// IP wraps an upper-layer message (proto is its protocol) in an IPv4 or an
+// IPv6 header, by the family of the addresses; id is the IPv4 ID.
+func IP(src, dst netip.Addr, proto byte, id uint16, msg []byte) []byte {
+	if dst.Is6() {
+		return IPv6(src, dst, 64, proto, msg)
+	}
+	b := make([]byte, 20+len(msg))
+	b[0], b[8], b[9] = 0x45, 64, proto
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	binary.BigEndian.PutUint16(b[4:], id)
+	binary.BigEndian.PutUint16(b[6:], 0x4000) // DF
+	s, d := src.As4(), dst.As4()
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	copy(b[20:], msg) // the kernel fills in the header checksum
 	return b
 }
 
@@ -151,7 +207,7 @@ func IPv6(src, dst netip.Addr, hopLimit, next byte, msg []byte) []byte {
 // checksum: typ, code, then body.
 func ICMPv6(src, dst netip.Addr, hopLimit, typ, code byte, body []byte) []byte {
 	m := append([]byte{typ, code, 0, 0}, body...)
-	binary.BigEndian.PutUint16(m[2:], Checksum(src, dst, unix.IPPROTO_ICMPV6, m))
+	binary.BigEndian.PutUint16(m[2:], packet.Checksum(src, dst, unix.IPPROTO_ICMPV6, m))
 	return IPv6(src, dst, hopLimit, unix.IPPROTO_ICMPV6, m)
 }
 

@@ -514,20 +514,24 @@ func (p *Packet) String() string {
 	return b.String()
 }
 
-// TCPChecksum is the checksum of a TCP segment (its checksum field zero)
-// from src to dst, for the tools that forge packets in tests and benches.
-// seg must have an even length (a header without data does).
-func TCPChecksum(src, dst netip.Addr, seg []byte) uint16 {
+// Checksum is the Internet checksum of a TCP, UDP or ICMPv6 message (its
+// checksum field zero) from src to dst, pseudo-header included, for the
+// tools that forge packets in tests and benches.
+func Checksum(src, dst netip.Addr, proto byte, msg []byte) uint16 {
 	var sum uint32
 	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		for i := 0; i < len(b); i += 2 {
+			hi := uint32(b[i]) << 8
+			if i+1 < len(b) {
+				hi |= uint32(b[i+1])
+			}
+			sum += hi
 		}
 	}
 	add(src.AsSlice())
 	add(dst.AsSlice())
-	sum += ProtoTCP + uint32(len(seg))
-	add(seg)
+	sum += uint32(proto) + uint32(len(msg))
+	add(msg)
 	for sum>>16 != 0 {
 		sum = sum&0xffff + sum>>16
 	}

@@ -213,7 +213,7 @@ func (s *sender) fill(p []byte) {
 	binary.BigEndian.PutUint32(tcp[16:], 0) // checksum, urgent pointer
 	// A wrong checksum would make conntrack call the packet invalid and
 	// drop it before any knock rule saw it.
-	binary.BigEndian.PutUint16(tcp[16:], packet.TCPChecksum(src, s.dst, tcp))
+	binary.BigEndian.PutUint16(tcp[16:], packet.Checksum(src, s.dst, packet.ProtoTCP, tcp))
 }
 
 // run sends at pps (or as fast as it can, if that is less) until ctx ends.
