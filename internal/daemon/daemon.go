@@ -102,7 +102,6 @@ type Daemon struct {
 	nflog     *nflog.Conn
 	foreign   atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
 	peers     sshPeers      // sshd's peers the kernel reported (see sshpeers.go)
-	local     localAddrs
 	prot      *protection
 	sessions  *sessionTable
 	loginStop func() // stops the running login guard and waits for it
@@ -214,7 +213,6 @@ func Run(ctx context.Context, opts Options) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	d.runCtx = gctx
-	d.local.refresh()
 	if err := d.startLogin(gctx, ld.Cfg.Login); err != nil {
 		ln.Close()
 		return err
@@ -537,7 +535,6 @@ func (d *Daemon) maintain(ctx context.Context) error {
 			d.log.Warn("expiring bans", "err", err)
 		}
 		d.rollbackIfDue(now)
-		d.local.refresh()
 		if !now.Before(nextRec) {
 			d.reconcile()
 			d.mu.Lock()
@@ -649,9 +646,8 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	if len(cfg.Sources) == 0 && len(rules) == 0 {
 		d.log.Warn("login guard watches nothing: [login] sources is empty and there is no [[login.rule]]; set [login] sources, or enabled = false")
 	}
-	g := newLoginGuard(cfg, d.log, d.bans, &d.local)
+	g := newLoginGuard(cfg, d.log, d.bans)
 	g.protected = d.prot
-	g.inSession = d.sessions.has
 	g.accepted = func(a netip.Addr, port uint16) {
 		d.mu.Lock()
 		ports, grace := d.sshPorts, d.sshGrace

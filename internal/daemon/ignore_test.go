@@ -32,7 +32,7 @@ func TestForgetOnSuccess(t *testing.T) {
 		g := trustGuard(t, &fakeHandshakes{down: true}, nil)
 		g.cfg.ForgetOnSuccess = forget
 		// The login's connection is over: only the forgetting is tested.
-		g.accepted, g.inSession = nil, nil
+		g.accepted, g.protected = nil, nil
 		a := netip.MustParseAddr("10.210.7.9")
 		for i := range 2 { // max_retry is 3
 			g.sshd(journalFailure(t, a, 40000+i), t0)

@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/moat-fw/moat/internal/authlog"
@@ -30,31 +28,31 @@ const OriginLogin = "login"
 // counts failures per address in bounded memory, and bans through the ban
 // manager with growing ban times.
 type loginGuard struct {
-	cfg   config.Login
-	log   *slog.Logger
-	bans  *ban.Manager
-	local *localAddrs
-	// protected says why an address must never be banned, if it must
-	// (see package protect): such failures are not even counted.
+	cfg  config.Login
+	log  *slog.Logger
+	bans *ban.Manager
+	// protected says why an address must never be banned, if it must (the
+	// host's own addresses, its routers, logged-in sessions, grants: see
+	// package protect): such failures are not even counted.
 	protected ban.Protector
 
 	mu       sync.Mutex
 	counters map[string]*ban.Counter // "sshd", then one per rule
 	users    map[string]int          // user names tried, bounded
-	// The daemon's session table (sessiontable.go): an Accepted line is
-	// reported to it, and an address holding a session is never banned.
-	accepted  func(a netip.Addr, port uint16)
-	inSession func(a netip.Addr) bool
-	banned    int
-	events    uint64
+	// accepted reports an Accepted line to the daemon's session table
+	// (sessiontable.go); the sessions it finds reach the guard through
+	// protected.
+	accepted func(a netip.Addr, port uint16)
+	banned   int
+	events   uint64
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 }
 
 const maxUsersTracked = 10_000
 
-func newLoginGuard(cfg config.Login, log *slog.Logger, bans *ban.Manager, local *localAddrs) *loginGuard {
-	g := &loginGuard{cfg: cfg, log: log, bans: bans, local: local,
+func newLoginGuard(cfg config.Login, log *slog.Logger, bans *ban.Manager) *loginGuard {
+	g := &loginGuard{cfg: cfg, log: log, bans: bans,
 		counters: map[string]*ban.Counter{}, users: map[string]int{}}
 	g.counters["sshd"] = ban.NewCounter(cfg.MaxRetry, cfg.FindTime, cfg.MaxTracked)
 	for _, r := range cfg.Rules {
@@ -74,8 +72,6 @@ func (g *loginGuard) ignored(a netip.Addr, now time.Time) string {
 		return "no address"
 	case a.IsLoopback() || a.IsUnspecified() || a.IsMulticast():
 		return "loopback or special address"
-	case g.local.has(a):
-		return "one of this host's own addresses"
 	case g.bans.IsAllowed(a, now):
 		return "in the allow list"
 	}
@@ -152,10 +148,6 @@ func (g *loginGuard) fail(service string, a netip.Addr, kind authlog.Kind, user 
 	}
 	if g.bans.Active(a, now) {
 		return // lines about a banned address still in flight
-	}
-	if g.inSession != nil && g.inSession(a) {
-		g.log.Warn("not banning: the address holds an open SSH session that logged in", "addr", a, "failures", count)
-		return
 	}
 	reason := fmt.Sprintf("%s: %d failures in %s (%s)", service, count, g.cfg.FindTime, kindList(kinds))
 	e, err := g.bans.Add(ban.Request{
@@ -250,31 +242,6 @@ func (g *loginGuard) status(sources []string) LoginStatus {
 		st.TopUsers = st.TopUsers[:10]
 	}
 	return st
-}
-
-// localAddrs caches the host's own addresses, refreshed as interfaces
-// change, so the guards never ban the host itself.
-type localAddrs struct {
-	set atomic.Pointer[map[netip.Addr]bool]
-}
-
-func (l *localAddrs) refresh() {
-	m := map[netip.Addr]bool{}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok {
-					m[ip.Unmap()] = true
-				}
-			}
-		}
-	}
-	l.set.Store(&m)
-}
-
-func (l *localAddrs) has(a netip.Addr) bool {
-	m := l.set.Load()
-	return m != nil && (*m)[a.Unmap()]
 }
 
 // sshdLoggingTimeout bounds the sshd -T that loginSources runs: the daemon

@@ -54,7 +54,7 @@ func trustGuard(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool) *login
 	}
 	cfg := config.Login{Enabled: true, Mode: "normal", MaxRetry: 3, FindTime: 10 * time.Minute, BanTime: time.Hour,
 		BanTimeMultiplier: 1, MaxBanTime: time.Hour, ForgetOnSuccess: true, MaxTracked: 1000}
-	g := newLoginGuard(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), bans, &localAddrs{})
+	g := newLoginGuard(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), bans)
 	g.trust.peers = hs
 	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) {
 		in, open := conns[connKey{a, p}]
@@ -63,7 +63,7 @@ func trustGuard(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool) *login
 	// The daemon's session table, reduced to the Accepted lines it is told.
 	sessions := map[netip.Addr]bool{}
 	g.accepted = func(a netip.Addr, _ uint16) { sessions[a] = true }
-	g.inSession = func(a netip.Addr) bool { return sessions[a] }
+	g.protected = &protection{session: func(a netip.Addr) bool { return sessions[a] }}
 	forgetSessions[g] = func() { clear(sessions) }
 	return g
 }
@@ -192,7 +192,7 @@ func TestFileAcceptedNeedsHandshakeAndLoggedInConnection(t *testing.T) {
 			if len(g.trust.pending) != 0 {
 				t.Fatalf("still pending after acceptGrace: %v", g.trust.pending)
 			}
-			if got := g.inSession(a); got != tc.trusted {
+			if _, got := g.protected.Protected(netip.PrefixFrom(a, 32)); got != tc.trusted {
 				t.Fatalf("session: %v, want %v", got, tc.trusted)
 			}
 			if st := g.status(nil); (st.Unverified == 0) != tc.trusted {
