@@ -405,7 +405,7 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	ports := d.sshPorts
 	d.mu.Unlock()
 	g.trust.peers = &d.peers
-	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) { return sshdConn(ports, a, p) }
+	g.trust.conns = func() map[connKey]bool { return sshdConns(ports) }
 	rechecking := false
 	for _, src := range sources {
 		if src == "journal" {

@@ -114,9 +114,10 @@ type handshakes interface {
 // fileTrust decides whether an sshd event read from a syslog file counts.
 type fileTrust struct {
 	peers handshakes
-	// conn reports whether a connection from a port p is established to
-	// one of sshd's ports now, and whether a logged-in sshd process holds it.
-	conn func(a netip.Addr, p uint16) (open, loggedIn bool)
+	// conns lists the connections established to sshd's ports, each
+	// mapped to whether a logged-in sshd process holds it. One call reads
+	// /proc once, however many Accepted lines wait on it.
+	conns func() map[connKey]bool
 
 	unverified uint64    // lines not counted; under the guard's mu
 	lastLog    time.Time // of the last debug line about one; under mu
@@ -162,8 +163,8 @@ func (g *loginGuard) untrusted(ev *authlog.Event, now time.Time) string {
 // local user can write: only events the kernel vouches for count.
 func (g *loginGuard) sshdFromFile(ev *authlog.Event, now time.Time) {
 	why := g.untrusted(ev, now)
-	if why == "" && ev.Kind == authlog.Accepted && g.trust.conn != nil {
-		switch open, in := g.trust.conn(ev.Addr.Unmap(), ev.Port); {
+	if why == "" && ev.Kind == authlog.Accepted && g.trust.conns != nil {
+		switch in, open := g.trust.conns()[connKey{ev.Addr.Unmap(), ev.Port}]; {
 		case !open:
 			why = "no connection from the address and port is established to sshd"
 		case !in:
@@ -207,9 +208,10 @@ func (g *loginGuard) recheckAccepted(now time.Time) {
 	if len(pending) == 0 {
 		return
 	}
+	conns := g.trust.conns()
 	var keep []pendingAccept
 	for _, p := range pending {
-		open, in := g.trust.conn(p.key.addr, p.key.port)
+		in, open := conns[p.key]
 		switch {
 		case open && in:
 			ev := authlog.Event{Kind: authlog.Accepted, Addr: p.key.addr, Port: p.key.port, Count: 1}
@@ -244,37 +246,30 @@ func (g *loginGuard) notCounted(a netip.Addr, kind authlog.Kind, why string, now
 	}
 }
 
-// sshdConn reports whether a connection from a port p is established to one
-// of ports, and whether a logged-in sshd process holds it (package session:
-// where sshd's processes cannot be read, it is not known to be logged in).
-func sshdConn(ports []uint16, a netip.Addr, p uint16) (open, loggedIn bool) {
-	ss, _ := session.Proc{}.LoggedIn(ports)
-	for _, s := range ss {
-		if s.Client.Addr().Unmap() == a.Unmap() && s.Client.Port() == p {
-			return true, s.LoggedIn
-		}
-	}
-	// LoggedIn lists only sessions and unattributable connections: a
-	// connection it left out is still authenticating, or gone.
-	return established(ports, a, p), false
-}
-
-// established reports whether /proc/net/tcp{,6} lists the connection from
-// a port p to one of ports as established.
-func established(ports []uint16, a netip.Addr, p uint16) bool {
-	found := false
+// sshdConns lists the connections established to one of ports, from the
+// daemon's network namespace, each mapped to whether a logged-in sshd
+// process holds it (package session: where sshd's processes cannot be
+// read, none is known to be logged in).
+func sshdConns(ports []uint16) map[connKey]bool {
+	out := map[connKey]bool{}
 	for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
 		session.ParseTCP(data, func(e session.TCPEntry) {
-			if e.Established() && e.Remote.Addr() == a.Unmap() && e.Remote.Port() == p && slices.Contains(ports, e.Local.Port()) {
-				found = true
+			if e.Established() && slices.Contains(ports, e.Local.Port()) {
+				out[connKey{e.Remote.Addr(), e.Remote.Port()}] = false
 			}
 		})
 	}
-	return found
+	ss, _ := session.Proc{}.LoggedIn(ports)
+	for _, s := range ss {
+		if s.LoggedIn {
+			out[connKey{s.Client.Addr().Unmap(), s.Client.Port()}] = true
+		}
+	}
+	return out
 }
 
 // fileSourceWarning is said once per start for each syslog-file source.

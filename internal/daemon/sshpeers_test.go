@@ -56,10 +56,7 @@ func trustGuard(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool) *login
 		BanTimeMultiplier: 1, MaxBanTime: time.Hour, ForgetOnSuccess: true, MaxTracked: 1000}
 	g := newLoginGuard(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), bans)
 	g.trust.peers = hs
-	g.trust.conn = func(a netip.Addr, p uint16) (bool, bool) {
-		in, open := conns[connKey{a, p}]
-		return open, in
-	}
+	g.trust.conns = func() map[connKey]bool { return conns }
 	// The daemon's session table, reduced to the Accepted lines it is told.
 	sessions := map[netip.Addr]bool{}
 	g.accepted = func(a netip.Addr, _ uint16) { sessions[a] = true }
