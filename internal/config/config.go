@@ -238,7 +238,9 @@ var schema = []table{
 	}},
 	{"firewall", append([]key{
 		{"interfaces", func(d *decoder, p string, v any) { d.interfaces(p, v) }},
-		{"open", func(d *decoder, p string, v any) { d.open(p, v) }},
+		{"open", func(d *decoder, p string, v any) {
+			d.portList(p, v, `a list like ["ssh", "tcp/443", "udp/53"]`, portForms, true, &d.cfg.Firewall.Open)
+		}},
 		{"allow", func(d *decoder, p string, v any) { d.allow(p, v) }},
 		{"closed_response", func(d *decoder, p string, v any) {
 			d.enum(p, v, closedResponseValues, &d.cfg.Firewall.ClosedResponse)
@@ -565,12 +567,14 @@ func (d *decoder) interfaces(path string, v any) {
 	}
 }
 
-func (d *decoder) open(path string, v any) {
+// portList decodes a list of port specs ("tcp/443", "udp/137-139", and
+// "ssh" when ssh is true); example and form say what is wanted.
+func (d *decoder) portList(path string, v any, example, form string, ssh bool, dst *[]PortSpec) {
 	var specs []PortSpec
-	ok := d.list(path, v, `a list like ["ssh", "tcp/443", "udp/53"]`, func(p string, e any) {
+	ok := d.list(path, v, example, func(p string, e any) {
 		s, ok := e.(string)
-		if !ok {
-			d.badType(p, e, portForms)
+		if !ok || !ssh && s == "ssh" {
+			d.badType(p, e, form)
 			return
 		}
 		spec, err := ParsePortSpec(s)
@@ -581,7 +585,7 @@ func (d *decoder) open(path string, v any) {
 		specs = append(specs, spec)
 	})
 	if ok {
-		d.cfg.Firewall.Open = specs
+		*dst = specs
 	}
 }
 

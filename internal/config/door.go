@@ -110,7 +110,7 @@ func defaultDoor() Door {
 
 var doorKeys = []key{
 	{"name", func(d *decoder, p string, v any) { d.str(p, v, &d.lastDoor().Name) }},
-	{"sequence", func(d *decoder, p string, v any) { d.ports(p, v, &d.lastDoor().Sequence) }},
+	{"sequence", func(d *decoder, p string, v any) { d.doorPorts(p, v, &d.lastDoor().Sequence) }},
 	{"seq_timeout", func(d *decoder, p string, v any) { d.duration(p, v, &d.lastDoor().SeqTimeout) }},
 	{"tcpflags", func(d *decoder, p string, v any) {
 		var s string
@@ -122,9 +122,9 @@ var doorKeys = []key{
 		}
 		d.lastDoor().TCPFlags = f
 	}},
-	{"open", func(d *decoder, p string, v any) { d.ports(p, v, &d.lastDoor().Open) }},
+	{"open", func(d *decoder, p string, v any) { d.doorPorts(p, v, &d.lastDoor().Open) }},
 	{"open_for", func(d *decoder, p string, v any) { d.duration(p, v, &d.lastDoor().OpenFor) }},
-	{"close_sequence", func(d *decoder, p string, v any) { d.ports(p, v, &d.lastDoor().CloseSequence) }},
+	{"close_sequence", func(d *decoder, p string, v any) { d.doorPorts(p, v, &d.lastDoor().CloseSequence) }},
 	{"start_command", func(d *decoder, p string, v any) { d.argv(p, v, &d.lastDoor().StartCommand) }},
 	{"stop_command", func(d *decoder, p string, v any) { d.argv(p, v, &d.lastDoor().StopCommand) }},
 	{"one_time_sequences", func(d *decoder, p string, v any) { d.str(p, v, &d.lastDoor().OneTimeSequences) }},
@@ -137,26 +137,6 @@ var doorKeys = []key{
 }
 
 func (d *decoder) lastDoor() *Door { return &d.cfg.Doors[len(d.cfg.Doors)-1] }
-
-func (d *decoder) ports(path string, v any, dst *[]PortSpec) {
-	var specs []PortSpec
-	ok := d.list(path, v, `a list like ["tcp/7000", "udp/8000"]`, func(p string, e any) {
-		s, ok := e.(string)
-		if !ok {
-			d.badType(p, e, `a port like "tcp/7000"`)
-			return
-		}
-		spec, err := ParsePortSpec(s)
-		if err != nil {
-			d.bad(p, e, "%v", err)
-			return
-		}
-		specs = append(specs, spec)
-	})
-	if ok {
-		*dst = specs
-	}
-}
 
 func (d *decoder) argv(path string, v any, dst *[]string) {
 	var args []string
@@ -304,4 +284,8 @@ func weakSequence(seq []PortSpec) string {
 		}
 	}
 	return "every knock is the next probe of a sweeper that tries TCP and UDP of each port in turn, so such a sweep opens the door"
+}
+
+func (d *decoder) doorPorts(path string, v any, dst *[]PortSpec) {
+	d.portList(path, v, `a list like ["tcp/7000", "udp/8000"]`, `a port like "tcp/7000"`, true, dst)
 }

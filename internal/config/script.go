@@ -79,23 +79,7 @@ var scriptKeys = []key{
 		}
 	}},
 	{"reject", func(d *decoder, p string, v any) {
-		var specs []PortSpec
-		ok := d.list(p, v, `a list like ["tcp/137-139", "udp/137-139"]`, func(p string, e any) {
-			s, ok := e.(string)
-			if !ok || s == "ssh" {
-				d.badType(p, e, `"tcp/139", "udp/137" or a range like "tcp/137-139"`)
-				return
-			}
-			spec, err := ParsePortSpec(s)
-			if err != nil {
-				d.bad(p, e, "%v", err)
-				return
-			}
-			specs = append(specs, spec)
-		})
-		if ok {
-			d.cfg.Firewall.Reject = specs
-		}
+		d.portList(p, v, `a list like ["tcp/137-139", "udp/137-139"]`, `"tcp/139", "udp/137" or a range like "tcp/137-139"`, false, &d.cfg.Firewall.Reject)
 	}},
 }
 

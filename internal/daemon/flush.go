@@ -3,14 +3,12 @@ package daemon
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/firewall"
-	"github.com/moat-fw/moat/internal/store"
 )
 
 // RouteBansFlush lifts every ban (POST FlushRequest, answers FlushResponse).
@@ -69,26 +67,11 @@ func (noKernel) Update(firewall.SetKind, []firewall.Element, []firewall.Element)
 // FlushStandalone lifts every ban when no daemon runs: from the store, and
 // from the kernel if moat's table is installed.
 func FlushStandalone(opts Options, dryRun bool, out io.Writer) (FlushResponse, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Log == nil {
-		opts.Log = slog.Default()
-	}
-	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
+	opts, ld, st, done, err := openStandalone(opts)
 	if err != nil {
 		return FlushResponse{}, err
 	}
-	lock, err := lockNetns(opts.Log, ld.Cfg.Daemon.StateDir, ld.Cfg.Daemon.Socket)
-	if err != nil {
-		return FlushResponse{}, err
-	}
-	defer lock.Close()
-	st, err := store.Open(ld.Cfg.Daemon.StateDir)
-	if err != nil {
-		return FlushResponse{}, err
-	}
-	defer st.Close()
+	defer done()
 	m, err := ban.New(st, noKernel{}, ld.Cfg.Firewall.Allow, opts.Now(), func(err error) {
 		fmt.Fprintln(out, "warning:", err)
 	})

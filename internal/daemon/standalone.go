@@ -23,34 +23,16 @@ import (
 // `moat firewall confirm` on the control socket and otherwise rolls back to
 // the table that was in force before (or none).
 func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, out io.Writer) error {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Log == nil {
-		opts.Log = slog.Default()
-	}
-	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
+	opts, ld, st, done, err := openStandalone(opts)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if _, err := CheckInterfaces(ld); err != nil {
 		return err
 	}
-	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(), cur: ld}
-	// A daemon with another socket may guard this namespace: replacing its
-	// table from here would leave it enforcing what it no longer knows.
-	lock, err := lockNetns(d.log, ld.Cfg.Daemon.StateDir, ld.Cfg.Daemon.Socket)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
+	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(), cur: ld, st: st}
 	d.sshPorts = SSHPorts(ctx, nil)
-	st, err := store.Open(ld.Cfg.Daemon.StateDir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	d.st = st
 	if d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now(), d.warnCorrupt); err != nil {
 		return err
 	}
@@ -131,4 +113,32 @@ func (d *Daemon) rollback(prev *Loaded) error {
 	}
 	d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
 	return d.install(prev)
+}
+
+// openStandalone is what a command working without the daemon does first:
+// fill in opts' defaults, load the config, take the network namespace's
+// lock (a daemon with another socket may guard it: changing the table or
+// the bans behind its back would leave it enforcing what it no longer
+// knows), and open the store. done releases both.
+func openStandalone(opts Options) (Options, *Loaded, *store.Store, func(), error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
+	if err != nil {
+		return opts, nil, nil, nil, err
+	}
+	lock, err := lockNetns(opts.Log, ld.Cfg.Daemon.StateDir, ld.Cfg.Daemon.Socket)
+	if err != nil {
+		return opts, nil, nil, nil, err
+	}
+	st, err := store.Open(ld.Cfg.Daemon.StateDir)
+	if err != nil {
+		lock.Close()
+		return opts, nil, nil, nil, err
+	}
+	return opts, ld, st, func() { st.Close(); lock.Close() }, nil
 }
