@@ -2,6 +2,7 @@ package firewall_test
 
 import (
 	"fmt"
+	"github.com/moat-fw/moat/internal/knock/knocktest"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -48,7 +49,7 @@ const (
 // replayCase is one door set and one stream, in the generator's time.
 type replayCase struct {
 	doors  []config.Door
-	stream []genPacket
+	stream []knocktest.Packet
 	reject bool
 }
 
@@ -61,8 +62,8 @@ func TestKernelDoorsEqualKnockdModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 7))
 	cases := make([]replayCase, replayStreams)
 	for i := range cases {
-		doors := genDoors(r)
-		cases[i] = replayCase{doors: doors, stream: genStream(r, doors, replayPackets), reject: r.IntN(2) == 0}
+		doors := knocktest.RandomDoors(r)
+		cases[i] = replayCase{doors: doors, stream: knocktest.RandomStream(r, doors, replayPackets), reject: r.IntN(2) == 0}
 	}
 	cases = append(cases, edgeCases()...)
 	// The streams run side by side, each in a namespace pair of its own,
@@ -118,7 +119,7 @@ type replayRun struct {
 	sending       bool
 	start         time.Time
 	invalidBefore uint64
-	sent          []genPacket
+	sent          []knocktest.Packet
 }
 
 func (run *replayRun) step(t *testing.T, cases []replayCase) {
@@ -153,7 +154,7 @@ func (run *replayRun) step(t *testing.T, cases []replayCase) {
 		tp := run.ticks[run.k]
 		if got := rp.kernelOpen(t); !equalOpen(got, tp.open) {
 			t.Fatalf("%s: closed_response reject=%v, doors %s\nafter tick %d the kernel has open %v, the model and the verifier %v\nstream (tick: packet):\n%s",
-				name, run.reject, describeDoors(run.doors), tp.tick, got, tp.open, formatTicks(run.ticks, tp.tick))
+				name, run.reject, knocktest.Describe(run.doors), tp.tick, got, tp.open, formatTicks(run.ticks, tp.tick))
 		}
 		if run.k++; run.k < len(run.ticks) {
 			run.sending = true
@@ -197,23 +198,23 @@ func edgeCases() []replayCase {
 	debian := []config.Door{{Name: "d0", Sequence: []config.PortSpec{tcp(7000), tcp(8000), tcp(9000)},
 		CloseSequence: []config.PortSpec{tcp(9000), tcp(8000), tcp(7000)}, SeqTimeout: time.Second,
 		TCPFlags: config.TCPFlags{Set: 0x02}, MaxPending: 1000}}
-	knocks := func(src netip.Addr, ms ...int) func(ports ...uint16) []genPacket {
-		return func(ports ...uint16) []genPacket {
-			var out []genPacket
+	knocks := func(src netip.Addr, ms ...int) func(ports ...uint16) []knocktest.Packet {
+		return func(ports ...uint16) []knocktest.Packet {
+			var out []knocktest.Packet
 			for i, p := range ports {
-				out = append(out, genPacket{Src: src, Proto: config.TCP, Port: p, Flags: 0x02, At: genT0.Add(time.Duration(ms[i]) * time.Millisecond)})
+				out = append(out, knocktest.Packet{Src: src, Proto: config.TCP, Port: p, Flags: 0x02, At: knocktest.T0.Add(time.Duration(ms[i]) * time.Millisecond)})
 			}
 			return out
 		}
 	}
 	return []replayCase{
 		// Open, close with the reverse, open again.
-		{doors: debian, stream: knocks(genSrcs[2], 0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000)(7000, 8000, 9000, 9000, 8000, 7000, 7000, 8000, 9000)},
+		{doors: debian, stream: knocks(knocktest.Sources[2], 0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000)(7000, 8000, 9000, 9000, 8000, 7000, 7000, 8000, 9000)},
 		// A sequence left in stage 2 when its clock runs out (tick 3.5),
 		// started again while that stage is still alive (until tick 4.5):
 		// the old stage must not judge the retransmitted first knock (and
 		// fail the new attempt), so the door opens.
-		{doors: debian, stream: knocks(genSrcs[0], 0, 250, 1000, 1001, 1002, 1003)(7000, 8000, 7000, 7000, 8000, 9000), reject: true},
+		{doors: debian, stream: knocks(knocktest.Sources[0], 0, 250, 1000, 1001, 1002, 1003)(7000, 8000, 7000, 7000, 8000, 9000), reject: true},
 	}
 }
 
@@ -235,7 +236,7 @@ func newReplayer(t *testing.T) *replayer {
 	client.AddAddr(t, link.BIf, netip.PrefixFrom(link.Host4(3), 24))
 	return &replayer{server: server, client: client, link: link,
 		applier: firewall.NewApplier(nftables.WithNetNSFd(server.Fd())),
-		srcs:    map[netip.Addr]netip.Addr{genSrcs[0]: link.B4, genSrcs[1]: link.Host4(3), genSrcs[2]: link.B6}}
+		srcs:    map[netip.Addr]netip.Addr{knocktest.Sources[0]: link.B4, knocktest.Sources[1]: link.Host4(3), knocktest.Sources[2]: link.B6}}
 }
 
 // replayStats says how much the streams exercised the doors.
@@ -248,7 +249,7 @@ type replayStats struct {
 // say is open (source -> door indexes) once it has been sent.
 type tickPackets struct {
 	tick int
-	pkts []genPacket
+	pkts []knocktest.Packet
 	open map[netip.Addr][]int
 }
 
@@ -272,25 +273,25 @@ func kernelDoors(doors []config.Door) []config.Door {
 // chain knock: a SYN-ACK that answers nothing is conntrack-invalid and
 // dropped before it (checked against the invalid counter), so neither kind
 // of moat door ever sees one.
-func reachesKnockChain(p genPacket) bool {
+func reachesKnockChain(p knocktest.Packet) bool {
 	return p.Proto != config.TCP || p.Flags&0x12 != 0x12
 }
 
 // expect runs the stream through the model and the daemon verifier, on
 // the tick scale, and groups it into ticks with the doors open after each.
-func (rp *replayer) expect(t *testing.T, name string, doors []config.Door, stream []genPacket, stats *replayStats) []tickPackets {
+func (rp *replayer) expect(t *testing.T, name string, doors []config.Door, stream []knocktest.Packet, stats *replayStats) []tickPackets {
 	vs := make([]*knock.Door, len(doors))
 	for i, d := range doors {
 		vs[i] = knock.NewDoor(d)
 	}
 	g := knock.NewGroup(vs...)
-	m := newModel(doors)
+	m := knocktest.NewModel(true, doors)
 	open := map[netip.Addr]map[int]bool{}
 	var ticks []tickPackets
 	for j, p := range stream {
-		tick := int((p.At.Sub(genT0) + replayGenTick/2) / replayGenTick)
+		tick := int((p.At.Sub(knocktest.T0) + replayGenTick/2) / replayGenTick)
 		p.Src = rp.srcs[p.Src]
-		p.At = genT0.Add(time.Duration(tick) * replayTick)
+		p.At = knocktest.T0.Add(time.Duration(tick) * replayTick)
 		if len(ticks) == 0 || ticks[len(ticks)-1].tick != tick {
 			ticks = append(ticks, tickPackets{tick: tick})
 		}
@@ -298,7 +299,7 @@ func (rp *replayer) expect(t *testing.T, name string, doors []config.Door, strea
 		tp.pkts = append(tp.pkts, p)
 		if reachesKnockChain(p) {
 			got := slices.Clone(g.Observe(p.Src, p.Proto, p.Port, p.Flags, p.At))
-			want := m.sniff(p.Src, p.Proto, p.Port, p.Flags, p.At, len(doors))
+			want := m.Sniff(p.Src, p.Proto, p.Port, p.Flags, p.At, len(doors))
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s: the daemon verifier and the model disagree at packet %d (%v): verifier %v, model %v", name, j, p, got, want)
 			}
@@ -334,7 +335,7 @@ func openList(open map[netip.Addr]map[int]bool) map[netip.Addr][]int {
 }
 
 // send sends one tick's packets from the client.
-func (rp *replayer) send(t *testing.T, pkts []genPacket) {
+func (rp *replayer) send(t *testing.T, pkts []knocktest.Packet) {
 	var raw [][]byte
 	for _, p := range pkts {
 		dst := rp.link.A4
@@ -379,14 +380,6 @@ func equalOpen(a, b map[netip.Addr][]int) bool {
 	return maps.EqualFunc(a, b, slices.Equal[[]int])
 }
 
-func describeDoors(doors []config.Door) string {
-	var b strings.Builder
-	for _, d := range doors {
-		fmt.Fprintf(&b, "[%s sequence %v close %v flags %s timeout %v] ", d.Name, d.Sequence, d.CloseSequence, d.TCPFlags, d.SeqTimeout)
-	}
-	return b.String()
-}
-
 func formatTicks(ticks []tickPackets, upTo int) string {
 	var b strings.Builder
 	for _, tp := range ticks {
@@ -403,7 +396,7 @@ func formatTicks(ticks []tickPackets, upTo int) string {
 // rawPacket builds the packet as the client sends it: a TCP segment with
 // the generated flags, or an empty UDP datagram, from a source port of its
 // own.
-func rawPacket(p genPacket, dst netip.Addr, n uint16) []byte {
+func rawPacket(p knocktest.Packet, dst netip.Addr, n uint16) []byte {
 	sport := 40000 + n%20000
 	if p.Proto == config.TCP {
 		return netnstest.IP(p.Src, dst, 6, n, netnstest.TCP(p.Src, dst, sport, p.Port, p.Flags, uint32(n)*2654435761))

@@ -1,4 +1,8 @@
-package knock
+// Package knocktest generates knock doors and knock streams at random and
+// holds a reference model of knockd's semantics, for the property tests
+// that hold moat's daemon-mode verifier (package knock) and its kernel-mode
+// doors (package firewall) to knockd's behaviour.
+package knocktest
 
 import (
 	"fmt"
@@ -10,6 +14,14 @@ import (
 	"github.com/moat-fw/moat/internal/config"
 )
 
+// T0 is when generated streams begin.
+var T0 = time.Unix(1_700_000_000, 0)
+
+// Sources are the addresses generated streams send from: two IPv4, one
+// IPv6, all test addresses. A test sending real packets maps them to its
+// namespaces' addresses.
+var Sources = []netip.Addr{netip.MustParseAddr("10.210.0.2"), netip.MustParseAddr("10.210.0.3"), netip.MustParseAddr("fd00:210::2")}
+
 // Packet is one packet of a generated knock stream.
 type Packet struct {
 	Src   netip.Addr
@@ -20,7 +32,7 @@ type Packet struct {
 }
 
 func (p Packet) String() string {
-	return fmt.Sprintf("%s %s/%d flags %#x at +%v", p.Src, p.Proto, p.Port, p.Flags, p.At.Sub(t0))
+	return fmt.Sprintf("%s %s/%d flags %#x at +%v", p.Src, p.Proto, p.Port, p.Flags, p.At.Sub(T0))
 }
 
 // knockPool is the ports generated doors knock on: few, so that sequences
@@ -86,8 +98,8 @@ func RandomDoors(r *rand.Rand) []config.Door {
 // ordered sweeps over the knock ports and their neighbours, wrong TCP
 // flags, and pauses past seq_timeout.
 func RandomStream(r *rand.Rand, doors []config.Door, n int) []Packet {
-	srcs := []netip.Addr{netip.MustParseAddr("10.210.0.2"), netip.MustParseAddr("10.210.0.3"), netip.MustParseAddr("fd00:210::2")}
-	now := t0
+	srcs := Sources
+	now := T0
 	var out []Packet
 	// queues holds, per source, the knocks it still means to send.
 	queues := make([][]config.PortSpec, len(srcs))
