@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -150,4 +151,55 @@ func vmHWM(t *testing.T, pid int) int64 {
 	}
 	t.Fatal("no VmHWM")
 	return 0
+}
+
+// A peer the host itself is connected to (an upstream API, a backup
+// server, the package mirror) is protected while the connection lasts: a
+// forged scan in its name would otherwise cut the host's own connection.
+// Found in the kernel's socket table of the real namespace.
+func TestForgedScanSparesThePeersOfOutgoingConnections(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [%q]", "tcp/8022"))
+	peer, control := h.link.Host4(88), h.link.Host4(89)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(peer, 24))
+	// A listener that keeps what it accepts open (ListenTCP's closes at
+	// once, and a half-closed connection is not one the host holds).
+	var ln net.Listener
+	if err := h.client.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(peer, 7777).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			held <- c
+		}
+	}()
+	h.start()
+	var conn net.Conn
+	if err := h.server.Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	defer (<-held).Close()
+	netnstest.Eventually(t, 10*time.Second, "the peer to be protected", func() bool {
+		return protectedWhy(h.status(t), peer.String()) == "peer of a connection this host opened"
+	})
+	h.client.SpoofSYNs(t, 2000, append(netnstest.PortScan(peer, h.link.A4, 3000, 40), netnstest.PortScan(control, h.link.A4, 4000, 40)...))
+	netnstest.Eventually(t, 10*time.Second, "the control's forged scan to be banned", func() bool {
+		return hasBan(h.bans(t), control.String(), "scan")
+	})
+	if hasBan(h.bans(t), peer.String(), "scan") {
+		t.Fatal("a forged scan banned a peer the host is connected to")
+	}
+	// The connection still works.
+	if _, err := conn.Write([]byte("x")); err != nil {
+		t.Fatalf("the host's own connection was cut: %v", err)
+	}
 }
