@@ -98,7 +98,6 @@ type Daemon struct {
 	doors     atomic.Pointer[doorEngine]
 	grants    *grantBook // open door grants, kept across reloads and restarts (see grants.go)
 	scan      atomic.Pointer[scanGuard]
-	granted   atomic.Pointer[map[netip.Addr]bool] // sources holding a kernel-mode grant
 	nflog     *nflog.Conn
 	foreign   atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
 	peers     sshPeers      // sshd's peers the kernel reported (see sshpeers.go)

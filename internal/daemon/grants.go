@@ -120,7 +120,8 @@ type grantBook struct {
 
 	mu      sync.Mutex
 	open    map[grantKey]store.Grant
-	unsaved map[grantKey]bool // changed since the last save
+	holding map[netip.Addr]int // open grants per address: the guards ask per packet and per line
+	unsaved map[grantKey]bool  // changed since the last save
 	ring    eventRing
 	dirty   bool // ring changed since the last save
 	file    string
@@ -134,14 +135,14 @@ type grantBook struct {
 
 // newGrantBook loads the grants and events the store kept.
 func newGrantBook(ctx context.Context, log *slog.Logger, st *store.Store) *grantBook {
-	b := &grantBook{log: log, st: st, ctx: ctx, open: map[grantKey]store.Grant{}, unsaved: map[grantKey]bool{}, missing: map[grantKey]bool{},
+	b := &grantBook{log: log, st: st, ctx: ctx, open: map[grantKey]store.Grant{}, holding: map[netip.Addr]int{}, unsaved: map[grantKey]bool{}, missing: map[grantKey]bool{},
 		ring: eventRing{max: doorEventsKept}, fileErr: logLimiter{every: time.Minute}}
 	gs, err := st.Grants()
 	if err != nil {
 		log.Warn("some stored door grants are unreadable; the others are kept", "err", err)
 	}
 	for _, g := range gs {
-		b.open[grantKey{g.Door, g.Addr}] = g
+		b.put(grantKey{g.Door, g.Addr}, g)
 	}
 	if raw, _ := st.Meta(metaDoorEvents); raw != nil {
 		if err := json.Unmarshal(raw, &b.ring.evs); err != nil {
@@ -169,9 +170,9 @@ func (b *grantBook) has(door string, a netip.Addr) bool {
 func (b *grantBook) holders() []netip.Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []netip.Addr
-	for k := range b.open {
-		out = append(out, k.addr)
+	out := make([]netip.Addr, 0, len(b.holding))
+	for a := range b.holding {
+		out = append(out, a)
 	}
 	return out
 }
@@ -179,12 +180,15 @@ func (b *grantBook) holders() []netip.Addr {
 func (b *grantBook) holds(a netip.Addr) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for k := range b.open {
-		if k.addr == a.Unmap() {
-			return true
-		}
+	return b.holding[a.Unmap()] > 0
+}
+
+// put records an open grant under b.mu.
+func (b *grantBook) put(k grantKey, g store.Grant) {
+	if _, ok := b.open[k]; !ok {
+		b.holding[k.addr]++
 	}
-	return false
+	b.open[k] = g
 }
 
 func (b *grantBook) list() []store.Grant {
@@ -220,7 +224,7 @@ func (b *grantBook) opened(g store.Grant, why string, now time.Time) {
 		// read of its sets): one event.
 		return
 	}
-	b.open[k] = g
+	b.put(k, g)
 	b.unsaved[k] = true
 	b.event(DoorEvent{At: now, Door: g.Door, Addr: g.Addr.String(), Ports: portStrings(g.Ports), Until: g.Expires,
 		Mode: modeName(g.Kernel), Action: ActionOpened, Why: why})
@@ -234,6 +238,9 @@ func (b *grantBook) closed(door string, a netip.Addr, action, why string, now ti
 	g, ok := b.open[k]
 	if ok {
 		delete(b.open, k)
+		if b.holding[k.addr]--; b.holding[k.addr] <= 0 {
+			delete(b.holding, k.addr)
+		}
 		b.unsaved[k] = true
 		b.event(DoorEvent{At: now, Door: door, Addr: k.addr.String(), Ports: portStrings(g.Ports), Mode: modeName(g.Kernel),
 			Action: action, Why: why})

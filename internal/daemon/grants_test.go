@@ -150,3 +150,37 @@ func TestGrantBookPlansReloadsAndRestarts(t *testing.T) {
 		}
 	}
 }
+
+// The guards ask whether an address holds any grant, per packet and per
+// line: the book keeps a count per address, right across doors, renewals
+// and restarts.
+func TestGrantBookKnowsWhoHoldsAGrant(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	a, other := netip.MustParseAddr("10.210.0.2"), netip.MustParseAddr("10.210.0.3")
+	b, st := testBook(t, dir)
+	g := func(door string) store.Grant {
+		return store.Grant{Door: door, Addr: netip.AddrFrom16(a.As16()), Kernel: true, Opened: now, Expires: now.Add(time.Minute)}
+	}
+	b.opened(g("one"), "knock", now)
+	b.opened(g("two"), "knock", now)
+	b.opened(g("one"), "knock again", now.Add(10*time.Second)) // a renewal
+	if !b.holds(a) || b.holds(other) || len(b.holders()) != 1 {
+		t.Fatalf("holds %v, other %v, holders %v", b.holds(a), b.holds(other), b.holders())
+	}
+	b.closed("one", a, ActionClosed, "close sequence", now)
+	if !b.holds(a) {
+		t.Fatal("a still holds door two's grant")
+	}
+	b.save()
+	st.Close()
+	b2, st2 := testBook(t, dir)
+	defer st2.Close()
+	if !b2.holds(a) {
+		t.Fatal("a restart forgot the grant")
+	}
+	b2.closed("two", a, ActionClosed, "close sequence", now)
+	if b2.holds(a) || len(b2.holders()) != 0 {
+		t.Fatal("no grant left, yet a holds one")
+	}
+}

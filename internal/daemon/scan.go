@@ -253,23 +253,14 @@ func (d *Daemon) saveScan() {
 
 // grantHolders lists the sources holding a door grant, kernel or daemon mode.
 func (d *Daemon) grantHolders() []netip.Addr {
-	var out []netip.Addr
-	if m := d.granted.Load(); m != nil {
-		for a := range *m {
-			out = append(out, a)
-		}
+	if d.grants == nil {
+		return nil
 	}
-	if d.grants != nil {
-		out = append(out, d.grants.holders()...)
-	}
-	return out
+	return d.grants.holders()
 }
 
 // holdsGrant reports whether a holds a door grant, kernel or daemon mode.
 func (d *Daemon) holdsGrant(a netip.Addr) bool {
-	if m := d.granted.Load(); m != nil && (*m)[a.Unmap()] {
-		return true
-	}
 	return d.grants != nil && d.grants.holds(a)
 }
 
@@ -295,11 +286,6 @@ func (d *Daemon) housekeep(now time.Time) {
 	d.refreshProtection(now)
 	if doors {
 		if gs, err := d.fw.Grants(); err == nil {
-			m := make(map[netip.Addr]bool, len(gs))
-			for _, g := range gs {
-				m[g.Addr.Unmap()] = true
-			}
-			d.granted.Store(&m)
 			d.syncKernelGrants(gs, now, false)
 		}
 	}
