@@ -37,7 +37,6 @@ type sessionTable struct {
 	live    map[netip.Addr]session.Session // by client address
 	conns   map[connKey]*connSeen          // connections moat cannot attribute
 	dirty   bool                           // conns changed since the last save
-	hidden  bool                           // the last refresh could not see owners
 	warned  bool
 	failing bool // the last refresh failed (logged once)
 }
@@ -125,7 +124,6 @@ func (t *sessionTable) refresh(sshPorts []uint16, grace time.Duration, now time.
 		}
 	}
 	t.live = live
-	t.hidden = hidden
 	t.failing = false
 	if hidden && !t.warned {
 		t.warned = true
