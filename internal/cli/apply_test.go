@@ -26,14 +26,7 @@ func fakeDaemon(t *testing.T, sock string, st daemon.Status) *atomic.Int32 {
 		applies.Add(1)
 		control.WriteJSON(w, http.StatusOK, daemon.ApplyResponse{Source: st.ConfigPath})
 	})
-	ln, err := control.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, ln, mux) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveFake(t, sock, mux)
 	return &applies
 }
 
@@ -81,4 +74,17 @@ func TestApplyRefusesAnotherConfigWhileDaemonRuns(t *testing.T) {
 			t.Fatalf("%v: exit %d, %d applies, %q %q; want it applied through the daemon", args, code, applies.Load(), out, errs)
 		}
 	}
+}
+
+// serveFake answers on sock with mux, as a daemon would, until the test ends.
+func serveFake(t *testing.T, sock string, mux *http.ServeMux) {
+	t.Helper()
+	ln, err := control.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- control.Serve(ctx, ln, mux) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"path/filepath"
@@ -29,14 +28,7 @@ func TestDoorLogAndGrantList(t *testing.T) {
 	mux.HandleFunc("GET "+daemon.RouteGrants, func(w http.ResponseWriter, r *http.Request) {
 		control.WriteJSON(w, http.StatusOK, []daemon.GrantJSON{{Door: "hook", Addr: "fd00:210::2", Port: "tcp/9000", Seconds: 29.6, Mode: "daemon", Until: at.Add(50 * time.Second)}})
 	})
-	ln, err := control.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, ln, mux) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveFake(t, sock, mux)
 
 	code, out, errs := run(t, "--socket", sock, "door", "log", "--json")
 	var got []daemon.DoorEvent
