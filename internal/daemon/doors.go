@@ -120,23 +120,28 @@ func grantsFor(d config.Door, a netip.Addr, withTimeout bool) []firewall.Grant {
 
 func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now time.Time) {
 	already := e.book.has(d.cfg.Name, a)
+	// A one-time sequence is spent before the door opens: once the knocker
+	// can connect, the file already says the sequence is used, and a crash
+	// between the two leaves it spent rather than replayable.
+	if d.cfg.OneTimeSequences != "" {
+		var seq []config.PortSpec
+		err := consumeOneTime(d.cfg.OneTimeSequences)
+		if err != nil {
+			// The file still offers the sequence just used: reading the
+			// "next" one would make it replayable. Shut until a reload.
+			e.log.Error("one-time sequence could not be marked used; the door stays shut until the file is writable and moat reloads", "door", d.cfg.Name, "err", err)
+		} else if seq, err = nextOneTime(d.cfg.OneTimeSequences); err != nil {
+			e.log.Warn("door has no one-time sequence left; it stays shut until the file has one and moat reloads", "door", d.cfg.Name, "err", err)
+			seq = nil
+		}
+		d.v.SetSequence(seq)
+	}
 	if err := e.fw.UpdateGrants(nil, grantsFor(d.cfg, a, true)); err != nil {
 		e.log.Error("door could not open", "door", d.cfg.Name, "addr", a, "err", err)
 		return
 	}
 	e.book.opened(store.Grant{Door: d.cfg.Name, Addr: a, Ports: doorPorts(d.cfg), Opened: now, Expires: now.Add(d.cfg.OpenFor),
 		StopCommand: d.cfg.StopCommand}, "knock verified by the daemon", now)
-	if d.cfg.OneTimeSequences != "" {
-		if err := consumeOneTime(d.cfg.OneTimeSequences); err != nil {
-			e.log.Error("one-time sequence not consumed", "door", d.cfg.Name, "err", err)
-		}
-		seq, err := nextOneTime(d.cfg.OneTimeSequences)
-		if err != nil {
-			e.log.Warn("door has no one-time sequence left; it stays shut until the file has one", "door", d.cfg.Name, "err", err)
-			seq = nil
-		}
-		d.v.SetSequence(seq)
-	}
 	if !already {
 		e.book.run(d.cfg.Name, d.cfg.StartCommand, a, "start_command")
 	}

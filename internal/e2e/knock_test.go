@@ -351,3 +351,38 @@ func TestKnockOnAddressAddedLater(t *testing.T) {
 		t.Fatalf("door on an address added after start: %s", got)
 	}
 }
+
+// A one-time sequence that cannot be marked used (here the rename's
+// temporary path is taken) still lets its knocker in once, and then the door
+// stays shut: reading the file again would offer the same sequence, which
+// anyone who saw it could replay.
+func TestOneTimeSequenceThatCannotBeMarkedIsNotReplayable(t *testing.T) {
+	netnstest.RequireCommands(t, "knock")
+	h := newHost(t, "")
+	otp := filepath.Join(h.dir, "otp")
+	os.WriteFile(otp, []byte("7300 7400\n7500 7600\n"), 0o600)
+	if err := os.Mkdir(otp+".moat-tmp", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A4, 9600))
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[[door]]
+name = "otp"
+seq_timeout = "2s"
+one_time_sequences = %q
+open = ["tcp/9600"]
+open_for = "1s"
+`, openPort, otp))
+	h.start()
+	h.knock(t, h.link.A4.String(), "7300", "7400")
+	h.eventually("the one-time sequence to open once", h.link.B4, 9600, netnstest.Connected)
+	h.eventually("the grant to end", h.link.B4, 9600, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7300", "7400")
+	h.expect(h.link.B4, 9600, netnstest.TimedOut)
+	h.knock(t, h.link.A4.String(), "7500", "7600")
+	h.expect(h.link.B4, 9600, netnstest.TimedOut)
+	if b, _ := os.ReadFile(otp); string(b) != "7300 7400\n7500 7600\n" {
+		t.Fatalf("the file changed: %q", b)
+	}
+}
