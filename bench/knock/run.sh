@@ -11,7 +11,9 @@
 # Needs root; about 3 minutes. Usage: bash bench/knock/run.sh [PPS]
 # (default 60000). Environment: KNOCKS (default 20), V6=0 skips the IPv6
 # rows, EXTRA=1 adds the experiments behind README.md's findings (1 more
-# minute), MOAT_BIN uses that moat binary instead of building the working tree.
+# minute), MOAT_BIN uses that moat binary instead of building the working tree,
+# ROWS=REGEX runs only the rows whose label (e.g. "moat | daemon, IPv4")
+# matches (an extended grep regex).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "bench/knock/run.sh: needs root (network namespaces, nftables, raw sockets)" >&2; exit 1; }
@@ -118,6 +120,7 @@ stop() {
 	ip netns exec "$S" nft delete table inet kbdrop 2>/dev/null || true
 }
 probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than seq_timeout)
+	if [ -n "${ROWS:-}" ] && ! grep -Eq -- "$ROWS" <<<"$1"; then return; fi
 	local client=10.210.77.2 server=10.210.77.1 src=10.210.0.0/16 ex=10.210.77.0/24 wait=2s
 	if [ "$3" = 6 ]; then client=fd00:210:77::2 server=fd00:210:77::1 src=fd00:210::/32 ex=fd00:210:77::/64; fi
 	# A kernel-mode grant exists once the packet is through the ruleset:
@@ -125,7 +128,7 @@ probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than se
 	if [ "$2" = moat-kernel ]; then wait=500ms; fi
 	ip netns exec "$S" "$work/knockbench" probe -label "$1" -mode "$2" -pid "$pid" -client-ns "$C" -iface "$ifs" \
 		-server "$server" -client "$client" -knocks "$knocks" -wait "$wait" -grant-dir "$work/grants" \
-		-flood-pps "$4" -flood-src "$src" -flood-exclude "$ex" -warmup "${5:-6s}" 2>>"$work/detail" >>"$work/rows"
+		-flood-pps "$4" -flood-src "$src" -flood-exclude "$ex" -flood-cpus "${FLOOD_CPUS:-}" -warmup "${5:-6s}" 2>>"$work/detail" >>"$work/rows"
 }
 
 : >"$work/rows"

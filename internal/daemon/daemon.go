@@ -132,6 +132,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(),
 		wake: make(chan struct{}, 1), enforcing: true}
+	defer d.fw.Close()
 	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
 	if err != nil {
 		return err

@@ -83,6 +83,7 @@ func FlushStandalone(opts Options, dryRun bool, out io.Writer) (FlushResponse, e
 		return resp, err
 	}
 	fw := firewall.NewApplier()
+	defer fw.Close()
 	if ok, err := fw.Exists(); err != nil || !ok {
 		return resp, err
 	}

@@ -32,6 +32,7 @@ func ApplyStandalone(ctx context.Context, opts Options, confirm time.Duration, o
 		return err
 	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(), cur: ld, st: st}
+	defer d.fw.Close()
 	d.sshPorts = SSHPorts(ctx, nil)
 	if d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now(), d.warnCorrupt); err != nil {
 		return err

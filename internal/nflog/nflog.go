@@ -132,9 +132,10 @@ type Message struct {
 // buffer), known once a later packet arrives; Overruns counts ENOBUFS
 // reports, each one or more lost datagrams, known at once. Packets cut by
 // the ruleset's log rate limit are never logged, so nftables counts them,
-// not this.
+// not this. Datagrams counts the netlink datagrams the packets came in:
+// Received/Datagrams is the kernel's batching at work.
 type Stats struct {
-	Received, Lost, Overruns uint64
+	Received, Lost, Overruns, Datagrams uint64
 }
 
 type config struct {
@@ -200,7 +201,7 @@ type Conn struct {
 	received  atomic.Uint64
 	lost      atomic.Uint64
 	overruns  atomic.Uint64
-	reads     atomic.Uint64 // datagrams, for tests: packets per read shows the batching
+	reads     atomic.Uint64 // datagrams: packets per read shows the batching
 }
 
 // Open binds a receiver to NFLOG group, which must be free in the network
@@ -398,6 +399,7 @@ func (c *Conn) Receive(ctx context.Context, h func(m *Message)) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.nl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	for _, d := range c.pending {
+		c.reads.Add(1)
 		c.dispatch(d, h)
 	}
 	c.pending = nil
@@ -458,7 +460,7 @@ func (c *Conn) dispatch(d []byte, h func(m *Message)) {
 
 // Stats returns the counters so far.
 func (c *Conn) Stats() Stats {
-	return Stats{Received: c.received.Load(), Lost: c.lost.Load(), Overruns: c.overruns.Load()}
+	return Stats{Received: c.received.Load(), Lost: c.lost.Load(), Overruns: c.overruns.Load(), Datagrams: c.reads.Load()}
 }
 
 // BufferSize is the socket receive buffer the kernel granted, in bytes as

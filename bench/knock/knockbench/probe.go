@@ -50,6 +50,7 @@ type probe struct {
 	floodPPS     float64
 	floodSrc     string
 	floodExclude string
+	floodCPUs    string
 	barPPS       float64
 
 	nft    *nftables.Conn
@@ -85,6 +86,7 @@ func probeMain(args []string) error {
 	fs.Float64Var(&p.floodPPS, "flood-pps", 60000, "flood: packets per second to aim for; 0 runs without a flood")
 	fs.StringVar(&p.floodSrc, "flood-src", "10.210.0.0/16", "flood: source prefix")
 	fs.StringVar(&p.floodExclude, "flood-exclude", "", "flood: sources never used (the link's subnet, so the real client is never spoofed)")
+	fs.StringVar(&p.floodCPUs, "flood-cpus", "", "flood: run the sender on these CPUs only (taskset -c LIST), standing for the network rather than a host process")
 	fs.Float64Var(&p.barPPS, "bar-pps", 50000, "a flood row whose measured rate is below this is marked so")
 	_ = fs.Parse(args)
 
@@ -178,9 +180,14 @@ func (p *probe) run(lastPort uint16) error {
 		if err != nil {
 			return err
 		}
-		flood = exec.Command("ip", "netns", "exec", p.clientNS, self, "flood", "-dst", p.server.String(),
+		argv := []string{"ip", "netns", "exec", p.clientNS, self, "flood", "-dst", p.server.String(),
 			"-port", strconv.Itoa(int(p.floodPort)), "-pps", strconv.FormatFloat(p.floodPPS, 'f', 0, 64),
-			"-src", p.floodSrc, "-exclude", p.floodExclude)
+			"-src", p.floodSrc, "-exclude", p.floodExclude}
+		if p.floodCPUs != "" {
+			// taskset execs ip, which execs the sender: one PID throughout.
+			argv = append([]string{"taskset", "-c", p.floodCPUs}, argv...)
+		}
+		flood = exec.Command(argv[0], argv[1:]...)
 		flood.Stdout, flood.Stderr = &floodOut, os.Stderr
 		if err := flood.Start(); err != nil {
 			return err
