@@ -18,8 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "bench/knock/run.sh: needs root (network namespaces, nftables, raw sockets)" >&2; exit 1; }
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-for c in knock knockd nft ip; do
-	command -v "$c" >/dev/null || { echo "bench/knock/run.sh: needs $c (apt-get install knockd nftables iproute2)" >&2; exit 1; }
+for c in knock knockd nft ip hping3; do
+	command -v "$c" >/dev/null || { echo "bench/knock/run.sh: needs $c (apt-get install knockd nftables iproute2 hping3)" >&2; exit 1; }
 done
 pps=${1:-60000}
 knocks=${KNOCKS:-20}
@@ -119,7 +119,7 @@ stop() {
 	kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 	ip netns exec "$S" nft delete table inet kbdrop 2>/dev/null || true
 }
-probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than seq_timeout)
+probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than seq_timeout), $6 flood kind (paced, max, hping3)
 	if [ -n "${ROWS:-}" ] && ! grep -Eq -- "$ROWS" <<<"$1"; then return; fi
 	local client=10.210.77.2 server=10.210.77.1 src=10.210.0.0/16 ex=10.210.77.0/24 wait=2s
 	if [ "$3" = 6 ]; then client=fd00:210:77::2 server=fd00:210:77::1 src=fd00:210::/32 ex=fd00:210:77::/64; fi
@@ -128,23 +128,29 @@ probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than se
 	if [ "$2" = moat-kernel ]; then wait=500ms; fi
 	ip netns exec "$S" "$work/knockbench" probe -label "$1" -mode "$2" -pid "$pid" -client-ns "$C" -iface "$ifs" \
 		-server "$server" -client "$client" -knocks "$knocks" -wait "$wait" -grant-dir "$work/grants" \
-		-flood-pps "$4" -flood-src "$src" -flood-exclude "$ex" -flood-cpus "${FLOOD_CPUS:-}" -warmup "${5:-6s}" 2>>"$work/detail" >>"$work/rows"
+		-flood-pps "$4" -flood-src "$src" -flood-exclude "$ex" -flood-cpus "${FLOOD_CPUS:-}" -flood "${6:-paced}" -warmup "${5:-6s}" 2>>"$work/detail" >>"$work/rows"
 }
 
 : >"$work/rows"
 moat_config ""
+# Each tool: no flood, the paced flood, then the generator's maximum (two
+# unpaced knockbench senders, random sources) and two `hping3 --flood`
+# (each from one forged source: see knockbench's floodctl.go).
+rows4() { # $1 label, $2 mode
+	probe "$1" "$2" 4 0
+	probe "$1" "$2" 4 "$pps"
+	probe "$1, flood at the maximum (2 senders)" "$2" 4 0 6s max
+	probe "$1, 2 hping3 --flood" "$2" 4 0 6s hping3
+}
 start_moat
-probe "moat | kernel, IPv4" moat-kernel 4 0
-probe "moat | kernel, IPv4" moat-kernel 4 "$pps"
+rows4 "moat | kernel, IPv4" moat-kernel
 stop
 moat_config 'start_command = ["/bin/true"]'
 start_moat
-probe "moat | daemon, IPv4" moat-daemon 4 0
-probe "moat | daemon, IPv4" moat-daemon 4 "$pps"
+rows4 "moat | daemon, IPv4" moat-daemon
 stop
 start_knockd
-probe "knockd $kv | IPv4" knockd 4 0
-probe "knockd $kv | IPv4" knockd 4 "$pps"
+rows4 "knockd $kv | IPv4" knockd
 stop
 if [ "${V6:-1}" != 0 ]; then
 	# knockd is left out here: it opened nothing under the IPv4 flood

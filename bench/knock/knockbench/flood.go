@@ -45,7 +45,7 @@ func floodMain(args []string) error {
 	fs := flag.NewFlagSet("flood", flag.ExitOnError)
 	dst := fs.String("dst", "", "target address (the server)")
 	port := fs.Uint("port", 7000, "target TCP port")
-	pps := fs.Float64("pps", 60000, "packets per second to aim for")
+	pps := fs.Float64("pps", 60000, "packets per second to aim for; 0: as fast as it can")
 	src := fs.String("src", "10.210.0.0/16", "draw source addresses from this prefix")
 	exclude := fs.String("exclude", "", "never use a source in this prefix (the link's own subnet)")
 	batch := fs.Int("batch", 64, "packets per sendmmsg call")
@@ -71,8 +71,8 @@ func floodMain(args []string) error {
 		}
 		ex = ex.Masked()
 	}
-	if *port == 0 || *port > 65535 || *pps <= 0 || *batch < 1 {
-		return errors.New("want 0 < -port < 65536, -pps > 0, -batch > 0")
+	if *port == 0 || *port > 65535 || *pps < 0 || *batch < 1 {
+		return errors.New("want 0 < -port < 65536, -pps >= 0, -batch > 0")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -228,15 +228,17 @@ func (s *sender) run(ctx context.Context, pps float64) FloodResult {
 	base, owed := start, uint64(0)
 	slack := int64(pps / 100) // 10 ms of packets
 	for ctx.Err() == nil {
-		due := int64(pps*time.Since(base).Seconds()) - int64(sent-owed)
-		if due > slack+int64(batch) {
-			base = time.Now()
-			owed = sent
-			due = int64(batch)
-		}
-		if due < int64(batch) {
-			time.Sleep(time.Duration(float64(int64(batch)-due) / pps * float64(time.Second)))
-			continue
+		// pps 0 is unpaced: the generator's maximum.
+		if due := int64(pps*time.Since(base).Seconds()) - int64(sent-owed); pps > 0 {
+			if due > slack+int64(batch) {
+				base = time.Now()
+				owed = sent
+				due = int64(batch)
+			}
+			if due < int64(batch) {
+				time.Sleep(time.Duration(float64(int64(batch)-due) / pps * float64(time.Second)))
+				continue
+			}
 		}
 		for i := range batch {
 			s.fill(s.pkts[i])

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,6 +50,8 @@ type probe struct {
 	floodSrc     string
 	floodExclude string
 	floodCPUs    string
+	floodKind    string // paced, max or hping3
+	floodProcs   int
 	barPPS       float64
 
 	nft    *nftables.Conn
@@ -87,6 +88,8 @@ func probeMain(args []string) error {
 	fs.StringVar(&p.floodSrc, "flood-src", "10.210.0.0/16", "flood: source prefix")
 	fs.StringVar(&p.floodExclude, "flood-exclude", "", "flood: sources never used (the link's subnet, so the real client is never spoofed)")
 	fs.StringVar(&p.floodCPUs, "flood-cpus", "", "flood: run the sender on these CPUs only (taskset -c LIST), standing for the network rather than a host process")
+	fs.StringVar(&p.floodKind, "flood", "paced", "flood: paced (one sender at -flood-pps), max (-flood-procs senders as fast as they can) or hping3 (-flood-procs hping3 --flood processes, each from one forged source)")
+	fs.IntVar(&p.floodProcs, "flood-procs", 2, "flood: sender processes for -flood max and hping3")
 	fs.Float64Var(&p.barPPS, "bar-pps", 50000, "a flood row whose measured rate is below this is marked so")
 	_ = fs.Parse(args)
 
@@ -172,39 +175,15 @@ func (p *probe) run(lastPort uint16) error {
 	stopMem := mem.start(100 * time.Millisecond)
 	defer stopMem()
 
-	var flood *exec.Cmd
-	var floodOut bytes.Buffer
-	floodDone := make(chan struct{})
-	if p.floodPPS > 0 {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		argv := []string{"ip", "netns", "exec", p.clientNS, self, "flood", "-dst", p.server.String(),
-			"-port", strconv.Itoa(int(p.floodPort)), "-pps", strconv.FormatFloat(p.floodPPS, 'f', 0, 64),
-			"-src", p.floodSrc, "-exclude", p.floodExclude}
-		if p.floodCPUs != "" {
-			// taskset execs ip, which execs the sender: one PID throughout.
-			argv = append([]string{"taskset", "-c", p.floodCPUs}, argv...)
-		}
-		flood = exec.Command(argv[0], argv[1:]...)
-		flood.Stdout, flood.Stderr = &floodOut, os.Stderr
-		if err := flood.Start(); err != nil {
-			return err
-		}
-		go func() { _ = flood.Wait(); close(floodDone) }()
-		// ip netns exec execs the command, so this PID is the sender's.
-		defer func() {
-			select {
-			case <-floodDone:
-			default:
-				_ = flood.Process.Kill()
-				<-floodDone
-			}
-		}()
+	fl, err := p.startFlood()
+	if err != nil {
+		return err
+	}
+	defer fl.kill()
+	if fl != nil {
 		select {
-		case <-floodDone:
-			return fmt.Errorf("flood exited early: %s", floodOut.String())
+		case <-fl.exited:
+			return fmt.Errorf("flood exited early: %s", fl.output())
 		case <-time.After(p.warmup):
 		}
 	}
@@ -233,13 +212,9 @@ func (p *probe) run(lastPort uint16) error {
 	if err != nil {
 		return err
 	}
-	var fr FloodResult
-	if flood != nil {
-		_ = flood.Process.Signal(unix.SIGINT)
-		<-floodDone
-		if err := json.Unmarshal(floodOut.Bytes(), &fr); err != nil {
-			return fmt.Errorf("flood's result %q: %w", floodOut.String(), err)
-		}
+	fr, err := fl.stop()
+	if err != nil {
+		return err
 	}
 	stopMem()
 
@@ -261,8 +236,8 @@ func (p *probe) run(lastPort uint16) error {
 		return fmt.Sprintf("%.2f", float64(lat[nearestRank(len(lat), q)])/1e6)
 	}
 	rate := float64(pk1-pk0) / secs
-	fmt.Fprintf(os.Stderr, "%s: flood sender %.0f pps over %.1f s (%d sent, %d failed sendmmsg calls); server ingress %.0f pps over the %.1f s of knocks; %d grants timed\n",
-		p.mode, fr.PPS, fr.Seconds, fr.Sent, fr.Errors, rate, secs, len(lat))
+	fmt.Fprintf(os.Stderr, "%s: flood (%s) sender %.0f pps over %.1f s (%d sent, %d failed sendmmsg calls); server ingress %.0f pps over the %.1f s of knocks; %d grants timed\n",
+		p.mode, p.floodKind, fr.PPS, fr.Seconds, fr.Sent, fr.Errors, rate, secs, len(lat))
 	hz := 100.0 // USER_HZ on Linux
 	fmt.Printf("| %s | %s | %d/%d | %s / %s ms | %.1f MB (peak %.1f) | %.0f%% |\n",
 		p.label, p.fmtPPS(rate), opened, p.knocks, ms(0.50), ms(0.99),
@@ -277,7 +252,7 @@ func nearestRank(n int, q float64) int {
 }
 
 func (p *probe) fmtPPS(r float64) string {
-	if p.floodPPS == 0 {
+	if !p.flooding() {
 		return "none"
 	}
 	s := strconv.FormatFloat(math.Round(r/100)*100, 'f', 0, 64)
