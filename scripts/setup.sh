@@ -16,10 +16,13 @@ fi
 # sshguard, fail2ban: the reference tools moat replaces, for side-by-side
 # tests and benchmarks; rsyslog: a syslog-fed auth.log, for the login
 # guard's forgery tests; sudo: the lockout guard must see the SSH session
-# through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo.
+# through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo;
+# systemd: a real systemd-journald and journalctl for the journal source's
+# test (run without systemd as PID 1).
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
 	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
+	systemd
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).
