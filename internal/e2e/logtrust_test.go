@@ -238,7 +238,14 @@ func TestSSHPeerReportPrecedesLogLine(t *testing.T) {
 		defer close(done)
 		_ = c.Receive(ctx, func(m *nflog.Message) {
 			if string(m.Prefix) == firewall.SSHPeerPrefix {
-				at := time.Now()
+				// The kernel's receive time of the ACK: from then on the
+				// report waits in the socket for whoever reads it. When this
+				// goroutine gets a CPU is the test's own scheduling (on a
+				// loaded machine it read the report after the line once).
+				at := m.Timestamp
+				if at.IsZero() {
+					at = time.Now()
+				}
 				mu.Lock()
 				reports = append(reports, at)
 				mu.Unlock()
