@@ -152,7 +152,19 @@ func convertRegex(date, pref, fr string) (string, error) {
 	if !lend {
 		lbody += ".*"
 	}
-	full := "^" + date + lflags + lbody + "$"
+	// fail2ban cuts only the date out of the line: "[Sun Jan 23 ...] x"
+	// reaches the regex as "[] x", which filters match with
+	// <__date_ambit>, (?:\[\])?. Put the date back between the brackets.
+	dated := date
+	switch {
+	case strings.HasPrefix(lbody, `(?:\[\])?`):
+		lbody = lbody[len(`(?:\[\])?`):]
+		dated = `(?:\[` + date + `\]|` + date + `)`
+	case strings.HasPrefix(lbody, `\[\]`):
+		lbody = lbody[len(`\[\]`):]
+		dated = `\[` + date + `\]`
+	}
+	full := "^" + dated + lflags + lbody + "$"
 	full, err = moatTags(full)
 	if err != nil {
 		return "", err
