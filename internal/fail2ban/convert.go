@@ -86,10 +86,10 @@ var (
 func stripAnchors(p string) (flags, body string, start, end bool) {
 	flags = leadFlagsRe.FindString(p)
 	body = p[len(flags):]
-	if strings.HasPrefix(body, "^") {
-		body, start = body[1:], true
-	} else if strings.HasPrefix(body, `\A`) {
-		body, start = body[2:], true
+	// Filters nest prefixes that each start with ^ ("^^..."): all of
+	// them anchor at the same place.
+	for strings.HasPrefix(body, "^") || strings.HasPrefix(body, `\A`) {
+		body, start = strings.TrimPrefix(strings.TrimPrefix(body, "^"), `\A`), true
 	}
 	if strings.HasSuffix(body, "$") && !strings.HasSuffix(body, `\$`) {
 		body, end = body[:len(body)-1], true
@@ -156,9 +156,12 @@ func convertRegex(date, pref, fr string) (string, error) {
 	// reaches the regex as "[] x", which filters match with
 	// <__date_ambit>, (?:\[\])?. Put the date back between the brackets.
 	dated := date
+	if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
+		lbody = b
+	}
 	switch {
-	case strings.HasPrefix(lbody, `(?:\[\])?`):
-		lbody = lbody[len(`(?:\[\])?`):]
+	case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
+		lbody = lbody[strings.Index(lbody, ")?")+2:]
 		dated = `(?:\[` + date + `\]|` + date + `)`
 	case strings.HasPrefix(lbody, `\[\]`):
 		lbody = lbody[len(`\[\]`):]
