@@ -86,6 +86,29 @@ func TestFail2banSamples(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "\nFilters that import at least one failregex: %d of %d. On their annotated lines: %d of %d agree (%.1f%%; host names left out: %d), %d missed, %d extra matches, %d wrong addresses.\n",
 		tot.imported, len(all), tot.agree, tot.lines-tot.names, 100*float64(tot.agree)/float64(max(1, tot.lines-tot.names)), tot.names, tot.missed, tot.extra, tot.wrong)
+	// Why failregexes did not import, over all filters (default options),
+	// offsets and regexes left out so that kinds add up.
+	kinds := map[string]int{}
+	offset := regexp.MustCompile(` at offset \d+|datepattern "[^"]*"|"[^"]*"`)
+	for _, s := range all {
+		for r, n := range s.reasons {
+			if len(r) > 110 {
+				r = r[:110] + "..."
+			}
+			kinds[offset.ReplaceAllString(r, "…")] += n
+		}
+	}
+	var ks []string
+	for k := range kinds {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		return kinds[ks[i]] > kinds[ks[j]] || kinds[ks[i]] == kinds[ks[j]] && ks[i] < ks[j]
+	})
+	b.WriteString("\n| failregexes not imported | why |\n|---|---|\n")
+	for _, k := range ks {
+		fmt.Fprintf(&b, "| %d | %s |\n", kinds[k], strings.ReplaceAll(k, "|", `\|`))
+	}
 	t.Log("\n" + b.String())
 	if p := os.Getenv("MOAT_F2B_TABLE"); p != "" {
 		if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
@@ -233,14 +256,4 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 		fh.Close()
 	}
 	return st
-}
-
-// sortedReasons lists why failregexes did not import, most frequent first.
-func (s *sampleStats) sortedReasons() []string {
-	var out []string
-	for r := range s.reasons {
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return s.reasons[out[i]] > s.reasons[out[j]] })
-	return out
 }
