@@ -137,15 +137,17 @@ func hasCapture(re *syntax.Regexp, name string) bool {
 // openText reports whether re contains a repetition of something that can
 // match a space: text in which a client can write "from 6.6.6.6 port 22".
 // A bound does not make it safe: (?: \S+){0,3} or .{0,60} carries a fake
-// address as well as .* does.
+// address as well as .* does. A run of white space alone (\s*, " +") is
+// not open: it cannot hold an address's digits, and fail2ban's filters,
+// which `moat import fail2ban` converts, put \s* and \s+ everywhere.
 func openText(re *syntax.Regexp) bool {
 	switch re.Op {
 	case syntax.OpStar, syntax.OpPlus:
-		if matchesSpace(re.Sub[0]) {
+		if matchesSpace(re.Sub[0]) && !onlySpace(re.Sub[0]) {
 			return true
 		}
 	case syntax.OpRepeat:
-		if re.Max != 1 && matchesSpace(re.Sub[0]) {
+		if re.Max != 1 && matchesSpace(re.Sub[0]) && !onlySpace(re.Sub[0]) {
 			return true
 		}
 	}
@@ -153,6 +155,37 @@ func openText(re *syntax.Regexp) bool {
 		if openText(s) {
 			return true
 		}
+	}
+	return false
+}
+
+// onlySpace reports whether re matches nothing but ASCII white space.
+func onlySpace(re *syntax.Regexp) bool {
+	isSpace := func(r rune) bool { return r == ' ' || r >= '\t' && r <= '\r' }
+	switch re.Op {
+	case syntax.OpCharClass:
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
+				if !isSpace(r) {
+					return false
+				}
+			}
+		}
+		return len(re.Rune) > 0
+	case syntax.OpLiteral:
+		for _, r := range re.Rune {
+			if !isSpace(r) {
+				return false
+			}
+		}
+		return len(re.Rune) > 0
+	case syntax.OpConcat, syntax.OpAlternate, syntax.OpCapture, syntax.OpStar, syntax.OpPlus, syntax.OpQuest, syntax.OpRepeat:
+		for _, s := range re.Sub {
+			if !onlySpace(s) {
+				return false
+			}
+		}
+		return len(re.Sub) > 0
 	}
 	return false
 }

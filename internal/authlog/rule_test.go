@@ -27,6 +27,9 @@ func TestCompileRuleRefuses(t *testing.T) {
 		{`^.* myapp\[\d+\]: login failed from <HOST>(?: \S+){0,3}$`, "both sides"},
 		{`^.* myapp\[\d+\]: login failed from <HOST>.{0,60}$`, "both sides"},
 		{`^.{0,16} from <HOST> .{0,5}$`, "both sides"},
+		// White space may repeat, but not white space and anything else.
+		{`^.* from <HOST>[\s\d]*$`, "both sides"},
+		{`^.* from <HOST>(?:\s+\S)*$`, "both sides"},
 		{`^(?:a <HOST>)?$`, "fixed place"},
 		{`^(?:a <HOST>|b)$`, "fixed place"},
 		{`^(<HOST>)$`, "fixed place"},
@@ -47,6 +50,9 @@ func TestCompileRuleAcceptsSingleOptionalText(t *testing.T) {
 		`^.* from <HOST>(?: port \d+)?$`,
 		`^.* from <HOST>(?: ssh2){1}$`,
 		`^\w{3} +\d+ [\d:]+ \S+ myapp\[\d+\]: auth failure for \S+ from <HOST>$`,
+		// Runs of white space cannot hold an address (fail2ban's \s*$).
+		`^.* from <HOST>\s*$`,
+		`^.* from <HOST>\s+port \d+[ \t]*$`,
 	} {
 		if _, err := CompileRule(p); err != nil {
 			t.Errorf("%s: %v", p, err)

@@ -247,5 +247,6 @@ func (a *app) importCmd() *cobra.Command {
 			return nil
 		},
 	})
+	cmd.AddCommand(a.importFail2banCmd())
 	return cmd
 }

@@ -213,6 +213,9 @@ func TestParseErrors(t *testing.T) {
 		// bounded repetitions slipped past the daemon's shape check.
 		{"rule open on both sides", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* from <HOST>.*$'\n", `line 4: login.rule[0].pattern "^.* from <HOST>.*$": open text`},
 		{"rule bounded repetition", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* myapp: login failed from <HOST>(?: \\S+){0,3}$'\n", `line 4: login.rule[0].pattern "^.* myapp: login failed from <HOST>(?: \\S+){0,3}$": open text`},
+		{"rule find_time", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nfind_time = \"10\"\n", `line 5: login.rule[0].find_time "10": want a duration`},
+		{"rule ban_time too short", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nban_time = \"10ms\"\n", `line 5: login.rule[0].ban_time "10ms": too short`},
+		{"rule ports", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nports = [\"tcp/80\", \"http\"]\n", `line 5: login.rule[0].ports[1] "http": want "ssh", "tcp/22"`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
@@ -725,6 +728,19 @@ func render(c *Config) string {
 		fmt.Fprintf(&b, "[[login.rule]]\nname = %s\nsource = %s\npattern = %s\n", q(r.Name), q(r.Source), q(r.Pattern))
 		if r.MaxRetry > 0 {
 			fmt.Fprintf(&b, "max_retry = %d\n", r.MaxRetry)
+		}
+		if r.FindTime > 0 {
+			fmt.Fprintf(&b, "find_time = %s\n", q(r.FindTime.String()))
+		}
+		if r.BanTime > 0 {
+			fmt.Fprintf(&b, "ban_time = %s\n", q(r.BanTime.String()))
+		}
+		if len(r.Ports) > 0 {
+			var ps []string
+			for _, p := range r.Ports {
+				ps = append(ps, q(p.String()))
+			}
+			fmt.Fprintf(&b, "ports = %s\n", list(ps))
 		}
 	}
 	sc := c.Scan

@@ -38,6 +38,11 @@ type LoginRule struct {
 	Source   string // source: an absolute log file path
 	Pattern  string // pattern: a Go regexp anchored with ^ and $, with one <HOST>
 	MaxRetry int    // max_retry: overrides [login] max_retry when > 0
+	// The keys below come with `moat import fail2ban`, where every jail has
+	// its own window, ban length and ports. Zero or empty: [login]'s.
+	FindTime time.Duration // find_time: overrides [login] find_time when > 0
+	BanTime  time.Duration // ban_time: overrides [login] ban_time when > 0
+	Ports    []PortSpec    // ports: the service's ports (recorded; bans are still whole-host)
 }
 
 var loginModeValues = []string{"normal", "aggressive"}
@@ -108,6 +113,11 @@ var loginRuleKeys = []key{
 		if n, ok := d.uint(p, v, 1, 1000); ok {
 			d.lastRule().MaxRetry = int(n)
 		}
+	}},
+	{"find_time", func(d *decoder, p string, v any) { d.duration(p, v, &d.lastRule().FindTime) }},
+	{"ban_time", func(d *decoder, p string, v any) { d.duration(p, v, &d.lastRule().BanTime) }},
+	{"ports", func(d *decoder, p string, v any) {
+		d.portList(p, v, `a list like ["tcp/80", "tcp/443"]`, portForms, true, &d.lastRule().Ports)
 	}},
 }
 
@@ -212,6 +222,13 @@ func (l *Login) problems() []problem {
 		}
 		if !filepath.IsAbs(r.Source) {
 			bad(joinKey(p, "source"), q(r.Source), `want the absolute path of the service's log file`)
+		}
+		// Zero means "as [login]"; a value given must be usable on its own.
+		if r.FindTime != 0 && r.FindTime < time.Second {
+			bad(joinKey(p, "find_time"), q(r.FindTime.String()), `too short; want at least "1s"`)
+		}
+		if r.BanTime != 0 && r.BanTime < time.Second {
+			bad(joinKey(p, "ban_time"), q(r.BanTime.String()), `too short; want at least "1s"`)
 		}
 		switch {
 		case strings.Count(r.Pattern, "<HOST>") != 1:

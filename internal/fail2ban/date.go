@@ -1,0 +1,124 @@
+package fail2ban
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Go versions of fail2ban's default date templates (datedetector.py
+// DEFAULT_TEMPLATES), loosened where fail2ban uses a backreference. They
+// only have to find where the date ends: the address is never in it.
+var defaultDates = []string{
+	// ISO 8601 and simple dates: 2005-01-23T21:59:59.981746+01:00, 2005/01/23 21:59:59
+	`\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:T|  ?)\d{1,2}:\d{1,2}:\d{1,2}(?:[.,]\d+)?(?:\s*` + zoneRE + `)?`,
+	// asctime / syslog: (Sun )?Jan 23 21:59:59(.011)?( 2005)?
+	`(?:[A-Za-z]{3} )?[A-Za-z]{3} [ 0-3]?\d  ?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?(?: \d{4})?`,
+	// Sun Jan 23 2005 21:59:59.011
+	`(?:[A-Za-z]{3} )?[A-Za-z]{3} [ 0-3]?\d \d{4}  ?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?`,
+	// 23/01/2005 21:59:59, 17-07-2008 17:23:25
+	`[0-3]?\d[-/][01]?\d[-/](?:\d{4}|\d{2})  ?\d{1,2}:\d{1,2}:\d{1,2}`,
+	// [31/Oct/2006:09:22:55 -0000], 26-Jul-2007 15:20:52.252
+	`[0-3]?\d[-/][A-Za-z]{3}[-/]\d{4}[ :]?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?(?: ` + zoneRE + `)?`,
+	// 05/20/2008:01:57:39
+	`[01]?\d/[0-3]?\d/\d{4}:\d{1,2}:\d{1,2}:\d{1,2}`,
+	// 01-27-2012 16:22:44.252
+	`[01]?\d-[0-3]?\d-\d{4}  ?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?`,
+	// Epoch
+	epochRE,
+	// time only
+	`\d{1,2}:\d{1,2}:\d{1,2}`,
+	// <09/16/08@05:03:30>
+	`<\d{2}/\d{2}/\d{2}@\d{2}:\d{2}:\d{2}>`,
+	// MySQL: 130322 11:46:11
+	`\d{6}  ?\d{1,2}:\d{2}:\d{2}`,
+	// Apache Tomcat: Jan 23, 2005 9:59:59 PM
+	`[A-Za-z]{3} [0-3]?\d, \d{4} [ 01]?\d:\d{2}:\d{2} [AaPp][Mm]`,
+}
+
+const (
+	zoneRE  = `(?:Z|UTC|GMT|[A-Z]{3,5}|[+-][01]\d(?::?\d{2})?)`
+	epochRE = `\d{10,11}(?:\.\d{3,6})?`
+	tai64RE = `@[0-9a-f]{24}`
+)
+
+var defaultDate = `(?:` + strings.Join(defaultDates, `|`) + `)`
+
+// strftime maps fail2ban's %-codes (strptime.py) to Go fragments.
+var strftime = map[string]string{
+	"Y": `\d{4}`, "ExY": `\d{4}`, "y": `\d{2}`, "Exy": `\d{2}`,
+	"m": `[01]?\d`, "Exm": `[01]\d`, "d": `[ 0-3]?\d`, "Exd": `[0-3]\d`,
+	"H": `[0-2]?\d`, "ExH": `[0-2]\d`, "k": ` ?[0-2]?\d`, "Exk": ` ?[0-2]?\d`,
+	"I": `[01]?\d`, "l": ` ?1?\d`, "Exl": ` ?1?\d`, "M": `[0-5]?\d`, "ExM": `[0-5]\d`,
+	"S": `[0-6]?\d`, "ExS": `[0-6]\d`, "f": `\d+`, "p": `[AaPp][Mm]`,
+	"z": zoneRE, "Exz": zoneRE, "Z": `[A-Z]{3,5}`, "ExZ": `[A-Z]{3,5}`,
+	"a": `[A-Za-z]{3}`, "A": `[A-Za-z]+`, "b": `[A-Za-z]{3}`, "B": `[A-Za-z]+`,
+	"j": `\d{1,3}`, "s": `\d+`, "%": `%`,
+}
+
+var strftimeRe = regexp.MustCompile(`%(Ex[YymdHkIlMSzZ]|[YymdHkIlMSfpzZaAbBjs%])`)
+
+// sepBackref is fail2ban's (?P<_sep>[-/.])...(?P=_sep): the same separator
+// twice, a backreference RE2 lacks. Any separator of the set will do to find
+// a date.
+var sepBackref = regexp.MustCompile(`\(\?P<_sep>(\[[^\]]*\])\)`)
+
+// dateRegex converts a filter's datepattern (one template a line) into a
+// Go regexp for the date at the start of the line, without the leading ^.
+// It refuses a date pattern that keeps text outside the date (a capture
+// group, or a date not at the line's start): fail2ban cuts only the date
+// out of the line and matches the failregex on the rest, which a
+// whole-line pattern cannot mirror.
+func dateRegex(datepattern string) (string, error) {
+	if strings.TrimSpace(datepattern) == "" {
+		return defaultDate, nil
+	}
+	var alts []string
+	for _, t := range strings.Split(datepattern, "\n") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		anchored := false
+		for _, pre := range []string{"{^LN-BEG}", "^"} {
+			if strings.HasPrefix(t, pre) {
+				t, anchored = t[len(pre):], true
+			}
+		}
+		switch strings.ToUpper(t) {
+		case "", "{DEFAULT}":
+			alts = append(alts, defaultDate)
+			continue
+		case "EPOCH", "LEPOCH":
+			alts = append(alts, epochRE)
+			continue
+		case "TAI64N":
+			alts = append(alts, tai64RE)
+			continue
+		}
+		if !anchored {
+			return "", fmt.Errorf("datepattern %q is not anchored at the line's start: fail2ban finds it anywhere and matches the rest", t)
+		}
+		if strings.Contains(strings.ReplaceAll(strings.ReplaceAll(t, `\(`, ``), "(?", ""), "(") {
+			return "", fmt.Errorf("datepattern %q keeps text around the date (a capture group): fail2ban matches that text with the failregex", t)
+		}
+		sep := ""
+		if m := sepBackref.FindStringSubmatch(t); m != nil {
+			sep = m[1]
+			t = sepBackref.ReplaceAllString(t, "$1")
+			t = strings.ReplaceAll(t, "(?P=_sep)", sep)
+		}
+		t = strings.ReplaceAll(t, "{DATE}", "\x00")
+		t = strftimeRe.ReplaceAllStringFunc(t, func(m string) string { return strftime[m[1:]] })
+		t = strings.ReplaceAll(t, "\x00", defaultDate)
+		g, err := translatePython(t)
+		if err != nil {
+			return "", fmt.Errorf("datepattern %q: %w", t, err)
+		}
+		alts = append(alts, g)
+	}
+	if len(alts) == 1 {
+		return alts[0], nil
+	}
+	return `(?:` + strings.Join(alts, `|`) + `)`, nil
+}

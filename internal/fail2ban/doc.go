@@ -1,0 +1,17 @@
+// Package fail2ban reads a fail2ban configuration directory (jail.conf,
+// jail.local, jail.d, filter.d) the way fail2ban 1.x does, and converts
+// each enabled jail into moat [[login.rule]] tables for
+// `moat import fail2ban`.
+//
+// fail2ban's filters are Python regular expressions matched against a log
+// line with its date cut out; moat's rules are Go (RE2) expressions that
+// match the whole line. The conversion puts the date back as a pattern of
+// its own, translates what RE2 can express and refuses, naming the
+// construct, what it cannot (lookaround, backreferences). Every converted
+// pattern must then pass moat's hostile-input shape check
+// (authlog.CompileRule): a fail2ban regex that lets client text reach the
+// address is reported, not imported.
+//
+// It only reads and translates text: the host's fail2ban files are read at
+// import time, and none of them is copied into moat.
+package fail2ban
