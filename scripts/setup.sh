@@ -18,11 +18,12 @@ fi
 # guard's forgery tests; sudo: the lockout guard must see the SSH session
 # through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo;
 # systemd: a real systemd-journald and journalctl for the journal source's
-# test (run without systemd as PID 1).
+# test (run without systemd as PID 1); prometheus: a real server scrapes
+# moat's metrics in a test, and promtool checks them.
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
 	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
-	systemd
+	systemd prometheus
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

@@ -211,8 +211,9 @@ func defaults() Config {
 			KnockRatePerSource: DefaultKnockRatePerSource,
 			KnockRate:          DefaultKnockRate,
 		},
-		Login: defaultLogin(),
-		Scan:  defaultScan(),
+		Login:   defaultLogin(),
+		Scan:    defaultScan(),
+		Metrics: defaultMetrics(),
 	}
 }
 
@@ -279,6 +280,7 @@ var schema = []table{
 	{"doors", []key{
 		{"log_file", func(d *decoder, p string, v any) { d.absPath(p, v, &d.cfg.DoorLog.LogFile) }},
 	}},
+	{"metrics", metricsKeys},
 }
 
 type table struct {

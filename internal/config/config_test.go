@@ -49,7 +49,8 @@ func TestDefaults(t *testing.T) {
 			KnockRatePerSource: 32,
 			KnockRate:          100000,
 		},
-		Scan: defaultScan(),
+		Scan:    defaultScan(),
+		Metrics: defaultMetrics(),
 		Login: Login{
 			Enabled: true, Sources: []string{"auto"}, Mode: "normal", MaxRetry: 5,
 			FindTime: 10 * time.Minute, BanTime: time.Hour, BanTimeMultiplier: 2, MaxBanTime: 7 * 24 * time.Hour,
@@ -164,8 +165,9 @@ knock_rate = 600
 			KnockRatePerSource: 5,
 			KnockRate:          600,
 		},
-		Login: defaultLogin(),
-		Scan:  defaultScan(),
+		Login:   defaultLogin(),
+		Scan:    defaultScan(),
+		Metrics: defaultMetrics(),
 	}
 	// 2001:db8::1 lies inside 2001:db8::/32: expect exactly that complaint.
 	_, err := Parse([]byte(src), "moat.toml")
@@ -205,7 +207,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors] and [[door]]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics] and [[door]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
@@ -219,6 +221,9 @@ func TestParseErrors(t *testing.T) {
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
+		{"metrics on a host name", "\n[metrics]\nlisten = \"localhost:9733\"\n", `line 3: metrics.listen "localhost:9733": want an IP address and port`},
+		{"metrics on every address unasked", "\n[metrics]\nlisten = \":9733\"\n", `line 3: metrics.listen ":9733": want an IP address and port`},
+		{"metrics path", "\n[metrics]\npath = \"metrics\"\n", `line 3: metrics.path "metrics": want an absolute URL path`},
 		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: a door is [[door]], singular`},
 		{"door without sequence", "\n[[door]]\nname = \"x\"\nopen = [\"tcp/22\"]\n", `line 2: door[0].sequence: a door needs a sequence`},
 		{"door port also open", "[firewall]\nopen = [\"tcp/22\"]\n[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\n", `line 6: door[0].open[0] "tcp/22": is also in [firewall] open`},
@@ -346,7 +351,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors] and [[door]]`
+f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics] and [[door]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -755,6 +760,7 @@ func render(c *Config) string {
 	fmt.Fprintf(&b, "[scan]\nenabled = %t\nwindow = %s\nblock_level = %d\nblock_for = %s\nignore = %s\nmax_sources = %d\npacket_tiers = %s\nsweep_tiers = %s\nretention = %d\n",
 		sc.Enabled, q(sc.Window.String()), sc.BlockLevel, list(bf), list(sign), sc.MaxSources, ints(sc.PacketTiers), ints(sc.SweepTiers), sc.Retention)
 	fmt.Fprintf(&b, "[doors]\nlog_file = %s\n", q(c.DoorLog.LogFile))
+	fmt.Fprintf(&b, "[metrics]\nlisten = %s\npath = %s\n", q(c.Metrics.Listen), q(c.Metrics.Path))
 	for _, dr := range c.Doors {
 		ports := func(ps []PortSpec) string {
 			var out []string

@@ -19,6 +19,7 @@ type Config struct {
 	Scan     Scan
 	Doors    []Door
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
+	Metrics  Metrics
 }
 
 // DoorLog configures the doors' audit trail.

@@ -131,6 +131,9 @@ type IntakeStatus struct {
 	Received uint64 `json:"received"`
 	Lost     uint64 `json:"lost"`     // logged packets the kernel could not deliver
 	Overruns uint64 `json:"overruns"` // receive buffer overruns (each one or more lost)
+	// Datagrams counts the netlink datagrams the packets came in: the
+	// kernel batches first knocks and closed-port packets, not the rest.
+	Datagrams uint64 `json:"datagrams"`
 	// Foreign counts logged packets on the group whose prefix is not
 	// moat's: another ruleset logging to the same group. They are not
 	// scored.

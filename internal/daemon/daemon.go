@@ -82,6 +82,7 @@ func SSHPorts(ctx context.Context, log *slog.Logger) []uint16 {
 
 // Daemon is a running moat.
 type Daemon struct {
+	metrics metricsServer // the [metrics] endpoint
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -257,6 +258,7 @@ func Run(ctx context.Context, opts Options) error {
 		})
 	}
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
+	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
 	g.Go(func() error { return d.maintain(gctx) })
 	g.Go(func() error {
 		for {
@@ -487,6 +489,7 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 		d.pending = nil
 	}
 	d.mu.Unlock()
+	d.applyMetrics(ld.Cfg.Metrics)
 	d.poke()
 	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
 	return nil

@@ -203,6 +203,11 @@ func (d *Daemon) apply(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
+	control.WriteJSON(w, http.StatusOK, d.snapshot())
+}
+
+// snapshot gathers what `moat status` and the metrics report.
+func (d *Daemon) snapshot() Status {
 	now := d.now()
 	d.mu.Lock()
 	st := Status{PID: os.Getpid(), Started: d.started, ConfigSource: d.cur.Source, Enforcing: d.enforcing,
@@ -252,5 +257,5 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		d.log.Warn("status: reading the kernel", "err", err)
 	}
-	control.WriteJSON(w, http.StatusOK, st)
+	return st
 }

@@ -13,7 +13,7 @@ func (d *Daemon) intakeStatus() *IntakeStatus {
 		is.Error = d.intakeErr.Error()
 	case d.nflog != nil:
 		s := d.nflog.Stats()
-		is.Bound, is.Received, is.Lost, is.Overruns = true, s.Received, s.Lost, s.Overruns
+		is.Bound, is.Received, is.Lost, is.Overruns, is.Datagrams = true, s.Received, s.Lost, s.Overruns, s.Datagrams
 	}
 	return is
 }
