@@ -19,7 +19,7 @@ import (
 // base64; blank lines and lines starting with # are ignored, so a key file
 // can carry a comment.
 const (
-	typeX25519Private  = "moat-spa-x25519-private"  // 32-byte X25519 scalar
+	typeX25519Private  = "moat-spa-x25519-private"   // 32-byte X25519 scalar
 	typeMLKEMPrivate   = "moat-spa-mlkem768-private" // 64-byte ML-KEM-768 seed (d || z)
 	typeX25519Public   = "moat-spa-x25519"           // 32-byte X25519 point
 	typeHybridPublic   = "moat-spa-mlkem768x25519"   // X-Wing public key: ML-KEM-768 (1184) || X25519 (32)
