@@ -205,11 +205,20 @@ func (l *Login) problems() []problem {
 	if l.MaxBanTime < l.BanTime {
 		bad("login.max_ban_time", q(l.MaxBanTime.String()), "shorter than ban_time (%s)", l.BanTime)
 	}
+	names := map[string]bool{}
 	for i, r := range l.Rules {
 		p := joinIndex("login.rule", i)
-		if r.Name == "" {
+		switch {
+		case r.Name == "":
 			bad(joinKey(p, "name"), "", "every rule needs a name, shown in the reason of its bans")
+		case r.Name == "sshd":
+			// The built-in parser's counter, and explain --rule's name for it.
+			bad(joinKey(p, "name"), q(r.Name), `"sshd" names the built-in sshd parser; choose another name`)
+		case names[r.Name]:
+			// Each rule counts apart, and moat explain --rule picks one by name.
+			bad(joinKey(p, "name"), q(r.Name), "another [[login.rule]] has this name; give each its own")
 		}
+		names[r.Name] = true
 		if !filepath.IsAbs(r.Source) {
 			bad(joinKey(p, "source"), q(r.Source), `want the absolute path of the service's log file`)
 		}

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -18,187 +17,88 @@ import (
 	"github.com/moat-fw/moat/internal/authlog"
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/login"
 	"github.com/moat-fw/moat/internal/sshd"
 )
 
 // OriginLogin marks bans made by the login guard.
 const OriginLogin = "login"
 
-// loginGuard turns login events into bans: it applies the never-count rules,
-// counts failures per address in bounded memory, and bans through the ban
-// manager with growing ban times.
+// loginGuard runs the login guard (package login) on the daemon's
+// followed lines: it vouches for lines from syslog files (sshpeers.go),
+// tells the session table of logins, and applies the guard's decisions
+// through the ban policy (decide.go).
 type loginGuard struct {
 	cfg  config.Login
 	log  *slog.Logger
-	bans *ban.Manager
+	bans loginBans
 	// protected says why an address must never be banned, if it must (the
 	// host's own addresses, its routers, logged-in sessions, grants: see
 	// package protect): such failures are not even counted.
 	protected ban.Protector
 
-	mu       sync.Mutex
-	counters map[string]*ban.Counter // "sshd", then one per rule
-	users    map[string]int          // user names tried, bounded
+	mu  sync.Mutex
+	det *login.Guard // under mu
 	// accepted reports an Accepted line to the daemon's session table
 	// (sessiontable.go); the sessions it finds reach the guard through
 	// protected.
 	accepted func(a netip.Addr, port uint16)
 	banned   int
-	events   uint64
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 }
 
-const maxUsersTracked = 10_000
-
-func newLoginGuard(cfg config.Login, log *slog.Logger, bans *ban.Manager) *loginGuard {
-	g := &loginGuard{cfg: cfg, log: log, bans: bans,
-		counters: map[string]*ban.Counter{}, users: map[string]int{}}
-	g.counters["sshd"] = ban.NewCounter(cfg.MaxRetry, cfg.FindTime, cfg.MaxTracked)
-	for _, r := range cfg.Rules {
-		retry := cfg.MaxRetry
-		if r.MaxRetry > 0 {
-			retry = r.MaxRetry
-		}
-		g.counters[r.Name] = ban.NewCounter(retry, cfg.FindTime, cfg.MaxTracked)
-	}
+func newLoginGuard(cfg config.Login, log *slog.Logger, bans loginBans) *loginGuard {
+	g := &loginGuard{cfg: cfg, log: log, bans: bans}
+	g.det = login.New(cfg, loginPolicy{g})
 	return g
 }
 
-// ignored says why a is never counted, or "".
-func (g *loginGuard) ignored(a netip.Addr, now time.Time) string {
-	switch {
-	case !a.IsValid():
-		return "no address"
-	case a.IsLoopback() || a.IsUnspecified() || a.IsMulticast():
-		return "loopback or special address"
-	case g.bans.IsAllowed(a, now):
-		return "in the allow list"
+// loginPolicy answers the login guard's questions from the ban manager and
+// the protected set.
+type loginPolicy struct{ g *loginGuard }
+
+var _ login.Policy = loginPolicy{}
+
+func (p loginPolicy) Exempt(a netip.Addr, now time.Time) (string, bool) {
+	if p.g.bans.IsAllowed(a, now) {
+		return "in the allow list", true
 	}
-	if g.protected != nil {
-		if e, ok := g.protected.Protected(netip.PrefixFrom(a, a.BitLen())); ok {
-			return "protected: " + e.Why
+	if p.g.protected != nil {
+		if e, ok := p.g.protected.Protected(netip.PrefixFrom(a, a.BitLen())); ok {
+			return "protected: " + e.Why, true
 		}
 	}
-	for _, p := range g.cfg.Ignore {
-		if p.Contains(a) {
-			return "in [login] ignore"
-		}
-	}
-	return ""
+	return "", false
+}
+
+func (p loginPolicy) Banned(a netip.Addr, now time.Time) bool { return p.g.bans.Active(a, now) }
+
+func (p loginPolicy) BannedWithin(q netip.Prefix, now time.Time) int {
+	return p.g.bans.CountWithin(q, OriginLogin, now)
 }
 
 // sshd handles one sshd event.
 func (g *loginGuard) sshd(ev *authlog.Event, now time.Time) {
-	if ev.Kind == authlog.Accepted {
-		if g.accepted != nil {
-			g.accepted(ev.Addr, ev.Port)
-		}
-		if g.cfg.ForgetOnSuccess {
-			g.mu.Lock()
-			g.counters["sshd"].Forget(ev.Addr)
-			g.mu.Unlock()
-		}
-		return
+	if ev.Kind == authlog.Accepted && g.accepted != nil {
+		g.accepted(ev.Addr, ev.Port)
 	}
-	if ev.Kind.Aggressive() && g.cfg.Mode != "aggressive" {
-		return
-	}
-	g.fail("sshd", ev.Addr, ev.Kind, ev.User, max(ev.Count, 1), ev.Port, now)
+	g.observe(login.SSHD, ev, now)
 }
 
-// epilogue kinds close a connection whose failures were already counted:
-// "Failed password" then "Connection closed by authenticating user" is one
-// attempt, not two. Alone (a client that probes and leaves) they count.
-func epilogue(k authlog.Kind) bool {
-	switch k {
-	case authlog.PreauthClosed, authlog.TooManyAuthFailures, authlog.MaxAuthTries:
-		return true
-	}
-	return false
+// rule handles a line that [[login.rule]] name matched, naming a.
+func (g *loginGuard) rule(name string, a netip.Addr, now time.Time) {
+	ev := authlog.Event{Addr: a, Count: 1}
+	g.observe(name, &ev, now)
 }
 
-// fail counts n failures of a for service and bans a when it reaches the
-// threshold.
-func (g *loginGuard) fail(service string, a netip.Addr, kind authlog.Kind, user []byte, n int, port uint16, now time.Time) {
-	a = a.Unmap()
-	if why := g.ignored(a, now); why != "" {
-		g.log.Debug("login failure not counted", "addr", a, "why", why)
-		return
-	}
+func (g *loginGuard) observe(rule string, ev *authlog.Event, now time.Time) {
+	var decs [2]login.Decision
 	g.mu.Lock()
-	g.events++
-	if len(user) > 0 {
-		if _, ok := g.users[string(user)]; ok || len(g.users) < maxUsersTracked {
-			g.users[string(user)] += n
-		}
-	}
-	c := g.counters[service]
-	if port != 0 && epilogue(kind) && c.LastConn(a) == port {
-		g.mu.Unlock()
-		return
-	}
-	count, kinds, reached := c.FailConn(a, n, 1<<kind, port, now)
-	if reached {
-		c.Forget(a)
-	}
+	n := copy(decs[:], g.det.Observe(rule, ev, now))
 	g.mu.Unlock()
-	if !reached {
-		return
-	}
-	if g.bans.Active(a, now) {
-		return // lines about a banned address still in flight
-	}
-	reason := fmt.Sprintf("%s: %d failures in %s (%s)", service, count, g.cfg.FindTime, kindList(kinds))
-	e, err := g.bans.Add(ban.Request{
-		Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: OriginLogin, Reason: reason,
-		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime},
-		NoWait:  true,
-	}, now)
-	if err != nil {
-		g.log.Error("login guard could not ban", "addr", a, "err", err)
-		if !e.Prefix.IsValid() {
-			return
-		}
-	}
-	g.mu.Lock()
-	g.banned++
-	g.mu.Unlock()
-	g.log.Info("banned", "addr", a, "origin", OriginLogin, "reason", reason, "until", e.Expires, "count", e.Count)
-	g.escalate6(a, now)
-}
-
-// escalate6 bans the /64 once enough of its addresses are banned: IPv6
-// attackers get a whole /64 and rotate through it.
-func (g *loginGuard) escalate6(a netip.Addr, now time.Time) {
-	if g.cfg.IPv6PrefixAfter <= 0 || !a.Is6() {
-		return
-	}
-	p := netip.PrefixFrom(a, 64).Masked()
-	if n := g.bans.CountWithin(p, OriginLogin, now); n < g.cfg.IPv6PrefixAfter {
-		return
-	}
-	reason := fmt.Sprintf("%d addresses of this /64 banned by the login guard", g.cfg.IPv6PrefixAfter)
-	e, err := g.bans.Add(ban.Request{Prefix: p, Origin: OriginLogin, Reason: reason, NoWait: true,
-		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime}}, now)
-	if err != nil {
-		g.log.Warn("login guard could not ban the /64", "prefix", p, "err", err)
-		return
-	}
-	g.log.Info("banned", "addr", p, "origin", OriginLogin, "reason", reason, "until", e.Expires)
-}
-
-func kindList(bits uint32) string {
-	var out []string
-	for k := authlog.Kind(1); k < 32; k++ {
-		if bits&(1<<k) != 0 {
-			out = append(out, k.String())
-		}
-	}
-	if len(out) == 0 {
-		return "failed logins"
-	}
-	return strings.Join(out, ", ")
+	// Applied without the lock: a ban waits for the kernel.
+	g.apply(decs[:n], now)
 }
 
 // LoginStatus is the login guard's part of `moat status`.
@@ -217,31 +117,14 @@ type LoginStatus struct {
 }
 
 // UserAttempt is a user name and how often it was tried.
-type UserAttempt struct {
-	User     string `json:"user"`
-	Attempts int    `json:"attempts"`
-}
+type UserAttempt = login.UserAttempt
 
 func (g *loginGuard) status(sources []string) LoginStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events, Unverified: g.trust.unverified}
-	for _, c := range g.counters {
-		st.Counting += c.Len()
-	}
-	for u, n := range g.users {
-		st.TopUsers = append(st.TopUsers, UserAttempt{User: u, Attempts: n})
-	}
-	sort.Slice(st.TopUsers, func(i, j int) bool {
-		if st.TopUsers[i].Attempts != st.TopUsers[j].Attempts {
-			return st.TopUsers[i].Attempts > st.TopUsers[j].Attempts
-		}
-		return st.TopUsers[i].User < st.TopUsers[j].User
-	})
-	if len(st.TopUsers) > 10 {
-		st.TopUsers = st.TopUsers[:10]
-	}
-	return st
+	s := g.det.Status()
+	return LoginStatus{Enabled: true, Sources: sources, Counting: s.Counting, Banned: g.banned, Events: s.Events,
+		TopUsers: s.TopUsers, Unverified: g.trust.unverified}
 }
 
 // sshdLoggingTimeout bounds the sshd -T that loginSources runs: the daemon
@@ -430,7 +313,7 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 		run(r.name, func(ctx context.Context) error {
 			return d.followFile(ctx, r.source, func(line []byte, now time.Time) {
 				if a, ok := r.rule.Match(line); ok {
-					g.fail(r.name, a, 0, nil, 1, 0, now)
+					g.rule(r.name, a, now)
 				}
 			})
 		})
@@ -551,8 +434,8 @@ func metaCounterKey(name string) string { return "login.counter:" + name }
 func (d *Daemon) saveCounters(g *loginGuard) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for name, c := range g.counters {
-		if err := d.st.SetMeta(metaCounterKey(name), c.AppendSnapshot(nil)); err != nil {
+	for _, name := range g.det.Rules() {
+		if err := d.st.SetMeta(metaCounterKey(name), g.det.AppendSnapshot(name, nil)); err != nil {
 			d.log.Warn("cannot save login counters; failures in progress restart from zero", "err", err)
 			return
 		}
@@ -563,12 +446,12 @@ func (d *Daemon) loadCounters(g *loginGuard) {
 	now := d.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for name, c := range g.counters {
+	for _, name := range g.det.Rules() {
 		raw, err := d.st.Meta(metaCounterKey(name))
 		if err != nil || raw == nil {
 			continue
 		}
-		if err := c.LoadSnapshot(raw, now); err != nil {
+		if err := g.det.LoadSnapshot(name, raw, now); err != nil {
 			d.log.Info("login counters not restored", "counter", name, "why", err)
 		}
 	}
