@@ -4,6 +4,9 @@
 // the addresses it must never count, folds a connection's closing message
 // into the failure before it, and escalates IPv6 bans to the /64.
 //
+// It also plans where sshd's lines are read from (PlanSources), from what
+// sshd -T says about its logging.
+//
 // It does no I/O and reads no clock: the daemon feeds it followed log lines
 // and applies its decisions through the ban policy; `moat explain` feeds it
 // a file and applies them to a dry run (DryRun). Both therefore ban the same
