@@ -105,7 +105,10 @@ type explainRule struct {
 	kinds    map[string]int
 	failures map[netip.Addr]int
 	ignored  map[string]int // why → lines
-	bans     []netip.Prefix // in order, repeats included
+	// epilogues are lines that close a connection whose failure was
+	// counted already: one attempt, not two.
+	epilogues int
+	bans      []netip.Prefix // in order, repeats included
 }
 
 // explain runs the login guard over in with a dry-run policy and prints
@@ -172,6 +175,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 				ev = authlog.Event{Addr: a, User: user, Count: 1}
 				t = lineTime(kernlog.Time(line, now))
 			}
+			counted := g.Counted()
 			decs := g.Observe(r.name, &ev, t)
 			if !g.Counts(r.name, &ev) {
 				continue // a login, or a kind this mode does not count
@@ -185,8 +189,10 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 			if len(decs) == 1 && decs[0].Action == login.Skip {
 				j.Ignored = decs[0].Why
 				r.ignored[j.Ignored]++
-			} else {
+			} else if g.Counted() > counted {
 				r.failures[ev.Addr.Unmap()]++
+			} else {
+				r.epilogues++
 			}
 			for _, b := range dry.Apply(decs, t) {
 				r.bans = append(r.bans, b.Prefix)
@@ -258,6 +264,9 @@ func printRuleSummary(w io.Writer, r *explainRule, cfg config.Login) {
 	for why, c := range r.ignored {
 		fmt.Fprintf(w, "  not counted (%s): %d\n", why, c)
 	}
+	if r.epilogues > 0 {
+		fmt.Fprintf(w, "  not counted (closes a connection whose failure counted): %d\n", r.epilogues)
+	}
 	addrs := make([]netip.Addr, 0, len(r.failures))
 	for a := range r.failures {
 		addrs = append(addrs, a)
@@ -266,7 +275,7 @@ func printRuleSummary(w io.Writer, r *explainRule, cfg config.Login) {
 		fi, fj := r.failures[addrs[i]], r.failures[addrs[j]]
 		return fi > fj || fi == fj && addrs[i].Less(addrs[j])
 	})
-	fmt.Fprintf(w, "  distinct addresses: %d\n", len(addrs))
+	fmt.Fprintf(w, "  failures per address (%d addresses):\n", len(addrs))
 	const shown = 20
 	for _, a := range addrs[:min(len(addrs), shown)] {
 		fmt.Fprintf(w, "    %-40s %d\n", a, r.failures[a])

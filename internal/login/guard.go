@@ -78,8 +78,9 @@ type Guard struct {
 	policy   Policy
 	counters map[string]*Counter // SSHD, then one per rule
 	users    map[string]*int     // user names tried, bounded
-	events   uint64
-	buf      [2]Decision // Observe's result, reused
+	events   uint64              // failures seen, not exempt
+	counted  uint64              // of those, the ones counted: not a connection's epilogue
+	buf      [2]Decision         // Observe's result, reused
 }
 
 // New returns a guard for cfg that asks policy about addresses.
@@ -150,6 +151,7 @@ func (g *Guard) Observe(rule string, ev *authlog.Event, now time.Time) []Decisio
 	if ev.Port != 0 && epilogue(ev.Kind) && c.LastConn(a) == ev.Port {
 		return nil // this connection's failure was counted already
 	}
+	g.counted += uint64(n)
 	count, kinds, reached := c.FailConn(a, n, 1<<ev.Kind, ev.Port, now)
 	if !reached {
 		return nil
@@ -182,6 +184,10 @@ func (g *Guard) Counts(rule string, ev *authlog.Event) bool {
 	}
 	return ev.Kind != authlog.Accepted && (!ev.Kind.Aggressive() || g.cfg.Mode == "aggressive")
 }
+
+// Counted is how many failures went into a counter since the start:
+// Status's Events less the epilogues of connections already counted.
+func (g *Guard) Counted() uint64 { return g.counted }
 
 // exempt says why a is never counted, or "".
 func (g *Guard) exempt(a netip.Addr, now time.Time) string {

@@ -300,3 +300,15 @@ func FuzzObserve(f *testing.F) {
 		}
 	})
 }
+
+// Counted leaves out a connection's closing line; Events, for status, does not.
+func TestCountedLeavesOutEpilogues(t *testing.T) {
+	g := New(testConfig(), &fakePolicy{})
+	for _, m := range []string{failed("203.0.113.5", 40000), closed("203.0.113.5", 40000), closed("203.0.113.5", 40001)} {
+		ev := sshdLine(t, m)
+		g.Observe(SSHD, &ev, t0)
+	}
+	if g.Counted() != 2 || g.Status().Events != 3 {
+		t.Fatalf("counted %d, events %d: want 2 and 3", g.Counted(), g.Status().Events)
+	}
+}
