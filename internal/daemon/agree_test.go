@@ -22,8 +22,11 @@ import (
 // same through the binary, as root.
 func TestLoginPathAgreesWithDryRun(t *testing.T) {
 	var lines []string
-	logs, _ := filepath.Glob("../authlog/testdata/*.txt")
+	logs, _ := filepath.Glob("../authlog/testdata/*")
 	for _, p := range logs {
+		if strings.HasSuffix(p, ".golden") {
+			continue // what the parser makes of a log, not a log
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			t.Fatal(err)
