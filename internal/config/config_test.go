@@ -213,6 +213,8 @@ func TestParseErrors(t *testing.T) {
 		// bounded repetitions slipped past the daemon's shape check.
 		{"rule open on both sides", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* from <HOST>.*$'\n", `line 4: login.rule[0].pattern "^.* from <HOST>.*$": open text`},
 		{"rule bounded repetition", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* myapp: login failed from <HOST>(?: \\S+){0,3}$'\n", `line 4: login.rule[0].pattern "^.* myapp: login failed from <HOST>(?: \\S+){0,3}$": open text`},
+		{"rule named sshd", "[[login.rule]]\nname = \"sshd\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n", `line 2: login.rule[0].name "sshd": "sshd" names the built-in sshd parser`},
+		{"rules with one name", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/y.log\"\npattern = '^y <HOST>$'\n", `line 6: login.rule[1].name "x": another [[login.rule]] has this name`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
