@@ -37,8 +37,9 @@ func (a *app) explainCmd() *cobra.Command {
 			"the allow list and each line's own timestamp, banning nothing. It prints, per rule, lines\n" +
 			"matched, failures per address and the addresses the daemon would ban (like fail2ban-regex);\n" +
 			"with --json, one object per matched line. --rule limits it to one rule (sshd: the built-in\n" +
-			"parser). Addresses only the running daemon knows to spare (logged-in sessions, door grants,\n" +
-			"the host's own) are not known here.\n\n" +
+			"parser). It spares what the daemon spares as far as it can see: the allow list and this\n" +
+			"host's own addresses, routers and resolvers, not the sessions and door grants a running\n" +
+			"daemon tracks.\n\n" +
 			"With --kernel-log it reads the kernel's iptables/nftables LOG lines (IN= OUT= SRC= DST= ...)\n" +
 			"and prints the scan guard's report, as psad -A does. Feed it kernel lines only: any process\n" +
 			"can write text that looks like one to syslog.",
@@ -222,24 +223,28 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 	return nil
 }
 
-// newExplainGuard is the daemon's login guard over a dry run: the allow
-// list and link-local sources spared as the daemon spares them, bans as
-// long as the daemon's backoff makes them.
+// newExplainGuard is the daemon's login guard over a dry run that spares
+// what the daemon's ban policy spares, as far as explain can know it: the
+// allow list of the config, and the protected addresses this host shows
+// (its own, its routers and resolvers, link-local sources; not the
+// sessions and door grants a running daemon tracks). Bans last as long as
+// the daemon's backoff makes them.
 func newExplainGuard(cfg config.Login, allow []netip.Prefix) (*login.Guard, *login.DryRun) {
-	linkLocal := protect.New(protect.LinkLocal)
-	exempt := func(a netip.Addr) (string, bool) {
-		for _, p := range allow {
-			if p.Contains(a) {
+	found := protect.Discover(protect.System{Root: "/"})
+	protected := protect.New(found.Entries(), protect.LinkLocal)
+	spared := func(p netip.Prefix) (string, bool) {
+		for _, q := range allow {
+			if q.Overlaps(p) {
 				return "in the allow list", true
 			}
 		}
-		if e, ok := linkLocal.Overlaps(netip.PrefixFrom(a, a.BitLen())); ok {
+		if e, ok := protected.Overlaps(p); ok {
 			return "protected: " + e.Why, true
 		}
 		return "", false
 	}
 	backoff := ban.Backoff{Base: cfg.BanTime, Multiplier: cfg.BanTimeMultiplier, Max: cfg.MaxBanTime}
-	dry := login.NewDryRun(exempt, backoff.For)
+	dry := login.NewDryRun(spared, backoff.For)
 	return login.New(cfg, dry), dry
 }
 

@@ -9,7 +9,7 @@ import (
 // the guard's decisions applied with no kernel and no store, so what it
 // holds is what the daemon would have banned.
 type DryRun struct {
-	exempt func(a netip.Addr) (why string, ok bool)
+	spared func(p netip.Prefix) (why string, ok bool)
 	banFor func(n int) time.Duration // the length of a prefix's n-th ban
 	bans   map[netip.Prefix]dryBan
 }
@@ -21,19 +21,21 @@ type dryBan struct {
 
 var _ Policy = (*DryRun)(nil)
 
-// NewDryRun returns an empty dry run. exempt stands for the allow list and
-// the protected set (nil: none); banFor gives the length of a prefix's n-th
-// ban (n >= 1), as the daemon's backoff does.
-func NewDryRun(exempt func(netip.Addr) (string, bool), banFor func(n int) time.Duration) *DryRun {
-	return &DryRun{exempt: exempt, banFor: banFor, bans: map[netip.Prefix]dryBan{}}
+// NewDryRun returns an empty dry run. spared says why a prefix must not be
+// banned, as the ban policy does (the allow list, the protected set; nil:
+// nothing is spared): failures of a spared address are not counted, and a
+// ban that covers one is refused. banFor gives the length of a prefix's
+// n-th ban (n >= 1), as the daemon's backoff does.
+func NewDryRun(spared func(netip.Prefix) (string, bool), banFor func(n int) time.Duration) *DryRun {
+	return &DryRun{spared: spared, banFor: banFor, bans: map[netip.Prefix]dryBan{}}
 }
 
 // Exempt implements Policy.
 func (d *DryRun) Exempt(a netip.Addr, _ time.Time) (string, bool) {
-	if d.exempt == nil {
+	if d.spared == nil {
 		return "", false
 	}
-	return d.exempt(a)
+	return d.spared(netip.PrefixFrom(a, a.BitLen()))
 }
 
 // Banned implements Policy.
@@ -65,6 +67,12 @@ func (d *DryRun) Apply(decs []Decision, now time.Time) []Decision {
 	for _, dec := range decs {
 		if dec.Action != Ban || dec.Escalation && !took {
 			continue
+		}
+		if d.spared != nil {
+			if _, ok := d.spared(dec.Prefix); ok {
+				took = false // refused, as the ban policy refuses it
+				continue
+			}
 		}
 		b := d.bans[dec.Prefix]
 		b.n++

@@ -312,3 +312,35 @@ func TestCountedLeavesOutEpilogues(t *testing.T) {
 		t.Fatalf("counted %d, events %d: want 2 and 3", g.Counted(), g.Status().Events)
 	}
 }
+
+// DryRun spares what the ban policy spares: failures of a spared address
+// are not counted, and a /64 that covers one is not banned.
+func TestDryRunSpares(t *testing.T) {
+	host := netip.MustParsePrefix("2001:db8::1/128")
+	spared := func(p netip.Prefix) (string, bool) {
+		if p.Overlaps(host) {
+			return "the host", true
+		}
+		return "", false
+	}
+	cfg := testConfig()
+	cfg.IPv6PrefixAfter = 1
+	dry := NewDryRun(spared, func(int) time.Duration { return time.Hour })
+	g := New(cfg, dry)
+	var got []string
+	for _, a := range []string{"2001:db8::1", "2001:db8::2", "2001:db8:1::2"} {
+		for i := range 3 {
+			ev := sshdLine(t, failed(a, 40000+i))
+			for _, d := range dry.Apply(g.Observe(SSHD, &ev, t0), t0) {
+				got = append(got, d.Prefix.String())
+			}
+		}
+	}
+	want := "2001:db8::2/128 2001:db8:1::2/128 2001:db8:1::/64"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("banned %v, want %s", got, want)
+	}
+	if !dry.Banned(netip.MustParseAddr("2001:db8:1::77"), t0) || dry.Banned(netip.MustParseAddr("2001:db8:1::77"), t0.Add(time.Hour)) {
+		t.Fatal("the /64 ban does not last its hour")
+	}
+}
