@@ -81,15 +81,15 @@ func TestExplainJSONAndSummary(t *testing.T) {
 	cfg := filepath.Join(dir, "moat.toml")
 	os.WriteFile(cfg, []byte("[login]\nmax_retry = 1\n"), 0o600)
 	code, out, errs := run(t, "--config", cfg, "explain", "--json", log)
-	want := `{"line":1,"kind":"failed-password","ip":"203.0.113.7","user":"root"}
-{"line":3,"kind":"invalid-user","ip":"203.0.113.8","user":"x from 6.6.6.6 port 22"}
-{"line":4,"kind":"failed-password","ip":"2001:db8::9","user":"admin"}
+	want := `{"line":1,"rule":"sshd","kind":"failed-password","ip":"203.0.113.7","user":"root","would_ban":true}
+{"line":3,"rule":"sshd","kind":"invalid-user","ip":"203.0.113.8","user":"x from 6.6.6.6 port 22","would_ban":true}
+{"line":4,"rule":"sshd","kind":"failed-password","ip":"2001:db8::9","user":"admin","would_ban":true}
 `
 	if code != 0 || out != want {
 		t.Fatalf("explain --json: %d %q\n%s\nwant\n%s", code, errs, out, want)
 	}
 	code, out, _ = run(t, "--config", cfg, "explain", "--mode", "aggressive", log)
-	for _, s := range []string{"lines read:         5", "attempts found:     4", "banner-error", "would ban (max_retry 1 in 10m0s): 4"} {
+	for _, s := range []string{"lines read: 5", "rule sshd (max_retry 1 in 10m0s, mode aggressive)", "lines matched:      4", "banner-error", "would ban: 4"} {
 		if code != 0 || !strings.Contains(out, s) {
 			t.Fatalf("explain summary lacks %q:\n%s", s, out)
 		}

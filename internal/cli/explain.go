@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,20 +19,27 @@ import (
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/daemon"
 	"github.com/moat-fw/moat/internal/kernlog"
+	"github.com/moat-fw/moat/internal/login"
 	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/portscan"
+	"github.com/moat-fw/moat/internal/protect"
 )
 
 // explainCmd is moat's fail2ban-regex: what moat makes of each log line.
 func (a *app) explainCmd() *cobra.Command {
 	var asJSON, kernelLog bool
-	var mode string
+	var mode, rule string
 	cmd := &cobra.Command{
-		Use:   "explain [--json] [--mode normal|aggressive] [--kernel-log] FILE|-",
+		Use:   "explain [--json] [--rule NAME] [--mode normal|aggressive] [--kernel-log] FILE|-",
 		Short: "Show what the login guard (or, with --kernel-log, the scan guard) makes of log lines",
-		Long: "explain reads sshd log lines (syslog, RFC 5424, ISO-8601 or bare journal messages) and shows\n" +
-			"each attempt it finds, or with no --json a summary: lines read, attempts by kind, distinct\n" +
-			"addresses, and which addresses the current [login] policy would ban (like fail2ban-regex).\n\n" +
+		Long: "explain runs the daemon's own login guard over log lines: sshd's (syslog, RFC 5424, ISO-8601\n" +
+			"or bare journal messages) and every [[login.rule]] of the config, with [login] ignore,\n" +
+			"the allow list and each line's own timestamp, banning nothing. It prints, per rule, lines\n" +
+			"matched, failures per address and the addresses the daemon would ban (like fail2ban-regex);\n" +
+			"with --json, one object per matched line. --rule limits it to one rule (sshd: the built-in\n" +
+			"parser). It spares what the daemon spares as far as it can see: the allow list and this\n" +
+			"host's own addresses, routers and resolvers, not the sessions and door grants a running\n" +
+			"daemon tracks.\n\n" +
 			"With --kernel-log it reads the kernel's iptables/nftables LOG lines (IN= OUT= SRC= DST= ...)\n" +
 			"and prints the scan guard's report, as psad -A does. Feed it kernel lines only: any process\n" +
 			"can write text that looks like one to syslog.",
@@ -50,7 +59,7 @@ func (a *app) explainCmd() *cobra.Command {
 				return err
 			}
 			if kernelLog {
-				return explainKernel(in, a.out, asJSON, ld.Cfg.Scan, time.Now())
+				return explainKernel(in, a.out, asJSON, ld.Cfg, time.Now())
 			}
 			lc := ld.Cfg.Login
 			if cmd.Flags().Changed("mode") {
@@ -59,104 +68,251 @@ func (a *app) explainCmd() *cobra.Command {
 				}
 				lc.Mode = mode
 			}
-			return explain(in, a.out, asJSON, lc.Mode == "aggressive", lc.MaxRetry, lc.FindTime, time.Now())
+			return explain(in, a.out, explainOptions{login: lc, allow: ld.Cfg.Firewall.Allow, rule: rule, json: asJSON}, time.Now())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per attempt and nothing else")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per matched line and nothing else")
 	cmd.Flags().StringVar(&mode, "mode", "normal", `"normal" or "aggressive" (default: [login] mode)`)
+	cmd.Flags().StringVar(&rule, "rule", "", `only this rule: a [[login.rule]] name, or "sshd" for the built-in parser`)
 	cmd.Flags().BoolVar(&kernelLog, "kernel-log", false, "read kernel LOG lines and print the scan report (like psad -A)")
 	return cmd
 }
 
-// explainLine is one attempt in `explain --json`.
+// explainLine is one matched line in `explain --json`.
 type explainLine struct {
-	Line int    `json:"line"`
-	Kind string `json:"kind"`
-	IP   string `json:"ip"`
-	User string `json:"user,omitempty"`
+	Line     int    `json:"line"`
+	Rule     string `json:"rule"`
+	Kind     string `json:"kind,omitempty"`
+	IP       string `json:"ip"`
+	User     string `json:"user,omitempty"`
+	WouldBan bool   `json:"would_ban"`
+	// Prefix is the /64 also banned when the line's ban escalates.
+	Prefix  string `json:"prefix,omitempty"`
+	Ignored string `json:"ignored,omitempty"` // why the failure is not counted
 }
 
-func explain(in io.Reader, out io.Writer, asJSON, aggressive bool, retry int, window time.Duration, now time.Time) error {
+type explainOptions struct {
+	login config.Login
+	allow []netip.Prefix // [firewall] allow
+	rule  string         // "": every rule
+	json  bool
+}
+
+// explainRule is one rule's matcher and what it found.
+type explainRule struct {
+	name     string
+	re       *authlog.Rule // nil: the built-in sshd parser
+	matched  int
+	kinds    map[string]int
+	failures map[netip.Addr]int
+	ignored  map[string]int // why → lines
+	// epilogues are lines that close a connection whose failure was
+	// counted already: one attempt, not two.
+	epilogues int
+	bans      []netip.Prefix // in order, repeats included
+}
+
+// explain runs the login guard over in with a dry-run policy and prints
+// what it matched and would ban.
+func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error {
+	var rules []*explainRule
+	if o.rule == "" || o.rule == login.SSHD {
+		rules = append(rules, &explainRule{name: login.SSHD})
+	}
+	for _, r := range o.login.Rules {
+		if o.rule != "" && o.rule != r.Name {
+			continue
+		}
+		re, err := authlog.CompileRule(r.Pattern)
+		if err != nil {
+			return fmt.Errorf("config: [[login.rule]] %q: %w", r.Name, err)
+		}
+		rules = append(rules, &explainRule{name: r.Name, re: re})
+	}
+	if len(rules) == 0 {
+		names := []string{login.SSHD}
+		for _, r := range o.login.Rules {
+			names = append(names, r.Name)
+		}
+		return fmt.Errorf("--rule %q: the config has no such rule; choose one of %s", o.rule, strings.Join(names, ", "))
+	}
+	for _, r := range rules {
+		r.kinds, r.failures, r.ignored = map[string]int{}, map[netip.Addr]int{}, map[string]int{}
+	}
+	g, dry := newExplainGuard(o.login, o.allow)
+
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	bw := bufio.NewWriter(out)
 	defer bw.Flush()
 	enc := json.NewEncoder(bw)
-	counter := ban.NewCounter(retry, window, 1<<20)
-	kinds := map[string]int{}
-	addrs := map[netip.Addr]bool{}
-	wouldBan := map[netip.Addr]int{}
-	n, attempts := 0, 0
+	n := 0
+	var last time.Time // the last line's time, for lines without one
 	var ev authlog.Event
 	for sc.Scan() {
 		n++
 		line := sc.Bytes()
-		if !authlog.ParseSSHD(line, &ev) && !authlog.ParseSSHDMessage(line, &ev) {
-			continue
-		}
-		if ev.Kind == authlog.Accepted {
-			counter.Forget(ev.Addr)
-			continue
-		}
-		if ev.Kind.Aggressive() && !aggressive {
-			continue
-		}
-		attempts++
-		kinds[ev.Kind.String()]++
-		addrs[ev.Addr] = true
-		if asJSON {
-			if err := enc.Encode(explainLine{Line: n, Kind: ev.Kind.String(), IP: ev.Addr.String(), User: string(ev.User)}); err != nil {
-				return err
+		lineTime := func(t time.Time, ok bool) time.Time {
+			switch {
+			case ok && !t.IsZero():
+				last = t
+			case last.IsZero():
+				last = now // no timestamp yet: the lines are one burst
 			}
+			return last
 		}
-		t := authlog.InferYear(ev.Time, now)
-		if t.IsZero() {
-			t = now // no timestamp: treat the lines as one burst
-		}
-		if _, _, hit := counter.Fail(ev.Addr, max(ev.Count, 1), 0, t); hit {
-			wouldBan[ev.Addr]++
-			counter.Forget(ev.Addr)
+		for _, r := range rules {
+			var t time.Time
+			if r.re == nil {
+				if !authlog.ParseSSHD(line, &ev) && !authlog.ParseSSHDMessage(line, &ev) {
+					continue
+				}
+				t = lineTime(authlog.InferYear(ev.Time, now), true)
+			} else {
+				a, user, ok := r.re.MatchUser(line)
+				if !ok {
+					continue
+				}
+				ev = authlog.Event{Addr: a, User: user, Count: 1}
+				t = lineTime(kernlog.Time(line, now))
+			}
+			counted := g.Counted()
+			decs := g.Observe(r.name, &ev, t)
+			if !g.Counts(r.name, &ev) {
+				continue // a login, or a kind this mode does not count
+			}
+			r.matched++
+			j := explainLine{Line: n, Rule: r.name, IP: ev.Addr.Unmap().String(), User: string(ev.User)}
+			if r.re == nil {
+				j.Kind = ev.Kind.String()
+				r.kinds[j.Kind]++
+			}
+			if len(decs) == 1 && decs[0].Action == login.Skip {
+				j.Ignored = decs[0].Why
+				r.ignored[j.Ignored]++
+			} else if g.Counted() > counted {
+				r.failures[ev.Addr.Unmap()]++
+			} else {
+				r.epilogues++
+			}
+			for _, b := range dry.Apply(decs, t) {
+				r.bans = append(r.bans, b.Prefix)
+				if b.Escalation {
+					j.Prefix = b.Prefix.String()
+				} else {
+					j.WouldBan = true
+				}
+			}
+			if o.json {
+				if err := enc.Encode(j); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("reading line %d: %w", n+1, err)
 	}
-	if asJSON {
+	if o.json {
 		return nil
 	}
-	fmt.Fprintf(bw, "lines read:         %d\n", n)
-	fmt.Fprintf(bw, "attempts found:     %d\n", attempts)
-	ks := make([]string, 0, len(kinds))
-	for k := range kinds {
-		ks = append(ks, k)
-	}
-	sort.Slice(ks, func(i, j int) bool {
-		return kinds[ks[i]] > kinds[ks[j]] || kinds[ks[i]] == kinds[ks[j]] && ks[i] < ks[j]
-	})
-	for _, k := range ks {
-		fmt.Fprintf(bw, "  %-28s %d\n", k, kinds[k])
-	}
-	fmt.Fprintf(bw, "distinct addresses: %d\n", len(addrs))
-	fmt.Fprintf(bw, "would ban (max_retry %d in %s): %d\n", retry, window, len(wouldBan))
-	bs := make([]netip.Addr, 0, len(wouldBan))
-	for a := range wouldBan {
-		bs = append(bs, a)
-	}
-	sort.Slice(bs, func(i, j int) bool { return bs[i].Less(bs[j]) })
-	for _, a := range bs {
-		fmt.Fprintf(bw, "  %s (%d times)\n", a, wouldBan[a])
+	fmt.Fprintf(bw, "lines read: %d\n", n)
+	for _, r := range rules {
+		printRuleSummary(bw, r, o.login)
 	}
 	return nil
 }
 
-// explainKernel runs kernel LOG lines through a fresh scan detector with
-// the config's thresholds and prints its report.
-func explainKernel(in io.Reader, out io.Writer, asJSON bool, sc config.Scan, now time.Time) error {
-	det := portscan.New(portscan.Config{Window: sc.Window, MaxSources: sc.MaxSources, PacketTiers: sc.PacketTiers, SweepTiers: sc.SweepTiers})
+// newExplainGuard is the daemon's login guard over a dry run that spares
+// what the daemon's ban policy spares, as far as explain can know it: the
+// allow list of the config, and the protected addresses this host shows
+// (its own, its routers and resolvers, link-local sources; not the
+// sessions and door grants a running daemon tracks). Bans last as long as
+// the daemon's backoff makes them.
+func newExplainGuard(cfg config.Login, allow []netip.Prefix) (*login.Guard, *login.DryRun) {
+	found := protect.Discover(protect.System{Root: "/"})
+	protected := protect.New(found.Entries(), protect.LinkLocal)
+	spared := func(p netip.Prefix) (string, bool) {
+		for _, q := range allow {
+			if q.Overlaps(p) {
+				return "in the allow list", true
+			}
+		}
+		if e, ok := protected.Overlaps(p); ok {
+			return "protected: " + e.Why, true
+		}
+		return "", false
+	}
+	backoff := ban.Backoff{Base: cfg.BanTime, Multiplier: cfg.BanTimeMultiplier, Max: cfg.MaxBanTime}
+	dry := login.NewDryRun(spared, backoff.For)
+	return login.New(cfg, dry), dry
+}
+
+func printRuleSummary(w io.Writer, r *explainRule, cfg config.Login) {
+	fmt.Fprintf(w, "\nrule %s (max_retry %d in %s", r.name, login.RuleMaxRetry(cfg, r.name), cfg.FindTime)
+	if r.re == nil {
+		fmt.Fprintf(w, ", mode %s", cfg.Mode)
+	}
+	fmt.Fprintf(w, ")\n  lines matched:      %d\n", r.matched)
+	if len(r.kinds) > 0 {
+		ks := make([]string, 0, len(r.kinds))
+		for k := range r.kinds {
+			ks = append(ks, k)
+		}
+		sort.Slice(ks, func(i, j int) bool {
+			return r.kinds[ks[i]] > r.kinds[ks[j]] || r.kinds[ks[i]] == r.kinds[ks[j]] && ks[i] < ks[j]
+		})
+		for _, k := range ks {
+			fmt.Fprintf(w, "    %-28s %d\n", k, r.kinds[k])
+		}
+	}
+	for why, c := range r.ignored {
+		fmt.Fprintf(w, "  not counted (%s): %d\n", why, c)
+	}
+	if r.epilogues > 0 {
+		fmt.Fprintf(w, "  not counted (closes a connection whose failure counted): %d\n", r.epilogues)
+	}
+	addrs := make([]netip.Addr, 0, len(r.failures))
+	for a := range r.failures {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool {
+		fi, fj := r.failures[addrs[i]], r.failures[addrs[j]]
+		return fi > fj || fi == fj && addrs[i].Less(addrs[j])
+	})
+	fmt.Fprintf(w, "  failures per address (%d addresses):\n", len(addrs))
+	const shown = 20
+	for _, a := range addrs[:min(len(addrs), shown)] {
+		fmt.Fprintf(w, "    %-40s %d\n", a, r.failures[a])
+	}
+	if len(addrs) > shown {
+		fmt.Fprintf(w, "    ... and %d more\n", len(addrs)-shown)
+	}
+	times := map[netip.Prefix]int{}
+	for _, p := range r.bans {
+		times[p]++
+	}
+	ps := make([]netip.Prefix, 0, len(times))
+	for p := range times {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	fmt.Fprintf(w, "  would ban: %d\n", len(ps))
+	for _, p := range ps {
+		fmt.Fprintf(w, "    %s (%d times)\n", ban.PrefixString(p), times[p])
+	}
+}
+
+// explainKernel runs kernel LOG lines through the daemon's scan detector
+// (the same settings: ScanDetectorConfig), each at its own timestamp, and
+// prints its report.
+func explainKernel(in io.Reader, out io.Writer, asJSON bool, cfg *config.Config, now time.Time) error {
+	det := portscan.New(daemon.ScanDetectorConfig(cfg.Scan, cfg.Doors, nil))
 	r := bufio.NewScanner(in)
 	r.Buffer(make([]byte, 64<<10), 1<<20)
 	var p packet.Packet
 	lines, parsed := 0, 0
+	var last time.Time
 	for r.Scan() {
 		lines++
 		prefix, ok := kernlog.Parse(r.Bytes(), &p)
@@ -164,12 +320,21 @@ func explainKernel(in io.Reader, out io.Writer, asJSON bool, sc config.Scan, now
 			continue
 		}
 		parsed++
-		det.Observe(&p, prefix, now)
+		if t, ok := kernlog.Time(r.Bytes(), now); ok {
+			last = t
+		} else if last.IsZero() {
+			last = now
+		}
+		det.Observe(&p, prefix, last)
 	}
 	if err := r.Err(); err != nil {
 		return fmt.Errorf("reading line %d: %w", lines+1, err)
 	}
-	rep := det.Report(now, 50)
+	at := now
+	if !last.IsZero() {
+		at = last // the report as of the log's end: the window slides with the lines
+	}
+	rep := det.Report(at, 50)
 	if asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")

@@ -218,6 +218,8 @@ func TestParseErrors(t *testing.T) {
 		{"rule find_time", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nfind_time = \"10\"\n", `line 5: login.rule[0].find_time "10": want a duration`},
 		{"rule ban_time too short", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nban_time = \"10ms\"\n", `line 5: login.rule[0].ban_time "10ms": too short`},
 		{"rule ports", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nports = [\"tcp/80\", \"http\"]\n", `line 5: login.rule[0].ports[1] "http": want "ssh", "tcp/22"`},
+		{"rule named sshd", "[[login.rule]]\nname = \"sshd\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n", `line 2: login.rule[0].name "sshd": "sshd" names the built-in sshd parser`},
+		{"rules of one name that disagree", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/y.log\"\npattern = '^y <HOST>$'\nmax_retry = 9\n", `line 6: login.rule[1].name "x": another [[login.rule]] of this name has other max_retry, find_time, ban_time or ports`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},

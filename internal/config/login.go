@@ -215,10 +215,24 @@ func (l *Login) problems() []problem {
 	if l.MaxBanTime < l.BanTime {
 		bad("login.max_ban_time", q(l.MaxBanTime.String()), "shorter than ban_time (%s)", l.BanTime)
 	}
+	names := map[string]LoginRule{}
 	for i, r := range l.Rules {
 		p := joinIndex("login.rule", i)
-		if r.Name == "" {
+		first, seen := names[r.Name]
+		switch {
+		case r.Name == "":
 			bad(joinKey(p, "name"), "", "every rule needs a name, shown in the reason of its bans")
+		case r.Name == "sshd":
+			// The built-in parser's counter, and explain --rule's name for it.
+			bad(joinKey(p, "name"), q(r.Name), `"sshd" names the built-in sshd parser; choose another name`)
+		case seen && !sameJail(first, r):
+			// Rules of one name are one jail, as fail2ban's failregexes of
+			// one filter are: they count together (moat import fail2ban
+			// writes one rule per failregex), so they must count alike.
+			bad(joinKey(p, "name"), q(r.Name), "another [[login.rule]] of this name has other max_retry, find_time, ban_time or ports; rules of one name count together, so give them the same settings or another name")
+		}
+		if !seen {
+			names[r.Name] = r
 		}
 		if !filepath.IsAbs(r.Source) {
 			bad(joinKey(p, "source"), q(r.Source), `want the absolute path of the service's log file`)
@@ -244,4 +258,9 @@ func (l *Login) problems() []problem {
 		}
 	}
 	return out
+}
+
+// sameJail reports whether two rules of one name count alike.
+func sameJail(a, b LoginRule) bool {
+	return a.MaxRetry == b.MaxRetry && a.FindTime == b.FindTime && a.BanTime == b.BanTime && slices.Equal(a.Ports, b.Ports)
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/moat-fw/moat/internal/authlog"
+	"github.com/moat-fw/moat/internal/config"
 )
 
 // The architecture review found that deleting [login] ignore,
@@ -12,9 +13,10 @@ import (
 // a test of its own here.
 
 func TestLoginIgnoreIsNeverCounted(t *testing.T) {
-	g := trustGuard(t, &fakeHandshakes{down: true}, nil)
+	g := trustGuardWith(t, &fakeHandshakes{down: true}, nil, func(c *config.Login) {
+		c.Ignore = []netip.Prefix{netip.MustParsePrefix("10.210.7.0/24")}
+	})
 	ignored, other := netip.MustParseAddr("10.210.7.7"), netip.MustParseAddr("10.210.8.8")
-	g.cfg.Ignore = []netip.Prefix{netip.MustParsePrefix("10.210.7.0/24")}
 	for i := range 5 {
 		g.sshd(journalFailure(t, ignored, 40000+i), t0)
 		g.sshd(journalFailure(t, other, 40000+i), t0)
@@ -29,8 +31,7 @@ func TestLoginIgnoreIsNeverCounted(t *testing.T) {
 
 func TestForgetOnSuccess(t *testing.T) {
 	for _, forget := range []bool{true, false} {
-		g := trustGuard(t, &fakeHandshakes{down: true}, nil)
-		g.cfg.ForgetOnSuccess = forget
+		g := trustGuardWith(t, &fakeHandshakes{down: true}, nil, func(c *config.Login) { c.ForgetOnSuccess = forget })
 		// The login's connection is over: only the forgetting is tested.
 		g.accepted, g.protected = nil, nil
 		a := netip.MustParseAddr("10.210.7.9")

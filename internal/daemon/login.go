@@ -3,202 +3,99 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/moat-fw/moat/internal/authlog"
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/login"
 	"github.com/moat-fw/moat/internal/sshd"
 )
 
 // OriginLogin marks bans made by the login guard.
 const OriginLogin = "login"
 
-// loginGuard turns login events into bans: it applies the never-count rules,
-// counts failures per address in bounded memory, and bans through the ban
-// manager with growing ban times.
+// loginGuard runs the login guard (package login) on the daemon's
+// followed lines: it vouches for lines from syslog files (sshpeers.go),
+// tells the session table of logins, and applies the guard's decisions
+// through the ban policy (decide.go).
 type loginGuard struct {
 	cfg  config.Login
 	log  *slog.Logger
-	bans *ban.Manager
+	bans loginBans
 	// protected says why an address must never be banned, if it must (the
 	// host's own addresses, its routers, logged-in sessions, grants: see
 	// package protect): such failures are not even counted.
 	protected ban.Protector
 
-	mu       sync.Mutex
-	counters map[string]*ban.Counter // "sshd", then one per rule
-	users    map[string]int          // user names tried, bounded
+	mu  sync.Mutex
+	det *login.Guard // under mu
 	// accepted reports an Accepted line to the daemon's session table
 	// (sessiontable.go); the sessions it finds reach the guard through
 	// protected.
 	accepted func(a netip.Addr, port uint16)
 	banned   int
-	events   uint64
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 }
 
-const maxUsersTracked = 10_000
-
-func newLoginGuard(cfg config.Login, log *slog.Logger, bans *ban.Manager) *loginGuard {
-	g := &loginGuard{cfg: cfg, log: log, bans: bans,
-		counters: map[string]*ban.Counter{}, users: map[string]int{}}
-	g.counters["sshd"] = ban.NewCounter(cfg.MaxRetry, cfg.FindTime, cfg.MaxTracked)
-	for _, r := range cfg.Rules {
-		retry := cfg.MaxRetry
-		if r.MaxRetry > 0 {
-			retry = r.MaxRetry
-		}
-		g.counters[r.Name] = ban.NewCounter(retry, cfg.FindTime, cfg.MaxTracked)
-	}
+func newLoginGuard(cfg config.Login, log *slog.Logger, bans loginBans) *loginGuard {
+	g := &loginGuard{cfg: cfg, log: log, bans: bans}
+	g.det = login.New(cfg, loginPolicy{g})
 	return g
 }
 
-// ignored says why a is never counted, or "".
-func (g *loginGuard) ignored(a netip.Addr, now time.Time) string {
-	switch {
-	case !a.IsValid():
-		return "no address"
-	case a.IsLoopback() || a.IsUnspecified() || a.IsMulticast():
-		return "loopback or special address"
-	case g.bans.IsAllowed(a, now):
-		return "in the allow list"
+// loginPolicy answers the login guard's questions from the ban manager and
+// the protected set.
+type loginPolicy struct{ g *loginGuard }
+
+var _ login.Policy = loginPolicy{}
+
+func (p loginPolicy) Exempt(a netip.Addr, now time.Time) (string, bool) {
+	if p.g.bans.IsAllowed(a, now) {
+		return "in the allow list", true
 	}
-	if g.protected != nil {
-		if e, ok := g.protected.Protected(netip.PrefixFrom(a, a.BitLen())); ok {
-			return "protected: " + e.Why
+	if p.g.protected != nil {
+		if e, ok := p.g.protected.Protected(netip.PrefixFrom(a, a.BitLen())); ok {
+			return "protected: " + e.Why, true
 		}
 	}
-	for _, p := range g.cfg.Ignore {
-		if p.Contains(a) {
-			return "in [login] ignore"
-		}
-	}
-	return ""
+	return "", false
+}
+
+func (p loginPolicy) Banned(a netip.Addr, now time.Time) bool { return p.g.bans.Active(a, now) }
+
+func (p loginPolicy) BannedWithin(q netip.Prefix, now time.Time) int {
+	return p.g.bans.CountWithin(q, OriginLogin, now)
 }
 
 // sshd handles one sshd event.
 func (g *loginGuard) sshd(ev *authlog.Event, now time.Time) {
-	if ev.Kind == authlog.Accepted {
-		if g.accepted != nil {
-			g.accepted(ev.Addr, ev.Port)
-		}
-		if g.cfg.ForgetOnSuccess {
-			g.mu.Lock()
-			g.counters["sshd"].Forget(ev.Addr)
-			g.mu.Unlock()
-		}
-		return
+	if ev.Kind == authlog.Accepted && g.accepted != nil {
+		g.accepted(ev.Addr, ev.Port)
 	}
-	if ev.Kind.Aggressive() && g.cfg.Mode != "aggressive" {
-		return
-	}
-	g.fail("sshd", ev.Addr, ev.Kind, ev.User, max(ev.Count, 1), ev.Port, now)
+	g.observe(login.SSHD, ev, now)
 }
 
-// epilogue kinds close a connection whose failures were already counted:
-// "Failed password" then "Connection closed by authenticating user" is one
-// attempt, not two. Alone (a client that probes and leaves) they count.
-func epilogue(k authlog.Kind) bool {
-	switch k {
-	case authlog.PreauthClosed, authlog.TooManyAuthFailures, authlog.MaxAuthTries:
-		return true
-	}
-	return false
+// rule handles a line that [[login.rule]] name matched, naming a.
+func (g *loginGuard) rule(name string, a netip.Addr, now time.Time) {
+	ev := authlog.Event{Addr: a, Count: 1}
+	g.observe(name, &ev, now)
 }
 
-// fail counts n failures of a for service and bans a when it reaches the
-// threshold.
-func (g *loginGuard) fail(service string, a netip.Addr, kind authlog.Kind, user []byte, n int, port uint16, now time.Time) {
-	a = a.Unmap()
-	if why := g.ignored(a, now); why != "" {
-		g.log.Debug("login failure not counted", "addr", a, "why", why)
-		return
-	}
+func (g *loginGuard) observe(rule string, ev *authlog.Event, now time.Time) {
+	var decs [2]login.Decision
 	g.mu.Lock()
-	g.events++
-	if len(user) > 0 {
-		if _, ok := g.users[string(user)]; ok || len(g.users) < maxUsersTracked {
-			g.users[string(user)] += n
-		}
-	}
-	c := g.counters[service]
-	if port != 0 && epilogue(kind) && c.LastConn(a) == port {
-		g.mu.Unlock()
-		return
-	}
-	count, kinds, reached := c.FailConn(a, n, 1<<kind, port, now)
-	if reached {
-		c.Forget(a)
-	}
+	n := copy(decs[:], g.det.Observe(rule, ev, now))
 	g.mu.Unlock()
-	if !reached {
-		return
-	}
-	if g.bans.Active(a, now) {
-		return // lines about a banned address still in flight
-	}
-	reason := fmt.Sprintf("%s: %d failures in %s (%s)", service, count, g.cfg.FindTime, kindList(kinds))
-	e, err := g.bans.Add(ban.Request{
-		Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: OriginLogin, Reason: reason,
-		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime},
-		NoWait:  true,
-	}, now)
-	if err != nil {
-		g.log.Error("login guard could not ban", "addr", a, "err", err)
-		if !e.Prefix.IsValid() {
-			return
-		}
-	}
-	g.mu.Lock()
-	g.banned++
-	g.mu.Unlock()
-	g.log.Info("banned", "addr", a, "origin", OriginLogin, "reason", reason, "until", e.Expires, "count", e.Count)
-	g.escalate6(a, now)
-}
-
-// escalate6 bans the /64 once enough of its addresses are banned: IPv6
-// attackers get a whole /64 and rotate through it.
-func (g *loginGuard) escalate6(a netip.Addr, now time.Time) {
-	if g.cfg.IPv6PrefixAfter <= 0 || !a.Is6() {
-		return
-	}
-	p := netip.PrefixFrom(a, 64).Masked()
-	if n := g.bans.CountWithin(p, OriginLogin, now); n < g.cfg.IPv6PrefixAfter {
-		return
-	}
-	reason := fmt.Sprintf("%d addresses of this /64 banned by the login guard", g.cfg.IPv6PrefixAfter)
-	e, err := g.bans.Add(ban.Request{Prefix: p, Origin: OriginLogin, Reason: reason, NoWait: true,
-		Backoff: &ban.Backoff{Base: g.cfg.BanTime, Multiplier: g.cfg.BanTimeMultiplier, Max: g.cfg.MaxBanTime}}, now)
-	if err != nil {
-		g.log.Warn("login guard could not ban the /64", "prefix", p, "err", err)
-		return
-	}
-	g.log.Info("banned", "addr", p, "origin", OriginLogin, "reason", reason, "until", e.Expires)
-}
-
-func kindList(bits uint32) string {
-	var out []string
-	for k := authlog.Kind(1); k < 32; k++ {
-		if bits&(1<<k) != 0 {
-			out = append(out, k.String())
-		}
-	}
-	if len(out) == 0 {
-		return "failed logins"
-	}
-	return strings.Join(out, ", ")
+	// Applied without the lock: a ban waits for the kernel.
+	g.apply(decs[:n], now)
 }
 
 // LoginStatus is the login guard's part of `moat status`.
@@ -217,31 +114,14 @@ type LoginStatus struct {
 }
 
 // UserAttempt is a user name and how often it was tried.
-type UserAttempt struct {
-	User     string `json:"user"`
-	Attempts int    `json:"attempts"`
-}
+type UserAttempt = login.UserAttempt
 
 func (g *loginGuard) status(sources []string) LoginStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := LoginStatus{Enabled: true, Sources: sources, Banned: g.banned, Events: g.events, Unverified: g.trust.unverified}
-	for _, c := range g.counters {
-		st.Counting += c.Len()
-	}
-	for u, n := range g.users {
-		st.TopUsers = append(st.TopUsers, UserAttempt{User: u, Attempts: n})
-	}
-	sort.Slice(st.TopUsers, func(i, j int) bool {
-		if st.TopUsers[i].Attempts != st.TopUsers[j].Attempts {
-			return st.TopUsers[i].Attempts > st.TopUsers[j].Attempts
-		}
-		return st.TopUsers[i].User < st.TopUsers[j].User
-	})
-	if len(st.TopUsers) > 10 {
-		st.TopUsers = st.TopUsers[:10]
-	}
-	return st
+	s := g.det.Status()
+	return LoginStatus{Enabled: true, Sources: sources, Counting: s.Counting, Banned: g.banned, Events: s.Events,
+		TopUsers: s.TopUsers, Unverified: g.trust.unverified}
 }
 
 // sshdLoggingTimeout bounds the sshd -T that loginSources runs: the daemon
@@ -252,117 +132,23 @@ var sshdLoggingTimeout = 5 * time.Second
 // loginSources resolves [login] sources with what sshd -T says about
 // sshd's logging; see planLoginSources. When the guard does not watch sshd
 // (sources = []) sshd is not asked.
-func loginSources(ctx context.Context, cfg config.Login) loginSourcePlan {
+func loginSources(ctx context.Context, cfg config.Login) login.SourcePlan {
 	if len(cfg.Sources) == 0 {
-		return loginSourcePlan{}
+		return login.SourcePlan{}
 	}
-	return planLoginSources(cfg.Sources, readSSHDLogging(ctx, sshd.Server{}), journalAvailable(), fileExists)
+	return login.PlanSources(cfg.Sources, readSSHDLogging(ctx, sshd.Server{}), journalAvailable(), fileExists)
 }
 
 // readSSHDLogging runs sshd -T for SyslogFacility and LogLevel. A failure
 // is kept in Err rather than returned: the login guard runs without them.
-func readSSHDLogging(ctx context.Context, srv sshd.Server) sshdLogging {
+func readSSHDLogging(ctx context.Context, srv sshd.Server) login.SSHDLogging {
 	ctx, cancel := context.WithTimeout(ctx, sshdLoggingTimeout)
 	defer cancel()
 	e, err := srv.Effective(ctx, "")
 	if err != nil {
-		return sshdLogging{Err: err}
+		return login.SSHDLogging{Err: err}
 	}
-	return sshdLogging{Facility: e.Get("syslogfacility"), Level: e.Get("loglevel")}
-}
-
-// sshdLogging is what sshd's effective config says about its logging:
-// where its lines go and which lines it writes.
-type sshdLogging struct {
-	Facility string // SyslogFacility: AUTH, AUTHPRIV, DAEMON, USER, LOCAL0..LOCAL7
-	Level    string // LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE, DEBUG, DEBUG1..DEBUG3
-	Err      error  // why sshd -T could not say; Facility and Level are then empty
-}
-
-// loginSourcePlan is what [login] sources resolve to, and what the admin
-// should hear about it.
-type loginSourcePlan struct {
-	Sources  []string
-	Warnings []string // the guard misses failed logins: logged at Warn
-	Notes    []string // worth knowing: logged at Info
-}
-
-// The files sshd's syslog lines land in when there is no journal, by
-// facility, Debian's first, then RHEL's: rsyslog's defaults send AUTH and
-// AUTHPRIV to the auth files and every other facility to the general ones.
-var (
-	authLogFiles = []string{"/var/log/auth.log", "/var/log/secure"}
-	sysLogFiles  = []string{"/var/log/syslog", "/var/log/messages"}
-)
-
-// planLoginSources resolves [login] sources. "auto" picks the journal when
-// it is available (journald stores every facility), else the first file
-// that exists of those sshd's SyslogFacility lands in. It also judges
-// sshd's LogLevel, which decides whether failed logins are logged at all.
-// It is pure: journal says whether the journal is available and exists
-// stands in for os.Stat.
-func planLoginSources(sources []string, lg sshdLogging, journal bool, exists func(path string) bool) loginSourcePlan {
-	var p loginSourcePlan
-	if len(sources) == 0 {
-		return p // the guard does not watch sshd: its logging does not matter
-	}
-	seen := map[string]bool{}
-	add := func(s string) {
-		if !seen[s] {
-			seen[s] = true
-			p.Sources = append(p.Sources, s)
-		}
-	}
-	facility := strings.ToUpper(lg.Facility)
-	files := authLogFiles
-	switch facility {
-	case "", "AUTH", "AUTHPRIV": // "": sshd -T could not say; AUTH is sshd's default
-	default:
-		files = sysLogFiles
-	}
-	auto := false
-	for _, s := range sources {
-		if s != "auto" {
-			add(s)
-			continue
-		}
-		auto = true
-		if journal {
-			add("journal")
-			continue
-		}
-		for _, f := range files {
-			if exists(f) {
-				add(f)
-				break
-			}
-		}
-	}
-	if auto && len(p.Sources) == 0 {
-		where := "sshd's lines"
-		if facility != "" {
-			where = "sshd's lines (SyslogFacility " + facility + ")"
-		}
-		p.Warnings = append(p.Warnings, fmt.Sprintf("login guard has no source: there is no journal, and none of %s, where %s would land, exists; set [login] sources",
-			strings.Join(files, ", "), where))
-	}
-	if lg.Err != nil {
-		n := "cannot read sshd's logging settings (" + lg.Err.Error() + "): sshd's LogLevel is not checked"
-		if errors.Is(lg.Err, fs.ErrNotExist) {
-			n = "sshd is not installed (no sshd in PATH or at /usr/sbin/sshd): sshd's LogLevel is not checked"
-		}
-		if auto && !journal {
-			n += `, and [login] sources "auto" assumes SyslogFacility AUTH`
-		}
-		p.Notes = append(p.Notes, n)
-	}
-	switch level := strings.ToUpper(lg.Level); level {
-	case "QUIET", "FATAL", "ERROR":
-		p.Warnings = append(p.Warnings, fmt.Sprintf("sshd's LogLevel is %s: sshd logs no failed logins, so the login guard sees none and bans no one; set LogLevel VERBOSE in sshd_config, or run `moat sshd harden`", level))
-	case "INFO":
-		p.Notes = append(p.Notes, "sshd's LogLevel is INFO: failed publickey attempts are logged only at VERBOSE (OpenSSH logs a non-password failure at INFO only once the connection reaches MaxAuthTries/2 failures), so the login guard counts key guessing late; set LogLevel VERBOSE in sshd_config to count every attempt")
-	}
-	return p
+	return login.SSHDLogging{Facility: e.Get("syslogfacility"), Level: e.Get("loglevel")}
 }
 
 func fileExists(path string) bool {
@@ -430,7 +216,7 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 		run(r.name, func(ctx context.Context) error {
 			return d.followFile(ctx, r.source, func(line []byte, now time.Time) {
 				if a, ok := r.rule.Match(line); ok {
-					g.fail(r.name, a, 0, nil, 1, 0, now)
+					g.rule(r.name, a, now)
 				}
 			})
 		})
@@ -551,8 +337,8 @@ func metaCounterKey(name string) string { return "login.counter:" + name }
 func (d *Daemon) saveCounters(g *loginGuard) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for name, c := range g.counters {
-		if err := d.st.SetMeta(metaCounterKey(name), c.AppendSnapshot(nil)); err != nil {
+	for _, name := range g.det.Rules() {
+		if err := d.st.SetMeta(metaCounterKey(name), g.det.AppendSnapshot(name, nil)); err != nil {
 			d.log.Warn("cannot save login counters; failures in progress restart from zero", "err", err)
 			return
 		}
@@ -563,12 +349,12 @@ func (d *Daemon) loadCounters(g *loginGuard) {
 	now := d.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for name, c := range g.counters {
+	for _, name := range g.det.Rules() {
 		raw, err := d.st.Meta(metaCounterKey(name))
 		if err != nil || raw == nil {
 			continue
 		}
-		if err := c.LoadSnapshot(raw, now); err != nil {
+		if err := g.det.LoadSnapshot(name, raw, now); err != nil {
 			d.log.Info("login counters not restored", "counter", name, "why", err)
 		}
 	}

@@ -84,45 +84,27 @@ func (b *banBudget) refund() {
 	b.times[b.next] = 0
 }
 
-// scanIgnore says whether a source is never counted: the allow list,
-// [scan] ignore and the protected addresses (the host, its routers and
+// scanIgnore says whether a source is never counted: the allow list
+// and the protected addresses (the host, its routers and
 // resolvers, link-local sources, outgoing peers, door grants, sessions).
 type scanIgnore struct {
-	cfg       config.Scan
 	bans      *ban.Manager
 	protected func(netip.Addr) bool
 	now       func() time.Time
 }
 
+// ignore covers what only the running daemon knows; [scan] ignore is
+// ScanDetectorConfig's, which moat explain shares.
 func (s *scanIgnore) ignore(a netip.Addr) bool {
 	if s.bans.IsAllowed(a, s.now()) {
 		return true
-	}
-	for _, p := range s.cfg.Ignore {
-		if p.Contains(a) {
-			return true
-		}
 	}
 	return s.protected != nil && s.protected(a)
 }
 
 func newScanGuard(cfg config.Scan, doors []config.Door, log *slog.Logger, bans *ban.Manager, ign *scanIgnore, saved []byte) *scanGuard {
-	knocks := map[[3]byte]bool{}
-	for _, dr := range doors {
-		for _, p := range append(append([]config.PortSpec{}, dr.Sequence...), dr.CloseSequence...) {
-			knocks[[3]byte{byte(p.Proto), byte(p.From >> 8), byte(p.From)}] = true
-		}
-	}
 	g := &scanGuard{cfg: cfg, log: log, bans: bans, logs: logLimiter{every: time.Second / 20}, budget: newBanBudget(cfg.MaxBansPerMinute)}
-	g.det = portscan.New(portscan.Config{
-		Window: cfg.Window, MaxSources: cfg.MaxSources, PacketTiers: cfg.PacketTiers, SweepTiers: cfg.SweepTiers,
-		RawSYNBoost: 1, // ban nmap -sS within its first few dozen probes (see rawSYNTypes)
-		Ignore:      ign.ignore,
-		// A door's knocks are probes of closed ports; they are not scans.
-		Knock: func(p *packet.Packet) bool {
-			return knocks[[3]byte{p.Proto, byte(p.DstPort >> 8), byte(p.DstPort)}]
-		},
-	})
+	g.det = portscan.New(ScanDetectorConfig(cfg, doors, ign.ignore))
 	if saved != nil {
 		if err := json.Unmarshal(saved, &g.events); err != nil {
 			log.Warn("saved scan events unreadable; starting a new history", "err", err)
@@ -228,6 +210,36 @@ func (g *scanGuard) status(now time.Time) ScanStatus {
 	return st
 }
 
+// ScanDetectorConfig builds the scan detector's settings from [scan] and
+// the doors, for the daemon and for moat explain --kernel-log alike, so
+// both judge packets the same way. ignore adds sources only a running
+// daemon knows to leave alone (the allow list, protected addresses); nil
+// adds none.
+func ScanDetectorConfig(cfg config.Scan, doors []config.Door, ignore func(netip.Addr) bool) portscan.Config {
+	knocks := map[[3]byte]bool{}
+	for _, dr := range doors {
+		for _, p := range append(append([]config.PortSpec{}, dr.Sequence...), dr.CloseSequence...) {
+			knocks[[3]byte{byte(p.Proto), byte(p.From >> 8), byte(p.From)}] = true
+		}
+	}
+	return portscan.Config{
+		Window: cfg.Window, MaxSources: cfg.MaxSources, PacketTiers: cfg.PacketTiers, SweepTiers: cfg.SweepTiers,
+		RawSYNBoost: 1, // ban nmap -sS within its first few dozen probes (see rawSYNTypes)
+		Ignore: func(a netip.Addr) bool {
+			for _, p := range cfg.Ignore {
+				if p.Contains(a) {
+					return true
+				}
+			}
+			return ignore != nil && ignore(a)
+		},
+		// A door's knocks are probes of closed ports; they are not scans.
+		Knock: func(p *packet.Packet) bool {
+			return knocks[[3]byte{p.Proto, byte(p.DstPort >> 8), byte(p.DstPort)}]
+		},
+	}
+}
+
 // startScan starts (or, on reload, restarts) the scan guard for cfg,
 // keeping the saved events.
 func (d *Daemon) startScan(cfg *config.Config) {
@@ -235,7 +247,7 @@ func (d *Daemon) startScan(cfg *config.Config) {
 		d.scan.Store(nil)
 		return
 	}
-	ign := &scanIgnore{cfg: cfg.Scan, bans: d.bans, protected: d.prot.covers, now: d.now}
+	ign := &scanIgnore{bans: d.bans, protected: d.prot.covers, now: d.now}
 	saved, _ := d.st.Meta(metaScanEvents)
 	d.scan.Store(newScanGuard(cfg.Scan, cfg.Doors, d.log, d.bans, ign, saved))
 }

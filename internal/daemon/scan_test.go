@@ -30,7 +30,7 @@ func testScanGuard(t *testing.T, cfg config.Scan, prot ban.Protector) (*scanGuar
 		m.SetProtector(prot)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ign := &scanIgnore{cfg: cfg, bans: m, now: func() time.Time { return t0 }}
+	ign := &scanIgnore{bans: m, now: func() time.Time { return t0 }}
 	if prot != nil {
 		ign.protected = func(a netip.Addr) bool { _, ok := prot.Protected(netip.PrefixFrom(a, a.BitLen())); return ok }
 	}

@@ -43,6 +43,12 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // sshd process.
 func trustGuard(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool) *loginGuard {
 	t.Helper()
+	return trustGuardWith(t, hs, conns, nil)
+}
+
+// trustGuardWith is trustGuard with its [login] config changed by edit.
+func trustGuardWith(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool, edit func(*config.Login)) *loginGuard {
+	t.Helper()
 	st, err := store.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +60,9 @@ func trustGuard(t *testing.T, hs *fakeHandshakes, conns map[connKey]bool) *login
 	}
 	cfg := config.Login{Enabled: true, Mode: "normal", MaxRetry: 3, FindTime: 10 * time.Minute, BanTime: time.Hour,
 		BanTimeMultiplier: 1, MaxBanTime: time.Hour, ForgetOnSuccess: true, MaxTracked: 1000}
+	if edit != nil {
+		edit(&cfg)
+	}
 	g := newLoginGuard(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), bans)
 	g.trust.peers = hs
 	g.trust.conns = func() map[connKey]bool { return conns }

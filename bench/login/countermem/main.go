@@ -1,4 +1,4 @@
-// Command countermem fills the login guard's failure counter (ban.Counter,
+// Command countermem fills the login guard's failure counter (login.Counter,
 // as the daemon makes it: max_retry 3, find_time 10m, max_tracked 1,000,000)
 // with N distinct IPv6 addresses, one failure each, and prints the live
 // heap it holds after a GC and the heap the runtime had to map on the way.
@@ -15,7 +15,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/login"
 )
 
 func main() {
@@ -26,7 +26,7 @@ func main() {
 	runtime.GC()
 	runtime.ReadMemStats(&m0)
 
-	c := ban.NewCounter(3, 10*time.Minute, 1_000_000)
+	c := login.NewCounter(3, 10*time.Minute, 1_000_000)
 	base := netip.MustParseAddr("fd00:210:abcd::").As16()
 	now := time.Now()
 	t0 := time.Now()

@@ -1,4 +1,4 @@
-package ban
+package login
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package ban
+package login
 
 import (
 	"math/rand/v2"
