@@ -55,6 +55,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return int(ec)
 	}
 	fmt.Fprintln(stderr, "moat:", err)
+	if isUsage(err) {
+		return exitUsage
+	}
 	return 1
 }
 
@@ -76,11 +79,13 @@ func (a *app) root() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "config file (the embedded default is used when the default path is missing)")
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config, or "+defaultSocket()+" when the config cannot be read)")
 	root.AddCommand(a.runCmd(), a.configCmd(), a.firewallCmd(), a.listCmd("ban"), a.listCmd("allow"), a.statusCmd(), a.sshdCmd())
 	root.AddCommand(a.explainCmd())
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
+	root.AddCommand(a.genCmd())
+	strict(root)
 	return root
 }
 
@@ -221,7 +226,7 @@ func (a *app) firewallCmd() *cobra.Command {
 			return nil
 		},
 	}
-	apply.Flags().DurationVar(&confirm, "confirm", 0, "roll back unless `moat firewall confirm` comes within this time (e.g. 60s)")
+	apply.Flags().DurationVar(&confirm, "confirm", 0, "roll back unless \"moat firewall confirm\" comes within this time (e.g. 60s)")
 	apply.Flags().BoolVar(&force, "force", false, "apply even if it would cut off the SSH session this runs in")
 	confirmCmd := &cobra.Command{
 		Use:   "confirm",
@@ -314,16 +319,31 @@ func sameFile(x, y string) bool {
 }
 
 // client connects to the daemon's socket: --socket, else the config's.
+// A config that cannot be read does not stop a command that only talks to
+// the daemon: the daemon runs on the config it loaded, and an admin with a
+// typo in the file still needs `moat status` and `moat ban list`. The
+// default socket is used then, and stderr says what was wrong with the
+// file.
 func (a *app) client() (*control.Client, error) {
 	path := a.socket
 	if path == "" {
 		ld, err := daemon.LoadConfig(a.configPath, a.explicit)
 		if err != nil {
-			return nil, err
+			path = defaultSocket()
+			fmt.Fprintf(a.errw, "moat: warning: %v\nmoat: using the default socket %s (set --socket to choose another)\n", err, path)
+		} else {
+			path = ld.Cfg.Daemon.Socket
 		}
-		path = ld.Cfg.Daemon.Socket
 	}
 	return control.NewClient(path), nil
+}
+
+// defaultSocket is the embedded default config's control socket.
+func defaultSocket() string {
+	if c, err := config.Parse(config.Default(), "embedded default"); err == nil {
+		return c.Daemon.Socket
+	}
+	return "/run/moat/moat.sock"
 }
 
 // listCmd builds `moat ban ...` and `moat allow ...`, which share verbs.
@@ -538,8 +558,12 @@ func printStatus(w io.Writer, st daemon.Status) {
 	}
 	printProtected(w, st)
 	if l := st.Login; l != nil {
-		fmt.Fprintf(w, "\nlogin guard: sources %s; %d failures counted, %d addresses being counted, %d bans made\n",
-			strings.Join(l.Sources, " "), l.Events, l.Counting, l.Banned)
+		sources := "NO log sources (nothing is counted: see `[login] sources` and the start log)"
+		if len(l.Sources) > 0 {
+			sources = "sources " + strings.Join(l.Sources, " ")
+		}
+		fmt.Fprintf(w, "\nlogin guard: %s; %d failures counted, %d addresses being counted, %d bans made\n",
+			sources, l.Events, l.Counting, l.Banned)
 		if len(l.TopUsers) > 0 {
 			var us []string
 			for _, u := range l.TopUsers {

@@ -206,6 +206,11 @@ func Run(ctx context.Context, opts Options) error {
 	nb, na := d.bans.Counts()
 	d.log.Info("moat is guarding this host", "config", ld.Source, "bans", nb, "allows", na,
 		"open", openList(ld.Cfg, d.sshPorts), "socket", ld.Cfg.Daemon.Socket)
+	if ld.Cfg.Daemon.OnExit != "remove" {
+		// Said at start, while the admin is reading: after Ctrl-C it is too
+		// late to learn that the host stays closed.
+		d.log.Info("stopping moat (Ctrl-C, SIGTERM) leaves this firewall in force (on_exit = \"keep\"): `moat firewall off` takes it down")
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -284,7 +289,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		d.log.Info("stopped; firewall table removed (on_exit = \"remove\")")
 	} else {
-		d.log.Info("stopped; the firewall and its bans stay in force (on_exit = \"keep\")")
+		d.log.Info("stopped; the firewall and its bans stay in force (on_exit = \"keep\"): `moat firewall off` removes the table, `moat run` resumes")
 	}
 	return err
 }
