@@ -24,6 +24,7 @@ import (
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/nflog"
+	"github.com/moat-fw/moat/internal/sdnotify"
 	"github.com/moat-fw/moat/internal/sshd"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -83,6 +84,8 @@ func SSHPorts(ctx context.Context, log *slog.Logger) []uint16 {
 // Daemon is a running moat.
 type Daemon struct {
 	opts    Options
+	sd      *sdnotify.Notifier // systemd's NOTIFY_SOCKET, or nil
+	health  health             // the watchdog's evidence (notify.go)
 	log     *slog.Logger
 	now     func() time.Time
 	fw      *firewall.Applier
@@ -131,7 +134,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Now = time.Now
 	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(),
-		wake: make(chan struct{}, 1), enforcing: true}
+		wake: make(chan struct{}, 1), enforcing: true, sd: sdnotify.FromEnv()}
 	defer d.fw.Close()
 	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
 	if err != nil {
@@ -257,12 +260,18 @@ func Run(ctx context.Context, opts Options) error {
 					now := d.now()
 					d.grants.expire(now)
 					d.housekeep(now)
+					d.health.tick(time.Now())
 				}
 			}
 		})
 	}
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	g.Go(func() error { return d.maintain(gctx) })
+	// Type=notify: the table is installed, the socket listens (connections
+	// queue until Serve accepts them) and the guards run.
+	d.health.tick(time.Now())
+	d.notify(sdnotify.Ready, sdnotify.Status("guarding: table inet moat installed"))
+	g.Go(func() error { return d.watchdog(gctx) })
 	g.Go(func() error {
 		for {
 			select {
@@ -270,13 +279,18 @@ func Run(ctx context.Context, opts Options) error {
 				return nil
 			case <-hup:
 				// No caller to ask; the logged-in sessions are still checked.
+				d.notify(sdnotify.ReloadingNow()...)
 				if err := d.reload("", false); err != nil {
 					d.log.Error("reload failed; the previous config stays in force", "err", err)
+					d.notify(sdnotify.Ready, sdnotify.Status("reload failed; the previous config stays in force: "+err.Error()))
+				} else {
+					d.notify(sdnotify.Ready, sdnotify.Status("guarding: config reloaded"))
 				}
 			}
 		}
 	})
 	err = g.Wait()
+	d.notify(sdnotify.Stopping)
 	d.stopLogin()
 	d.bans.Flush() // the guards' last bans must be saved before the store is marked clean
 	d.markStopped()
