@@ -146,7 +146,7 @@ func (a *app) configCmd() *cobra.Command {
 		},
 	}, &cobra.Command{
 		Use:   "check [FILE]",
-		Short: "Validate a config file (default: --config)",
+		Short: "Validate a config file (default: --config), and check it keeps the SSH session this runs in",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, explicit := a.configPath, a.explicit
@@ -164,7 +164,17 @@ func (a *app) configCmd() *cobra.Command {
 			for _, e := range absent {
 				fmt.Fprintf(a.errw, "warning: [firewall] interfaces %q matches no interface here yet; it is guarded once it appears\n", e)
 			}
-			fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
+			// The lockout guard, without applying anything: the Debian
+			// package's postinst starts moat only when this passes, so an
+			// admin installing over SSH keeps the session and the way back.
+			if s, ok := firewall.ParseSSHConnection(callerSession()); ok {
+				if why := firewall.CutsOff(ld.Cfg.Firewall, daemon.SSHPorts(cmd.Context(), nil), nil, s); why != "" {
+					return fmt.Errorf("%s would cut off the SSH session this runs in: %s", ld.Source, why)
+				}
+				fmt.Fprintf(a.out, "%s: ok; the SSH session this runs in (from %s) keeps its access\n", ld.Source, s.Client)
+			} else {
+				fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
+			}
 			a.warnSSHDUnreachable(cmd.Context(), ld.Cfg.Firewall, ld.Cfg.Doors)
 			return nil
 		},
