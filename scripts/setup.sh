@@ -16,10 +16,13 @@ fi
 # sshguard, fail2ban: the reference tools moat replaces, for side-by-side
 # tests and benchmarks; rsyslog: a syslog-fed auth.log, for the login
 # guard's forgery tests; sudo: the lockout guard must see the SSH session
-# through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo.
+# through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo;
+# systemd (systemd-analyze), man-db and groff-base, lintian: the unit,
+# the man pages and the Debian package are checked (internal/ship).
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
 	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
+	systemd man-db groff-base lintian
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

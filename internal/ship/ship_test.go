@@ -69,12 +69,20 @@ type buildError struct {
 	err error
 }
 
-func (e *buildError) Error() string { return "go build ./cmd/moat: " + e.err.Error() + "\n" + string(e.out) }
+func (e *buildError) Error() string {
+	return "go build ./cmd/moat: " + e.err.Error() + "\n" + string(e.out)
+}
+
+// cleanup lists the directories shared by the tests, removed at the end.
+var cleanup []string
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
+	}
+	for _, d := range cleanup {
+		os.RemoveAll(d)
 	}
 	os.Exit(code)
 }
