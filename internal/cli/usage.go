@@ -28,7 +28,7 @@ func (e usageError) Unwrap() error { return e.err }
 // It walks the finished tree, so commands added anywhere are covered.
 func strict(root *cobra.Command) {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w%s\nRun '%s --help' for usage.", err, flagSuggestion(cmd, err), cmd.CommandPath())}
+		return usageError{fmt.Errorf("%w%s\nRun '%s --help' for usage", err, flagSuggestion(cmd, err), cmd.CommandPath())}
 	})
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -65,7 +65,7 @@ func unknownCommand(cmd *cobra.Command, word string) error {
 	if s := cmd.SuggestionsFor(word); len(s) > 0 {
 		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
 	}
-	return usageError{fmt.Errorf("%s\nRun '%s --help' for usage.", msg, cmd.CommandPath())}
+	return usageError{fmt.Errorf("%s\nRun '%s --help' for usage", msg, cmd.CommandPath())}
 }
 
 // flagSuggestion names the closest flag to an unknown one ("--forse" ->
