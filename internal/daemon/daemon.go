@@ -687,7 +687,16 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	d.login, d.loginSrcs = g, srcs
 	d.loginStop = func() { cancel(); <-done }
 	d.mu.Unlock()
-	d.log.Info("login guard on", "sources", srcs, "max_retry", cfg.MaxRetry, "find_time", cfg.FindTime, "mode", cfg.Mode)
+	// Never "login guard on sources=[]": say what is followed, or what
+	// to do when nothing is.
+	switch {
+	case len(srcs) > 0:
+		d.log.Info("login guard on", "sources", srcs, "max_retry", cfg.MaxRetry, "find_time", cfg.FindTime, "mode", cfg.Mode)
+	case len(rules) > 0:
+		d.log.Warn("login guard follows no sshd log, only the logs of its [[login.rule]] tables: sshd's failed logins are not counted; set [login] sources to \"journal\" or the file sshd logs to", "rules", len(rules))
+	case len(cfg.Sources) > 0: // empty sources was warned about above
+		d.log.Warn("login guard follows no log and counts nothing: set [login] sources to \"journal\" or the file sshd logs to (e.g. /var/log/auth.log), or [login] enabled = false")
+	}
 	return nil
 }
 
