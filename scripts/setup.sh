@@ -18,13 +18,15 @@ fi
 # guard's forgery tests; sudo: the lockout guard must see the SSH session
 # through sudo's env_reset; gcc and libc6-dev: `go test -race` needs cgo;
 # systemd: a real systemd-journald and journalctl for the journal source's
-# test (run without systemd as PID 1); prometheus: a real server scrapes
-# moat's metrics in a test, and promtool checks them; fwknop-client: SPA
-# packets from the real fwknop client for the fwknop decoder's tests.
+# test (run without systemd as PID 1), and systemd-analyze for the unit;
+# prometheus: a real server scrapes moat's metrics in a test, and promtool
+# checks them; fwknop-client: SPA packets from the real fwknop client for
+# the fwknop decoder's tests; man-db and groff-base, lintian: the man pages
+# and the Debian package are checked (internal/ship).
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
 	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
-	systemd prometheus fwknop-client
+	systemd prometheus fwknop-client man-db groff-base lintian
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

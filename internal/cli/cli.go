@@ -55,6 +55,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return int(ec)
 	}
 	fmt.Fprintln(stderr, "moat:", err)
+	if isUsage(err) {
+		return exitUsage
+	}
 	return 1
 }
 
@@ -76,11 +79,13 @@ func (a *app) root() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "config file (the embedded default is used when the default path is missing)")
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default: [daemon] socket from the config, or "+defaultSocket()+" when the config cannot be read)")
 	root.AddCommand(a.runCmd(), a.configCmd(), a.firewallCmd(), a.listCmd("ban"), a.listCmd("allow"), a.statusCmd(), a.sshdCmd())
 	root.AddCommand(a.explainCmd())
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
+	root.AddCommand(a.genCmd())
+	strict(root)
 	return root
 }
 
@@ -141,7 +146,7 @@ func (a *app) configCmd() *cobra.Command {
 		},
 	}, &cobra.Command{
 		Use:   "check [FILE]",
-		Short: "Validate a config file (default: --config)",
+		Short: "Validate a config file (default: --config), and check it keeps the SSH session this runs in",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, explicit := a.configPath, a.explicit
@@ -159,7 +164,17 @@ func (a *app) configCmd() *cobra.Command {
 			for _, e := range absent {
 				fmt.Fprintf(a.errw, "warning: [firewall] interfaces %q matches no interface here yet; it is guarded once it appears\n", e)
 			}
-			fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
+			// The lockout guard, without applying anything: the Debian
+			// package's postinst starts moat only when this passes, so an
+			// admin installing over SSH keeps the session and the way back.
+			if s, ok := firewall.ParseSSHConnection(callerSession()); ok {
+				if why := firewall.CutsOff(ld.Cfg.Firewall, daemon.SSHPorts(cmd.Context(), nil), nil, s); why != "" {
+					return fmt.Errorf("%s would cut off the SSH session this runs in: %s", ld.Source, why)
+				}
+				fmt.Fprintf(a.out, "%s: ok; the SSH session this runs in (from %s) keeps its access\n", ld.Source, s.Client)
+			} else {
+				fmt.Fprintf(a.out, "%s: ok\n", ld.Source)
+			}
 			a.warnSSHDUnreachable(cmd.Context(), ld.Cfg.Firewall, ld.Cfg.Doors)
 			return nil
 		},
@@ -221,7 +236,7 @@ func (a *app) firewallCmd() *cobra.Command {
 			return nil
 		},
 	}
-	apply.Flags().DurationVar(&confirm, "confirm", 0, "roll back unless `moat firewall confirm` comes within this time (e.g. 60s)")
+	apply.Flags().DurationVar(&confirm, "confirm", 0, "roll back unless \"moat firewall confirm\" comes within this time (e.g. 60s)")
 	apply.Flags().BoolVar(&force, "force", false, "apply even if it would cut off the SSH session this runs in")
 	confirmCmd := &cobra.Command{
 		Use:   "confirm",
@@ -314,16 +329,31 @@ func sameFile(x, y string) bool {
 }
 
 // client connects to the daemon's socket: --socket, else the config's.
+// A config that cannot be read does not stop a command that only talks to
+// the daemon: the daemon runs on the config it loaded, and an admin with a
+// typo in the file still needs `moat status` and `moat ban list`. The
+// default socket is used then, and stderr says what was wrong with the
+// file.
 func (a *app) client() (*control.Client, error) {
 	path := a.socket
 	if path == "" {
 		ld, err := daemon.LoadConfig(a.configPath, a.explicit)
 		if err != nil {
-			return nil, err
+			path = defaultSocket()
+			fmt.Fprintf(a.errw, "moat: warning: %v\nmoat: using the default socket %s (set --socket to choose another)\n", err, path)
+		} else {
+			path = ld.Cfg.Daemon.Socket
 		}
-		path = ld.Cfg.Daemon.Socket
 	}
 	return control.NewClient(path), nil
+}
+
+// defaultSocket is the embedded default config's control socket.
+func defaultSocket() string {
+	if c, err := config.Parse(config.Default(), "embedded default"); err == nil {
+		return c.Daemon.Socket
+	}
+	return "/run/moat/moat.sock"
 }
 
 // listCmd builds `moat ban ...` and `moat allow ...`, which share verbs.
@@ -538,8 +568,12 @@ func printStatus(w io.Writer, st daemon.Status) {
 	}
 	printProtected(w, st)
 	if l := st.Login; l != nil {
-		fmt.Fprintf(w, "\nlogin guard: sources %s; %d failures counted, %d addresses being counted, %d bans made\n",
-			strings.Join(l.Sources, " "), l.Events, l.Counting, l.Banned)
+		sources := "NO log sources (nothing is counted: see `[login] sources` and the start log)"
+		if len(l.Sources) > 0 {
+			sources = "sources " + strings.Join(l.Sources, " ")
+		}
+		fmt.Fprintf(w, "\nlogin guard: %s; %d failures counted, %d addresses being counted, %d bans made\n",
+			sources, l.Events, l.Counting, l.Banned)
 		if len(l.TopUsers) > 0 {
 			var us []string
 			for _, u := range l.TopUsers {

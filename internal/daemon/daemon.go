@@ -24,6 +24,7 @@ import (
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/nflog"
+	"github.com/moat-fw/moat/internal/sdnotify"
 	"github.com/moat-fw/moat/internal/sshd"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -84,6 +85,8 @@ func SSHPorts(ctx context.Context, log *slog.Logger) []uint16 {
 type Daemon struct {
 	metrics metricsServer // the [metrics] endpoint
 	opts    Options
+	sd      *sdnotify.Notifier // systemd's NOTIFY_SOCKET, or nil
+	health  health             // the watchdog's evidence (notify.go)
 	log     *slog.Logger
 	now     func() time.Time
 	fw      *firewall.Applier
@@ -132,7 +135,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Now = time.Now
 	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(),
-		wake: make(chan struct{}, 1), enforcing: true}
+		wake: make(chan struct{}, 1), enforcing: true, sd: sdnotify.FromEnv()}
 	defer d.fw.Close()
 	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
 	if err != nil {
@@ -207,6 +210,11 @@ func Run(ctx context.Context, opts Options) error {
 	nb, na := d.bans.Counts()
 	d.log.Info("moat is guarding this host", "config", ld.Source, "bans", nb, "allows", na,
 		"open", openList(ld.Cfg, d.sshPorts), "socket", ld.Cfg.Daemon.Socket)
+	if ld.Cfg.Daemon.OnExit != "remove" {
+		// Said at start, while the admin is reading: after Ctrl-C it is too
+		// late to learn that the host stays closed.
+		d.log.Info("stopping moat (Ctrl-C, SIGTERM) leaves this firewall in force (on_exit = \"keep\"): `moat firewall off` takes it down")
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -253,6 +261,7 @@ func Run(ctx context.Context, opts Options) error {
 					now := d.now()
 					d.grants.expire(now)
 					d.housekeep(now)
+					d.health.tick(time.Now())
 				}
 			}
 		})
@@ -260,6 +269,11 @@ func Run(ctx context.Context, opts Options) error {
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
 	g.Go(func() error { return d.maintain(gctx) })
+	// Type=notify: the table is installed, the socket listens (connections
+	// queue until Serve accepts them) and the guards run.
+	d.health.tick(time.Now())
+	d.notify(sdnotify.Ready, sdnotify.Status("guarding: table inet moat installed"))
+	g.Go(func() error { return d.watchdog(gctx) })
 	g.Go(func() error {
 		for {
 			select {
@@ -267,13 +281,18 @@ func Run(ctx context.Context, opts Options) error {
 				return nil
 			case <-hup:
 				// No caller to ask; the logged-in sessions are still checked.
+				d.notify(sdnotify.ReloadingNow()...)
 				if err := d.reload("", false); err != nil {
 					d.log.Error("reload failed; the previous config stays in force", "err", err)
+					d.notify(sdnotify.Ready, sdnotify.Status("reload failed; the previous config stays in force: "+err.Error()))
+				} else {
+					d.notify(sdnotify.Ready, sdnotify.Status("guarding: config reloaded"))
 				}
 			}
 		}
 	})
 	err = g.Wait()
+	d.notify(sdnotify.Stopping)
 	d.stopLogin()
 	d.bans.Flush() // the guards' last bans must be saved before the store is marked clean
 	d.markStopped()
@@ -286,7 +305,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		d.log.Info("stopped; firewall table removed (on_exit = \"remove\")")
 	} else {
-		d.log.Info("stopped; the firewall and its bans stay in force (on_exit = \"keep\")")
+		d.log.Info("stopped; the firewall and its bans stay in force (on_exit = \"keep\"): `moat firewall off` removes the table, `moat run` resumes")
 	}
 	return err
 }
@@ -671,7 +690,16 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	d.login, d.loginSrcs = g, srcs
 	d.loginStop = func() { cancel(); <-done }
 	d.mu.Unlock()
-	d.log.Info("login guard on", "sources", srcs, "max_retry", cfg.MaxRetry, "find_time", cfg.FindTime, "mode", cfg.Mode)
+	// Never "login guard on sources=[]": say what is followed, or what
+	// to do when nothing is.
+	switch {
+	case len(srcs) > 0:
+		d.log.Info("login guard on", "sources", srcs, "max_retry", cfg.MaxRetry, "find_time", cfg.FindTime, "mode", cfg.Mode)
+	case len(rules) > 0:
+		d.log.Warn("login guard follows no sshd log, only the logs of its [[login.rule]] tables: sshd's failed logins are not counted; set [login] sources to \"journal\" or the file sshd logs to", "rules", len(rules))
+	case len(cfg.Sources) > 0: // empty sources was warned about above
+		d.log.Warn("login guard follows no log and counts nothing: set [login] sources to \"journal\" or the file sshd logs to (e.g. /var/log/auth.log), or [login] enabled = false")
+	}
 	return nil
 }
 

@@ -28,6 +28,9 @@ const schemaVersion = 1
 // initialMmapSize covers a few million bans (100k take about 10 MiB).
 const initialMmapSize = 256 << 20
 
+// allocSize is the step the file grows by (see Open).
+const allocSize = 1 << 20
+
 var (
 	bucketInfo    = []byte("info")
 	bucketBans    = []byte("bans")
@@ -88,6 +91,13 @@ func Open(dir string) (*Store, error) {
 		}
 		return nil, fsError(dir, "opening "+path, err)
 	}
+	// Once the mapping is larger than AllocSize, which InitialMmapSize
+	// makes it from the first write, bbolt grows the file by AllocSize
+	// (16 MiB by default) at a time: an empty store took 16 MiB on disk.
+	// With 1 MiB the slack is 1 MiB: bbolt grows once per committing
+	// transaction that needs room, so a bulk write of 100k bans still
+	// grows the file once.
+	db.AllocSize = allocSize
 	s := &Store{db: db, dir: dir, path: path}
 	if err := s.init(); err != nil {
 		_ = db.Close()

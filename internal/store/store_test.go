@@ -717,3 +717,23 @@ func TestDelEndedBans(t *testing.T) {
 		t.Fatalf("history count %d after the ban ended, want 1", n)
 	}
 }
+
+// An empty store must not take bbolt's default 16 MiB growth step on disk.
+func TestEmptyStoreIsSmall(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 2<<20 {
+		t.Fatalf("an empty store is %d bytes; want at most 2 MiB", fi.Size())
+	}
+	t.Logf("empty store: %d bytes", fi.Size())
+}
