@@ -214,6 +214,7 @@ func defaults() Config {
 		Login:   defaultLogin(),
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
+		SPA:     defaultSPA(),
 	}
 }
 
@@ -281,6 +282,7 @@ var schema = []table{
 		{"log_file", func(d *decoder, p string, v any) { d.absPath(p, v, &d.cfg.DoorLog.LogFile) }},
 	}},
 	{"metrics", metricsKeys},
+	{"spa", spaKeys},
 }
 
 type table struct {
@@ -296,7 +298,7 @@ type key struct {
 // arrayTables lists the keys that are arrays of tables ([[login.rule]]),
 // with the keys of each of their tables.
 func arrayTables() map[string][]key {
-	return map[string][]key{"login.rule": loginRuleKeys, "door": doorKeys}
+	return map[string][]key{"login.rule": loginRuleKeys, "door": doorKeys, "spa.client": spaClientKeys}
 }
 
 // knownKeys lists every key as "table.key", in schema order.

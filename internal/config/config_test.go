@@ -51,6 +51,7 @@ func TestDefaults(t *testing.T) {
 		},
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
+		SPA:     defaultSPA(),
 		Login: Login{
 			Enabled: true, Sources: []string{"auto"}, Mode: "normal", MaxRetry: 5,
 			FindTime: 10 * time.Minute, BanTime: time.Hour, BanTimeMultiplier: 2, MaxBanTime: 7 * 24 * time.Hour,
@@ -90,15 +91,22 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 	pos := scanPositions(string(data))
 	for _, k := range knownKeys() {
 		defined := md.IsDefined(strings.Split(k, ".")...)
-		if strings.Contains(k, "[0]") { // keys of an array of tables
-			defined = pos[k] > 0
+		at := k
+		if strings.Contains(k, "[0]") { // keys of an array of tables: in any of its tables
+			defined = false
+			for i := range 10 {
+				if ki := strings.Replace(k, "[0]", "["+strconv.Itoa(i)+"]", 1); pos[ki] > 0 {
+					defined, at = true, ki
+					break
+				}
+			}
 		}
 		if !defined {
 			t.Errorf("%s does not set %s: document every key there", examplePath, k)
 			continue
 		}
 		// The line above each key is its comment.
-		if n := pos[k]; n < 2 || !strings.HasPrefix(lines[n-2], "#") {
+		if n := pos[at]; n < 2 || !strings.HasPrefix(lines[n-2], "#") {
 			t.Errorf("%s: line %d: %s has no comment on the line above", examplePath, n, k)
 		}
 	}
@@ -168,6 +176,7 @@ knock_rate = 600
 		Login:   defaultLogin(),
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
+		SPA:     defaultSPA(),
 	}
 	// 2001:db8::1 lies inside 2001:db8::/32: expect exactly that complaint.
 	_, err := Parse([]byte(src), "moat.toml")
@@ -207,7 +216,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics] and [[door]]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa] and [[door]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
@@ -225,6 +234,10 @@ func TestParseErrors(t *testing.T) {
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
 		{"metrics on a host name", "\n[metrics]\nlisten = \"localhost:9733\"\n", `line 3: metrics.listen "localhost:9733": want an IP address and port`},
 		{"metrics on every address unasked", "\n[metrics]\nlisten = \":9733\"\n", `line 3: metrics.listen ":9733": want an IP address and port`},
+		{"spa port not udp", "\n[spa]\nports = [\"tcp/62201\"]\n", `line 3: spa.ports[0] "tcp/62201": want a udp port`},
+		{"spa client unknown door", "\n[spa]\nkey_file = \"/etc/moat/spa.key\"\n[[spa.client]]\nname = \"a\"\nkey = \"moat-spa-x25519 GxIUVBc5IeEXfUCr17KD6t5EWYoTEsuv5QMuPaniIgE=\"\ndoors = [\"nope\"]\n", `line 7: spa.client[0].doors[0] "nope": no [[door]] has this name`},
+		{"spa client bad key", "\n[spa]\nkey_file = \"/etc/moat/spa.key\"\n[[spa.client]]\nname = \"a\"\nkey = \"ssh-ed25519 AAAA\"\nports = [\"tcp/22\"]\n", `line 6: spa.client[0].key "ssh-ed25519 AAAA": `},
+		{"spa client without server key", "\n[spa]\n[[spa.client]]\nname = \"a\"\nkey = \"moat-spa-x25519 GxIUVBc5IeEXfUCr17KD6t5EWYoTEsuv5QMuPaniIgE=\"\nports = [\"tcp/22\"]\n", `line 2: spa.key_file: want the server's private key file`},
 		{"metrics path", "\n[metrics]\npath = \"metrics\"\n", `line 3: metrics.path "metrics": want an absolute URL path`},
 		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: a door is [[door]], singular`},
 		{"door without sequence", "\n[[door]]\nname = \"x\"\nopen = [\"tcp/22\"]\n", `line 2: door[0].sequence: a door needs a sequence`},
@@ -353,7 +366,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics] and [[door]]`
+f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa] and [[door]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -763,6 +776,43 @@ func render(c *Config) string {
 		sc.Enabled, q(sc.Window.String()), sc.BlockLevel, list(bf), list(sign), sc.MaxSources, ints(sc.PacketTiers), ints(sc.SweepTiers), sc.Retention)
 	fmt.Fprintf(&b, "[doors]\nlog_file = %s\n", q(c.DoorLog.LogFile))
 	fmt.Fprintf(&b, "[metrics]\nlisten = %s\npath = %s\n", q(c.Metrics.Listen), q(c.Metrics.Path))
+	{
+		ports := func(ps []PortSpec) string {
+			var out []string
+			for _, p := range ps {
+				out = append(out, q(p.String()))
+			}
+			return "[" + strings.Join(out, ", ") + "]"
+		}
+		strs := func(ss []string) string {
+			var out []string
+			for _, x := range ss {
+				out = append(out, q(x))
+			}
+			return "[" + strings.Join(out, ", ") + "]"
+		}
+		pfx := func(ps []netip.Prefix) string {
+			var out []string
+			for _, p := range ps {
+				out = append(out, q(p.String()))
+			}
+			return "[" + strings.Join(out, ", ") + "]"
+		}
+		fmt.Fprintf(&b, "[spa]\nports = %s\nwindow = %s\n", ports(c.SPA.Ports), q(c.SPA.Window.String()))
+		if c.SPA.KeyFile != "" {
+			fmt.Fprintf(&b, "key_file = %s\n", q(c.SPA.KeyFile))
+		}
+		for _, cl := range c.SPA.Clients {
+			fmt.Fprintf(&b, "[[spa.client]]\nname = %s\ndoors = %s\nports = %s\nmax_duration = %s\nsources = %s\nembed = %t\nrequire_hybrid = %t\n",
+				q(cl.Name), strs(cl.Doors), ports(cl.Ports), q(cl.MaxDuration.String()), pfx(cl.Sources), cl.Embed, cl.RequireHybrid)
+			if cl.Key != "" {
+				fmt.Fprintf(&b, "key = %s\n", q(cl.Key))
+			}
+			if cl.PSKFile != "" {
+				fmt.Fprintf(&b, "psk_file = %s\n", q(cl.PSKFile))
+			}
+		}
+	}
 	for _, dr := range c.Doors {
 		ports := func(ps []PortSpec) string {
 			var out []string

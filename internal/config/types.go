@@ -20,6 +20,7 @@ type Config struct {
 	Doors    []Door
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
 	Metrics  Metrics
+	SPA      SPA
 }
 
 // DoorLog configures the doors' audit trail.

@@ -177,6 +177,7 @@ func (c *Config) problems() []problem {
 	out = append(out, c.Login.problems()...)
 	out = append(out, c.doorProblems()...)
 	out = append(out, c.Scan.problems()...)
+	out = append(out, c.spaProblems()...)
 	return out
 }
 
