@@ -54,6 +54,10 @@ type f2bSample struct {
 type f2bExpect struct {
 	match bool
 	host  string // "" when the annotation names none
+	// several: the annotation counts attempts from several lines
+	// ("attempts" above 1, or a "users" list): fail2ban matches the line
+	// because of the lines before it.
+	several bool
 }
 
 var f2bDirective = regexp.MustCompile(`^#+ ?(failJSON|(?:file|filter)Options|addFILE):(.+)$`)
@@ -157,7 +161,9 @@ func readFail2ban(t *testing.T, dir, name string) []f2bSample {
 					host = h
 				}
 			}
-			s.expect[mode] = f2bExpect{match, host}
+			attempts, _ := pending["attempts"].(float64)
+			_, users := pending["users"]
+			s.expect[mode] = f2bExpect{match, host, attempts > 1 || users}
 		}
 		pending = nil
 		if len(s.expect) > 0 {
@@ -193,9 +199,10 @@ func (s *f2bSample) expectFor(aggressive bool) (f2bExpect, bool) {
 }
 
 // singleLine reports whether the line itself holds the address fail2ban
-// expects: the rest need the lines before or after it.
+// expects and fail2ban's match stands for this line alone: the rest need
+// the lines before or after it.
 func (e f2bExpect) singleLine(line string) bool {
-	return e.match && e.host != "" && strings.Contains(line, e.host)
+	return e.match && !e.several && e.host != "" && strings.Contains(line, e.host)
 }
 
 // journalMessage splits fail2ban's "HOST sshd[PID]: MESSAGE" journal

@@ -759,11 +759,22 @@ func parseAuthLog(rest []byte, accepted bool, ev *Event) bool {
 		}
 		found = rest[:i]
 	}
+	// Old releases wrote no suffix for protocol 1 and ended the message
+	// with "from A port P" or "from A". A line that ends so and also holds
+	// a suffixed piece is either a modern line whose EXTRA ends in client
+	// text, or an old line whose user name holds a suffix: no one can
+	// tell which address is sshd's, so it is no event.
+	var tail Event
+	tailOK := parseUserFromAny(rest, &tail)
 	if found == nil {
-		// No protocol suffix anywhere: an sshd that wrote none ends the
-		// message with "from A port P" or "from A". (A modern line always
-		// has its suffix, so a name cannot steer a modern line here.)
-		return parseUserFromAny(rest, ev)
+		if !tailOK {
+			return false
+		}
+		ev.Addr, ev.Port, ev.User, ev.Invalid = tail.Addr, tail.Port, tail.User, tail.Invalid
+		return true
+	}
+	if tailOK {
+		return false
 	}
 	return parseUserFromSSH2Core(found, ev)
 }
