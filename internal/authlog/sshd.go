@@ -120,7 +120,7 @@ func parseLine(line []byte, ev *Event) parseResult {
 		if line[4] != ' ' && line[5] == ' ' {
 			n = 14
 		}
-		if line[3] != ' ' || line[n-9] != ' ' || line[n-6] != ':' || line[n] != ' ' {
+		if len(line) <= n || line[3] != ' ' || line[n-9] != ' ' || line[n-6] != ':' || line[n] != ' ' {
 			return resNone
 		}
 		ts, rest, tsClass = line[:n], line[n+1:], true
