@@ -764,17 +764,16 @@ func parseAuthLog(rest []byte, accepted bool, ev *Event) bool {
 	// a suffixed piece is either a modern line whose EXTRA ends in client
 	// text, or an old line whose user name holds a suffix: no one can
 	// tell which address is sshd's, so it is no event.
-	var tail Event
-	tailOK := parseUserFromAny(rest, &tail)
 	if found == nil {
-		if !tailOK {
+		return parseUserFromAny(rest, ev)
+	}
+	// A message that ends with its suffix (the usual case) has no such
+	// tail; only an EXTRA can.
+	if len(found)+len(" ssh2") < len(rest) {
+		var tail Event
+		if parseUserFromAny(rest, &tail) {
 			return false
 		}
-		ev.Addr, ev.Port, ev.User, ev.Invalid = tail.Addr, tail.Port, tail.User, tail.Invalid
-		return true
-	}
-	if tailOK {
-		return false
 	}
 	return parseUserFromSSH2Core(found, ev)
 }
