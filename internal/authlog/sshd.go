@@ -736,7 +736,12 @@ func parseAuthLog(rest []byte, accepted bool, ev *Event) bool {
 	// counts.)
 	// sshd wrote " ssh1" for protocol 1 until OpenSSH 7.4, and nothing at
 	// all in some older releases.
-	var found []byte
+	var (
+		found     []byte // the piece before the suffix
+		foundHead []byte // what precedes its address
+		foundAddr netip.Addr
+		foundPort uint16
+	)
 	for from := 0; ; {
 		i := bytes.Index(rest[from:], sepSSH)
 		if i < 0 {
@@ -750,14 +755,14 @@ func parseAuthLog(rest []byte, accepted bool, ev *Event) bool {
 		if after := rest[i+len(" ssh2"):]; len(after) > 0 && !hasPrefix(after, ": ") {
 			continue
 		}
-		head, _, _, ok := cutAddrPort(rest[:i])
+		head, a, port, ok := cutAddrPort(rest[:i])
 		if !ok || !hasSuffix(head, " from ") {
 			continue
 		}
 		if found != nil {
 			return false
 		}
-		found = rest[:i]
+		found, foundHead, foundAddr, foundPort = rest[:i], head, a, port
 	}
 	// Old releases wrote no suffix for protocol 1 and ended the message
 	// with "from A port P" or "from A". A line that ends so and also holds
@@ -775,7 +780,12 @@ func parseAuthLog(rest []byte, accepted bool, ev *Event) bool {
 			return false
 		}
 	}
-	return parseUserFromSSH2Core(found, ev)
+	user := foundHead[:len(foundHead)-len(" from ")]
+	if u, ok := cutPrefix(user, "invalid user "); ok {
+		user, ev.Invalid = u, true
+	}
+	ev.Addr, ev.Port, ev.User = foundAddr, foundPort, user
+	return true
 }
 
 // parseUserFromAny parses "[invalid user ]USER from A[ port P]", all of b.
