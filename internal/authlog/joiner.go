@@ -41,7 +41,10 @@ type JoinerConfig struct {
 	// each takes about half a kilobyte).
 	MaxProcs int
 	// TTL is how long a process's address is kept after its last line
-	// (default 10 minutes: sshd's LoginGraceTime is 2).
+	// (default 2 minutes, sshd's default LoginGraceTime: the whole
+	// pre-authentication phase, in which every address-less failure
+	// falls, lasts no longer). Set it to sshd's LoginGraceTime if that
+	// is longer.
 	TTL time.Duration
 	// PendingTTL is how long a failure waits for its address (default one
 	// minute).
@@ -87,7 +90,7 @@ func NewJoiner(cfg JoinerConfig) *Joiner {
 		cfg.MaxProcs = 4096
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = 10 * time.Minute
+		cfg.TTL = 2 * time.Minute
 	}
 	if cfg.PendingTTL <= 0 {
 		cfg.PendingTTL = time.Minute
@@ -156,7 +159,7 @@ func (j *Joiner) join(res parseResult, ev *Event, now time.Time, out []Event) []
 		if ev.Port != 0 {
 			p.port = ev.Port
 		}
-		ends := ev.Kind == PreauthClosed || ev.Kind == PreauthDisconnect
+		ends := endsPreauth(ev.Kind)
 		if ends && p.npend > 0 {
 			out = j.flush(p, ev.Addr, ev.Port, now, out)
 			// An unnamed close right after "Too many authentication
@@ -188,6 +191,21 @@ func (j *Joiner) join(res parseResult, ev *Event, now time.Time, out []Event) []
 		f.nuser = uint8(copy(f.user[:], ev.User))
 	}
 	return out
+}
+
+// endsPreauth reports whether sshd writes an event of kind k when a
+// connection's pre-authentication phase ends (the client left, was cut
+// off, or logged in). Every address-less failure is a pre-authentication
+// one, so after such an event the process's address is forgotten: a later
+// address-less failure on the same PID belongs to a new process that
+// reused it, not to this client.
+func endsPreauth(k Kind) bool {
+	switch k {
+	case FailedPassword, FailedPublickey, FailedKbdInteractive, FailedOther,
+		InvalidUser, NotAllowed, RootRefused, PAMFailure:
+		return false
+	}
+	return true
 }
 
 // flush appends p's pending failures, still fresh, as events of a.
