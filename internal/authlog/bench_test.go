@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // genAuthlog runs the shared generator (seed 1) for n lines. The script is
@@ -63,4 +64,25 @@ func BenchmarkParseSSHDHostile(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkJoiner runs the shared generated auth.log through a Joiner, as
+// the login guard would with the joiner in front; one op is one line.
+func BenchmarkJoiner(b *testing.B) {
+	lines := genAuthlog(b, "200000")
+	j := NewJoiner(JoinerConfig{})
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var out []Event
+	events := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out = j.Line(lines[i%len(lines)], now, out[:0])
+		events += len(out)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	if events == 0 {
+		b.Fatal("no events")
+	}
 }

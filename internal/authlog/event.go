@@ -62,6 +62,12 @@ const (
 	// Accepted: "Accepted publickey for U from A port P ssh2: KEY". Not a
 	// failure: it lets a success forget earlier failures.
 	Accepted
+	// ClientAuthFail: the client said it failed to authenticate:
+	// "Received disconnect from A: 3: com.jcraft.jsch.JSchException: Auth fail".
+	ClientAuthFail
+	// WrapperRefused: TCP wrappers (hosts.deny) refused the client:
+	// "refused connect from CLIENT (A)".
+	WrapperRefused
 
 	numKinds
 )
@@ -84,6 +90,8 @@ var kindNames = [numKinds]string{
 	"preauth-timeout",
 	"preauth-disconnect",
 	"accepted",
+	"client-auth-fail",
+	"tcp-wrapper-refused",
 }
 
 // String returns the kind's stable name, as used in metrics and explanations.
@@ -123,6 +131,15 @@ type Event struct {
 	// Repeated is the N of a "message repeated N times: [ ... ]" wrapper,
 	// 0 for a plain line. Shown, never counted.
 	Repeated int
+	// Host is the client's host name where sshd wrote one instead of its
+	// address (UseDNS yes); Addr is then invalid. ParseSSHD never reports
+	// such events, a Joiner does when asked to (JoinerConfig.Names): a
+	// name is not an address, and only a [login] use_dns setting may
+	// decide to resolve it. Host aliases the line, like User.
+	Host []byte
+	// PID is the sshd process that wrote the line, 0 if the line does not
+	// say (the journal's MESSAGE does not: its _PID field does).
+	PID uint32
 	// Time is the line's timestamp, zero if it has none. A classic syslog
 	// timestamp has no year and no zone: Time then holds its wall clock in
 	// year 0, UTC; InferYear places it.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The client chooses its user name (and, for certificates, the key ID; for
@@ -98,6 +99,58 @@ var templates = []template{
 	{"received-disconnect-user", false, func(u, x, a string) string {
 		return fmt.Sprintf("Received disconnect from %.200s %s port 5:11: %.400s [preauth]", "authenticating user "+u, a, x)
 	}},
+	// Older generations and other platforms.
+	{"failed-password-no-suffix", true, func(u, _, a string) string {
+		return fmt.Sprintf("Failed password for %.100s from %s port 5", u, a)
+	}},
+	{"failed-password-no-port", true, func(u, _, a string) string {
+		return fmt.Sprintf("Failed password for invalid user %.100s from %s", u, a)
+	}},
+	{"failed-password-ssh1", true, func(u, _, a string) string {
+		return fmt.Sprintf("Failed password for %.100s from %s port 5 ssh1", u, a)
+	}},
+	{"failed-password-ssh1-ruser", false, func(u, x, a string) string {
+		return fmt.Sprintf("Failed password for %.100s from %s port 5 ssh1: ruser %.100s from 192.0.2.200", u, a, x)
+	}},
+	{"received-disconnect-old", false, func(_, x, a string) string {
+		return fmt.Sprintf("Received disconnect from %s: 11: %.400s [preauth]", a, x)
+	}},
+	{"received-disconnect-auth-fail", false, func(_, x, a string) string {
+		return fmt.Sprintf("Received disconnect from %s: 3: %.300s: Auth fail", a, x)
+	}},
+	{"received-disconnect-auth-fail-port", false, func(_, x, a string) string {
+		return fmt.Sprintf("error: Received disconnect from %s port 5:3: %.300s: Auth fail [preauth]", a, x)
+	}},
+	{"pam-macos", true, func(u, _, a string) string {
+		return fmt.Sprintf("error: PAM: authentication error for %.100s from %s via 192.0.2.254", u, a)
+	}},
+	{"pam-user-not-known", true, func(u, _, a string) string {
+		return fmt.Sprintf("error: PAM: User not known to the underlying authentication module for illegal user %.100s from %s", u, a)
+	}},
+	{"not-allowed-groups", true, func(u, _, a string) string {
+		return fmt.Sprintf("User %.100s from %s not allowed because none of user's groups are listed in AllowGroups", u, a)
+	}},
+	{"tcp-wrappers", true, func(u, _, a string) string {
+		// The ident user name is the client's.
+		return fmt.Sprintf("refused connect from %.100s@%s (%s)", u, a, a)
+	}},
+	{"bad-version-old", true, func(u, _, a string) string {
+		return fmt.Sprintf("Bad protocol version identification '%.100s' from %s", u, a)
+	}},
+	{"timeout-old", false, func(_, _, a string) string {
+		return fmt.Sprintf("fatal: Timeout before authentication for %s", a)
+	}},
+	{"too-many-old", false, func(u, _, _ string) string {
+		// No address: never an event alone (the Joiner attributes it).
+		return fmt.Sprintf("Disconnecting: Too many authentication failures for %.100s [preauth]", u)
+	}},
+	{"dns-mismatch", false, func(_, x, a string) string {
+		// The name is whatever the client's DNS says: no event.
+		return fmt.Sprintf("Address %s maps to %.600s, but this does not map back to the address - POSSIBLE BREAK-IN ATTEMPT!", a, x)
+	}},
+	{"reverse-mapping", false, func(_, x, a string) string {
+		return fmt.Sprintf("reverse mapping checking getaddrinfo for %.300s [%s] failed - POSSIBLE BREAK-IN ATTEMPT!", x, a)
+	}},
 	{"change-of-user", false, func(u, x, a string) string {
 		return fmt.Sprintf("Disconnecting %.200s %s port 5: Change of username or service not allowed: (%s,%s) -> (%s,%s) [preauth]", "authenticating user "+u, a, u, x, x, u)
 	}},
@@ -179,6 +232,8 @@ func checkHostile(t *testing.T, msg, want string) (found bool) {
 		[]byte("Nov 21 06:29:01 host sshd[1234]: " + msg),
 		[]byte("<38>1 2026-11-21T06:29:01Z host sshd-session 1234 - - " + msg),
 		[]byte("Nov 21 06:29:01 host sshd[1234]: message repeated 2 times: [ " + msg + "]"),
+		[]byte("Nov 1 06:29:01 sshd[1234]: [ID 800047 auth.info] " + msg),
+		[]byte("Nov 21 06:29:01 [sshd] " + msg),
 	}
 	var ev Event
 	for i, l := range lines {
@@ -229,7 +284,12 @@ func isAuthLog(name string) bool {
 // TestBenignUsers: with ordinary text everywhere, every template but the
 // ones that are not events yields its event.
 func TestBenignUsers(t *testing.T) {
-	noEvent := map[string]bool{"received-disconnect-user": true, "change-of-user": true}
+	noEvent := map[string]bool{"received-disconnect-user": true, "change-of-user": true,
+		// Alone, these name no client, or name one without a failure.
+		"too-many-old": true, "dns-mismatch": true, "reverse-mapping": true,
+		// It ends like a line of a release that wrote no suffix, whose
+		// user name could have held " ssh1: ruser ...": ambiguous.
+		"failed-password-ssh1-ruser": true}
 	for _, tm := range templates {
 		for _, g := range genuine {
 			msg := sshdRender(tm.make("alice", "ssh-rsa", g))
@@ -268,5 +328,133 @@ func FuzzHostile(f *testing.F) {
 		raw := tm.make(user, extra, want)
 		checkHostile(t, raw, want)
 		checkHostile(t, sshdRender(raw), want)
+	})
+}
+
+// TestHostileNames: with UseDNS sshd writes the client's host name where
+// the address goes. Whatever the client's text, the parser reports that
+// name as a name, never an address, and never another name.
+func TestHostileNames(t *testing.T) {
+	const name = "client-7.example.net"
+	for _, tm := range templates {
+		// sshd writes a name only in allowed_user's and auth-pam.c's
+		// messages; everywhere else it writes the address.
+		if !strings.HasPrefix(tm.name, "not-allowed") && !strings.HasPrefix(tm.name, "pam") {
+			continue
+		}
+		for _, u := range hostileUsers {
+			for _, x := range []string{"k", u} {
+				msg := sshdRender(tm.make(u, x, name))
+				var ev Event
+				switch res := parseLine(syslogLine(msg), &ev); res {
+				case resEvent, resConnStart, resConnInfo, resConnEnd, resNoAddr:
+					t.Errorf("%s: %q: %v %v from the client's text", tm.name, msg, res, ev.Addr)
+				case resHost:
+					if string(ev.Host) != name {
+						t.Errorf("%s: %q: host %q, want %q", tm.name, msg, ev.Host, name)
+					}
+				}
+			}
+		}
+	}
+}
+
+// joinTemplates are the multi-line forms: lines of one sshd process, the
+// client's text in them, and the one line (if any) that names the client.
+var joinTemplates = []struct {
+	name  string
+	lines func(u, x, a string) []string
+}{
+	{"too-many-then-close", func(u, _, a string) []string {
+		return []string{
+			fmt.Sprintf("Disconnecting: Too many authentication failures for %.100s [preauth]", u),
+			fmt.Sprintf("Connection closed by %s [preauth]", a),
+		}
+	}},
+	{"connection-then-too-many", func(u, _, a string) []string {
+		return []string{
+			fmt.Sprintf("Connection from %s port 5 on 192.0.2.254 port 22", a),
+			fmt.Sprintf("Failed password for %.100s from %s port 5 ssh2", u, a),
+			fmt.Sprintf("Disconnecting: Too many authentication failures for %.100s [preauth]", u),
+		}
+	}},
+	{"kex-then-close", func(_, x, a string) []string {
+		return []string{
+			"error: kex_exchange_identification: client sent invalid protocol identifier \"" + trunc(x, 100) + "\"",
+			fmt.Sprintf("Connection closed by %s port 5", a),
+		}
+	}},
+	{"audit-then-reset", func(u, x, a string) []string {
+		return []string{
+			fmt.Sprintf("SSH: Server;Ltype: Version;Remote: %s-1780;Protocol: 2.0;Client: %.100s", a, x),
+			fmt.Sprintf("SSH: Server;Ltype: Authname;Remote: %s-1780;Name: %.100s [preauth]", a, u),
+			"fatal: Read from socket failed: Connection reset by peer [preauth]",
+		}
+	}},
+	{"dns-then-kex", func(_, x, a string) []string {
+		return []string{
+			fmt.Sprintf("reverse mapping checking getaddrinfo for %.300s [%s] failed - POSSIBLE BREAK-IN ATTEMPT!", x, a),
+			"fatal: Unable to negotiate a key exchange method [preauth]",
+		}
+	}},
+	{"client-forges-close", func(u, x, a string) []string {
+		// Everything the client can put in lines of its own process.
+		return []string{
+			fmt.Sprintf("Disconnecting: Too many authentication failures for %.100s [preauth]", u),
+			fmt.Sprintf("Invalid user %.100s from %s port 5", u, a),
+			fmt.Sprintf("Received disconnect from %s port 5:11: %.400s [preauth]", a, x),
+		}
+	}},
+}
+
+// TestHostileJoined: the Joiner attributes a failure only to the address
+// sshd wrote on a line of the same process, whatever the client wrote.
+func TestHostileJoined(t *testing.T) {
+	for _, jt := range joinTemplates {
+		for _, g := range genuine {
+			w := netip.MustParseAddr(g).Unmap()
+			for _, u := range hostileUsers {
+				for _, x := range []string{"k", u} {
+					j := NewJoiner(JoinerConfig{Names: true})
+					now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+					// Another process's lines around it: a different client.
+					other := j.Line([]byte("Nov 21 06:29:01 host sshd[999]: Connection from 192.0.2.99 port 6 on 192.0.2.254 port 22"), now, nil)
+					n := 0
+					for _, m := range jt.lines(u, x, g) {
+						for _, ev := range j.Line([]byte("Nov 21 06:29:01 host sshd[1234]: "+sshdRender(m)), now, nil) {
+							n++
+							if ev.Addr != w {
+								t.Fatalf("%s: %q: event %s, want address %v", jt.name, m, describe(true, &ev), w)
+							}
+						}
+					}
+					if len(other) != 0 {
+						t.Fatalf("connection line made events: %v", other)
+					}
+					if x == "k" && u == "root" && n == 0 {
+						t.Errorf("%s: no event", jt.name)
+					}
+				}
+			}
+		}
+	}
+}
+
+func FuzzHostileJoined(f *testing.F) {
+	for i, u := range hostileUsers {
+		f.Add(uint8(i), u, hostileUsers[(i+1)%len(hostileUsers)], uint8(i))
+	}
+	f.Fuzz(func(t *testing.T, tmpl uint8, user, extra string, g uint8) {
+		jt := joinTemplates[int(tmpl)%len(joinTemplates)]
+		want := netip.MustParseAddr(genuine[int(g)%len(genuine)]).Unmap()
+		j := NewJoiner(JoinerConfig{Names: true})
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for _, m := range jt.lines(user, extra, want.String()) {
+			for _, ev := range j.Line([]byte("Nov 21 06:29:01 host sshd[1234]: "+sshdRender(m)), now, nil) {
+				if ev.Addr != want {
+					t.Fatalf("%s: %q: event %s, want %v", jt.name, m, describe(true, &ev), want)
+				}
+			}
+		}
 	})
 }

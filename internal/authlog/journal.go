@@ -60,7 +60,7 @@ var journalMatches = []string{
 }
 
 func (j *JournalFollower) args() []string {
-	a := []string{"--follow", "--output=json", "--output-fields=MESSAGE,_COMM,_UID,_TRANSPORT,SYSLOG_IDENTIFIER", "--no-pager"}
+	a := []string{"--follow", "--output=json", "--output-fields=MESSAGE,_COMM,_UID,_TRANSPORT,SYSLOG_IDENTIFIER,_PID", "--no-pager"}
 	if j.cursor != "" {
 		a = append(a, "--after-cursor="+j.cursor)
 	} else {
@@ -81,6 +81,13 @@ func (e errEmit) Error() string { return e.err.Error() }
 // when emit fails (emit's error), or when journalctl cannot be run at all,
 // always after journalctl has exited.
 func (j *JournalFollower) Run(ctx context.Context, emit func(msg []byte, cursor string) error) error {
+	return j.RunPID(ctx, func(msg []byte, _ uint32, cursor string) error { return emit(msg, cursor) })
+}
+
+// RunPID is Run that also hands on the entry's _PID (0 if absent), which
+// journald sets from the sending process: what a Joiner needs to tie an
+// sshd process's messages together (Joiner.Message).
+func (j *JournalFollower) RunPID(ctx context.Context, emit func(msg []byte, pid uint32, cursor string) error) error {
 	if _, err := exec.LookPath(j.journalctl); err != nil {
 		return fmt.Errorf("journal: %w: install systemd's journalctl, or follow a log file instead", err)
 	}
@@ -121,7 +128,7 @@ func (j *JournalFollower) Run(ctx context.Context, emit func(msg []byte, cursor 
 
 // runOnce runs journalctl until it exits or ctx is done, and returns how
 // many entries it read.
-func (j *JournalFollower) runOnce(ctx context.Context, emit func([]byte, string) error) (int, error) {
+func (j *JournalFollower) runOnce(ctx context.Context, emit func([]byte, uint32, string) error) (int, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, j.journalctl, j.args()...)
@@ -161,7 +168,7 @@ func (j *JournalFollower) runOnce(ctx context.Context, emit func([]byte, string)
 }
 
 // read hands on entries until out ends or emit fails.
-func (j *JournalFollower) read(out io.Reader, emit func([]byte, string) error) (int, error) {
+func (j *JournalFollower) read(out io.Reader, emit func([]byte, uint32, string) error) (int, error) {
 	br := bufio.NewReaderSize(out, 1<<20)
 	var e journalEntry
 	n := 0
@@ -186,7 +193,7 @@ func (j *JournalFollower) read(out io.Reader, emit func([]byte, string) error) (
 				j.cursor = e.cursor
 				if j.trusted(&e) && len(e.message) > 0 {
 					j.entries.Add(1)
-					if eerr := emit(e.message, e.cursor); eerr != nil {
+					if eerr := emit(e.message, e.pid, e.cursor); eerr != nil {
 						return n, errEmit{eerr}
 					}
 				}
@@ -242,6 +249,7 @@ type journalEntry struct {
 	uid       string
 	transport string
 	ident     string
+	pid       uint32 // 0 if absent or not a number
 	message   []byte // reused from entry to entry
 }
 
@@ -255,6 +263,7 @@ type rawEntry struct {
 	UID       json.RawMessage `json:"_UID"`
 	Transport json.RawMessage `json:"_TRANSPORT"`
 	Ident     json.RawMessage `json:"SYSLOG_IDENTIFIER"`
+	PID       json.RawMessage `json:"_PID"`
 	Message   json.RawMessage `json:"MESSAGE"`
 }
 
@@ -268,8 +277,8 @@ func parseJournalEntry(line []byte, e *journalEntry) error {
 	if err != nil {
 		return fmt.Errorf("MESSAGE: %w", err)
 	}
-	var fields [5][]byte
-	for i, raw := range [...]json.RawMessage{r.Cursor, r.Comm, r.UID, r.Transport, r.Ident} {
+	var fields [6][]byte
+	for i, raw := range [...]json.RawMessage{r.Cursor, r.Comm, r.UID, r.Transport, r.Ident, r.PID} {
 		if fields[i], err = journalValue(raw, nil); err != nil {
 			return err
 		}
@@ -279,6 +288,7 @@ func parseJournalEntry(line []byte, e *journalEntry) error {
 	}
 	e.message = msg
 	e.cursor, e.comm, e.uid, e.transport, e.ident = string(fields[0]), string(fields[1]), string(fields[2]), string(fields[3]), string(fields[4])
+	e.pid = parsePID(fields[5])
 	return nil
 }
 

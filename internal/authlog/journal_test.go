@@ -154,7 +154,7 @@ func TestJournalFollower(t *testing.T) {
 	}
 	a, _ := os.ReadFile(args)
 	got := strings.TrimSpace(string(a))
-	wantArgs := "--follow --output=json --output-fields=MESSAGE,_COMM,_UID,_TRANSPORT,SYSLOG_IDENTIFIER --no-pager --lines=0 " +
+	wantArgs := "--follow --output=json --output-fields=MESSAGE,_COMM,_UID,_TRANSPORT,SYSLOG_IDENTIFIER,_PID --no-pager --lines=0 " +
 		"_SYSTEMD_UNIT=ssh.service + _SYSTEMD_UNIT=sshd.service + SYSLOG_IDENTIFIER=sshd + SYSLOG_IDENTIFIER=sshd-session + SYSLOG_IDENTIFIER=sshd-auth"
 	if got != wantArgs {
 		t.Errorf("args\n got %s\nwant %s", got, wantArgs)
@@ -253,4 +253,20 @@ func FuzzJournalEntry(f *testing.F) {
 			checkEvent(t, e.message, &ev)
 		}
 	})
+}
+
+// TestJournalPID: _PID is handed on for the Joiner; absent or not a
+// number, it is 0 and the message stands alone.
+func TestJournalPID(t *testing.T) {
+	for line, want := range map[string]uint32{
+		`{"__CURSOR":"c","MESSAGE":"m","_COMM":"sshd","_UID":"0","_TRANSPORT":"syslog","_PID":"4242"}`: 4242,
+		`{"__CURSOR":"c","MESSAGE":"m","_COMM":"sshd","_UID":"0","_TRANSPORT":"syslog"}`:               0,
+		`{"__CURSOR":"c","MESSAGE":"m","_PID":"42x"}`:                                                  0,
+		`{"__CURSOR":"c","MESSAGE":"m","_PID":"99999999999"}`:                                          0,
+	} {
+		var e journalEntry
+		if err := parseJournalEntry([]byte(line), &e); err != nil || e.pid != want {
+			t.Errorf("%s: pid %d, err %v; want %d", line, e.pid, err, want)
+		}
+	}
 }

@@ -35,6 +35,24 @@ func describe(ok bool, ev *Event) string {
 	return s
 }
 
+func (r parseResult) String() string {
+	return [...]string{"none", "event", "host-name", "no-address", "connection-start", "connection-info", "connection-end"}[r]
+}
+
+func describeJoin(ev *Event) string {
+	s := ev.Kind.String()
+	if ev.Addr.IsValid() {
+		s += " " + ev.Addr.String()
+	}
+	if ev.Host != nil {
+		s += fmt.Sprintf(" host=%q", ev.Host)
+	}
+	if len(ev.User) > 0 {
+		s += fmt.Sprintf(" user=%q", ev.User)
+	}
+	return s + fmt.Sprintf(" pid=%d", ev.PID)
+}
+
 func readLines(t testing.TB, path string) []string {
 	t.Helper()
 	f, err := os.Open(path)
@@ -63,7 +81,14 @@ func TestGolden(t *testing.T) {
 	for _, l := range lines {
 		var ev Event
 		ok := ParseSSHD([]byte(l), &ev)
-		fmt.Fprintf(&out, "%s\n\t%s\n", l, describe(ok, &ev))
+		d := describe(ok, &ev)
+		if !ok {
+			// What the Joiner takes from a line that is no event alone.
+			if res := parseLine([]byte(l), &ev); res != resNone {
+				d += fmt.Sprintf(" (joiner: %s %s)", res, describeJoin(&ev))
+			}
+		}
+		fmt.Fprintf(&out, "%s\n\t%s\n", l, d)
 	}
 	const golden = "testdata/sshd-lines.golden"
 	if *update {
@@ -123,6 +148,8 @@ func TestKinds(t *testing.T) {
 		{pre + "fatal: Timeout before authentication for 203.0.113.23 port 6009", PreauthTimeout, "203.0.113.23", 6009, "", false},
 		{pre + "Received disconnect from 203.0.113.18 port 57815:11: Bye Bye [preauth]", PreauthDisconnect, "203.0.113.18", 57815, "", false},
 		{pre + "Accepted publickey for deploy from fe80::1%eth0 port 50000 ssh2: ED25519 SHA256:x", Accepted, "fe80::1", 50000, "deploy", false},
+		{pre + "Received disconnect from 203.0.113.28: 3: com.jcraft.jsch.JSchException: Auth fail", ClientAuthFail, "203.0.113.28", 0, "", false},
+		{pre + "refused connect from x@::ffff:203.0.113.29 (::ffff:203.0.113.29)", WrapperRefused, "203.0.113.29", 0, "", false},
 	}
 	seen := map[Kind]bool{}
 	for _, tt := range tests {
