@@ -84,7 +84,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.explainCmd())
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
-	root.AddCommand(a.genCmd())
+	root.AddCommand(a.genCmd(), a.spaCmd())
 	strict(root)
 	return root
 }

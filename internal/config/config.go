@@ -113,6 +113,9 @@ func Parse(data []byte, name string) (*Config, error) {
 	if len(probs) > 0 {
 		return nil, joinProblems(name, scanPositions(src), probs)
 	}
+	if d.cfg.SPA.Enabled() {
+		d.cfg.Firewall.SPAPorts = d.cfg.SPA.Ports
+	}
 	return &d.cfg, nil
 }
 

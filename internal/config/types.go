@@ -64,6 +64,10 @@ type Firewall struct {
 	// in a sequence (burst one second's worth).
 	KnockRatePerSource uint32 // knock_rate_per_source
 	KnockRate          uint32 // knock_rate
+
+	// SPAPorts are [spa] ports while SPA runs (a client is configured),
+	// set by Parse: the ruleset hands their datagrams to moat.
+	SPAPorts []PortSpec
 }
 
 // Defaults of the knock handoff's limits. The total is above the 60,000

@@ -121,6 +121,8 @@ type Status struct {
 	// Intake is the NFLOG receiver the scan guard and daemon-mode doors
 	// read packets from.
 	Intake *IntakeStatus `json:"intake,omitempty"`
+	// SPA counts single packet authorization datagrams; nil while it is off.
+	SPA *SPAStatus `json:"spa,omitempty"`
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

@@ -100,7 +100,8 @@ type Daemon struct {
 
 	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
 	doors     atomic.Pointer[doorEngine]
-	grants    *grantBook // open door grants, kept across reloads and restarts (see grants.go)
+	spa       atomic.Pointer[spaEngine] // nil while SPA is off
+	grants    *grantBook                // open door grants, kept across reloads and restarts (see grants.go)
 	scan      atomic.Pointer[scanGuard]
 	nflog     *nflog.Conn
 	foreign   atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
@@ -233,6 +234,13 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.doors.Store(eng)
+	// A start is not refused for SPA's keys: the host stays guarded, and
+	// the log says why SPA doors cannot open. Apply and reload refuse.
+	if se, err := newSPAEngine(d.log, d.fw, d.grants, st, ld.Cfg, d.sshPorts, nil, d.now()); err != nil {
+		d.log.Error("SPA off: its keys do not load", "err", err)
+	} else {
+		d.spa.Store(se)
+	}
 	d.startScan(ld.Cfg)
 	defer d.saveScan()
 	{
@@ -475,11 +483,18 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	if _, err := compileRules(ld.Cfg.Login); err != nil {
 		return err
 	}
+	// SPA's keys load before anything changes: a config whose key files
+	// do not load is refused whole.
+	se, err := newSPAEngine(d.log, d.fw, d.grants, d.st, ld.Cfg, ports, d.spa.Load(), d.now())
+	if err != nil {
+		return err
+	}
 	d.bans.Reconfigure(ld.Cfg.Firewall.Allow)
 	if err := d.install(ld); err != nil {
 		d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
 		return err
 	}
+	d.spa.Store(se)
 	if eng, err := newDoorEngine(d.log, d.fw, d.grants, ld.Cfg.Doors); err != nil {
 		d.log.Error("daemon-mode doors not reloaded", "err", err)
 	} else {

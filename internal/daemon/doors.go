@@ -261,7 +261,9 @@ func consumeOneTime(path string) error {
 // intake receives the packets the ruleset logs and hands them to the door
 // engine (and the scan guard, when it runs).
 func (d *Daemon) intake(ctx context.Context, group uint16) error {
-	c, err := nflog.Open(group)
+	// The copy range is the most any rule's snaplen may take: SPA's rule
+	// takes the whole datagram; every other rule snaps at 128 bytes.
+	c, err := nflog.Open(group, nflog.WithCopyRange(1500))
 	if err != nil {
 		d.peers.down.Store(true)
 		return err
@@ -282,6 +284,7 @@ func (d *Daemon) intake(ctx context.Context, group uint16) error {
 // The NFLOG prefixes intake dispatches on.
 var (
 	knockPrefix = []byte(firewall.KnockPrefix)
+	spaPrefix   = []byte(firewall.SPAPrefix)
 	peerPrefix  = []byte(firewall.SSHPeerPrefix)
 	moatPrefix  = []byte(firewall.LogPrefix("")) // every prefix moat's ruleset logs with starts so
 )
@@ -312,6 +315,10 @@ func (d *Daemon) dispatch(m *nflog.Message, p *packet.Packet) {
 	}
 	if bytes.Equal(m.Prefix, knockPrefix) {
 		d.doors.Load().packet(p, now)
+		return
+	}
+	if bytes.Equal(m.Prefix, spaPrefix) {
+		d.spa.Load().packet(m, p, now)
 		return
 	}
 	if door, closing, ok := firewall.ParseGrantLog(m.Prefix); ok {

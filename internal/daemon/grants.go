@@ -402,6 +402,14 @@ func (b *grantBook) plan(cfg *config.Config, now time.Time) (keep []firewall.Gra
 			stale = append(stale, staleGrant{g, ActionExpired, "open_for ran out"})
 			continue
 		}
+		if g.SPA != "" {
+			if slices.ContainsFunc(cfg.SPA.Clients, func(c config.SPAClient) bool { return c.Name == g.SPA }) {
+				keep = append(keep, kernelGrants(g, now)...)
+			} else {
+				stale = append(stale, staleGrant{g, ActionClosed, "SPA client removed from the config"})
+			}
+			continue
+		}
 		i := slices.IndexFunc(cfg.Doors, func(dr config.Door) bool { return dr.Name == g.Door })
 		switch {
 		case i < 0:

@@ -250,6 +250,7 @@ func (d *Daemon) snapshot() Status {
 	st.StoreWriteFailures = d.bans.Unsaved()
 	st.ConfigFileDiffers = d.configFileDiffers(cur)
 	st.Intake = d.intakeStatus()
+	st.SPA = d.spa.Load().status()
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
 		st.Counters, err = d.fw.Counters()

@@ -221,7 +221,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		add(rule(icmpType(8, "echo-request"), accept()),
 			rule(icmpv6Types([]byte{128}, map[byte]string{128: "echo-request"}), accept()))
 	}
-	if len(doors) > 0 {
+	if len(doors) > 0 || len(fw.SPAPorts) > 0 {
 		rs.Sets = append(rs.Sets, SetDef{Name: SetGrant4, Type: SetGrants, Size: grantSetSize},
 			SetDef{Name: SetGrant6, V6: true, Type: SetGrants, Size: grantSetSize})
 		add(rule(grantLookup(SetGrant4, false), accept()), rule(grantLookup(SetGrant6, true), accept()))
@@ -230,6 +230,11 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		if ranges := portRanges(config.ResolveSSH(fw.Open, sshPorts), proto); len(ranges) > 0 {
 			add(rule(dports(byte(proto), ranges), accept()))
 		}
+	}
+	if sets, rules := spaRules(fw); len(rules) > 0 {
+		rs.Sets = append(rs.Sets, sets...)
+		rs.Counters = append(rs.Counters, CounterSPA, CounterSPALimited)
+		add(rules...)
 	}
 	if len(doors) > 0 {
 		knock := Chain{Name: "knock"}

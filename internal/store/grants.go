@@ -26,6 +26,9 @@ type Grant struct {
 	// door opened: it must run once when the grant ends, even if a reload
 	// removed the door in between.
 	StopCommand []string `json:"stop_command,omitempty"`
+	// SPA is the [[spa.client]] whose datagram opened the grant, empty for
+	// a door's knock: a reload keeps the grant while the client exists.
+	SPA string `json:"spa,omitempty"`
 }
 
 // GrantPort is one port range a grant opens.

@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/nflog"
+	"github.com/moat-fw/moat/internal/packet"
+	"github.com/moat-fw/moat/internal/spa"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// metaSPAReplay is the store key of the SPA replay cache: saved after every
+// accepted datagram and before its grant, so a datagram accepted before a
+// restart is still refused as a replay after it.
+const metaSPAReplay = "spa.replay"
+
+// SPAStatus is SPA's part of `moat status`.
+type SPAStatus struct {
+	Ports    []string          `json:"ports"`
+	Clients  int               `json:"clients"`
+	Accepted uint64            `json:"accepted"`
+	Refused  map[string]uint64 `json:"refused"` // by reason
+}
+
+// spaEngine verifies SPA datagrams (internal/spa) and opens what they ask
+// for through the grant sets, recorded in the grant book like a door's.
+type spaEngine struct {
+	log   *slog.Logger
+	fw    *firewall.Applier
+	book  *grantBook
+	st    *store.Store
+	ports []string
+	doors map[string]config.Door
+
+	mu       sync.Mutex // the verifier serializes; this guards the rest
+	v        *spa.Verifier
+	clients  int
+	accepted uint64
+	refused  map[string]uint64
+	logs     logLimiter
+}
+
+// newSPAEngine builds the verifier for cfg, carrying the replay cache over
+// from prev (a reload) or from the store (a start). nil when SPA is off.
+func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *store.Store, cfg *config.Config, sshPorts []uint16, prev *spaEngine, now time.Time) (*spaEngine, error) {
+	if !cfg.SPA.Enabled() {
+		return nil, nil
+	}
+	var server *spa.PrivateKey
+	if cfg.SPA.KeyFile != "" {
+		b, err := os.ReadFile(cfg.SPA.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("spa.key_file: %w", err)
+		}
+		if server, err = spa.ParsePrivateKey(string(b)); err != nil {
+			return nil, fmt.Errorf("spa.key_file %s: %w", cfg.SPA.KeyFile, err)
+		}
+	}
+	var clients []spa.Client
+	for _, c := range cfg.SPA.Clients {
+		sc := spa.Client{Name: c.Name, Doors: c.Doors, MaxDuration: c.MaxDuration, Sources: c.Sources, Embed: c.Embed, RequireHybrid: c.RequireHybrid}
+		var err error
+		if c.Key != "" {
+			if sc.Key, err = spa.ParsePublicKey(c.Key); err != nil {
+				return nil, fmt.Errorf("spa client %q: key: %w", c.Name, err)
+			}
+		} else {
+			b, rerr := os.ReadFile(c.PSKFile)
+			if rerr != nil {
+				return nil, fmt.Errorf("spa client %q: psk_file: %w", c.Name, rerr)
+			}
+			if sc.PSK, err = spa.ParsePSK(string(b)); err != nil {
+				return nil, fmt.Errorf("spa client %q: psk_file %s: %w", c.Name, c.PSKFile, err)
+			}
+		}
+		for _, p := range config.ResolveSSH(c.Ports, sshPorts) {
+			for port := int(p.From); port <= int(p.To); port++ {
+				sc.Ports = append(sc.Ports, spa.Port{Proto: spa.Proto(p.Proto), Port: uint16(port)})
+			}
+		}
+		clients = append(clients, sc)
+	}
+	v, err := spa.NewVerifier(server, clients, spa.Options{Window: cfg.SPA.Window})
+	if err != nil {
+		return nil, fmt.Errorf("spa: %w", err)
+	}
+	e := &spaEngine{log: log, fw: fw, book: book, st: st, v: v, clients: len(clients), doors: map[string]config.Door{},
+		refused: map[string]uint64{}, logs: logLimiter{every: time.Second / 5}}
+	for _, p := range cfg.SPA.Ports {
+		e.ports = append(e.ports, p.String())
+	}
+	for _, dr := range cfg.Doors {
+		e.doors[dr.Name] = dr
+	}
+	var snap []byte
+	if prev != nil {
+		prev.mu.Lock()
+		snap = prev.v.AppendSnapshot(nil, now)
+		e.accepted, e.refused = prev.accepted, prev.refused
+		prev.mu.Unlock()
+	} else if snap, err = st.Meta(metaSPAReplay); err != nil {
+		log.Warn("SPA replay cache unreadable; datagrams sent in the last window are refused", "err", err)
+		v.RefuseUntil(now.Add(cfg.SPA.Window))
+	}
+	if len(snap) > 0 {
+		if err := v.LoadSnapshot(snap, now); err != nil {
+			log.Warn("SPA replay cache damaged; datagrams sent in the last window are refused", "err", err)
+			v.RefuseUntil(now.Add(cfg.SPA.Window))
+		}
+	}
+	return e, nil
+}
+
+// packet verifies one logged datagram and opens what it asks for.
+func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	payload, ok := udpPayload(m.Payload, p)
+	if !ok {
+		e.refuse(p.Src, "", "truncated", now)
+		return
+	}
+	g, err := e.v.Verify(payload, p.Src, now)
+	if err != nil {
+		label := err.Error()
+		var r spa.Reason
+		if errors.As(err, &r) {
+			label = r.String() // the stable label, for status and metrics
+		}
+		e.refuse(p.Src, g.Client, label, now)
+		return
+	}
+	// Spent before it opens anything: a crash after the grant must not
+	// make the datagram good again.
+	if err := e.st.SetMeta(metaSPAReplay, e.v.AppendSnapshot(nil, now)); err != nil {
+		e.log.Error("SPA replay cache not saved; a restart within the window would accept this datagram again", "err", err)
+	}
+	var grants []firewall.Grant
+	var ports []store.GrantPort
+	name := "spa/" + g.Client + "/"
+	if g.Door != "" {
+		dr := e.doors[g.Door]
+		grants = grantsFor(dr, g.Addr, false)
+		ports = doorPorts(dr)
+		name += g.Door
+	} else {
+		for _, sp := range g.Ports {
+			grants = append(grants, firewall.Grant{Addr: g.Addr, Proto: uint8(sp.Proto), Port: sp.Port})
+			ports = append(ports, store.GrantPort{Proto: uint8(sp.Proto), From: sp.Port, To: sp.Port})
+		}
+		name += "ports"
+	}
+	for i := range grants {
+		grants[i].Timeout = g.Duration
+	}
+	if err := e.fw.UpdateGrants(nil, grants); err != nil {
+		e.log.Error("SPA grant could not open", "client", g.Client, "addr", g.Addr, "err", err)
+		return
+	}
+	e.accepted++
+	why := "SPA datagram from client " + g.Client
+	if g.Embedded {
+		why += fmt.Sprintf(" (sent from %s for this address)", p.Src)
+	}
+	e.book.opened(store.Grant{Door: name, Addr: g.Addr, Ports: ports, Opened: now, Expires: now.Add(g.Duration), SPA: g.Client}, why, now)
+}
+
+func (e *spaEngine) refuse(src netip.Addr, client, reason string, now time.Time) {
+	e.refused[reason]++
+	if e.logs.allow(now) {
+		e.log.Info("SPA datagram refused", "addr", src, "client", client, "reason", reason)
+	}
+}
+
+func (e *spaEngine) status() *SPAStatus {
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := &SPAStatus{Ports: e.ports, Clients: e.clients, Accepted: e.accepted, Refused: map[string]uint64{}}
+	for k, v := range e.refused {
+		st.Refused[k] = v
+	}
+	return st
+}
+
+// udpPayload is the UDP payload of a logged packet, when the copy holds
+// all of it (the SPA rule's snaplen takes the largest datagram whole).
+func udpPayload(b []byte, p *packet.Packet) ([]byte, bool) {
+	if p.Proto != 17 || p.Fragment || p.MoreFragments {
+		return nil, false
+	}
+	total := int(p.Length)
+	if p.Family == 6 {
+		total += 40
+	}
+	n := int(p.PayloadLen)
+	if total != len(b) || n > len(b) {
+		return nil, false
+	}
+	return b[len(b)-n:], true
+}

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/daemon"
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+func spaStatus(t *testing.T, h *host) daemon.SPAStatus {
+	t.Helper()
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(h.moat("status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.SPA == nil {
+		t.Fatal("status has no spa part")
+	}
+	return *st.SPA
+}
+
+// sendUDP sends b from src (an address of the client namespace) to dst.
+func sendUDP(t *testing.T, h *host, src, dst netip.Addr, b []byte) {
+	t.Helper()
+	if err := h.client.Do(func() error {
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 62201)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(b)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// moat's own SPA client opens a port for its address only, over IPv4 and
+// IPv6, for the time asked; a captured datagram resent (from the same or
+// another address), or with one bit flipped, opens nothing and is counted
+// by its reason; and the replay is still refused after a restart.
+func TestSPAOpensForTheSenderOnly(t *testing.T) {
+	h := newHost(t, "")
+	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
+	serverPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
+	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[spa]
+key_file = %q
+
+[[spa.client]]
+name = "laptop"
+key = %q
+ports = ["tcp/%d"]
+max_duration = "1h"
+`, openPort, serverKey, clientPub, closedPort))
+	second4 := h.link.Host4(3)
+	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(second4, 24))
+	h.start()
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+
+	saved := filepath.Join(h.dir, "datagram")
+	send := func(dst netip.Addr, extra ...string) {
+		t.Helper()
+		args := append([]string{moatBin, "spa", "send", "--key", clientKey, "--server-key", serverPub,
+			"--port", fmt.Sprintf("tcp/%d", closedPort), "--save", saved}, extra...)
+		if out, err := h.client.RunErr(append(args, dst.String())...); err != nil {
+			t.Fatalf("moat spa send: %v\n%s", err, out)
+		}
+	}
+	send(h.link.A4, "--for", "3s")
+	h.eventually("the SPA grant", h.link.B4, closedPort, netnstest.Connected)
+	h.expect(second4, closedPort, netnstest.TimedOut)
+	if st := spaStatus(t, h); st.Accepted != 1 {
+		t.Fatalf("spa status %+v, want one accepted", st)
+	}
+	dgram, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the grant to end after 3s", h.link.B4, closedPort, netnstest.TimedOut)
+
+	// The captured datagram again: from its sender, from another address,
+	// and with one bit flipped.
+	sendUDP(t, h, h.link.B4, h.link.A4, dgram)
+	sendUDP(t, h, second4, h.link.A4, dgram)
+	flipped := append([]byte(nil), dgram...)
+	flipped[len(flipped)/2] ^= 0x10
+	sendUDP(t, h, second4, h.link.A4, flipped)
+	netnstest.Eventually(t, 5*time.Second, "three refusals", func() bool {
+		st := spaStatus(t, h)
+		n := uint64(0)
+		for _, v := range st.Refused {
+			n += v
+		}
+		return n >= 3
+	})
+	st := spaStatus(t, h)
+	if st.Accepted != 1 || st.Refused["replay"] < 1 {
+		t.Fatalf("spa status %+v: want the resent datagram refused as a replay, and nothing accepted", st)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	h.expect(second4, closedPort, netnstest.TimedOut)
+
+	// A restart keeps the replay cache: the datagram stays spent.
+	h.restart()
+	sendUDP(t, h, h.link.B4, h.link.A4, dgram)
+	netnstest.Eventually(t, 5*time.Second, "the replay after a restart refused", func() bool {
+		return spaStatus(t, h).Refused["replay"] >= 1
+	})
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+
+	// IPv6.
+	send(h.link.A6)
+	h.eventually("the SPA grant over IPv6", h.link.B6, closedPort, netnstest.Connected)
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+}
