@@ -90,6 +90,9 @@ func metricsSnapshot(st Status) metrics.Snapshot {
 		s.Scan = &metrics.Scan{Probes: t.Probes, Unscored: t.Unscored, Ignored: t.Ignored, Knocks: t.Knock,
 			SourcesByLevel: sc.Report.Levels, Evicted: t.Evicted, Bans: sc.Blocked, Capped: sc.Capped}
 	}
+	if sp := st.SPA; sp != nil {
+		s.SPA = &metrics.SPA{Accepted: sp.Accepted, Refused: sp.Refused}
+	}
 	if in := st.Intake; in != nil {
 		s.NFLOG = &metrics.NFLOG{Bound: in.Bound, Received: in.Received, Lost: in.Lost, Overruns: in.Overruns,
 			Datagrams: in.Datagrams, Foreign: in.Foreign}

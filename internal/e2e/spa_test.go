@@ -124,3 +124,45 @@ max_duration = "1h"
 	h.eventually("the SPA grant over IPv6", h.link.B6, closedPort, netnstest.Connected)
 	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
 }
+
+// An SPA port answers exactly as an unused closed UDP port does, in both
+// response modes and both families, to a probe and to a datagram the
+// verifier refuses: nothing tells a scanner which port to aim at.
+func TestSPAPortLooksLikeAClosedPort(t *testing.T) {
+	for _, resp := range []string{"drop", "reject"} {
+		t.Run(resp, func(t *testing.T) {
+			h := newHost(t, "")
+			serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
+			h.moat("spa", "keygen", "--out", serverKey)
+			clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
+			h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+closed_response = %q
+
+[scan]
+enabled = false
+
+[spa]
+key_file = %q
+
+[[spa.client]]
+name = "laptop"
+key = %q
+ports = ["tcp/%d"]
+`, openPort, resp, serverKey, clientPub, closedPort))
+			h.start()
+			wait := 300 * time.Millisecond
+			for _, src := range []netip.Addr{h.link.B4, h.link.B6} {
+				want := h.stealthProbe(t, src, "udp", 12346, wait)
+				if resp == "reject" && !strings.Contains(string(want), "type") {
+					t.Fatalf("reject mode: an unused UDP port answered %q", want)
+				}
+				if got := h.stealthProbe(t, src, "udp", 62201, wait); got != want {
+					t.Errorf("%s: the SPA port answered %q, an unused closed port %q", src, got, want)
+				}
+			}
+			if st := spaStatus(t, h); st.Accepted != 0 {
+				t.Fatalf("a probe was accepted: %+v", st)
+			}
+		})
+	}
+}

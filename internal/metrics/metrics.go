@@ -41,6 +41,7 @@ type Snapshot struct {
 	RulesRepaired     int   // reinstalls after moat's rules drifted
 	StoreWriteFailure int64 // store writes that failed (a full disk)
 
+	SPA   *SPA   // nil while SPA is off
 	Login *Login // nil when the login guard is off
 	Scan  *Scan  // nil when the scan guard is off
 	NFLOG *NFLOG // nil before the receiver started
@@ -48,6 +49,12 @@ type Snapshot struct {
 
 // Counter is one nftables counter.
 type Counter struct{ Packets, Bytes uint64 }
+
+// SPA is single packet authorization's part.
+type SPA struct {
+	Accepted uint64
+	Refused  map[string]uint64 // by reason label ("replay", "seal", ...)
+}
 
 // Login is the login guard's part.
 type Login struct {
@@ -107,6 +114,7 @@ var (
 	dScanEvicted    = desc("scan_sources_evicted_total", "Tracked sources the scan guard forgot to make room.")
 	dScanBans       = desc("scan_bans_total", "Bans the scan guard made.")
 	dScanCapped     = desc("scan_bans_capped_total", "Scanners not banned because max_bans_per_minute was reached.")
+	dSPA            = desc("spa_datagrams_total", "SPA datagrams moat verified: accepted, or refused with the reason.", "result", "reason")
 	dNFLOGBound     = desc("nflog_bound", "1 while moat receives the packets its ruleset logs (the NFLOG group).")
 	dNFLOGPackets   = desc("nflog_packets_total", "Logged packets moat received.")
 	dNFLOGLost      = desc("nflog_packets_lost_total", "Logged packets the kernel could not deliver (sequence gaps).")
@@ -119,7 +127,7 @@ var (
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dEnforcing, dTable, dKernelPackets, dKernelBytes, dBans, dAllows, dProtected, dLifted,
 		dReasserted, dRepaired, dStoreFailures, dLoginFailures, dLoginUnverif, dLoginBans, dLoginCounting, dScanPackets,
-		dScanSources, dScanEvicted, dScanBans, dScanCapped, dNFLOGBound, dNFLOGPackets, dNFLOGLost, dNFLOGOverruns,
+		dScanSources, dScanEvicted, dScanBans, dScanCapped, dSPA, dNFLOGBound, dNFLOGPackets, dNFLOGLost, dNFLOGOverruns,
 		dNFLOGDatagrams, dNFLOGForeign} {
 		ch <- d
 	}
@@ -168,6 +176,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dScanEvicted, float64(sc.Evicted))
 		counter(dScanBans, float64(sc.Bans))
 		counter(dScanCapped, float64(sc.Capped))
+	}
+	if sp := s.SPA; sp != nil {
+		counter(dSPA, float64(sp.Accepted), "accepted", "")
+		for _, r := range sortedKeys(sp.Refused) {
+			counter(dSPA, float64(sp.Refused[r]), "refused", r)
+		}
 	}
 	if n := s.NFLOG; n != nil {
 		gauge(dNFLOGBound, b2f(n.Bound))

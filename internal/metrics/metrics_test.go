@@ -18,6 +18,7 @@ func snapshot() Snapshot {
 		BansByOrigin: map[string]int{"login": 2, "scan": 1}, Allows: 1, Protected: 4,
 		Login: &Login{Failures: 9, Bans: 2, Counting: 1},
 		Scan:  &Scan{Probes: 40, SourcesByLevel: [6]int{0, 1, 0, 1}, Bans: 1},
+		SPA:   &SPA{Accepted: 2, Refused: map[string]uint64{"replay": 3}},
 		NFLOG: &NFLOG{Bound: true, Received: 50, Datagrams: 5}}
 }
 
@@ -65,6 +66,8 @@ func TestMetricsFromSnapshot(t *testing.T) {
 		`moat_scan_sources{level="3"} 1`,
 		`moat_scan_packets_total{kind="probe"} 40`,
 		`moat_nflog_datagrams_total 5`,
+		`moat_spa_datagrams_total{reason="replay",result="refused"} 3`,
+		`moat_spa_datagrams_total{reason="",result="accepted"} 2`,
 		`moat_enforcing 1`,
 		"process_resident_memory_bytes",
 		"go_goroutines",
@@ -92,7 +95,7 @@ func TestMetricsFromSnapshot(t *testing.T) {
 // looked and found nothing.
 func TestMetricsLeaveOutGuardsThatAreOff(t *testing.T) {
 	_, body := get(t, serve(t, func(context.Context) Snapshot { return Snapshot{} }))
-	for _, absent := range []string{"moat_login_", "moat_scan_", "moat_nflog_"} {
+	for _, absent := range []string{"moat_login_", "moat_scan_", "moat_nflog_", "moat_spa_"} {
 		if strings.Contains(body, absent) {
 			t.Errorf("%s* present with the guard off:\n%s", absent, body)
 		}
