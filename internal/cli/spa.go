@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,7 @@ func (a *app) spaCmd() *cobra.Command {
 		Long: "One sealed UDP datagram to a closed port of a moat server opens a door or ports for the\n" +
 			"sender (docs/spa.md). `moat spa keygen` makes keys; `moat spa send` sends the datagram.",
 	}
-	cmd.AddCommand(a.spaKeygenCmd(), a.spaSendCmd())
+	cmd.AddCommand(a.spaKeygenCmd(), a.spaSendCmd(), a.spaProxyCmd(os.Stdin))
 	return cmd
 }
 
@@ -84,9 +85,105 @@ func (a *app) spaKeygenCmd() *cobra.Command {
 	return cmd
 }
 
+// spaFlags are the flags send and proxy share: who the client is, what it
+// asks for.
+type spaFlags struct {
+	keyFile, pskFile, serverKey, door, forDur, addr string
+	ports                                           []string
+}
+
+func (f *spaFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.keyFile, "key", "", "this client's private key `FILE` (moat spa keygen)")
+	fl.StringVar(&f.pskFile, "psk", "", "a pre-shared key `FILE` instead of --key and --server-key")
+	fl.StringVar(&f.serverKey, "server-key", "", "the server's public key line, or a `FILE` holding it")
+	fl.StringVar(&f.door, "door", "", "the door to open, by `NAME`")
+	fl.StringArrayVar(&f.ports, "port", nil, "a port to open, `PROTO/PORT` (repeatable)")
+	fl.StringVar(&f.forDur, "for", "", "how long (`DURATION`); default: the most the server allows")
+	fl.StringVar(&f.addr, "addr", "", "open for this `ADDRESS` instead of the packet's source (NAT)")
+}
+
+// seal builds the datagram the flags ask for.
+func (f *spaFlags) seal(cmdName string) ([]byte, error) {
+	if (f.door == "") == (len(f.ports) == 0) {
+		return nil, usageError{fmt.Errorf("%s: ask for --door NAME or --port PROTO/PORT (one of them)", cmdName)}
+	}
+	req := spa.Request{Door: f.door}
+	for _, p := range f.ports {
+		sp, err := spa.ParsePort(p)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("%s: --port %q: %w", cmdName, p, err)}
+		}
+		req.Ports = append(req.Ports, sp)
+	}
+	if f.forDur != "" {
+		d, err := time.ParseDuration(f.forDur)
+		if err != nil || d < time.Second {
+			return nil, usageError{fmt.Errorf("%s: --for %q: want a duration like 10m", cmdName, f.forDur)}
+		}
+		req.Duration = d
+	}
+	if f.addr != "" {
+		ad, err := netip.ParseAddr(f.addr)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("%s: --addr: %w", cmdName, err)}
+		}
+		req.Addr = ad
+	}
+	switch {
+	case f.pskFile != "":
+		b, err := os.ReadFile(f.pskFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cmdName, err)
+		}
+		k, err := spa.ParsePSK(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", cmdName, f.pskFile, err)
+		}
+		return spa.SealPSK(req, k, time.Now(), rand.Reader)
+	case f.keyFile != "" && f.serverKey != "":
+		b, err := os.ReadFile(f.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cmdName, err)
+		}
+		priv, err := spa.ParsePrivateKey(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", cmdName, f.keyFile, err)
+		}
+		line := f.serverKey
+		if b, err := os.ReadFile(f.serverKey); err == nil {
+			line = string(b)
+		}
+		pub, err := spa.ParsePublicKey(strings.TrimSpace(line))
+		if err != nil {
+			return nil, fmt.Errorf("%s: --server-key: %w", cmdName, err)
+		}
+		return spa.Seal(req, pub, priv, time.Now(), rand.Reader)
+	}
+	return nil, usageError{fmt.Errorf("%s: give --key FILE and --server-key, or --psk FILE", cmdName)}
+}
+
+// sendDatagram sends d to host (a name or address, with or without a port;
+// the SPA port by default) from an unbound UDP socket.
+func sendDatagram(host string, d []byte) (net.Addr, error) {
+	target := host
+	if _, _, err := net.SplitHostPort(target); err != nil {
+		target = net.JoinHostPort(strings.Trim(target, "[]"), strconv.Itoa(config.DefaultSPAPort))
+	}
+	conn, err := net.Dial("udp", target)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if _, err := conn.Write(d); err != nil {
+		return nil, err
+	}
+	return conn.RemoteAddr(), nil
+}
+
 func (a *app) spaSendCmd() *cobra.Command {
-	var keyFile, pskFile, serverKey, door, forDur, addr, save string
-	var ports []string
+	var f spaFlags
+	var save string
 	cmd := &cobra.Command{
 		Use:   "send HOST[:PORT]",
 		Short: "Send the datagram that asks HOST to open a door or ports for this address",
@@ -96,78 +193,12 @@ func (a *app) spaSendCmd() *cobra.Command {
 			"for the packet's source address unless --addr names another (the server must allow it).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (door == "") == (len(ports) == 0) {
-				return usageError{errors.New("spa send: ask for --door NAME or --port PROTO/PORT (one of them)")}
-			}
-			req := spa.Request{Door: door}
-			for _, p := range ports {
-				sp, err := spa.ParsePort(p)
-				if err != nil {
-					return usageError{fmt.Errorf("spa send: --port %q: %w", p, err)}
-				}
-				req.Ports = append(req.Ports, sp)
-			}
-			if forDur != "" {
-				d, err := time.ParseDuration(forDur)
-				if err != nil || d < time.Second {
-					return usageError{fmt.Errorf("spa send: --for %q: want a duration like 10m", forDur)}
-				}
-				req.Duration = d
-			}
-			if addr != "" {
-				ad, err := netip.ParseAddr(addr)
-				if err != nil {
-					return usageError{fmt.Errorf("spa send: --addr: %w", err)}
-				}
-				req.Addr = ad
-			}
-			var datagram []byte
-			switch {
-			case pskFile != "":
-				b, err := os.ReadFile(pskFile)
-				if err != nil {
-					return fmt.Errorf("spa send: %w", err)
-				}
-				k, err := spa.ParsePSK(string(b))
-				if err != nil {
-					return fmt.Errorf("spa send: %s: %w", pskFile, err)
-				}
-				if datagram, err = spa.SealPSK(req, k, time.Now(), rand.Reader); err != nil {
-					return fmt.Errorf("spa send: %w", err)
-				}
-			case keyFile != "" && serverKey != "":
-				b, err := os.ReadFile(keyFile)
-				if err != nil {
-					return fmt.Errorf("spa send: %w", err)
-				}
-				priv, err := spa.ParsePrivateKey(string(b))
-				if err != nil {
-					return fmt.Errorf("spa send: %s: %w", keyFile, err)
-				}
-				line := serverKey
-				if b, err := os.ReadFile(serverKey); err == nil {
-					line = string(b)
-				}
-				pub, err := spa.ParsePublicKey(strings.TrimSpace(line))
-				if err != nil {
-					return fmt.Errorf("spa send: --server-key: %w", err)
-				}
-				if datagram, err = spa.Seal(req, pub, priv, time.Now(), rand.Reader); err != nil {
-					return fmt.Errorf("spa send: %w", err)
-				}
-			default:
-				return usageError{errors.New("spa send: give --key FILE and --server-key, or --psk FILE")}
-			}
-			target := args[0]
-			if _, _, err := net.SplitHostPort(target); err != nil {
-				target = net.JoinHostPort(strings.Trim(target, "[]"), strconv.Itoa(config.DefaultSPAPort))
-			}
-			conn, err := net.Dial("udp", target)
+			datagram, err := f.seal("spa send")
 			if err != nil {
-				return fmt.Errorf("spa send: %w", err)
+				return err
 			}
-			defer conn.Close()
-			if _, err := conn.Write(datagram); err != nil {
+			to, err := sendDatagram(args[0], datagram)
+			if err != nil {
 				return fmt.Errorf("spa send: %w", err)
 			}
 			if save != "" {
@@ -175,18 +206,76 @@ func (a *app) spaSendCmd() *cobra.Command {
 					return fmt.Errorf("spa send: --save: %w", err)
 				}
 			}
-			fmt.Fprintf(a.errw, "sent %d bytes to %s\n", len(datagram), conn.RemoteAddr())
+			fmt.Fprintf(a.errw, "sent %d bytes to %s\n", len(datagram), to)
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&keyFile, "key", "", "this client's private key `FILE` (moat spa keygen)")
-	f.StringVar(&pskFile, "psk", "", "a pre-shared key `FILE` instead of --key and --server-key")
-	f.StringVar(&serverKey, "server-key", "", "the server's public key line, or a `FILE` holding it")
-	f.StringVar(&door, "door", "", "the door to open, by `NAME`")
-	f.StringArrayVar(&ports, "port", nil, "a port to open, `PROTO/PORT` (repeatable)")
-	f.StringVar(&forDur, "for", "", "how long (`DURATION`); default: the most the server allows")
-	f.StringVar(&addr, "addr", "", "open for this `ADDRESS` instead of the packet's source (NAT)")
-	f.StringVar(&save, "save", "", "also write the datagram to `FILE` (tests, debugging)")
+	f.register(cmd)
+	cmd.Flags().StringVar(&save, "save", "", "also write the datagram to `FILE` (tests, debugging)")
+	return cmd
+}
+
+// spaProxyCmd is an SSH ProxyCommand: it knocks with one datagram, waits
+// for the port to open, then carries the connection over stdin and
+// stdout, so `ssh -o ProxyCommand='moat spa proxy ... %h %p' host` reaches
+// a server whose sshd is hidden behind SPA in one command.
+func (a *app) spaProxyCmd(stdin io.Reader) *cobra.Command {
+	var f spaFlags
+	var spaPort int
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "proxy HOST PORT",
+		Short: "SSH ProxyCommand: open HOST's PORT with SPA, then carry the connection over stdin/stdout",
+		Long: "proxy sends the SPA datagram (asking for tcp/PORT unless --door or --port say otherwise), waits\n" +
+			"until PORT accepts a connection (--wait), then copies stdin to it and it to stdout. Use it as\n" +
+			"  ssh -o ProxyCommand='moat spa proxy --key K --server-key S %h %p' HOST",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host, port := args[0], args[1]
+			if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+				return usageError{fmt.Errorf("spa proxy: port %q: want a number", port)}
+			}
+			if f.door == "" && len(f.ports) == 0 {
+				f.ports = []string{"tcp/" + port}
+			}
+			datagram, err := f.seal("spa proxy")
+			if err != nil {
+				return err
+			}
+			if _, err := sendDatagram(net.JoinHostPort(host, strconv.Itoa(spaPort)), datagram); err != nil {
+				return fmt.Errorf("spa proxy: %w", err)
+			}
+			// The grant is in the kernel within milliseconds; a connection
+			// tried before it times out (drop) or is refused (reject), so
+			// try briefly and often rather than once and long.
+			deadline := time.Now().Add(wait)
+			var conn net.Conn
+			for {
+				conn, err = net.DialTimeout("tcp", net.JoinHostPort(host, port), 300*time.Millisecond)
+				if err == nil || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil {
+				return fmt.Errorf("spa proxy: %s did not open within %v: %w", net.JoinHostPort(host, port), wait, err)
+			}
+			defer conn.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = io.Copy(a.out, conn)
+			}()
+			_, _ = io.Copy(conn, stdin)
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.CloseWrite() // ssh closed its side; let the server finish
+			}
+			<-done
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().IntVar(&spaPort, "spa-port", config.DefaultSPAPort, "the server's SPA `PORT`")
+	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the port to open")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -164,5 +165,47 @@ ports = ["tcp/%d"]
 				t.Fatalf("a probe was accepted: %+v", st)
 			}
 		})
+	}
+}
+
+// An ssh through `moat spa proxy` (its ProxyCommand) reaches a real sshd
+// whose port is closed to everyone but SPA clients, in one command.
+func TestSSHThroughSPAProxy(t *testing.T) {
+	h := newHost(t, "")
+	s := startSSHD(t, h)
+	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
+	serverPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
+	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[login]
+enabled = false
+
+[spa]
+key_file = %q
+
+[[spa.client]]
+name = "laptop"
+key = %q
+ports = ["tcp/22"]
+max_duration = "1m"
+`, openPort, serverKey, clientPub))
+	h.start()
+	h.expect(h.link.B4, 22, netnstest.TimedOut)
+	ssh := func(proxy bool) (string, error) {
+		args := []string{"netns", "exec", h.client.Name, "ssh", "-l", "root", "-i", s.key, "-o", "BatchMode=yes",
+			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR"}
+		if proxy {
+			args = append(args, "-o", fmt.Sprintf("ProxyCommand=%s spa proxy --key %s --server-key '%s' %%h %%p", moatBin, clientKey, serverPub))
+		}
+		out, err := exec.Command("ip", append(args, h.link.A4.String(), "echo", "through-the-moat")...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := ssh(false); err == nil {
+		t.Fatalf("ssh without SPA reached sshd: %s", out)
+	}
+	out, err := ssh(true)
+	if err != nil || !strings.Contains(out, "through-the-moat") {
+		t.Fatalf("ssh through moat spa proxy: %v\n%s", err, out)
 	}
 }
