@@ -68,6 +68,10 @@ type Firewall struct {
 	// SPAPorts are [spa] ports while SPA runs (a client is configured),
 	// set by Parse: the ruleset hands their datagrams to moat.
 	SPAPorts []PortSpec
+	// SPAClientIDs are the wire ids of the SPA clients (derived from their
+	// keys, some read from files: the daemon sets them before it builds
+	// the ruleset). Only datagrams carrying one reach moat.
+	SPAClientIDs [][8]byte
 }
 
 // Defaults of the knock handoff's limits. The total is above the 60,000

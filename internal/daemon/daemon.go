@@ -98,19 +98,21 @@ type Daemon struct {
 	// no link (see interfaces.go), so a link change is told once.
 	ifMissing atomic.Value
 
-	runCtx    context.Context // the daemon's lifetime, for guards restarted on reload
-	doors     atomic.Pointer[doorEngine]
-	spa       atomic.Pointer[spaEngine] // nil while SPA is off
-	grants    *grantBook                // open door grants, kept across reloads and restarts (see grants.go)
-	scan      atomic.Pointer[scanGuard]
-	nflog     *nflog.Conn
-	foreign   atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
-	peers     sshPeers      // sshd's peers the kernel reported (see sshpeers.go)
-	prot      *protection
-	sessions  *sessionTable
-	loginStop func() // stops the running login guard and waits for it
-	login     *loginGuard
-	loginSrcs []string
+	runCtx context.Context // the daemon's lifetime, for guards restarted on reload
+	doors  atomic.Pointer[doorEngine]
+	spa    atomic.Pointer[spaEngine] // nil while SPA is off
+	// uncleanStart: the last run did not stop cleanly (see newSPAEngine).
+	uncleanStart bool
+	grants       *grantBook // open door grants, kept across reloads and restarts (see grants.go)
+	scan         atomic.Pointer[scanGuard]
+	nflog        *nflog.Conn
+	foreign      atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
+	peers        sshPeers      // sshd's peers the kernel reported (see sshpeers.go)
+	prot         *protection
+	sessions     *sessionTable
+	loginStop    func() // stops the running login guard and waits for it
+	login        *loginGuard
+	loginSrcs    []string
 
 	mu         sync.Mutex // guards everything below
 	cur        *Loaded
@@ -192,6 +194,11 @@ func Run(ctx context.Context, opts Options) error {
 	d.prot.refresh()
 	d.bans.SetProtector(d.prot)
 	d.adoptKernelBans()
+	// A crash may have lost the record of SPA datagrams accepted just
+	// before it (they are saved right after their grant): see newSPAEngine.
+	if v, err := st.Meta(metaStopped); err == nil && v != nil && string(v) != stoppedClean {
+		d.uncleanStart = true
+	}
 	// From here bans may be in the kernel and not yet in the store.
 	if err := st.SetMeta(metaStopped, []byte(stoppedDirty)); err != nil {
 		d.log.Warn("could not mark the store as in use", "err", err)
@@ -236,7 +243,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.doors.Store(eng)
 	// A start is not refused for SPA's keys: the host stays guarded, and
 	// the log says why SPA doors cannot open. Apply and reload refuse.
-	if se, err := newSPAEngine(d.log, d.fw, d.grants, st, ld.Cfg, d.sshPorts, nil, d.now()); err != nil {
+	if se, err := newSPAEngine(d.log, d.fw, d.grants, st, ld.Cfg, d.sshPorts, nil, d.now(), d.uncleanStart); err != nil {
 		d.log.Error("SPA off: its keys do not load", "err", err)
 	} else {
 		d.spa.Store(se)
@@ -370,7 +377,12 @@ func (d *Daemon) install(ld *Loaded) error {
 	d.mu.Lock()
 	ports := d.sshPorts
 	d.mu.Unlock()
-	rs := firewall.Build(ld.Cfg.Firewall, ports, expandDoors(ld.Cfg.Doors, d.log)...)
+	fw := ld.Cfg.Firewall
+	var err error
+	if fw.SPAClientIDs, err = SPAClientIDs(ld.Cfg); err != nil {
+		d.log.Error("SPA clients without a usable key cannot open anything", "err", err)
+	}
+	rs := firewall.Build(fw, ports, expandDoors(ld.Cfg.Doors, d.log)...)
 	now := d.now()
 	b, a := d.bans.Elements(now)
 	// Open door grants go back in with the table; those of doors the config
@@ -485,7 +497,7 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	}
 	// SPA's keys load before anything changes: a config whose key files
 	// do not load is refused whole.
-	se, err := newSPAEngine(d.log, d.fw, d.grants, d.st, ld.Cfg, ports, d.spa.Load(), d.now())
+	se, err := newSPAEngine(d.log, d.fw, d.grants, d.st, ld.Cfg, ports, d.spa.Load(), d.now(), false)
 	if err != nil {
 		return err
 	}

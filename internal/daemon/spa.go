@@ -17,9 +17,14 @@ import (
 	"github.com/moat-fw/moat/internal/store"
 )
 
-// metaSPAReplay is the store key of the SPA replay cache: saved after every
-// accepted datagram and before its grant, so a datagram accepted before a
-// restart is still refused as a replay after it.
+// metaSPAReplay is the store key of the SPA replay cache, saved right after
+// every accepted datagram's grant, so a datagram accepted before a restart
+// is still refused as a replay after it. The save (a store commit, an
+// fsync: milliseconds) comes after the grant to keep it out of the
+// datagram-to-grant time; a crash between the two could lose the record of
+// a datagram, so a start after an unclean stop refuses every datagram
+// stamped up to a window after the start (one window of refusals after a
+// crash, never a replay).
 const metaSPAReplay = "spa.replay"
 
 // SPAStatus is SPA's part of `moat status`.
@@ -49,8 +54,9 @@ type spaEngine struct {
 }
 
 // newSPAEngine builds the verifier for cfg, carrying the replay cache over
-// from prev (a reload) or from the store (a start). nil when SPA is off.
-func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *store.Store, cfg *config.Config, sshPorts []uint16, prev *spaEngine, now time.Time) (*spaEngine, error) {
+// from prev (a reload) or from the store (a start; unclean: the last run
+// did not stop cleanly). nil when SPA is off.
+func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *store.Store, cfg *config.Config, sshPorts []uint16, prev *spaEngine, now time.Time, unclean bool) (*spaEngine, error) {
 	if !cfg.SPA.Enabled() {
 		return nil, nil
 	}
@@ -116,6 +122,10 @@ func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *s
 			v.RefuseUntil(now.Add(cfg.SPA.Window))
 		}
 	}
+	if unclean && prev == nil {
+		log.Warn("moat did not stop cleanly: SPA refuses datagrams for one window, in case one accepted just before was not recorded", "window", cfg.SPA.Window)
+		v.RefuseUntil(now.Add(cfg.SPA.Window))
+	}
 	return e, nil
 }
 
@@ -141,11 +151,6 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 		e.refuse(p.Src, g.Client, label, now)
 		return
 	}
-	// Spent before it opens anything: a crash after the grant must not
-	// make the datagram good again.
-	if err := e.st.SetMeta(metaSPAReplay, e.v.AppendSnapshot(nil, now)); err != nil {
-		e.log.Error("SPA replay cache not saved; a restart within the window would accept this datagram again", "err", err)
-	}
 	var grants []firewall.Grant
 	var ports []store.GrantPort
 	name := "spa/" + g.Client + "/"
@@ -164,7 +169,12 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 	for i := range grants {
 		grants[i].Timeout = g.Duration
 	}
-	if err := e.fw.UpdateGrants(nil, grants); err != nil {
+	err = e.fw.UpdateGrants(nil, grants)
+	// Spent whether or not the grant took (see metaSPAReplay).
+	if serr := e.st.SetMeta(metaSPAReplay, e.v.AppendSnapshot(nil, now)); serr != nil {
+		e.log.Error("SPA replay cache not saved; a restart within the window would accept this datagram again", "err", serr)
+	}
+	if err != nil {
 		e.log.Error("SPA grant could not open", "client", g.Client, "addr", g.Addr, "err", err)
 		return
 	}
@@ -211,4 +221,34 @@ func udpPayload(b []byte, p *packet.Packet) ([]byte, bool) {
 		return nil, false
 	}
 	return b[len(b)-n:], true
+}
+
+// SPAClientIDs are the wire ids of cfg's SPA clients, for the ruleset, which
+// hands moat only datagrams carrying one: keys come from the config,
+// pre-shared keys from their files. A client whose key does not load has no
+// id (its datagrams stay in the kernel); the error says which.
+func SPAClientIDs(cfg *config.Config) ([][8]byte, error) {
+	var ids [][8]byte
+	var errs []error
+	for _, c := range cfg.SPA.Clients {
+		if c.Key != "" {
+			k, err := spa.ParsePublicKey(c.Key)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("spa client %q: key: %w", c.Name, err))
+				continue
+			}
+			ids = append(ids, [8]byte(k.ID()))
+			continue
+		}
+		b, err := os.ReadFile(c.PSKFile)
+		if err == nil {
+			var k *spa.PSK
+			if k, err = spa.ParsePSK(string(b)); err == nil {
+				ids = append(ids, [8]byte(k.ID()))
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("spa client %q: psk_file: %w", c.Name, err))
+	}
+	return ids, errors.Join(errs...)
 }

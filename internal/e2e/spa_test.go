@@ -209,3 +209,61 @@ max_duration = "1m"
 		t.Fatalf("ssh through moat spa proxy: %v\n%s", err, out)
 	}
 }
+
+// A crash may come between a datagram's grant and the record that it was
+// spent: the start after it refuses every datagram for one window (here
+// 5s), the captured one included, and then accepts fresh ones again.
+func TestSPAAfterACrashRefusesForOneWindow(t *testing.T) {
+	h := newHost(t, "")
+	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
+	serverPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
+	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
+	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
+
+[spa]
+key_file = %q
+window = "5s"
+
+[[spa.client]]
+name = "laptop"
+key = %q
+ports = ["tcp/%d"]
+max_duration = "2s"
+`, openPort, serverKey, clientPub, closedPort))
+	h.start()
+	saved := filepath.Join(h.dir, "datagram")
+	send := func() {
+		t.Helper()
+		if out, err := h.client.RunErr(moatBin, "spa", "send", "--key", clientKey, "--server-key", serverPub,
+			"--port", fmt.Sprintf("tcp/%d", closedPort), "--save", saved, h.link.A4.String()); err != nil {
+			t.Fatalf("moat spa send: %v\n%s", err, out)
+		}
+	}
+	send()
+	h.eventually("the SPA grant", h.link.B4, closedPort, netnstest.Connected)
+	dgram, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.proc.Kill9()
+	_ = h.proc.Wait(5 * time.Second)
+	h.start()
+	crashed := time.Now()
+	h.eventually("the grant to end", h.link.B4, closedPort, netnstest.TimedOut)
+	sendUDP(t, h, h.link.B4, h.link.A4, dgram)
+	send()
+	netnstest.Eventually(t, 5*time.Second, "two refusals", func() bool {
+		n := uint64(0)
+		for _, v := range spaStatus(t, h).Refused {
+			n += v
+		}
+		return n >= 2
+	})
+	if st := spaStatus(t, h); st.Accepted != 0 {
+		t.Fatalf("within a window of an unclean start moat accepted a datagram: %+v", st)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+	time.Sleep(time.Until(crashed.Add(6 * time.Second)))
+	send()
+	h.eventually("a fresh datagram after the window", h.link.B4, closedPort, netnstest.Connected)
+}

@@ -233,7 +233,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	}
 	if sets, rules := spaRules(fw); len(rules) > 0 {
 		rs.Sets = append(rs.Sets, sets...)
-		rs.Counters = append(rs.Counters, CounterSPA, CounterSPALimited)
+		rs.Counters = append(rs.Counters, CounterSPA, CounterSPALimited, CounterSPAUnknown)
 		add(rules...)
 	}
 	if len(doors) > 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/spa"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata golden files")
@@ -33,6 +34,13 @@ func TestBuildGolden(t *testing.T) {
 			cfg, err := config.Parse(data, c.name)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The daemon fills in the SPA clients' ids (some read from
+			// files); the example's clients with a key line have them here.
+			for _, cl := range cfg.SPA.Clients {
+				if k, err := spa.ParsePublicKey(cl.Key); err == nil {
+					cfg.Firewall.SPAClientIDs = append(cfg.Firewall.SPAClientIDs, [8]byte(k.ID()))
+				}
 			}
 			got := Build(cfg.Firewall, []uint16{22}).String()
 			golden := filepath.Join("testdata", c.name+".nft")

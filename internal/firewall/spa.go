@@ -1,35 +1,59 @@
 package firewall
 
 import (
+	"encoding/hex"
+	"fmt"
+
+	"github.com/google/nftables/expr"
+
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/spa"
 )
 
-// SPA: datagrams to the [spa] ports go to moat whole (NFLOG, at once) and
-// are answered as any closed UDP port is, so an SPA port cannot be told
-// from one (drop: nothing; reject: port unreachable). moat verifies them
-// and opens through the grant sets, as doors do.
+// SPA: datagrams to the [spa] ports are answered as any closed UDP port is,
+// so an SPA port cannot be told from one (drop: nothing; reject: port
+// unreachable). The kernel hands moat (NFLOG, whole, at once) only the
+// datagrams that carry moat's protocol version and a configured client's
+// id in clear (docs/spa.md, "The datagram"): a flood of random datagrams,
+// from any number of forged sources, never reaches moat and so cannot
+// crowd out a real one. Forged datagrams with a real id (someone who saw
+// the client's traffic) are held to a per-source meter and a per-client
+// limit; moat refuses them in about a microsecond each.
 const (
 	// SPAPrefix is the NFLOG prefix of SPA datagrams.
 	SPAPrefix = "moat:spa"
 	// CounterSPA counts datagrams handed to moat; CounterSPALimited those
-	// over the rate limits, answered and not handed over.
+	// over a rate limit; CounterSPAUnknown those with no configured
+	// client's id (random floods, scanners, fwknop clients).
 	CounterSPA        = "spa"
 	CounterSPALimited = "spa_limited"
+	CounterSPAUnknown = "spa_unknown"
 	// SetSPARate4 and SetSPARate6 are the per-source meters.
 	SetSPARate4 = "spa_rate4"
 	SetSPARate6 = "spa_rate6"
 
-	// A real client sends one datagram per door opening; 4 a second per
-	// source (bursts of 8) is plenty, and a flood from forged sources
-	// shares spaRate, which bounds moat's work (a rejected datagram costs
-	// it about a microsecond; a well-formed one from a known client with
-	// a bad seal about 0.6 µs more).
+	// A real client sends one datagram per door opening: 4 a second per
+	// source (bursts of 8) is plenty, and 10,000 a second per client id
+	// bounds what a sniffed id can make moat verify (a bad MAC costs it
+	// about 0.6 µs).
 	spaRatePerSource = 4
-	spaRate          = 20000
+	spaRatePerClient = 10000
 	// spaSnaplen holds the largest datagram (1232 bytes of UDP payload,
 	// see internal/spa) with its IPv6 and UDP headers.
 	spaSnaplen = 1280
+	// spaIDOffset is where the client id starts in the UDP payload,
+	// after the version and suite bytes; +8 skips the UDP header.
+	spaIDOffset = 8 + 2
 )
+
+// thPayloadEq matches bytes of the transport header and what follows it,
+// at offset: `@th,BITS,BITS 0x...`.
+func thPayloadEq(offset uint32, data []byte) stmt {
+	return stmt{text: fmt.Sprintf("@th,%d,%d 0x%s", offset*8, len(data)*8, hex.EncodeToString(data)), exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: uint32(len(data))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), data...)},
+	}}
+}
 
 func spaRules(fw config.Firewall) (sets []SetDef, rules []Rule) {
 	if len(fw.SPAPorts) == 0 {
@@ -44,12 +68,17 @@ func spaRules(fw config.Firewall) (sets []SetDef, rules []Rule) {
 	}
 	for _, v6 := range []bool{false, true} {
 		sets = append(sets, SetDef{Name: meter(v6), V6: v6, Type: SetSources, Size: knockRateSetSize, Timeout: knockRateTimeout})
-		rules = append(rules, rule(metaNfproto(v6), protoPortIn(fw.SPAPorts),
-			setLimitOver(meter(v6), v6, spaRatePerSource, 2*spaRatePerSource), counterObj(CounterSPALimited), closedReply(config.UDP, reject)))
 	}
-	log := nflogNow(SPAPrefix, fw.LogGroup, spaSnaplen)
-	rules = append(rules,
-		rule(protoPortIn(fw.SPAPorts), limitRate(spaRate, spaRate), log, counterObj(CounterSPA), closedReply(config.UDP, reject)),
-		rule(protoPortIn(fw.SPAPorts), counterObj(CounterSPALimited), closedReply(config.UDP, reject)))
+	for _, id := range fw.SPAClientIDs {
+		known := []stmt{protoPortIn(fw.SPAPorts), thPayloadEq(8, []byte{spa.Version}), thPayloadEq(spaIDOffset, id[:])}
+		for _, v6 := range []bool{false, true} {
+			rules = append(rules, rule(append([]stmt{metaNfproto(v6)}, append(known,
+				setLimitOver(meter(v6), v6, spaRatePerSource, 2*spaRatePerSource), counterObj(CounterSPALimited), closedReply(config.UDP, reject))...)...))
+		}
+		rules = append(rules, rule(append(known, limitRate(spaRatePerClient, spaRatePerClient),
+			nflogNow(SPAPrefix, fw.LogGroup, spaSnaplen), counterObj(CounterSPA), closedReply(config.UDP, reject))...),
+			rule(append(known, counterObj(CounterSPALimited), closedReply(config.UDP, reject))...))
+	}
+	rules = append(rules, rule(protoPortIn(fw.SPAPorts), counterObj(CounterSPAUnknown), closedReply(config.UDP, reject)))
 	return sets, rules
 }

@@ -49,6 +49,7 @@ func floodMain(args []string) error {
 	src := fs.String("src", "10.210.0.0/16", "draw source addresses from this prefix")
 	exclude := fs.String("exclude", "", "never use a source in this prefix (the link's own subnet)")
 	batch := fs.Int("batch", 64, "packets per sendmmsg call")
+	udpSize := fs.Int("udp", 0, "send UDP datagrams with this many random payload bytes instead of TCP SYNs (an SPA flood)")
 	dur := fs.Duration("duration", 0, "stop after this long (0: at SIGINT or SIGTERM)")
 	_ = fs.Parse(args)
 
@@ -82,7 +83,10 @@ func floodMain(args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *dur)
 		defer cancel()
 	}
-	s, err := newSender(d, uint16(*port), sp, ex, *batch)
+	if *udpSize < 0 || *udpSize > 1400 {
+		return errors.New("want 0 <= -udp <= 1400")
+	}
+	s, err := newSender(d, uint16(*port), sp, ex, *batch, *udpSize)
 	if err != nil {
 		return err
 	}
@@ -109,6 +113,7 @@ type sender struct {
 	src     netip.Prefix
 	exclude netip.Prefix
 	rng     *mrand.Rand
+	udp     int // UDP payload bytes; 0 sends TCP SYNs
 	base    [16]byte // s.src's address, and the mask of its prefix bits
 	mask    [16]byte
 	pkts    [][]byte
@@ -118,8 +123,8 @@ type sender struct {
 	sa6     unix.RawSockaddrInet6
 }
 
-func newSender(dst netip.Addr, port uint16, src, exclude netip.Prefix, batch int) (*sender, error) {
-	s := &sender{v6: dst.Is6(), dst: dst, port: port, src: src, exclude: exclude,
+func newSender(dst netip.Addr, port uint16, src, exclude netip.Prefix, batch, udpSize int) (*sender, error) {
+	s := &sender{v6: dst.Is6(), dst: dst, port: port, src: src, exclude: exclude, udp: udpSize,
 		rng: mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))}
 	// IPPROTO_RAW: the packet carries its own IP header (IP_HDRINCL, and
 	// for IPv6 the same by definition), so any source can be written.
@@ -150,7 +155,11 @@ func newSender(dst netip.Addr, port uint16, src, exclude netip.Prefix, batch int
 	s.iov = make([]unix.Iovec, batch)
 	s.msgs = make([]mmsghdr, batch)
 	for i := range batch {
-		s.pkts[i] = make([]byte, hlen+20)
+		if udpSize > 0 {
+			s.pkts[i] = make([]byte, hlen+8+udpSize)
+		} else {
+			s.pkts[i] = make([]byte, hlen+20)
+		}
 		s.iov[i].Base = &s.pkts[i][0]
 		s.iov[i].SetLen(len(s.pkts[i]))
 		s.msgs[i].hdr.Name, s.msgs[i].hdr.Namelen = name, namelen
@@ -180,29 +189,48 @@ func (s *sender) source() netip.Addr {
 	}
 }
 
-// fill writes a TCP SYN from a fresh random source into p.
+// fill writes a TCP SYN (or a UDP datagram of random bytes) from a fresh
+// random source into p.
 func (s *sender) fill(p []byte) {
 	src := s.source()
+	proto, l4len := byte(unix.IPPROTO_TCP), 20
+	if s.udp > 0 {
+		proto, l4len = unix.IPPROTO_UDP, 8+s.udp
+	}
 	var tcp []byte
 	if s.v6 {
 		binary.BigEndian.PutUint32(p[0:], 6<<28|uint32(s.rng.Uint32N(1<<20)))
-		binary.BigEndian.PutUint16(p[4:], 20)
-		p[6], p[7] = unix.IPPROTO_TCP, 64
+		binary.BigEndian.PutUint16(p[4:], uint16(l4len))
+		p[6], p[7] = proto, 64
 		a, b := src.As16(), s.dst.As16()
 		copy(p[8:], a[:])
 		copy(p[24:], b[:])
 		tcp = p[40:]
 	} else {
 		p[0], p[1] = 0x45, 0
-		binary.BigEndian.PutUint16(p[2:], 40)
+		binary.BigEndian.PutUint16(p[2:], uint16(20+l4len))
 		binary.BigEndian.PutUint16(p[4:], uint16(s.rng.Uint32()))
 		binary.BigEndian.PutUint16(p[6:], 0x4000) // DF
-		p[8], p[9] = 64, unix.IPPROTO_TCP
+		p[8], p[9] = 64, proto
 		p[10], p[11] = 0, 0 // the kernel computes the header checksum
 		a, b := src.As4(), s.dst.As4()
 		copy(p[12:], a[:])
 		copy(p[16:], b[:])
 		tcp = p[20:]
+	}
+	if s.udp > 0 {
+		udp := tcp
+		binary.BigEndian.PutUint16(udp[0:], uint16(1024+s.rng.Uint32N(64512)))
+		binary.BigEndian.PutUint16(udp[2:], s.port)
+		binary.BigEndian.PutUint16(udp[4:], uint16(l4len))
+		binary.BigEndian.PutUint16(udp[6:], 0)
+		for i := 8; i < len(udp); i += 8 {
+			var r [8]byte
+			binary.LittleEndian.PutUint64(r[:], s.rng.Uint64())
+			copy(udp[i:], r[:])
+		}
+		binary.BigEndian.PutUint16(udp[6:], packet.Checksum(src, s.dst, packet.ProtoUDP, udp))
+		return
 	}
 	binary.BigEndian.PutUint16(tcp[0:], uint16(1024+s.rng.Uint32N(64512)))
 	binary.BigEndian.PutUint16(tcp[2:], s.port)

@@ -46,11 +46,11 @@ func (p *probe) startFlood() (*floodProcs, error) {
 	switch p.floodKind {
 	case "paced":
 		argvs = append(argvs, []string{self, "flood", "-dst", p.server.String(), "-port", strconv.Itoa(int(p.floodPort)),
-			"-pps", strconv.FormatFloat(p.floodPPS, 'f', 0, 64), "-src", p.floodSrc, "-exclude", p.floodExclude})
+			"-pps", strconv.FormatFloat(p.floodPPS, 'f', 0, 64), "-src", p.floodSrc, "-exclude", p.floodExclude, "-udp", strconv.Itoa(p.floodUDP)})
 	case "max":
 		for range p.floodProcs {
 			argvs = append(argvs, []string{self, "flood", "-dst", p.server.String(), "-port", strconv.Itoa(int(p.floodPort)),
-				"-pps", "0", "-src", p.floodSrc, "-exclude", p.floodExclude})
+				"-pps", "0", "-src", p.floodSrc, "-exclude", p.floodExclude, "-udp", strconv.Itoa(p.floodUDP)})
 		}
 	case "hping3":
 		if !p.server.Is4() {

@@ -51,6 +51,8 @@ type probe struct {
 	floodExclude string
 	floodCPUs    string
 	floodKind    string // paced, max or hping3
+	floodUDP     int    // UDP payload bytes of the flood's datagrams; 0: TCP SYNs
+	knockCmd     []string
 	floodProcs   int
 	barPPS       float64
 
@@ -89,6 +91,8 @@ func probeMain(args []string) error {
 	fs.StringVar(&p.floodExclude, "flood-exclude", "", "flood: sources never used (the link's subnet, so the real client is never spoofed)")
 	fs.StringVar(&p.floodCPUs, "flood-cpus", "", "flood: run the sender on these CPUs only (taskset -c LIST), standing for the network rather than a host process")
 	fs.StringVar(&p.floodKind, "flood", "paced", "flood: paced (one sender at -flood-pps), max (-flood-procs senders as fast as they can) or hping3 (-flood-procs hping3 --flood processes, each from one forged source)")
+	fs.IntVar(&p.floodUDP, "flood-udp", 0, "flood: UDP datagrams of this many random bytes instead of TCP SYNs (an SPA flood)")
+	knockCmd := fs.String("knock-cmd", "", "run this command (split on spaces) in the client namespace instead of knockd's knock client, e.g. moat spa send ...")
 	fs.IntVar(&p.floodProcs, "flood-procs", 2, "flood: sender processes for -flood max and hping3")
 	fs.Float64Var(&p.barPPS, "bar-pps", 50000, "a flood row whose measured rate is below this is marked so")
 	_ = fs.Parse(args)
@@ -101,6 +105,7 @@ func probeMain(args []string) error {
 		return fmt.Errorf("-client: %w", err)
 	}
 	p.knockArg = strings.Fields(*seq)
+	p.knockCmd = strings.Fields(*knockCmd)
 	last := p.knockArg[len(p.knockArg)-1]
 	port, ok := strings.CutSuffix(last, ":udp")
 	lastPort, perr := strconv.ParseUint(port, 10, 16)
@@ -109,7 +114,7 @@ func probeMain(args []string) error {
 	}
 	p.openPort, p.floodPort = uint16(*open), uint16(*floodPort)
 	switch p.mode {
-	case "moat-kernel", "moat-daemon", "knockd":
+	case "moat-kernel", "moat-daemon", "moat-spa", "knockd":
 	default:
 		return fmt.Errorf("-mode %q: want moat-kernel, moat-daemon or knockd", p.mode)
 	}
@@ -127,9 +132,9 @@ func (p *probe) run(lastPort uint16) error {
 	counter flood {}
 	chain in {
 		type filter hook ingress device %[2]q priority -500; policy accept;
-		meta l4proto tcp th dport %[3]d counter name flood
+		meta l4proto %[4]s th dport %[3]d counter name flood
 	}
-}`, counterTable, p.iface, p.floodPort)); err != nil {
+}`, counterTable, p.iface, p.floodPort, map[bool]string{false: "tcp", true: "udp"}[p.floodUDP > 0])); err != nil {
 		return err
 	}
 	defer func() { _ = nftScript("delete table netdev " + counterTable) }()
@@ -157,7 +162,7 @@ func (p *probe) run(lastPort uint16) error {
 	defer cp.Close()
 	p.grants = make(chan time.Time, 64)
 	switch p.mode {
-	case "moat-daemon":
+	case "moat-daemon", "moat-spa":
 		stop, err := p.watchMonitor()
 		if err != nil {
 			return err
@@ -279,6 +284,9 @@ func (p *probe) knockOnce(cp *capture) knockResult {
 		args = append(args, "-6")
 	}
 	args = append(append(args, p.server.String()), p.knockArg...)
+	if len(p.knockCmd) > 0 {
+		args = append([]string{"netns", "exec", p.clientNS}, p.knockCmd...)
+	}
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		r.err = fmt.Sprintf("knock: %v: %s", err, out)
 		return r
