@@ -113,7 +113,7 @@ type sender struct {
 	src     netip.Prefix
 	exclude netip.Prefix
 	rng     *mrand.Rand
-	udp     int // UDP payload bytes; 0 sends TCP SYNs
+	udp     int      // UDP payload bytes; 0 sends TCP SYNs
 	base    [16]byte // s.src's address, and the mask of its prefix bits
 	mask    [16]byte
 	pkts    [][]byte
