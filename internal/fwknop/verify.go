@@ -396,3 +396,8 @@ func inAny(nets []netip.Prefix, a netip.Addr) bool {
 	}
 	return false
 }
+
+// Plausible is the cheap discrimination from moat's own SPA datagrams:
+// an fwknop packet is base64 text, while moat's starts with its version
+// byte (1), which is not in the base64 alphabet.
+func Plausible(b []byte) bool { return len(b) > 0 && isB64(b[0]) }
