@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moat-fw/moat/internal/fwknop"
 	"io"
 	"net/netip"
 	"os"
@@ -248,5 +249,64 @@ func (a *app) importCmd() *cobra.Command {
 		},
 	})
 	cmd.AddCommand(a.importFail2banCmd())
+	cmd.AddCommand(a.importFwknopCmd())
 	return cmd
+}
+
+// importFwknopCmd converts fwknopd's access.conf stanzas to [[spa.fwknop]].
+func (a *app) importFwknopCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "fwknop [ACCESS.CONF [FWKNOPD.CONF]]",
+		Short: "Print fwknopd's access.conf stanzas as moat [[spa.fwknop]] tables (default /etc/fwknop/access.conf)",
+		Long: "import fwknop reads fwknopd's access.conf and prints the equivalent [spa] and [[spa.fwknop]] tables\n" +
+			"on stdout; with fwknopd.conf, the port from UDPSERV_PORT or PCAP_FILTER too. Whatever does not convert\n" +
+			"is a \"# warning:\" line in the output and a line on stderr; stanzas without HMAC, GPG stanzas and\n" +
+			"modes other than CBC/HMAC-SHA256 are written as comments. The output holds the keys: keep it private.",
+		Args: cobra.MaximumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/etc/fwknop/access.conf"
+			if len(args) > 0 {
+				path = args[0]
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				return fmt.Errorf("read fwknop access.conf: %w", err)
+			}
+			defer f.Close()
+			stanzas, orphans, err := fwknop.ParseAccess(f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			if len(stanzas) == 0 {
+				return fmt.Errorf("%s: no SOURCE line, so no access stanza", path)
+			}
+			port, note := 0, ""
+			if len(args) > 1 {
+				sf, err := os.Open(args[1])
+				if err != nil {
+					return fmt.Errorf("read fwknopd.conf: %w", err)
+				}
+				defer sf.Close()
+				vars, err := fwknop.ParseVars(sf)
+				if err != nil {
+					return fmt.Errorf("%s: %w", args[1], err)
+				}
+				port, note = fwknop.ServerPort(vars)
+			}
+			out, warnings := fwknop.Import(stanzas, port, note)
+			for _, o := range orphans {
+				warnings = append(warnings, fmt.Sprintf("access.conf line %d: %s before the first SOURCE belongs to no stanza; ignored", o.Line, o.Key))
+			}
+			if _, err := io.WriteString(a.out, out); err != nil {
+				return err
+			}
+			for _, w := range warnings {
+				fmt.Fprintln(a.errw, "moat: warning:", w)
+			}
+			if len(warnings) > 0 {
+				fmt.Fprintf(a.errw, "moat: %d warnings: read them before using the entries (they are in the output too)\n", len(warnings))
+			}
+			return nil
+		},
+	}
 }

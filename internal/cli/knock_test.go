@@ -224,3 +224,18 @@ table inet door {
 		})
 	}
 }
+
+func TestImportFwknop(t *testing.T) {
+	dir := t.TempDir()
+	access, server := filepath.Join(dir, "access.conf"), filepath.Join(dir, "fwknopd.conf")
+	os.WriteFile(access, []byte("SOURCE ANY\nOPEN_PORTS tcp/22\nKEY_BASE64 AAAA\nHMAC_KEY_BASE64 AAAA\nENABLE_CMD_EXEC Y\n\nSOURCE ANY\nKEY_BASE64 AAAA\n"), 0o600)
+	os.WriteFile(server, []byte("PCAP_FILTER udp port 62301\n"), 0o600)
+	code, out, errs := run(t, "import", "fwknop", access, server)
+	if code != 0 || !strings.Contains(out, `ports = ["udp/62301"]`) || !strings.Contains(out, `name = "fwknop-1"`) ||
+		!strings.Contains(errs, "ENABLE_CMD_EXEC not converted") || !strings.Contains(errs, "fwknop-2 (access.conf line 7) not converted") {
+		t.Fatalf("code %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, errs := run(t, "import", "fwknop", filepath.Join(dir, "none")); code == 0 || !strings.Contains(errs, "read fwknop access.conf") {
+		t.Fatalf("missing file: %d %s", code, errs)
+	}
+}

@@ -115,6 +115,7 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 	if d.cfg.SPA.Enabled() {
 		d.cfg.Firewall.SPAPorts = d.cfg.SPA.Ports
+		d.cfg.Firewall.SPAFwknop = len(d.cfg.SPA.Fwknop) > 0
 	}
 	return &d.cfg, nil
 }

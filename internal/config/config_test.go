@@ -237,6 +237,12 @@ func TestParseErrors(t *testing.T) {
 		{"spa port not udp", "\n[spa]\nports = [\"tcp/62201\"]\n", `line 3: spa.ports[0] "tcp/62201": want a udp port`},
 		{"spa client unknown door", "\n[spa]\nkey_file = \"/etc/moat/spa.key\"\n[[spa.client]]\nname = \"a\"\nkey = \"moat-spa-x25519 GxIUVBc5IeEXfUCr17KD6t5EWYoTEsuv5QMuPaniIgE=\"\ndoors = [\"nope\"]\n", `line 7: spa.client[0].doors[0] "nope": no [[door]] has this name`},
 		{"spa client bad key", "\n[spa]\nkey_file = \"/etc/moat/spa.key\"\n[[spa.client]]\nname = \"a\"\nkey = \"ssh-ed25519 AAAA\"\nports = [\"tcp/22\"]\n", `line 6: spa.client[0].key "ssh-ed25519 AAAA": `},
+		{"fwknop without hmac", "\n[spa]\n[[spa.fwknop]]\nname = \"a\"\nkey_base64 = \"AAAA\"\nopen_ports = [\"tcp/22\"]\n", `line 3: spa.fwknop[0].hmac_key_base64: moat takes fwknop packets only with HMAC`},
+		{"fwknop bad key", "\n[spa]\n[[spa.fwknop]]\nname = \"a\"\nkey_base64 = \"!!\"\nhmac_key_base64 = \"AAAA\"\nopen_ports = [\"tcp/22\"]\n", `line 5: spa.fwknop[0].key_base64 "!!": not base64`},
+		{"fwknop both keys", "\n[spa]\n[[spa.fwknop]]\nname = \"a\"\nkey_base64 = \"AAAA\"\nkey_file = \"/k\"\nhmac_key_base64 = \"AAAA\"\nopen_ports = [\"tcp/22\"]\n", `line 6: spa.fwknop[0].key_file "/k": give key_base64 or key_file, not both`},
+		{"fwknop no ports", "\n[spa]\n[[spa.fwknop]]\nname = \"a\"\nkey_base64 = \"AAAA\"\nhmac_key_base64 = \"AAAA\"\n", `line 3: spa.fwknop[0].open_ports []: the entry opens nothing`},
+		{"fwknop source any mixed", "\n[spa]\n[[spa.fwknop]]\nsource = [\"any\", \"10.0.0.0/8\"]\n", `line 4: spa.fwknop[0].source[0] "any": `},
+		{"fwknop unknown key", "\n[spa]\n[[spa.fwknop]]\ngpg_home_dir = \"/root/.gnupg\"\n", `line 4: spa.fwknop[0].gpg_home_dir: unknown key`},
 		{"spa client without server key", "\n[spa]\n[[spa.client]]\nname = \"a\"\nkey = \"moat-spa-x25519 GxIUVBc5IeEXfUCr17KD6t5EWYoTEsuv5QMuPaniIgE=\"\nports = [\"tcp/22\"]\n", `line 2: spa.key_file: want the server's private key file`},
 		{"metrics path", "\n[metrics]\npath = \"metrics\"\n", `line 3: metrics.path "metrics": want an absolute URL path`},
 		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: a door is [[door]], singular`},
@@ -810,6 +816,19 @@ func render(c *Config) string {
 			}
 			if cl.PSKFile != "" {
 				fmt.Fprintf(&b, "psk_file = %s\n", q(cl.PSKFile))
+			}
+		}
+		for _, f := range c.SPA.Fwknop {
+			src := pfx(f.Sources)
+			if len(f.Sources) == 0 {
+				src = `["any"]`
+			}
+			fmt.Fprintf(&b, "[[spa.fwknop]]\nname = %s\nsource = %s\nopen_ports = %s\nmax_duration = %s\nrequire_source_address = %t\nrequire_username = %s\n",
+				q(f.Name), src, ports(f.OpenPorts), q(f.MaxDuration.String()), f.RequireSourceAddress, q(f.RequireUsername))
+			for k, v := range map[string]string{"key_base64": f.KeyBase64, "key_file": f.KeyFile, "hmac_key_base64": f.HMACKeyBase64, "hmac_key_file": f.HMACKeyFile} {
+				if v != "" {
+					fmt.Fprintf(&b, "%s = %s\n", k, q(v))
+				}
 			}
 		}
 	}

@@ -72,6 +72,9 @@ type Firewall struct {
 	// keys, some read from files: the daemon sets them before it builds
 	// the ruleset). Only datagrams carrying one reach moat.
 	SPAClientIDs [][8]byte
+	// SPAFwknop: [[spa.fwknop]] entries exist, so fwknop's packets (which
+	// carry no clear id) are handed to moat too. Set by Parse.
+	SPAFwknop bool
 }
 
 // Defaults of the knock handoff's limits. The total is above the 60,000

@@ -403,7 +403,8 @@ func (b *grantBook) plan(cfg *config.Config, now time.Time) (keep []firewall.Gra
 			continue
 		}
 		if g.SPA != "" {
-			if slices.ContainsFunc(cfg.SPA.Clients, func(c config.SPAClient) bool { return c.Name == g.SPA }) {
+			if slices.ContainsFunc(cfg.SPA.Clients, func(c config.SPAClient) bool { return c.Name == g.SPA }) ||
+				slices.ContainsFunc(cfg.SPA.Fwknop, func(f config.SPAFwknop) bool { return f.Name == g.SPA }) {
 				keep = append(keep, kernelGrants(g, now)...)
 			} else {
 				stale = append(stale, staleGrant{g, ActionClosed, "SPA client removed from the config"})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/fwknop"
 	"github.com/moat-fw/moat/internal/nflog"
 	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/spa"
@@ -27,10 +28,18 @@ import (
 // crash, never a replay).
 const metaSPAReplay = "spa.replay"
 
+// metaFwknopReplay is the same for fwknop packets: their digests.
+const metaFwknopReplay = "spa.fwknop.replay"
+
+// fwknopWindow is fwknopd's MAX_SPA_PACKET_AGE: fwknop clients are set up
+// for it, so it is not [spa] window.
+const fwknopWindow = 120 * time.Second
+
 // SPAStatus is SPA's part of `moat status`.
 type SPAStatus struct {
 	Ports    []string          `json:"ports"`
 	Clients  int               `json:"clients"`
+	Fwknop   int               `json:"fwknop"` // [[spa.fwknop]] entries
 	Accepted uint64            `json:"accepted"`
 	Refused  map[string]uint64 `json:"refused"` // by reason
 }
@@ -47,6 +56,8 @@ type spaEngine struct {
 
 	mu       sync.Mutex // the verifier serializes; this guards the rest
 	v        *spa.Verifier
+	fk       *fwknop.Verifier // nil without [[spa.fwknop]]
+	fwknopN  int
 	clients  int
 	accepted uint64
 	refused  map[string]uint64
@@ -98,7 +109,11 @@ func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *s
 	if err != nil {
 		return nil, fmt.Errorf("spa: %w", err)
 	}
-	e := &spaEngine{log: log, fw: fw, book: book, st: st, v: v, clients: len(clients), doors: map[string]config.Door{},
+	fk, err := newFwknop(cfg, sshPorts)
+	if err != nil {
+		return nil, err
+	}
+	e := &spaEngine{fk: fk, fwknopN: len(cfg.SPA.Fwknop), log: log, fw: fw, book: book, st: st, v: v, clients: len(clients), doors: map[string]config.Door{},
 		refused: map[string]uint64{}, logs: logLimiter{every: time.Second / 5}}
 	for _, p := range cfg.SPA.Ports {
 		e.ports = append(e.ports, p.String())
@@ -126,7 +141,71 @@ func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *s
 		log.Warn("moat did not stop cleanly: SPA refuses datagrams for one window, in case one accepted just before was not recorded", "window", cfg.SPA.Window)
 		v.RefuseUntil(now.Add(cfg.SPA.Window))
 	}
+	if fk != nil {
+		var fsnap []byte
+		if prev != nil && prev.fk != nil {
+			prev.mu.Lock()
+			fsnap = prev.fk.AppendSnapshot(nil, now)
+			prev.mu.Unlock()
+		} else if prev == nil {
+			if fsnap, err = st.Meta(metaFwknopReplay); err != nil {
+				log.Warn("fwknop replay cache unreadable; packets sent in the last 120s are refused", "err", err)
+				fk.RefuseUntil(now.Add(fwknopWindow))
+			}
+		}
+		if len(fsnap) > 0 {
+			if err := fk.LoadSnapshot(fsnap, now); err != nil {
+				log.Warn("fwknop replay cache damaged; packets sent in the last 120s are refused", "err", err)
+				fk.RefuseUntil(now.Add(fwknopWindow))
+			}
+		}
+	}
 	return e, nil
+}
+
+// newFwknop builds the fwknop verifier from [[spa.fwknop]], reading the
+// key files. nil without entries.
+func newFwknop(cfg *config.Config, sshPorts []uint16) (*fwknop.Verifier, error) {
+	if len(cfg.SPA.Fwknop) == 0 {
+		return nil, nil
+	}
+	key := func(name, what, inline, file string) ([]byte, error) {
+		if file != "" {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("spa fwknop %q: %s: %w", name, what, err)
+			}
+			inline = string(b)
+		}
+		k, err := config.FwknopKey(inline)
+		if err != nil {
+			return nil, fmt.Errorf("spa fwknop %q: %s: %w", name, what, err)
+		}
+		return k, nil
+	}
+	var stanzas []fwknop.Stanza
+	for _, f := range cfg.SPA.Fwknop {
+		s := fwknop.Stanza{Name: f.Name, Sources: f.Sources, MaxDuration: f.MaxDuration,
+			RequireSourceAddress: f.RequireSourceAddress, RequireUsername: f.RequireUsername}
+		var err error
+		if s.Keys.Enc, err = key(f.Name, "key", f.KeyBase64, f.KeyFile); err != nil {
+			return nil, err
+		}
+		if s.Keys.HMAC, err = key(f.Name, "hmac key", f.HMACKeyBase64, f.HMACKeyFile); err != nil {
+			return nil, err
+		}
+		for _, p := range config.ResolveSSH(f.OpenPorts, sshPorts) {
+			for port := int(p.From); port <= int(p.To); port++ {
+				s.Ports = append(s.Ports, fwknop.Port{Proto: uint8(p.Proto), Port: uint16(port)})
+			}
+		}
+		stanzas = append(stanzas, s)
+	}
+	fk, err := fwknop.NewVerifier(stanzas, fwknop.Options{Window: fwknopWindow})
+	if err != nil {
+		return nil, fmt.Errorf("spa: %w", err)
+	}
+	return fk, nil
 }
 
 // packet verifies one logged datagram and opens what it asks for.
@@ -139,6 +218,10 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 	payload, ok := udpPayload(m.Payload, p)
 	if !ok {
 		e.refuse(p.Src, "", "truncated", now)
+		return
+	}
+	if e.fk != nil && fwknop.Plausible(payload) {
+		e.fwknopPacket(payload, p.Src, now)
 		return
 	}
 	g, err := e.v.Verify(payload, p.Src, now)
@@ -186,6 +269,41 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 	e.book.opened(store.Grant{Door: name, Addr: g.Addr, Ports: ports, Opened: now, Expires: now.Add(g.Duration), SPA: g.Client}, why, now)
 }
 
+// fwknopPacket verifies an fwknop packet; a forged one costs at most one
+// HMAC per [[spa.fwknop]] entry that takes its source.
+func (e *spaEngine) fwknopPacket(payload []byte, src netip.Addr, now time.Time) {
+	g, err := e.fk.Verify(payload, src, now)
+	if err != nil {
+		label := err.Error()
+		var r fwknop.Reason
+		if errors.As(err, &r) {
+			label = r.String()
+		}
+		e.refuse(src, g.Stanza, label, now)
+		return
+	}
+	// Spent before it opens anything, as moat's datagrams.
+	if err := e.st.SetMeta(metaFwknopReplay, e.fk.AppendSnapshot(nil, now)); err != nil {
+		e.log.Error("fwknop replay cache not saved; a restart within 120s would accept this packet again", "err", err)
+	}
+	var grants []firewall.Grant
+	var ports []store.GrantPort
+	for _, fp := range g.Ports {
+		grants = append(grants, firewall.Grant{Addr: g.Addr, Proto: fp.Proto, Port: fp.Port, Timeout: g.Duration})
+		ports = append(ports, store.GrantPort{Proto: fp.Proto, From: fp.Port, To: fp.Port})
+	}
+	if err := e.fw.UpdateGrants(nil, grants); err != nil {
+		e.log.Error("fwknop grant could not open", "stanza", g.Stanza, "addr", g.Addr, "err", err)
+		return
+	}
+	e.accepted++
+	why := fmt.Sprintf("fwknop packet for stanza %s (user %q)", g.Stanza, g.User)
+	if g.Embedded {
+		why += fmt.Sprintf(" (sent from %s for this address)", src)
+	}
+	e.book.opened(store.Grant{Door: "fwknop/" + g.Stanza + "/ports", Addr: g.Addr, Ports: ports, Opened: now, Expires: now.Add(g.Duration), SPA: g.Stanza}, why, now)
+}
+
 func (e *spaEngine) refuse(src netip.Addr, client, reason string, now time.Time) {
 	e.refused[reason]++
 	if e.logs.allow(now) {
@@ -199,7 +317,7 @@ func (e *spaEngine) status() *SPAStatus {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := &SPAStatus{Ports: e.ports, Clients: e.clients, Accepted: e.accepted, Refused: map[string]uint64{}}
+	st := &SPAStatus{Ports: e.ports, Clients: e.clients, Fwknop: e.fwknopN, Accepted: e.accepted, Refused: map[string]uint64{}}
 	for k, v := range e.refused {
 		st.Refused[k] = v
 	}

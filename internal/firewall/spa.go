@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 
@@ -79,6 +80,36 @@ func spaRules(fw config.Firewall) (sets []SetDef, rules []Rule) {
 			nflogNow(SPAPrefix, fw.LogGroup, spaSnaplen), counterObj(CounterSPA), closedReply(config.UDP, reject))...),
 			rule(append(known, counterObj(CounterSPALimited), closedReply(config.UDP, reject))...))
 	}
+	if fw.SPAFwknop {
+		// fwknop's packets carry no clear id (base64 text, 140 bytes at
+		// least): they get the per-source meter and a total limit, so a
+		// flood of datagrams of their size crowds them out in proportion,
+		// which moat's own format does not suffer.
+		fk := []stmt{protoPortIn(fw.SPAPorts), udpLength(8+fwknopMinPacket, 8+1500)}
+		for _, v6 := range []bool{false, true} {
+			rules = append(rules, rule(append([]stmt{metaNfproto(v6)}, append(fk,
+				setLimitOver(meter(v6), v6, spaRatePerSource, 2*spaRatePerSource), counterObj(CounterSPALimited), closedReply(config.UDP, reject))...)...))
+		}
+		rules = append(rules, rule(append(fk, limitRate(fwknopRate, fwknopRate),
+			nflogNow(SPAPrefix, fw.LogGroup, spaSnaplen), counterObj(CounterSPA), closedReply(config.UDP, reject))...),
+			rule(append(fk, counterObj(CounterSPALimited), closedReply(config.UDP, reject))...))
+	}
 	rules = append(rules, rule(protoPortIn(fw.SPAPorts), counterObj(CounterSPAUnknown), closedReply(config.UDP, reject)))
 	return sets, rules
+}
+
+const (
+	// fwknopMinPacket is fwknopd's smallest SPA packet; fwknopRate bounds
+	// the fwknop packets handed to moat (each costs it at most one HMAC per
+	// [[spa.fwknop]] entry that takes its source, about 0.6 µs).
+	fwknopMinPacket = 140
+	fwknopRate      = 20000
+)
+
+// udpLength matches the UDP header's length field in [lo, hi].
+func udpLength(lo, hi uint16) stmt {
+	return stmt{text: fmt.Sprintf("udp length %d-%d", lo, hi), exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 4, Len: 2},
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: binary.BigEndian.AppendUint16(nil, lo), ToData: binary.BigEndian.AppendUint16(nil, hi)},
+	}}
 }

@@ -21,6 +21,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 )
@@ -87,22 +88,42 @@ func Decode(pkt []byte, k Keys) (Message, error) {
 	if len(pkt) >= gpgFrom {
 		return Message{}, ErrGPG
 	}
-	body, tag := pkt[:len(pkt)-tagLen], pkt[len(pkt)-tagLen:]
-	m := hmac.New(sha256.New, k.HMAC)
-	m.Write([]byte(saltedB64))
-	m.Write(body)
-	var sum [sha256.Size]byte
-	var want [tagLen]byte
-	b64.Encode(want[:], m.Sum(sum[:0]))
-	if subtle.ConstantTimeCompare(want[:], tag) != 1 {
+	if !newMAC(k.HMAC).ok(pkt) {
 		return Message{}, ErrHMAC
 	}
+	return decrypt(pkt, k.Enc)
+}
 
+// mac checks the tag at the end of a packet, in constant time. A
+// verifier keeps one per stanza: the hash is keyed once and the buffers
+// live here, so a forged packet allocates nothing.
+type mac struct {
+	h    hash.Hash
+	sum  [sha256.Size]byte
+	want [tagLen]byte
+}
+
+var saltedPrefix = []byte(saltedB64)
+
+func newMAC(key []byte) *mac { return &mac{h: hmac.New(sha256.New, key)} }
+
+func (m *mac) ok(pkt []byte) bool {
+	body, tag := pkt[:len(pkt)-tagLen], pkt[len(pkt)-tagLen:]
+	m.h.Reset()
+	m.h.Write(saltedPrefix)
+	m.h.Write(body)
+	b64.Encode(m.want[:], m.h.Sum(m.sum[:0]))
+	return subtle.ConstantTimeCompare(m.want[:], tag) == 1
+}
+
+// decrypt is everything after the HMAC: the packet is authentic.
+func decrypt(pkt, enc []byte) (Message, error) {
+	body := pkt[:len(pkt)-tagLen]
 	raw, err := b64.DecodeString(saltedB64 + string(body))
 	if err != nil || len(raw) < 16+16 || (len(raw)-16)%aes.BlockSize != 0 {
 		return Message{}, ErrDecrypt
 	}
-	key, iv := bytesToKey(k.Enc, raw[8:16])
+	key, iv := bytesToKey(enc, raw[8:16])
 	blk, err := aes.NewCipher(key)
 	if err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrDecrypt, err)
