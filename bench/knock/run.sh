@@ -116,7 +116,12 @@ EOF
 	echo "knockd did not start:" >&2; cat "$work/knockd.log" "$work/knockd.out" >&2; exit 1
 }
 stop() {
-	kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+	# knockd once ignored SIGTERM after a flood (blocked in its capture)
+	# and the run waited on it for an hour: give it 5 s, then SIGKILL.
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true; pid=""
 	ip netns exec "$S" nft delete table inet kbdrop 2>/dev/null || true
 }
 probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than seq_timeout), $6 flood kind (paced, max, hping3)
