@@ -119,6 +119,19 @@ func (j *Joiner) Message(msg []byte, pid uint32, now time.Time, out []Event) []E
 	return j.join(res, &ev, now, out)
 }
 
+// LineOrMessage takes a line that is either a syslog line or, failing
+// that, a bare sshd message without a PID (a journal export's MESSAGE
+// column): what `moat explain` reads, which does not know which it was
+// given.
+func (j *Joiner) LineOrMessage(line []byte, now time.Time, out []Event) []Event {
+	var ev Event
+	res := parseLine(line, &ev)
+	if res == resNone {
+		res = parseMessageResult(line, &ev)
+	}
+	return j.join(res, &ev, now, out)
+}
+
 // Len is how many processes the Joiner remembers.
 func (j *Joiner) Len() int { return len(j.index) }
 

@@ -226,3 +226,23 @@ func FuzzJoiner(f *testing.F) {
 		}
 	})
 }
+
+// LineOrMessage takes syslog lines with their PIDs, and bare messages
+// (explain's input may be a journal export) alone.
+func TestJoinerLineOrMessage(t *testing.T) {
+	j := NewJoiner(JoinerConfig{})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var evs []Event
+	evs = j.LineOrMessage([]byte("Failed password for root from 10.210.0.7 port 5 ssh2"), now, evs[:0])
+	if len(evs) != 1 || evs[0].Addr != netip.MustParseAddr("10.210.0.7") || evs[0].PID != 0 {
+		t.Fatalf("bare message: %+v", evs)
+	}
+	evs = j.LineOrMessage([]byte("Mar  1 12:00:00 h sshd[9]: Disconnecting: Too many authentication failures [preauth]"), now, evs[:0])
+	if len(evs) != 0 {
+		t.Fatalf("an address-less failure came out before its address: %+v", evs)
+	}
+	evs = j.LineOrMessage([]byte("Mar  1 12:00:00 h sshd[9]: Connection closed by 10.210.0.8 [preauth]"), now, evs[:0])
+	if len(evs) != 1 || evs[0].Kind != TooManyAuthFailures || evs[0].Addr != netip.MustParseAddr("10.210.0.8") || evs[0].PID != 9 {
+		t.Fatalf("joined: %+v", evs)
+	}
+}

@@ -585,6 +585,13 @@ func printStatus(w io.Writer, st daemon.Status) {
 			}
 			fmt.Fprintf(w, "  users tried most: %s\n", strings.Join(us, ", "))
 		}
+		if n := l.Names; n.NotResolved > 0 {
+			fmt.Fprintf(w, "  %d failures by host names not resolved, not counted (use_dns = \"no\"; sshd's UseDNS is on)\n", n.NotResolved)
+		}
+		if n := l.Names; n.UseDNS == "warn" || n.UseDNS == "yes" {
+			fmt.Fprintf(w, "  host names (use_dns = %q): %d counted, %d not counted; lookups %d answered, %d failed, %d from cache, %d DROPPED (too many waiting)\n",
+				n.UseDNS, n.Counted, n.NotCounted, n.Resolved, n.Failed, n.Cached, n.Dropped)
+		}
 	}
 	if sc := st.Scan; sc != nil {
 		fmt.Fprintf(w, "\nscan guard: %d scanners banned since start", sc.Blocked)

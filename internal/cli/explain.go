@@ -2,9 +2,12 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -27,7 +30,7 @@ import (
 
 // explainCmd is moat's fail2ban-regex: what moat makes of each log line.
 func (a *app) explainCmd() *cobra.Command {
-	var asJSON, kernelLog bool
+	var asJSON, kernelLog, useDNS bool
 	var mode, rule string
 	cmd := &cobra.Command{
 		Use:   "explain [--json] [--rule NAME] [--mode normal|aggressive] [--kernel-log] FILE|-",
@@ -68,12 +71,22 @@ func (a *app) explainCmd() *cobra.Command {
 				}
 				lc.Mode = mode
 			}
-			return explain(in, a.out, explainOptions{login: lc, allow: ld.Cfg.Firewall.Allow, rule: rule, json: asJSON}, time.Now())
+			o := explainOptions{login: lc, allow: ld.Cfg.Firewall.Allow, rule: rule, json: asJSON}
+			switch {
+			case useDNS && lc.UseDNS == "no":
+				return errors.New(`--use-dns: the config's [login] use_dns is "no", so the daemon counts no host name; set it to "warn" or "yes" first`)
+			case useDNS:
+				o.names = &dnsNames{res: net.DefaultResolver, cache: map[string]dnsAnswer{}}
+			case lc.UseDNS != "no":
+				o.names = noNames{why: fmt.Sprintf("not resolved: the daemon would (use_dns = %q); pass --use-dns to resolve", lc.UseDNS)}
+			}
+			return explain(in, a.out, o, time.Now())
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per matched line and nothing else")
 	cmd.Flags().StringVar(&mode, "mode", "normal", `"normal" or "aggressive" (default: [login] mode)`)
 	cmd.Flags().StringVar(&rule, "rule", "", `only this rule: a [[login.rule]] name, or "sshd" for the built-in parser`)
+	cmd.Flags().BoolVar(&useDNS, "use-dns", false, `resolve the host names sshd wrote, as the daemon does with [login] use_dns = "warn" or "yes" (explain does no DNS without it)`)
 	cmd.Flags().BoolVar(&kernelLog, "kernel-log", false, "read kernel LOG lines and print the scan report (like psad -A)")
 	return cmd
 }
@@ -89,6 +102,9 @@ type explainLine struct {
 	// Prefix is the /64 also banned when the line's ban escalates.
 	Prefix  string `json:"prefix,omitempty"`
 	Ignored string `json:"ignored,omitempty"` // why the failure is not counted
+	// Host is the client's host name where sshd wrote one (UseDNS yes);
+	// IP is then the address it was counted for, or empty.
+	Host string `json:"host,omitempty"`
 }
 
 type explainOptions struct {
@@ -96,6 +112,50 @@ type explainOptions struct {
 	allow []netip.Prefix // [firewall] allow
 	rule  string         // "": every rule
 	json  bool
+	// names looks up the host names sshd wrote; nil: none is (use_dns
+	// "no", or no --use-dns: explain does no DNS unless asked).
+	names nameLooker
+}
+
+// nameLooker resolves a host name for explain.
+type nameLooker interface {
+	lookup(name string) ([]netip.Addr, error)
+}
+
+// noNames is explain without DNS: host names are shown, never counted.
+type noNames struct{ why string }
+
+func (n noNames) lookup(string) ([]netip.Addr, error) {
+	if n.why == "" {
+		return nil, errors.New(`not resolved (use_dns = "no"), not counted`)
+	}
+	return nil, errors.New(n.why)
+}
+
+// dnsNames resolves names with the system's resolver, each once, each
+// lookup bounded: explain reads a file once, and may wait for DNS.
+type dnsNames struct {
+	res   *net.Resolver
+	cache map[string]dnsAnswer
+}
+
+type dnsAnswer struct {
+	addrs []netip.Addr
+	err   error
+}
+
+func (d *dnsNames) lookup(name string) ([]netip.Addr, error) {
+	if a, ok := d.cache[name]; ok {
+		return a.addrs, a.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	addrs, err := d.res.LookupNetIP(ctx, "ip", name)
+	cancel()
+	if err != nil {
+		err = fmt.Errorf("does not resolve: %w", err)
+	}
+	d.cache[name] = dnsAnswer{addrs, err}
+	return addrs, err
 }
 
 // explainRule is one rule's matcher and what it found.
@@ -148,65 +208,114 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 	enc := json.NewEncoder(bw)
 	n := 0
 	var last time.Time // the last line's time, for lines without one
-	var ev authlog.Event
+	lineTime := func(t time.Time, ok bool) time.Time {
+		switch {
+		case ok && !t.IsZero():
+			last = t
+		case last.IsZero():
+			last = now // no timestamp yet: the lines are one burst
+		}
+		return last
+	}
+	// One joiner for the file, as the daemon keeps one per source.
+	jn := authlog.NewJoiner(authlog.JoinerConfig{Names: true})
+	var evs []authlog.Event
+	names := o.names
+	if names == nil {
+		names = noNames{}
+	}
+	handle := func(r *explainRule, ev *authlog.Event, t time.Time) error {
+		j := explainLine{Line: n, Rule: r.name, User: string(ev.User)}
+		if r.re == nil {
+			j.Kind = ev.Kind.String()
+		}
+		if !ev.Addr.IsValid() {
+			// A host name sshd wrote: counted only for the one address
+			// login.NameAddr allows, as the daemon does.
+			j.Host = string(ev.Host)
+			addrs, err := names.lookup(j.Host)
+			var a netip.Addr
+			why := ""
+			switch {
+			case err != nil:
+				why = "host name: " + err.Error()
+			default:
+				a, why = login.NameAddr(addrs, func(a netip.Addr) (string, bool) { return dry.Exempt(a, t) })
+				if why != "" {
+					why = "host name: " + why
+				}
+			}
+			if why != "" {
+				if !g.Counts(r.name, ev) {
+					return nil
+				}
+				r.matched++
+				if r.re == nil {
+					r.kinds[j.Kind]++
+				}
+				j.Ignored = why
+				r.ignored[why]++
+				if o.json {
+					return enc.Encode(j)
+				}
+				return nil
+			}
+			e := *ev
+			e.Addr, e.Host = a, nil
+			ev = &e
+		}
+		j.IP = ev.Addr.Unmap().String()
+		counted := g.Counted()
+		decs := g.Observe(r.name, ev, t)
+		if !g.Counts(r.name, ev) {
+			return nil // a login, or a kind this mode does not count
+		}
+		r.matched++
+		if r.re == nil {
+			r.kinds[j.Kind]++
+		}
+		if len(decs) == 1 && decs[0].Action == login.Skip {
+			j.Ignored = decs[0].Why
+			r.ignored[j.Ignored]++
+		} else if g.Counted() > counted {
+			r.failures[ev.Addr.Unmap()]++
+		} else {
+			r.epilogues++
+		}
+		for _, b := range dry.Apply(decs, t) {
+			r.bans = append(r.bans, b.Prefix)
+			if b.Escalation {
+				j.Prefix = b.Prefix.String()
+			} else {
+				j.WouldBan = true
+			}
+		}
+		if o.json {
+			return enc.Encode(j)
+		}
+		return nil
+	}
 	for sc.Scan() {
 		n++
 		line := sc.Bytes()
-		lineTime := func(t time.Time, ok bool) time.Time {
-			switch {
-			case ok && !t.IsZero():
-				last = t
-			case last.IsZero():
-				last = now // no timestamp yet: the lines are one burst
-			}
-			return last
-		}
 		for _, r := range rules {
-			var t time.Time
 			if r.re == nil {
-				if !authlog.ParseSSHD(line, &ev) && !authlog.ParseSSHDMessage(line, &ev) {
-					continue
+				// The joiner's clock is the log's: the last line's time.
+				evs = jn.LineOrMessage(line, lineTime(time.Time{}, false), evs[:0])
+				for i := range evs {
+					if err := handle(r, &evs[i], lineTime(authlog.InferYear(evs[i].Time, now), true)); err != nil {
+						return err
+					}
 				}
-				t = lineTime(authlog.InferYear(ev.Time, now), true)
-			} else {
-				a, user, ok := r.re.MatchUser(line)
-				if !ok {
-					continue
-				}
-				ev = authlog.Event{Addr: a, User: user, Count: 1}
-				t = lineTime(kernlog.Time(line, now))
+				continue
 			}
-			counted := g.Counted()
-			decs := g.Observe(r.name, &ev, t)
-			if !g.Counts(r.name, &ev) {
-				continue // a login, or a kind this mode does not count
+			a, user, ok := r.re.MatchUser(line)
+			if !ok {
+				continue
 			}
-			r.matched++
-			j := explainLine{Line: n, Rule: r.name, IP: ev.Addr.Unmap().String(), User: string(ev.User)}
-			if r.re == nil {
-				j.Kind = ev.Kind.String()
-				r.kinds[j.Kind]++
-			}
-			if len(decs) == 1 && decs[0].Action == login.Skip {
-				j.Ignored = decs[0].Why
-				r.ignored[j.Ignored]++
-			} else if g.Counted() > counted {
-				r.failures[ev.Addr.Unmap()]++
-			} else {
-				r.epilogues++
-			}
-			for _, b := range dry.Apply(decs, t) {
-				r.bans = append(r.bans, b.Prefix)
-				if b.Escalation {
-					j.Prefix = b.Prefix.String()
-				} else {
-					j.WouldBan = true
-				}
-			}
-			if o.json {
-				if err := enc.Encode(j); err != nil {
-					return err
-				}
+			ev := authlog.Event{Addr: a, User: user, Count: 1}
+			if err := handle(r, &ev, lineTime(kernlog.Time(line, now))); err != nil {
+				return err
 			}
 		}
 	}

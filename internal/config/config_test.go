@@ -55,7 +55,7 @@ func TestDefaults(t *testing.T) {
 		Login: Login{
 			Enabled: true, Sources: []string{"auto"}, Mode: "normal", MaxRetry: 5,
 			FindTime: 10 * time.Minute, BanTime: time.Hour, BanTimeMultiplier: 2, MaxBanTime: 7 * 24 * time.Hour,
-			ForgetOnSuccess: true, MaxTracked: 1_000_000,
+			ForgetOnSuccess: true, MaxTracked: 1_000_000, UseDNS: "no",
 		},
 	}
 	if got := mustParse(t, ""); !reflect.DeepEqual(got, want) {
@@ -230,6 +230,8 @@ func TestParseErrors(t *testing.T) {
 		{"rule named sshd", "[[login.rule]]\nname = \"sshd\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n", `line 2: login.rule[0].name "sshd": "sshd" names the built-in sshd parser`},
 		{"rules of one name that disagree", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/y.log\"\npattern = '^y <HOST>$'\nmax_retry = 9\n", `line 6: login.rule[1].name "x": another [[login.rule]] of this name has other max_retry, find_time, ban_time or ports`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
+		{"use_dns value", "[login]\nmode = \"normal\"\nuse_dns = \"maybe\"\n", `line 3: login.use_dns "maybe": want "no", "warn" or "yes"`},
+		{"use_dns type", "[login]\nuse_dns = false\n", `line 2: login.use_dns`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
 		{"metrics on a host name", "\n[metrics]\nlisten = \"localhost:9733\"\n", `line 3: metrics.listen "localhost:9733": want an IP address and port`},
@@ -747,9 +749,9 @@ func render(c *Config) string {
 	for _, p := range l.Ignore {
 		ign = append(ign, q(p.String()))
 	}
-	fmt.Fprintf(&b, "[login]\nenabled = %t\nsources = %s\nmode = %s\nmax_retry = %d\nfind_time = %s\nban_time = %s\nban_time_multiplier = %s\nmax_ban_time = %s\nignore = %s\nipv6_prefix_after = %d\nforget_on_success = %t\nmax_tracked = %d\n",
+	fmt.Fprintf(&b, "[login]\nenabled = %t\nsources = %s\nmode = %s\nmax_retry = %d\nfind_time = %s\nban_time = %s\nban_time_multiplier = %s\nmax_ban_time = %s\nignore = %s\nipv6_prefix_after = %d\nforget_on_success = %t\nmax_tracked = %d\nuse_dns = %s\n",
 		l.Enabled, list(srcs), q(l.Mode), l.MaxRetry, q(l.FindTime.String()), q(l.BanTime.String()),
-		strconv.FormatFloat(l.BanTimeMultiplier, 'g', -1, 64), q(l.MaxBanTime.String()), list(ign), l.IPv6PrefixAfter, l.ForgetOnSuccess, l.MaxTracked)
+		strconv.FormatFloat(l.BanTimeMultiplier, 'g', -1, 64), q(l.MaxBanTime.String()), list(ign), l.IPv6PrefixAfter, l.ForgetOnSuccess, l.MaxTracked, q(l.UseDNS))
 	for _, r := range l.Rules {
 		fmt.Fprintf(&b, "[[login.rule]]\nname = %s\nsource = %s\npattern = %s\n", q(r.Name), q(r.Source), q(r.Pattern))
 		if r.MaxRetry > 0 {

@@ -29,6 +29,7 @@ type Login struct {
 	IPv6PrefixAfter   int            // ipv6_prefix_after: ban the /64 once this many of its addresses are banned (0: never)
 	ForgetOnSuccess   bool           // forget_on_success: a successful login clears the address's failures
 	MaxTracked        int            // max_tracked: addresses counted at once; the least recently seen are evicted
+	UseDNS            string         // use_dns: "no", "warn" or "yes", fail2ban's usedns: what to do with host names sshd writes (UseDNS yes)
 	Rules             []LoginRule    // rule: patterns for other services
 }
 
@@ -47,6 +48,11 @@ type LoginRule struct {
 
 var loginModeValues = []string{"normal", "aggressive"}
 
+// loginUseDNSValues are fail2ban's usedns values. "no" is the default: the
+// client controls its reverse DNS, and so the name sshd writes and which
+// addresses it resolves to (docs/login-parser.md, "Host names").
+var loginUseDNSValues = []string{"no", "warn", "yes"}
+
 func defaultLogin() Login {
 	return Login{
 		Enabled:           true,
@@ -59,6 +65,7 @@ func defaultLogin() Login {
 		MaxBanTime:        7 * 24 * time.Hour,
 		ForgetOnSuccess:   true,
 		MaxTracked:        1_000_000,
+		UseDNS:            "no",
 	}
 }
 
@@ -98,6 +105,7 @@ var loginKeys = []key{
 			d.cfg.Login.MaxTracked = int(n)
 		}
 	}},
+	{"use_dns", func(d *decoder, p string, v any) { d.enum(p, v, loginUseDNSValues, &d.cfg.Login.UseDNS) }},
 	{"rule", func(d *decoder, p string, v any) {
 		d.cfg.Login.Rules = nil
 		d.tables(p, v, loginRuleKeys, func() { d.cfg.Login.Rules = append(d.cfg.Login.Rules, LoginRule{}) })
@@ -199,6 +207,9 @@ func (l *Login) problems() []problem {
 	}
 	if !slices.Contains(loginModeValues, l.Mode) {
 		bad("login.mode", q(l.Mode), "want %s", quotedOr(loginModeValues))
+	}
+	if !slices.Contains(loginUseDNSValues, l.UseDNS) {
+		bad("login.use_dns", q(l.UseDNS), "want %s", quotedOr(loginUseDNSValues))
 	}
 	if l.MaxRetry < 1 {
 		bad("login.max_retry", strconv.Itoa(l.MaxRetry), "want at least 1")

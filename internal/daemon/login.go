@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -43,12 +45,117 @@ type loginGuard struct {
 	banned   int
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
+
+	// names resolves the host names sshd writes with UseDNS yes, when
+	// [login] use_dns is "warn" or "yes"; nil for "no".
+	names *nameResolver
+	// Host-name events by outcome (under mu): not resolved (use_dns "no"),
+	// resolved but not counted (login.NameAddr's rule), counted.
+	namesIgnored, namesRefused, namesCounted uint64
 }
 
 func newLoginGuard(cfg config.Login, log *slog.Logger, bans loginBans) *loginGuard {
 	g := &loginGuard{cfg: cfg, log: log, bans: bans}
 	g.det = login.New(cfg, loginPolicy{g})
+	if cfg.UseDNS == "warn" || cfg.UseDNS == "yes" {
+		g.names = newNameResolver(net.DefaultResolver, time.Now)
+	}
 	return g
+}
+
+// newJoiner is the joiner of one log source (docs/login-parser.md): it
+// ties together the lines sshd writes about one connection. It always
+// reports host names, so that use_dns "no" can count them in status.
+func newJoiner() *authlog.Joiner { return authlog.NewJoiner(authlog.JoinerConfig{Names: true}) }
+
+// fileLine handles one line of a followed syslog file through the file's
+// joiner. Called only from that file's goroutine.
+func (g *loginGuard) fileLine(j *authlog.Joiner, evs []authlog.Event, line []byte, now time.Time) []authlog.Event {
+	evs = j.Line(line, now, evs[:0])
+	g.joined(evs, now, true)
+	return evs
+}
+
+// journalMessage handles one journal message of sshd through the
+// journal's joiner. Called only from the journal's goroutine.
+func (g *loginGuard) journalMessage(j *authlog.Joiner, evs []authlog.Event, msg []byte, pid uint32, now time.Time) []authlog.Event {
+	evs = j.Message(msg, pid, now, evs[:0])
+	g.joined(evs, now, false)
+	return evs
+}
+
+// joined hands a joiner's events to the guard: those with an address as
+// the source's own lines (a file's through its trust checks), those with
+// only a host name to use_dns.
+func (g *loginGuard) joined(evs []authlog.Event, now time.Time, fromFile bool) {
+	for i := range evs {
+		ev := &evs[i]
+		switch {
+		case !ev.Addr.IsValid():
+			g.hostName(ev, now, fromFile)
+		case fromFile:
+			g.sshdFromFile(ev, now)
+		default:
+			g.sshd(ev, now)
+		}
+	}
+}
+
+// hostName handles an event whose client sshd wrote as a host name. With
+// use_dns "no" it is counted in status only; otherwise the name is looked
+// up off this goroutine (resolve never blocks) and the event counts, as the
+// source's own, for the one address login.NameAddr allows, if any.
+func (g *loginGuard) hostName(ev *authlog.Event, now time.Time, fromFile bool) {
+	if len(ev.Host) == 0 {
+		return
+	}
+	if g.names == nil {
+		g.mu.Lock()
+		g.namesIgnored++
+		g.mu.Unlock()
+		g.log.Debug("login failure by host name not counted (use_dns = \"no\")", "host", string(ev.Host), "kind", ev.Kind)
+		return
+	}
+	// The event may wait for a lookup: it must not alias the line.
+	e := *ev
+	e.User, e.Host = bytes.Clone(ev.User), nil
+	host := string(ev.Host)
+	if !g.names.resolve(host, func(addrs []netip.Addr, err error) { g.resolvedName(host, &e, addrs, err, now, fromFile) }) {
+		g.log.Debug("login failure by host name dropped: too many names waiting for DNS", "host", host)
+	}
+}
+
+// resolvedName counts a host-name event once its name is looked up.
+func (g *loginGuard) resolvedName(host string, ev *authlog.Event, addrs []netip.Addr, err error, now time.Time, fromFile bool) {
+	a, why := netip.Addr{}, ""
+	if err != nil {
+		why = "the name does not resolve: " + err.Error()
+	} else {
+		a, why = login.NameAddr(addrs, func(a netip.Addr) (string, bool) { return loginPolicy{g}.Exempt(a, now) })
+	}
+	g.mu.Lock()
+	if why != "" {
+		g.namesRefused++
+	} else {
+		g.namesCounted++
+	}
+	g.mu.Unlock()
+	if why != "" {
+		g.log.Info("login failure by host name not counted", "host", host, "kind", ev.Kind, "why", why)
+		return
+	}
+	if g.cfg.UseDNS == "warn" {
+		// fail2ban's "warn": the name counts, and the admin hears that the
+		// client chose what it resolves to.
+		g.log.Warn("counting a login failure by the address of a host name sshd wrote; the client controls its DNS (use_dns = \"warn\")", "host", host, "addr", a, "kind", ev.Kind)
+	}
+	e := *ev
+	e.Addr = a
+	if fromFile {
+		g.sshdFromFile(&e, now)
+	} else {
+		g.sshd(&e, now)
+	}
 }
 
 // loginPolicy answers the login guard's questions from the ban manager and
@@ -107,10 +214,22 @@ type LoginStatus struct {
 	Events   uint64        `json:"events"`   // failures counted since start
 	TopUsers []UserAttempt `json:"top_users,omitempty"`
 
+	// Names counts events whose client sshd wrote as a host name.
+	Names NameStatus `json:"names"`
+
 	// Unverified counts sshd lines from syslog files not counted: the
 	// kernel saw no handshake behind them (or, for Accepted, no connection
 	// held by a logged-in sshd process).
 	Unverified uint64 `json:"unverified_lines"`
+}
+
+// NameStatus is what became of the host names sshd wrote ([login] use_dns).
+type NameStatus struct {
+	UseDNS      string `json:"use_dns"`
+	NotResolved uint64 `json:"not_resolved"` // use_dns "no": names not resolved, nothing counted
+	NotCounted  uint64 `json:"not_counted"`  // resolved to none, several or a protected address, or failed
+	Counted     uint64 `json:"counted"`      // resolved to the one address counted
+	NameStats
 }
 
 // UserAttempt is a user name and how often it was tried.
@@ -120,8 +239,12 @@ func (g *loginGuard) status(sources []string) LoginStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s := g.det.Status()
+	ns := NameStatus{UseDNS: g.cfg.UseDNS, NotResolved: g.namesIgnored, NotCounted: g.namesRefused, Counted: g.namesCounted}
+	if g.names != nil {
+		ns.NameStats = g.names.statsNow()
+	}
 	return LoginStatus{Enabled: true, Sources: sources, Counting: s.Counting, Banned: g.banned, Events: s.Events,
-		TopUsers: s.TopUsers, Unverified: g.trust.unverified}
+		TopUsers: s.TopUsers, Unverified: g.trust.unverified, Names: ns}
 }
 
 // sshdLoggingTimeout bounds the sshd -T that loginSources runs: the daemon
@@ -192,6 +315,9 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	d.mu.Unlock()
 	g.trust.peers = &d.peers
 	g.trust.conns = func() map[connKey]bool { return sshdConns(ports) }
+	if g.names != nil {
+		wg.Go(func() { g.names.run(ctx, nameWorkers) })
+	}
 	rechecking := false
 	for _, src := range sources {
 		if src == "journal" {
@@ -203,12 +329,13 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 			rechecking = true
 			wg.Go(func() { g.recheckAccepts(ctx, d.now) })
 		}
+		// One joiner per file, kept across restarts of its follower,
+		// used only by its goroutine: files do not share PIDs.
+		j := newJoiner()
+		var evs []authlog.Event
 		run(src, func(ctx context.Context) error {
 			return d.followFile(ctx, src, func(line []byte, now time.Time) {
-				var ev authlog.Event
-				if authlog.ParseSSHD(line, &ev) {
-					g.sshdFromFile(&ev, now)
-				}
+				evs = g.fileLine(j, evs, line, now)
 			})
 		})
 	}
@@ -319,12 +446,11 @@ func (d *Daemon) followJournal(ctx context.Context, g *loginGuard) error {
 		}
 	})
 	defer func() { cancel(); wait() }()
-	j := authlog.NewJournalFollower(cursor, func(err error) { d.log.Warn("journal", "err", err) })
-	return j.Run(ctx, func(msg []byte, cur string) error {
-		var ev authlog.Event
-		if authlog.ParseSSHDMessage(msg, &ev) {
-			g.sshd(&ev, d.now())
-		}
+	f := authlog.NewJournalFollower(cursor, func(err error) { d.log.Warn("journal", "err", err) })
+	j := newJoiner()
+	var evs []authlog.Event
+	return f.RunPID(ctx, func(msg []byte, pid uint32, cur string) error {
+		evs = g.journalMessage(j, evs, msg, pid, d.now())
 		set(cur)
 		return nil
 	})

@@ -91,6 +91,24 @@ max_retry = 2
 		fmt.Fprintf(&auth, "%s h sshd[9%d]: Failed password for root from 198.51.100.77 port %d ssh2\n", stamp, i, 50000+i)
 		fmt.Fprintf(&auth, "%s h sshd[9%d]: Connection closed by authenticating user root 198.51.100.77 port %d [preauth]\n", stamp, i, 50000+i)
 	}
+	// Failures sshd spreads over lines of one PID, which only the
+	// joiner (one per followed file, one in explain) attributes.
+	for i := range 4 {
+		pid := 7100 + 10*i
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Connection from 198.51.100.62 port %d on 10.210.0.1 port 22\n", stamp, pid, 52000+i)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Disconnecting: Too many authentication failures for admin [preauth]\n", stamp, pid)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Disconnecting: Too many authentication failures for root [preauth]\n", stamp, pid+1)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Connection closed by 198.51.100.61 [preauth]\n", stamp, pid+1)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: error: kex_exchange_identification: Connection closed by remote host\n", stamp, pid+2)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Connection closed by 198.51.100.65 port %d\n", stamp, pid+2, 53000+i)
+		// A reused PID: .63's connection ended, the failure is .64's.
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Connection from 198.51.100.63 port %d on 10.210.0.1 port 22\n", stamp, pid+3, 54000+i)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Connection closed by 198.51.100.63 port %d\n", stamp, pid+3, 54000+i)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Disconnecting: Too many authentication failures for root [preauth]\n", stamp, pid+3)
+		fmt.Fprintf(&auth, "%s h sshd[%d]: Connection closed by 198.51.100.64 port %d\n", stamp, pid+3, 55000+i)
+		// A host name (UseDNS yes): use_dns "no" counts it nowhere.
+		fmt.Fprintf(&auth, "%s h sshd[%d]: User root from one.example not allowed because not listed in AllowUsers\n", stamp, pid+4)
+	}
 	fmt.Fprintf(&app, "%s web myapp[7]: auth failure for bob from 198.51.100.80\n", stamp)
 	fmt.Fprintf(&app, "%s web myapp[7]: auth failure for x from 198.51.100.81 from 198.51.100.82\n", stamp)
 	fmt.Fprintf(&app, "%s web myapp[7]: auth failure for bob from 198.51.100.80\n", stamp)
@@ -150,14 +168,17 @@ max_retry = 2
 	if !slices.Equal(daemonBans, explainBans) {
 		t.Fatalf("the daemon banned %v, explain would ban %v", daemonBans, explainBans)
 	}
-	for _, want := range []string{"203.0.113.11", "198.51.100.80"} {
+	for _, want := range []string{"203.0.113.11", "198.51.100.80", "198.51.100.61", "198.51.100.62", "198.51.100.64", "198.51.100.65"} {
 		if !slices.Contains(daemonBans, want) {
 			t.Errorf("%s was not banned: the comparison proves little", want)
 		}
 	}
-	for _, never := range []string{"203.0.113.16", "198.51.100.77", "198.51.100.82"} {
+	for _, never := range []string{"203.0.113.16", "198.51.100.77", "198.51.100.82", "198.51.100.63"} {
 		if slices.Contains(daemonBans, never) {
-			t.Errorf("%s was banned (in [login] ignore, three one-attempt connections, or forged in the user field)", never)
+			t.Errorf("%s was banned (in [login] ignore, three one-attempt connections, forged in the user field, or an earlier client of a reused PID)", never)
 		}
+	}
+	if st := h.status(t); st.Login == nil || st.Login.Names.NotResolved < 4 {
+		t.Errorf("status does not count our 4 host names (and the test logs') as not resolved: %+v", st.Login)
 	}
 }
