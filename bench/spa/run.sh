@@ -89,7 +89,6 @@ probe "moat | SPA, IPv4, flood at the maximum (2 senders)" 4 0 max
 if [ "${V6:-1}" != 0 ]; then
 	probe "moat | SPA, IPv6" 6 "$pps"
 fi
-echo "moat's own counts: $("$work/moat" --config "$work/moat.toml" status --json | tr -d '\n' | grep -o '"spa":{[^}]*}[^}]*}')" >>"$work/detail"
 
 echo "| tool | mode | flood at the server (datagrams/s) | opened | datagram to grant, p50 / p99 | RSS during the run (peak since start) | CPU, % of one core |"
 echo "|---|---|---|---|---|---|---|"
