@@ -169,6 +169,9 @@ func (a *app) configCmd() *cobra.Command {
 			// admin installing over SSH keeps the session and the way back.
 			if s, ok := firewall.ParseSSHConnection(callerSession()); ok {
 				if why := firewall.CutsOff(ld.Cfg.Firewall, daemon.SSHPorts(cmd.Context(), nil), nil, s); why != "" {
+					// CutsOff speaks to apply and ban add, which take --force;
+					// config check has none to offer.
+					why = strings.TrimSuffix(why, ", or use --force if you are sure")
 					return fmt.Errorf("%s would cut off the SSH session this runs in: %s", ld.Source, why)
 				}
 				fmt.Fprintf(a.out, "%s: ok; the SSH session this runs in (from %s) keeps its access\n", ld.Source, s.Client)
