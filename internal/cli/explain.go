@@ -265,6 +265,15 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 			ev = &e
 		}
 		j.IP = ev.Addr.Unmap().String()
+		if ev.Kind == authlog.Accepted {
+			// The daemon honors an Accepted line from a log file only
+			// while a logged-in sshd holds that very connection (a forged
+			// line would otherwise make its address immune); for a log
+			// read afterwards that is never, so explain does not either:
+			// the login forgets nothing. (fail2ban's sshd sample made
+			// the two disagree on 192.0.2.1.)
+			return nil
+		}
 		counted := g.Counted()
 		decs := g.Observe(r.name, ev, t)
 		if !g.Counts(r.name, ev) {
