@@ -9,9 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -486,10 +490,31 @@ func until(t *time.Time) string {
 func (a *app) statusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the daemon, the firewall and the bans",
-		Args:  cobra.NoArgs,
+		Use:   "status [ADDR]",
+		Short: "Show the daemon, the firewall and the bans; with ADDR, all moat knows and did about that address",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				ad, err := netip.ParseAddr(args[0])
+				if err != nil {
+					return usageError{fmt.Errorf("status %q: want an address like 203.0.113.7 or 2001:db8::7", args[0])}
+				}
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				var st daemon.AddrStatus
+				if err := c.Call(cmd.Context(), http.MethodGet, daemon.RouteAddr+"?addr="+url.QueryEscape(ad.String()), nil, &st); err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(a.out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(st)
+				}
+				printAddrStatus(a.out, st)
+				return nil
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -509,6 +534,52 @@ func (a *app) statusCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printAddrStatus is one address's story, one section per guard.
+func printAddrStatus(w io.Writer, st daemon.AddrStatus) {
+	fmt.Fprintf(w, "address:   %s\n", st.Addr)
+	switch {
+	case len(st.Bans) == 0:
+		fmt.Fprintln(w, "banned:    no")
+	default:
+		for _, b := range st.Bans {
+			until := "until `moat ban del`"
+			if b.Expires != nil {
+				until = "until " + b.Expires.Local().Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(w, "banned:    %s by %s %s (ban number %d): %s\n", b.Addr, b.Origin, until, b.Count, b.Reason)
+		}
+	}
+	for _, al := range st.Allowed {
+		fmt.Fprintf(w, "allowed:   by %s (never banned, reaches every port)\n", al)
+	}
+	if st.Protected != "" {
+		fmt.Fprintf(w, "protected: %s: no guard bans it\n", st.Protected)
+	}
+	if len(st.Login) == 0 {
+		fmt.Fprintln(w, "login:     no failures being counted")
+	}
+	for _, rule := range slices.Sorted(maps.Keys(st.Login)) {
+		fmt.Fprintf(w, "login:     %d failures being counted (%s)\n", st.Login[rule], rule)
+	}
+	if s := st.Scan; s != nil {
+		state := "window ended"
+		if s.Active {
+			state = "in its window"
+		}
+		fmt.Fprintf(w, "scan:      danger level %d, %d probes to %d ports (%d-%d) on %d local addresses, %s; types %s; first %s, last %s (%s)\n",
+			s.Level, s.Packets, s.Ports, s.PortLow, s.PortHigh, s.LocalAddrs, strings.Join(s.Protocols, "/"), strings.Join(s.Types, ", "),
+			s.First.Local().Format("15:04:05"), s.Last.Local().Format("15:04:05"), state)
+	} else {
+		fmt.Fprintln(w, "scan:      not tracked")
+	}
+	for _, g := range st.Grants {
+		fmt.Fprintf(w, "grant:     %s open through %s for %.0fs more\n", g.Port, g.Door, g.Seconds)
+	}
+	for _, e := range st.Events {
+		fmt.Fprintf(w, "door:      %s %s %s (%s)\n", e.At.Local().Format("2006-01-02 15:04:05"), e.Door, e.Action, e.Why)
+	}
 }
 
 func printStatus(w io.Writer, st daemon.Status) {

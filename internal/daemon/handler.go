@@ -18,6 +18,7 @@ import (
 func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+RouteStatus, d.status)
+	mux.HandleFunc("GET "+RouteAddr, d.addrStatus)
 	mux.HandleFunc("GET "+RouteBans, func(w http.ResponseWriter, r *http.Request) {
 		out := []EntryJSON{}
 		for _, e := range d.bans.List(d.now()) {

@@ -312,3 +312,15 @@ func (g *Guard) LoadSnapshot(rule string, b []byte, now time.Time) error {
 	}
 	return c.LoadSnapshot(b, now)
 }
+
+// Failures are a's failures being counted now, by rule (SSHD or a
+// [[login.rule]] name); rules with none are left out.
+func (g *Guard) Failures(a netip.Addr, now time.Time) map[string]int {
+	out := map[string]int{}
+	for name, c := range g.counters {
+		if n := c.Count(a.Unmap(), now); n > 0 {
+			out[name] = n
+		}
+	}
+	return out
+}

@@ -250,3 +250,14 @@ func (t *topK[T]) sorted() []T {
 	})
 	return t.h
 }
+
+// Source reports what is known of one source, as Report reports the top
+// ones; false when it is not tracked.
+func (d *Detector) Source(a netip.Addr, now time.Time) (SourceReport, bool) {
+	k := a.Unmap().As16()
+	i := d.table.find(&k)
+	if i == none {
+		return SourceReport{}, false
+	}
+	return d.sourceReport(d.at(i), now.UnixNano()), true
+}
