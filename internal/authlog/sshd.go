@@ -1011,31 +1011,38 @@ func parsePreauthClose(b []byte, ev *Event) bool {
 // comes after the address, the address is read from the front, right after
 // sshd's fixed text.
 func parseLeadingAddrPort(b []byte, sep string, ev *Event) ([]byte, bool) {
+	a, port, rest, ok := leadingAddrPort(b)
+	if !ok {
+		return nil, false
+	}
+	if rest, ok = cutPrefix(rest, sep); !ok {
+		return nil, false
+	}
+	ev.Addr, ev.Port = a, port
+	return rest, true
+}
+
+// leadingAddrPort reads "A port P" at the start of b and returns what
+// follows the port's digits.
+func leadingAddrPort(b []byte) (a netip.Addr, port uint16, rest []byte, ok bool) {
 	sp := bytes.IndexByte(b, ' ')
 	if sp <= 0 {
-		return nil, false
+		return a, 0, nil, false
 	}
-	a, ok := parseAddr(b[:sp])
-	if !ok {
-		return nil, false
+	if a, ok = parseAddr(b[:sp]); !ok {
+		return a, 0, nil, false
 	}
-	rest, ok := cutPrefix(b[sp:], " port ")
-	if !ok {
-		return nil, false
+	if rest, ok = cutPrefix(b[sp:], " port "); !ok {
+		return a, 0, nil, false
 	}
 	i := 0
 	for i < len(rest) && isDigit(rest[i]) {
 		i++
 	}
-	port, ok := parsePort(rest[:i])
-	if !ok {
-		return nil, false
+	if port, ok = parsePort(rest[:i]); !ok {
+		return a, 0, nil, false
 	}
-	if rest, ok = cutPrefix(rest[i:], sep); !ok {
-		return nil, false
-	}
-	ev.Addr, ev.Port = a, port
-	return rest, true
+	return a, port, rest[i:], true
 }
 
 // parseNoMatch parses "A port P: no matching X found. Their offer: ..."
@@ -1123,28 +1130,12 @@ func parseClose(b []byte, ev *Event) parseResult {
 // parseLeadingAddrPortEnd parses "A port P" at the start of b, ended by
 // the end of b or a space, and returns what follows.
 func parseLeadingAddrPortEnd(b []byte, ev *Event) ([]byte, bool) {
-	sp := bytes.IndexByte(b, ' ')
-	if sp <= 0 {
-		return nil, false
-	}
-	a, ok := parseAddr(b[:sp])
-	if !ok {
-		return nil, false
-	}
-	rest, ok := cutPrefix(b[sp:], " port ")
-	if !ok {
-		return nil, false
-	}
-	i := 0
-	for i < len(rest) && isDigit(rest[i]) {
-		i++
-	}
-	port, ok := parsePort(rest[:i])
-	if !ok || i < len(rest) && rest[i] != ' ' {
+	a, port, rest, ok := leadingAddrPort(b)
+	if !ok || len(rest) > 0 && rest[0] != ' ' {
 		return nil, false
 	}
 	ev.Addr, ev.Port = a, port
-	return rest[i:], true
+	return rest, true
 }
 
 // parseRefused parses "CLIENT (A)" after "refused connect from ".

@@ -91,22 +91,8 @@ func (r *rsyslog) write(t *testing.T, tag, msg string) {
 // its own mount namespace, on a private /dev whose log is r's socket.
 func startSSHDSyslog(t *testing.T, h *host, r *rsyslog) *sshServer {
 	t.Helper()
-	s, dir := sshdFiles(t, h)
+	s := startSSHDDevLog(t, h, r.sock)
 	s.log = r.log
-	realDev := filepath.Join(dir, "realdev")
-	if err := os.MkdirAll(realDev, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	script := fmt.Sprintf(`set -e
-mount --bind /dev %[1]s
-mount -t tmpfs -o mode=755 moat-test-dev /dev
-for n in null zero full random urandom tty; do touch /dev/$n; mount --bind %[1]s/$n /dev/$n; done
-ln -s %[2]s /dev/log
-umount -l %[1]s
-exec /usr/sbin/sshd -D -f %[3]s
-`, realDev, r.sock, filepath.Join(dir, "sshd_config"))
-	h.server.Start(t, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
-	waitSSHD(t, h)
 	return s
 }
 

@@ -44,40 +44,51 @@ func sendUDP(t *testing.T, h *host, src, dst netip.Addr, b []byte) {
 	}
 }
 
+// spaLab sets h up for moat's SPA: a server key and one client, "laptop",
+// made with moat spa keygen in h.dir, and the config: open, then top
+// (more [firewall] keys and tables), [spa] with spaExtra, and the
+// client's table with clientExtra.
+type spaLab struct {
+	h                              *host
+	serverPub, clientKey, datagram string
+}
+
+func newSPALab(t *testing.T, h *host, top, spaExtra, clientExtra string) *spaLab {
+	t.Helper()
+	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
+	l := &spaLab{h: h, clientKey: clientKey, datagram: filepath.Join(h.dir, "datagram")}
+	l.serverPub = strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
+	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n%s\n\n[spa]\nkey_file = %q\n%s\n\n[[spa.client]]\nname = \"laptop\"\nkey = %q\n%s\n",
+		openPort, top, serverKey, spaExtra, clientPub, clientExtra))
+	return l
+}
+
+// send runs moat spa send from the client namespace to dst, asking for
+// tcp/closedPort, and keeps the datagram in l.datagram.
+func (l *spaLab) send(t *testing.T, dst netip.Addr, extra ...string) {
+	t.Helper()
+	args := append([]string{moatBin, "spa", "send", "--key", l.clientKey, "--server-key", l.serverPub,
+		"--port", fmt.Sprintf("tcp/%d", closedPort), "--save", l.datagram}, extra...)
+	if out, err := l.h.client.RunErr(append(args, dst.String())...); err != nil {
+		t.Fatalf("moat spa send: %v\n%s", err, out)
+	}
+}
+
 // moat's own SPA client opens a port for its address only, over IPv4 and
 // IPv6, for the time asked; a captured datagram resent (from the same or
 // another address), or with one bit flipped, opens nothing and is counted
 // by its reason; and the replay is still refused after a restart.
 func TestSPAOpensForTheSenderOnly(t *testing.T) {
 	h := newHost(t, "")
-	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
-	serverPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
-	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
-	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
-
-[spa]
-key_file = %q
-
-[[spa.client]]
-name = "laptop"
-key = %q
-ports = ["tcp/%d"]
-max_duration = "1h"
-`, openPort, serverKey, clientPub, closedPort))
+	l := newSPALab(t, h, "", "", fmt.Sprintf("ports = [\"tcp/%d\"]\nmax_duration = \"1h\"", closedPort))
 	second4 := h.link.Host4(3)
 	h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(second4, 24))
 	h.start()
 	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
 
-	saved := filepath.Join(h.dir, "datagram")
-	send := func(dst netip.Addr, extra ...string) {
-		t.Helper()
-		args := append([]string{moatBin, "spa", "send", "--key", clientKey, "--server-key", serverPub,
-			"--port", fmt.Sprintf("tcp/%d", closedPort), "--save", saved}, extra...)
-		if out, err := h.client.RunErr(append(args, dst.String())...); err != nil {
-			t.Fatalf("moat spa send: %v\n%s", err, out)
-		}
-	}
+	send := func(dst netip.Addr, extra ...string) { t.Helper(); l.send(t, dst, extra...) }
+	saved := l.datagram
 	send(h.link.A4, "--for", "3s")
 	h.eventually("the SPA grant", h.link.B4, closedPort, netnstest.Connected)
 	h.expect(second4, closedPort, netnstest.TimedOut)
@@ -133,23 +144,7 @@ func TestSPAPortLooksLikeAClosedPort(t *testing.T) {
 	for _, resp := range []string{"drop", "reject"} {
 		t.Run(resp, func(t *testing.T) {
 			h := newHost(t, "")
-			serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
-			h.moat("spa", "keygen", "--out", serverKey)
-			clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
-			h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
-closed_response = %q
-
-[scan]
-enabled = false
-
-[spa]
-key_file = %q
-
-[[spa.client]]
-name = "laptop"
-key = %q
-ports = ["tcp/%d"]
-`, openPort, resp, serverKey, clientPub, closedPort))
+			newSPALab(t, h, fmt.Sprintf("closed_response = %q\n\n[scan]\nenabled = false", resp), "", fmt.Sprintf("ports = [\"tcp/%d\"]", closedPort))
 			h.start()
 			wait := 300 * time.Millisecond
 			for _, src := range []netip.Addr{h.link.B4, h.link.B6} {
@@ -173,30 +168,14 @@ ports = ["tcp/%d"]
 func TestSSHThroughSPAProxy(t *testing.T) {
 	h := newHost(t, "")
 	s := startSSHD(t, h)
-	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
-	serverPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
-	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
-	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
-
-[login]
-enabled = false
-
-[spa]
-key_file = %q
-
-[[spa.client]]
-name = "laptop"
-key = %q
-ports = ["tcp/22"]
-max_duration = "1m"
-`, openPort, serverKey, clientPub))
+	l := newSPALab(t, h, "\n[login]\nenabled = false", "", "ports = [\"tcp/22\"]\nmax_duration = \"1m\"")
 	h.start()
 	h.expect(h.link.B4, 22, netnstest.TimedOut)
 	ssh := func(proxy bool) (string, error) {
 		args := []string{"netns", "exec", h.client.Name, "ssh", "-l", "root", "-i", s.key, "-o", "BatchMode=yes",
 			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR"}
 		if proxy {
-			args = append(args, "-o", fmt.Sprintf("ProxyCommand=%s spa proxy --key %s --server-key '%s' %%h %%p", moatBin, clientKey, serverPub))
+			args = append(args, "-o", fmt.Sprintf("ProxyCommand=%s spa proxy --key %s --server-key '%s' %%h %%p", moatBin, l.clientKey, l.serverPub))
 		}
 		out, err := exec.Command("ip", append(args, h.link.A4.String(), "echo", "through-the-moat")...).CombinedOutput()
 		return string(out), err
@@ -215,30 +194,10 @@ max_duration = "1m"
 // 5s), the captured one included, and then accepts fresh ones again.
 func TestSPAAfterACrashRefusesForOneWindow(t *testing.T) {
 	h := newHost(t, "")
-	serverKey, clientKey := filepath.Join(h.dir, "server.key"), filepath.Join(h.dir, "client.key")
-	serverPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", serverKey))
-	clientPub := strings.TrimSpace(h.moat("spa", "keygen", "--out", clientKey))
-	h.writeConfig(fmt.Sprintf(`open = ["tcp/%d"]
-
-[spa]
-key_file = %q
-window = "5s"
-
-[[spa.client]]
-name = "laptop"
-key = %q
-ports = ["tcp/%d"]
-max_duration = "2s"
-`, openPort, serverKey, clientPub, closedPort))
+	l := newSPALab(t, h, "", "window = \"5s\"", fmt.Sprintf("ports = [\"tcp/%d\"]\nmax_duration = \"2s\"", closedPort))
 	h.start()
-	saved := filepath.Join(h.dir, "datagram")
-	send := func() {
-		t.Helper()
-		if out, err := h.client.RunErr(moatBin, "spa", "send", "--key", clientKey, "--server-key", serverPub,
-			"--port", fmt.Sprintf("tcp/%d", closedPort), "--save", saved, h.link.A4.String()); err != nil {
-			t.Fatalf("moat spa send: %v\n%s", err, out)
-		}
-	}
+	saved := l.datagram
+	send := func() { t.Helper(); l.send(t, h.link.A4) }
 	send()
 	h.eventually("the SPA grant", h.link.B4, closedPort, netnstest.Connected)
 	dgram, err := os.ReadFile(saved)
