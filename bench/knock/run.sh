@@ -42,24 +42,8 @@ trap cleanup EXIT
 if [ -n "${MOAT_BIN:-}" ]; then cp "$MOAT_BIN" "$work/moat"; else CGO_ENABLED=0 go build -o "$work/moat" ./cmd/moat; fi
 go build -o "$work/knockbench" ./bench/knock/knockbench
 
-# The server's default route points at the client, as a host's uplink
-# does, so reverse-path checks pass for any source and nothing answers a
-# spoofed source anywhere but into the client namespace, which does not
-# forward.
-ip netns add "$S"
-ip netns add "$C"
-ip -n "$S" link set lo up
-ip -n "$C" link set lo up
-ip -n "$S" link add "$ifs" type veth peer name "$ifc" netns "$C"
-ip -n "$S" addr add 10.210.77.1/24 dev "$ifs"
-ip -n "$C" addr add 10.210.77.2/24 dev "$ifc"
-ip -n "$S" addr add fd00:210:77::1/64 dev "$ifs" nodad
-ip -n "$C" addr add fd00:210:77::2/64 dev "$ifc" nodad
-ip -n "$S" link set "$ifs" up
-ip -n "$C" link set "$ifc" up
-ip -n "$S" route add default via 10.210.77.2
-ip -n "$S" -6 route add default via fd00:210:77::2
-for _ in $(seq 50); do ip -n "$C" link show "$ifc" | grep -q LOWER_UP && break; sleep 0.1; done
+. bench/lib/pair.sh
+pair "$S" "$C" "$ifs" "$ifc" 77
 
 moat_config() { # $1: extra door keys, $2: seq_timeout (default 5s)
 	cat >"$work/moat.toml" <<EOF

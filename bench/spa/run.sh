@@ -33,20 +33,8 @@ trap cleanup EXIT
 if [ -n "${MOAT_BIN:-}" ]; then cp "$MOAT_BIN" "$work/moat"; else CGO_ENABLED=0 go build -o "$work/moat" ./cmd/moat; fi
 go build -o "$work/knockbench" ./bench/knock/knockbench
 
-ip netns add "$S"
-ip netns add "$C"
-ip -n "$S" link set lo up
-ip -n "$C" link set lo up
-ip -n "$S" link add "$ifs" type veth peer name "$ifc" netns "$C"
-ip -n "$S" addr add 10.210.78.1/24 dev "$ifs"
-ip -n "$C" addr add 10.210.78.2/24 dev "$ifc"
-ip -n "$S" addr add fd00:210:78::1/64 dev "$ifs" nodad
-ip -n "$C" addr add fd00:210:78::2/64 dev "$ifc" nodad
-ip -n "$S" link set "$ifs" up
-ip -n "$C" link set "$ifc" up
-ip -n "$S" route add default via 10.210.78.2
-ip -n "$S" -6 route add default via fd00:210:78::2
-for _ in $(seq 50); do ip -n "$C" link show "$ifc" | grep -q LOWER_UP && break; sleep 0.1; done
+. bench/lib/pair.sh
+pair "$S" "$C" "$ifs" "$ifc" 78
 
 "$work/moat" spa keygen --out "$work/server.key" >"$work/server.pub"
 client_pub=$("$work/moat" spa keygen --out "$work/client.key")

@@ -494,41 +494,30 @@ func (a *app) statusCmd() *cobra.Command {
 		Short: "Show the daemon, the firewall and the bans; with ADDR, all moat knows and did about that address",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The daemon's status, or one address's.
+			route, v := daemon.RouteStatus, any(&daemon.Status{})
+			text := func() { printStatus(a.out, *v.(*daemon.Status)) }
 			if len(args) == 1 {
 				ad, err := netip.ParseAddr(args[0])
 				if err != nil {
 					return usageError{fmt.Errorf("status %q: want an address like 203.0.113.7 or 2001:db8::7", args[0])}
 				}
-				c, err := a.client()
-				if err != nil {
-					return err
-				}
-				var st daemon.AddrStatus
-				if err := c.Call(cmd.Context(), http.MethodGet, daemon.RouteAddr+"?addr="+url.QueryEscape(ad.String()), nil, &st); err != nil {
-					return err
-				}
-				if asJSON {
-					enc := json.NewEncoder(a.out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(st)
-				}
-				printAddrStatus(a.out, st)
-				return nil
+				route, v = daemon.RouteAddr+"?addr="+url.QueryEscape(ad.String()), &daemon.AddrStatus{}
+				text = func() { printAddrStatus(a.out, *v.(*daemon.AddrStatus)) }
 			}
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			var st daemon.Status
-			if err := c.Call(cmd.Context(), http.MethodGet, daemon.RouteStatus, nil, &st); err != nil {
+			if err := c.Call(cmd.Context(), http.MethodGet, route, nil, v); err != nil {
 				return err
 			}
 			if asJSON {
 				enc := json.NewEncoder(a.out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(v)
 			}
-			printStatus(a.out, st)
+			text()
 			return nil
 		},
 	}

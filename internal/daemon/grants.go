@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -170,11 +171,7 @@ func (b *grantBook) has(door string, a netip.Addr) bool {
 func (b *grantBook) holders() []netip.Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]netip.Addr, 0, len(b.holding))
-	for a := range b.holding {
-		out = append(out, a)
-	}
-	return out
+	return slices.Collect(maps.Keys(b.holding))
 }
 
 func (b *grantBook) holds(a netip.Addr) bool {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -168,11 +170,7 @@ func (t *sessionTable) addrs() []netip.Addr {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]netip.Addr, 0, len(t.live))
-	for a := range t.live {
-		out = append(out, a)
-	}
-	return out
+	return slices.Collect(maps.Keys(t.live))
 }
 
 // list is the table for status.
