@@ -208,10 +208,9 @@ func (a *app) firewallCmd() *cobra.Command {
 			} else {
 				fmt.Fprintf(a.out, "# \"ssh\" means tcp %v (from sshd -T)\n", ports)
 			}
-			fw := ld.Cfg.Firewall
 			// Pre-shared keys may be unreadable here (not root): those
 			// clients' rules are left out of what is shown.
-			fw.SPAClientIDs, _ = daemon.SPAClientIDs(ld.Cfg)
+			fw, _ := daemon.FirewallFor(ld.Cfg)
 			fmt.Fprint(a.out, firewall.Build(fw, ports, ld.Cfg.Doors...).String())
 			return nil
 		},

@@ -113,10 +113,6 @@ func Parse(data []byte, name string) (*Config, error) {
 	if len(probs) > 0 {
 		return nil, joinProblems(name, scanPositions(src), probs)
 	}
-	if d.cfg.SPA.Enabled() {
-		d.cfg.Firewall.SPAPorts = d.cfg.SPA.Ports
-		d.cfg.Firewall.SPAFwknop = len(d.cfg.SPA.Fwknop) > 0
-	}
 	return &d.cfg, nil
 }
 

@@ -65,16 +65,14 @@ type Firewall struct {
 	KnockRatePerSource uint32 // knock_rate_per_source
 	KnockRate          uint32 // knock_rate
 
-	// SPAPorts are [spa] ports while SPA runs (a client is configured),
-	// set by Parse: the ruleset hands their datagrams to moat.
-	SPAPorts []PortSpec
-	// SPAClientIDs are the wire ids of the SPA clients (derived from their
-	// keys, some read from files: the daemon sets them before it builds
-	// the ruleset). Only datagrams carrying one reach moat.
+	// What the ruleset needs of [spa], filled in by the daemon
+	// (daemon.FirewallFor) rather than written in [firewall]: the ports
+	// while SPA runs, the clients' wire ids (derived from their keys, some
+	// read from files), and whether fwknop's packets, which carry no clear
+	// id, are handed over too.
+	SPAPorts     []PortSpec
 	SPAClientIDs [][8]byte
-	// SPAFwknop: [[spa.fwknop]] entries exist, so fwknop's packets (which
-	// carry no clear id) are handed to moat too. Set by Parse.
-	SPAFwknop bool
+	SPAFwknop    bool
 }
 
 // Defaults of the knock handoff's limits. The total is above the 60,000

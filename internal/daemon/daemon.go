@@ -377,9 +377,8 @@ func (d *Daemon) install(ld *Loaded) error {
 	d.mu.Lock()
 	ports := d.sshPorts
 	d.mu.Unlock()
-	fw := ld.Cfg.Firewall
-	var err error
-	if fw.SPAClientIDs, err = SPAClientIDs(ld.Cfg); err != nil {
+	fw, err := FirewallFor(ld.Cfg)
+	if err != nil {
 		d.log.Error("SPA clients without a usable key cannot open anything", "err", err)
 	}
 	rs := firewall.Build(fw, ports, expandDoors(ld.Cfg.Doors, d.log)...)

@@ -341,6 +341,20 @@ func udpPayload(b []byte, p *packet.Packet) ([]byte, bool) {
 	return b[len(b)-n:], true
 }
 
+// FirewallFor is cfg's [firewall] with what the ruleset needs of [spa]
+// filled in; the error names SPA clients whose keys do not load (their
+// datagrams stay in the kernel), and the rest is still good to install.
+func FirewallFor(cfg *config.Config) (config.Firewall, error) {
+	fw := cfg.Firewall
+	if !cfg.SPA.Enabled() {
+		return fw, nil
+	}
+	fw.SPAPorts, fw.SPAFwknop = cfg.SPA.Ports, len(cfg.SPA.Fwknop) > 0
+	var err error
+	fw.SPAClientIDs, err = SPAClientIDs(cfg)
+	return fw, err
+}
+
 // SPAClientIDs are the wire ids of cfg's SPA clients, for the ruleset, which
 // hands moat only datagrams carrying one: keys come from the config,
 // pre-shared keys from their files. A client whose key does not load has no

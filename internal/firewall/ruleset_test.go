@@ -35,8 +35,12 @@ func TestBuildGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The daemon fills in the SPA clients' ids (some read from
-			// files); the example's clients with a key line have them here.
+			// The daemon fills in what the ruleset needs of [spa]
+			// (daemon.FirewallFor, which this package cannot import): the
+			// example's clients with a key line have their ids here.
+			if cfg.SPA.Enabled() {
+				cfg.Firewall.SPAPorts, cfg.Firewall.SPAFwknop = cfg.SPA.Ports, len(cfg.SPA.Fwknop) > 0
+			}
 			for _, cl := range cfg.SPA.Clients {
 				if k, err := spa.ParsePublicKey(cl.Key); err == nil {
 					cfg.Firewall.SPAClientIDs = append(cfg.Firewall.SPAClientIDs, [8]byte(k.ID()))
