@@ -70,6 +70,13 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// Command is moat's command tree, as Run runs it, for tools that
+// describe it (cmd/moat-gendocs).
+func Command() *cobra.Command {
+	a := &app{ctx: context.Background(), out: os.Stdout, errw: os.Stderr}
+	return a.root()
+}
+
 func (a *app) root() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "moat",
@@ -88,7 +95,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.explainCmd())
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
-	root.AddCommand(a.genCmd(), a.spaCmd())
+	root.AddCommand(a.spaCmd())
 	strict(root)
 	return root
 }

@@ -24,14 +24,17 @@ const metaScanEvents = "scan.events"
 
 // ScanEvent is one rise of a source's danger level.
 type ScanEvent struct {
-	At      time.Time `json:"at"`
-	Addr    string    `json:"addr"`
-	Level   int       `json:"level"`
-	Types   string    `json:"types"`
-	Packets int       `json:"packets"`
-	Ports   int       `json:"ports"`
-	Blocked bool      `json:"blocked"`
-	Capped  bool      `json:"capped,omitempty"` // not banned: max_bans_per_minute was reached
+	At    time.Time  `json:"at"`
+	Addr  netip.Addr `json:"addr"`
+	Level int        `json:"level"`
+	// The set, spelled only when written out ("syn,noopts"): a flood of
+	// forged scanners makes an event per source and level, and building
+	// two strings for each was most of what the flood allocated.
+	Types   portscan.ScanTypes `json:"types"`
+	Packets int                `json:"packets"`
+	Ports   int                `json:"ports"`
+	Blocked bool               `json:"blocked"`
+	Capped  bool               `json:"capped,omitempty"` // not banned: max_bans_per_minute was reached
 }
 
 // scanGuard feeds dropped packets to the scan detector and bans scanners.
@@ -122,7 +125,7 @@ func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
 	if !rose {
 		return
 	}
-	ev := ScanEvent{At: now, Addr: dec.Src.String(), Level: dec.Level, Types: dec.Types.String(), Packets: dec.Packets, Ports: dec.Ports}
+	ev := ScanEvent{At: now, Addr: dec.Src, Level: dec.Level, Types: dec.Types, Packets: dec.Packets, Ports: dec.Ports}
 	if g.cfg.BlockLevel > 0 && dec.Level >= g.cfg.BlockLevel {
 		g.mu.Lock()
 		ok := g.budget.take(now)
@@ -132,7 +135,7 @@ func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
 		}
 		g.mu.Unlock()
 		if ok {
-			ev.Blocked = g.ban(dec, ev.Types, now)
+			ev.Blocked = g.ban(dec, ev.Types.String(), now)
 			if !ev.Blocked {
 				g.mu.Lock()
 				g.budget.refund()

@@ -128,7 +128,7 @@ func TestScanGuardDefaultsAndRestart(t *testing.T) {
 	st := h.status(t)
 	found := false
 	for _, e := range st.Scan.Events {
-		if e.Addr == h.link.B4.String() && e.Blocked {
+		if e.Addr == h.link.B4 && e.Blocked {
 			found = true
 		}
 	}

@@ -215,3 +215,21 @@ func hasPorts(p *packet.Packet) bool {
 	}
 	return false
 }
+
+// MarshalText writes t as String does, so that a record can keep the set
+// and spell it only when it is written out.
+func (t ScanTypes) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote; a name it does not know (a
+// type a later version dropped) is skipped.
+func (t *ScanTypes) UnmarshalText(b []byte) error {
+	*t = 0
+	for name := range strings.SplitSeq(string(b), ",") {
+		for i, n := range typeNames {
+			if n == name {
+				*t |= 1 << i
+			}
+		}
+	}
+	return nil
+}

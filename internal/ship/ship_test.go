@@ -162,8 +162,10 @@ func TestUnitVerifiesAndIsSandboxed(t *testing.T) {
 func TestManPagesRenderAndCompletionsLoad(t *testing.T) {
 	need(t, "man")
 	dir := t.TempDir()
-	if out, err := exec.Command(moatBinary(t), "gen-docs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("moat gen-docs: %v\n%s", err, out)
+	gen := exec.Command(goTool(t), "run", "./cmd/moat-gendocs", dir)
+	gen.Dir = repoRoot(t)
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("moat-gendocs: %v\n%s", err, out)
 	}
 	pages, _ := filepath.Glob(filepath.Join(dir, "man8", "*.8"))
 	if len(pages) < 20 {

@@ -1,4 +1,11 @@
-package cli
+// Command moat-gendocs writes moat's man pages and shell completions from
+// the command tree itself, so they can never describe flags the binary
+// does not have: scripts/package.sh runs it. It is a program of its own so
+// that the man page generator (cobra/doc, with a Markdown renderer and a
+// YAML library) is not in the daemon's binary and memory.
+//
+//	go run ./cmd/moat-gendocs DIR   # DIR/man8, DIR/completion
+package main
 
 import (
 	"fmt"
@@ -7,20 +14,18 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
+
+	"github.com/moat-fw/moat/internal/cli"
 )
 
-// genCmd writes the man pages and shell completions from the command tree
-// itself, so they can never describe flags the binary does not have. It is
-// hidden: scripts/package.sh runs it, an admin has no use for it.
-func (a *app) genCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "gen-docs DIR",
-		Short:  "Write man pages (DIR/man8) and bash, zsh and fish completions (DIR/completion)",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return genDocs(cmd.Root(), args[0])
-		},
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: moat-gendocs DIR")
+		os.Exit(2)
+	}
+	if err := genDocs(cli.Command(), os.Args[1]); err != nil {
+		fmt.Fprintln(os.Stderr, "moat-gendocs:", err)
+		os.Exit(1)
 	}
 }
 
@@ -36,7 +41,7 @@ func genDocs(root *cobra.Command, dir string) error {
 	// be reproducible. The header's date follows SOURCE_DATE_EPOCH.
 	root.DisableAutoGenTag = true
 	// Section 8: moat is installed in /usr/sbin and administers the system.
-	header := &doc.GenManHeader{Title: "MOAT", Section: "8", Source: "moat " + Version, Manual: "moat manual"}
+	header := &doc.GenManHeader{Title: "MOAT", Section: "8", Source: "moat " + cli.Version, Manual: "moat manual"}
 	if err := doc.GenManTree(root, header, man); err != nil {
 		return fmt.Errorf("gen-docs: man pages: %w", err)
 	}
