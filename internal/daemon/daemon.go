@@ -22,6 +22,7 @@ import (
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/nflog"
 	"github.com/moat-fw/moat/internal/sdnotify"
@@ -81,6 +82,10 @@ func SSHPorts(ctx context.Context, log *slog.Logger) []uint16 {
 	return ports
 }
 
+// recentEvents is how many events the daemon keeps for a watcher that
+// arrives late (the live page's first view).
+const recentEvents = 1000
+
 // Daemon is a running moat.
 type Daemon struct {
 	metrics metricsServer // the [metrics] endpoint
@@ -92,6 +97,9 @@ type Daemon struct {
 	fw      *firewall.Applier
 	st      *store.Store
 	bans    *ban.Manager
+	// events tells the live page, alerts and the fleet what the guards did
+	// (package events); publishing never blocks a guard.
+	events  *events.Bus
 	started time.Time
 	wake    chan struct{}
 	// ifMissing is the last warning about [firewall] interfaces that match
@@ -138,7 +146,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Now = time.Now
 	}
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(),
-		wake: make(chan struct{}, 1), enforcing: true, sd: sdnotify.FromEnv()}
+		wake: make(chan struct{}, 1), enforcing: true, sd: sdnotify.FromEnv(), events: events.New(recentEvents)}
 	defer d.fw.Close()
 	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
 	if err != nil {
@@ -206,6 +214,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.started = d.now()
 	d.seedSSHPeers() // before install empties the kernel's sets
 	d.grants = newGrantBook(ctx, d.log, st)
+	d.grants.bus = d.events
 	defer d.grants.wait()
 	defer d.grants.save()
 	d.adoptKernelGrants() // before install empties the kernel's sets
@@ -695,6 +704,7 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 		d.log.Warn("login guard watches nothing: [login] sources is empty and there is no [[login.rule]]; set [login] sources, or enabled = false")
 	}
 	g := newLoginGuard(cfg, d.log, d.bans)
+	g.bus = d.events
 	g.protected = d.prot
 	g.accepted = func(a netip.Addr, port uint16) {
 		d.mu.Lock()

@@ -62,6 +62,7 @@ func (g *loginGuard) ban(dec login.Decision, now time.Time) bool {
 	g.banned++
 	g.mu.Unlock()
 	g.log.Info("banned", "addr", a, "origin", OriginLogin, "reason", dec.Reason, "until", e.Expires, "count", e.Count)
+	g.bus.Publish(banEvent(e, now))
 	return true
 }
 
@@ -73,4 +74,5 @@ func (g *loginGuard) escalate(dec login.Decision, now time.Time) {
 		return
 	}
 	g.log.Info("banned", "addr", dec.Prefix, "origin", OriginLogin, "reason", dec.Reason, "until", e.Expires)
+	g.bus.Publish(banEvent(e, now))
 }

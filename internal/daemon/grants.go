@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -114,6 +115,7 @@ func kernelGrants(g store.Grant, now time.Time) []firewall.Grant {
 type grantBook struct {
 	log *slog.Logger
 	st  *store.Store
+	bus *events.Bus
 
 	// Door commands die with the daemon (ctx) and are waited for at its end.
 	ctx  context.Context
@@ -277,6 +279,8 @@ func (b *grantBook) event(e DoorEvent) {
 		attrs = append(attrs, "why", e.Why)
 	}
 	b.log.Info("door "+e.Action, attrs...)
+	b.bus.Publish(events.Event{Time: e.At, Kind: events.Door, Prefix: hostPrefix(e.Addr), Door: e.Door, Action: e.Action,
+		Ports: e.Ports, Until: e.Until, Reason: e.Why})
 	switch e.Action {
 	case ActionOpened:
 		// knockd's own line, so that scripts grepping its log keep working.

@@ -12,6 +12,7 @@ import (
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/firewall"
 )
 
@@ -41,6 +42,7 @@ func (d *Daemon) handler() http.Handler {
 		}
 		if found {
 			d.log.Info("unbanned", "addr", ban.PrefixString(p))
+			d.events.Publish(events.Event{Time: d.now(), Kind: events.Unban, Prefix: p, Origin: ban.OriginManual})
 		}
 		control.WriteJSON(w, http.StatusOK, DelResponse{Found: found})
 	})
@@ -152,6 +154,7 @@ func (d *Daemon) banAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("banned", "addr", ban.PrefixString(e.Prefix), "origin", e.Origin, "reason", e.Reason,
 		"expires", e.Expires, "count", e.Count)
+	d.events.Publish(banEvent(e, d.now()))
 	d.poke()
 	control.WriteJSON(w, http.StatusOK, ToJSON(e))
 }

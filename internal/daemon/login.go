@@ -16,6 +16,7 @@ import (
 	"github.com/moat-fw/moat/internal/authlog"
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/login"
 	"github.com/moat-fw/moat/internal/sshd"
 )
@@ -31,6 +32,7 @@ type loginGuard struct {
 	cfg  config.Login
 	log  *slog.Logger
 	bans loginBans
+	bus  *events.Bus
 	// protected says why an address must never be banned, if it must (the
 	// host's own addresses, its routers, logged-in sessions, grants: see
 	// package protect): such failures are not even counted.

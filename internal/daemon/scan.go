@@ -11,6 +11,7 @@ import (
 
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/portscan"
 )
@@ -42,6 +43,7 @@ type scanGuard struct {
 	cfg  config.Scan
 	log  *slog.Logger
 	bans *ban.Manager
+	bus  *events.Bus
 
 	mu      sync.Mutex
 	det     *portscan.Detector
@@ -126,6 +128,8 @@ func (g *scanGuard) packet(p *packet.Packet, prefix []byte, now time.Time) {
 		return
 	}
 	ev := ScanEvent{At: now, Addr: dec.Src, Level: dec.Level, Types: dec.Types, Packets: dec.Packets, Ports: dec.Ports}
+	g.bus.Publish(events.Event{Time: now, Kind: events.Scan, Prefix: netip.PrefixFrom(dec.Src, dec.Src.BitLen()), Level: dec.Level,
+		Types: dec.Types.String(), Probes: dec.Packets, NPorts: dec.Ports})
 	if g.cfg.BlockLevel > 0 && dec.Level >= g.cfg.BlockLevel {
 		g.mu.Lock()
 		ok := g.budget.take(now)
@@ -175,6 +179,7 @@ func (g *scanGuard) ban(dec portscan.Decision, types string, now time.Time) bool
 		return !errors.Is(err, ban.ErrRefused) && e.Prefix.IsValid() // in force, though not everywhere yet
 	}
 	g.log.Info("banned", "addr", dec.Src, "origin", OriginScan, "reason", reason, "until", e.Expires, "count", e.Count)
+	g.bus.Publish(banEvent(e, now))
 	return true
 }
 
@@ -252,7 +257,9 @@ func (d *Daemon) startScan(cfg *config.Config) {
 	}
 	ign := &scanIgnore{bans: d.bans, protected: d.prot.covers, now: d.now}
 	saved, _ := d.st.Meta(metaScanEvents)
-	d.scan.Store(newScanGuard(cfg.Scan, cfg.Doors, d.log, d.bans, ign, saved))
+	g := newScanGuard(cfg.Scan, cfg.Doors, d.log, d.bans, ign, saved)
+	g.bus = d.events
+	d.scan.Store(g)
 }
 
 // saveScan persists the scan events if they changed.

@@ -4,11 +4,13 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/protect"
@@ -131,4 +133,28 @@ func defaultScan(t *testing.T) config.Scan {
 		t.Fatal(err)
 	}
 	return cfg.Scan
+}
+
+// The live page, alerts and the fleet learn of a scanner from the scan
+// event and then its ban, in that order.
+func TestScanGuardPublishesTheScanThenTheBan(t *testing.T) {
+	g, _ := testScanGuard(t, defaultScan(t), nil)
+	g.bus = events.New(16)
+	src := netip.MustParseAddr("10.210.7.8")
+	scan(g, src, 40, t0)
+	var kinds []events.Kind
+	for _, e := range g.bus.Recent(16, 0) {
+		if e.Prefix != netip.PrefixFrom(src, 32) {
+			t.Fatalf("event about %s, want %s: %+v", e.Prefix, src, e)
+		}
+		kinds = append(kinds, e.Kind)
+	}
+	if len(kinds) < 2 || kinds[0] != events.Scan || !slices.Contains(kinds, events.Ban) {
+		t.Fatalf("events %v, want a scan first and a ban", kinds)
+	}
+	for _, e := range g.bus.Recent(16, 0) {
+		if e.Kind == events.Ban && (e.Origin != OriginScan || e.Until.IsZero() || e.Count != 1) {
+			t.Fatalf("ban event %+v: want origin scan, an end and count 1", e)
+		}
+	}
 }

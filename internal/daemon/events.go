@@ -1,0 +1,25 @@
+package daemon
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/moat-fw/moat/internal/events"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// banEvent is the event of a ban that took.
+func banEvent(e store.Entry, now time.Time) events.Event {
+	return events.Event{Time: now, Kind: events.Ban, Prefix: e.Prefix, Origin: e.Origin, Reason: e.Reason,
+		Until: e.Expires, Count: e.Count}
+}
+
+// hostPrefix is the single-address prefix of a, written as the grant book
+// keeps it; invalid if it does not parse.
+func hostPrefix(a string) netip.Prefix {
+	addr, err := netip.ParseAddr(a)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(addr, addr.BitLen())
+}
