@@ -42,6 +42,7 @@ trap 'rm -rf "$tmp"' EXIT
 python3 "$GEN" "$N" 1 >"$tmp/auth.log"
 head -n "$F2B_N" "$tmp/auth.log" >"$tmp/auth-f2b.log"
 go build -o "$tmp/parsebench" ./bench/authlog/parsebench
+go build -o "$tmp/moat" ./cmd/moat
 cat "$tmp/auth.log" "$tmp/auth-f2b.log" >/dev/null # into the page cache
 
 now() { date +%s.%N; }
@@ -69,6 +70,13 @@ moat_parse=$(awk '$1 == "parse_seconds" { print $2 }' "$tmp/moat.out")
 moat_attempts=$(awk '$1 == "attempts" { print $2 }' "$tmp/moat.out")
 moat_aggr=$(awk '$1 == "aggressive" { print $2 }' "$tmp/moat.out")
 
+# moat explain --json: the whole command an admin runs (issue 12's bar:
+# 4x sshg-parser), with every default (an empty config), one JSON object
+# per matched line.
+: >"$tmp/empty.toml"
+explain_t=$(best "$REPEAT" env GOMAXPROCS=1 taskset -c "$CPU" "$tmp/moat" --config "$tmp/empty.toml" explain --json "$tmp/auth.log")
+explain_lines=$(wc -l <"$tmp/out")
+
 sshg_t=$(best "$REPEAT" sh -c "taskset -c $CPU $SSHG < $tmp/auth.log")
 sshg_attempts=$(wc -l <"$tmp/out")
 
@@ -86,6 +94,7 @@ rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 moat_rate=$(rate "$N" "$moat_t")
 moat_parse_rate=$(rate "$N" "$moat_parse")
 sshg_rate=$(rate "$N" "$sshg_t")
+explain_rate=$(rate "$N" "$explain_t")
 f2b_rate=$(rate "$F2B_N" "$f2b_t")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 comma() { awk -v s="$1" 'BEGIN { r = ""; while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }; print s r }'; }
@@ -101,10 +110,11 @@ whole process, best of $REPEAT (fail2ban: $F2B_REPEAT).
 |---|---|---|---|---|---|---|
 | moat | \`parsebench auth.log\` | $(comma "$N") | $moat_t | $(comma "$moat_rate") | | $(comma "$moat_attempts") (+ $(comma "$moat_aggr") aggressive-only) |
 | moat, parse loop only | (same run) | $(comma "$N") | $moat_parse | $(comma "$moat_parse_rate") | | |
+| moat | \`moat explain --json auth.log\` | $(comma "$N") | $explain_t | $(comma "$explain_rate") | | $(comma "$explain_lines") lines of JSON |
 | sshguard $(dpkg-query -W -f='${Version}' sshguard 2>/dev/null || true) | \`sshg-parser < auth.log\` | $(comma "$N") | $sshg_t | $(comma "$sshg_rate") | $(ratio "$moat_rate" "$sshg_rate")x faster | $(comma "$sshg_attempts") |
 | fail2ban $(dpkg-query -W -f='${Version}' fail2ban 2>/dev/null || true) | \`fail2ban-regex auth.log sshd.conf\` | $(comma "$F2B_N") | $f2b_t (own count: $f2b_internal) | $(comma "$f2b_rate") | $(ratio "$moat_rate" "$f2b_rate")x faster | $(comma "$f2b_attempts") (moat on the same lines: $(comma "$moat_f2b_attempts"), of which $(comma "${moat_f2b_closed:-0}") "Connection closed by authenticating user ... [preauth]") |
 
-Bars: moat >= 2x sshg-parser: $(awk -v r="$(ratio "$moat_rate" "$sshg_rate")" 'BEGIN { print (r >= 2 ? "met" : "NOT met") }'); moat >= 50x fail2ban-regex: $(awk -v r="$(ratio "$moat_rate" "$f2b_rate")" 'BEGIN { print (r >= 50 ? "met" : "NOT met") }').
+Bars: moat >= 2x sshg-parser: $(awk -v r="$(ratio "$moat_rate" "$sshg_rate")" 'BEGIN { print (r >= 2 ? "met" : "NOT met") }'); \`moat explain --json\` >= 4x sshg-parser: $(ratio "$explain_rate" "$sshg_rate")x, $(awk -v r="$(ratio "$explain_rate" "$sshg_rate")" 'BEGIN { print (r >= 4 ? "met" : "NOT met") }'); moat >= 50x fail2ban-regex: $(awk -v r="$(ratio "$moat_rate" "$f2b_rate")" 'BEGIN { print (r >= 50 ? "met" : "NOT met") }').
 
 moat's events by kind:
 

@@ -205,7 +205,12 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	bw := bufio.NewWriter(out)
 	defer bw.Flush()
-	enc := json.NewEncoder(bw)
+	var jbuf []byte
+	encode := func(j *explainLine) error {
+		jbuf = j.appendJSON(jbuf[:0])
+		_, err := bw.Write(jbuf)
+		return err
+	}
 	n := 0
 	var last time.Time // the last line's time, for lines without one
 	lineTime := func(t time.Time, ok bool) time.Time {
@@ -256,7 +261,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 				j.Ignored = why
 				r.ignored[why]++
 				if o.json {
-					return enc.Encode(j)
+					return encode(&j)
 				}
 				return nil
 			}
@@ -300,7 +305,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 			}
 		}
 		if o.json {
-			return enc.Encode(j)
+			return encode(&j)
 		}
 		return nil
 	}
