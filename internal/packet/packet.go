@@ -405,8 +405,9 @@ func OptCode(kind uint8) uint8 {
 	return 15
 }
 
-// noteOpt appends kind to p.TCPOptOrder.
-func noteOpt(p *Packet, n *uint, kind uint8) {
+// NoteOption appends kind to p.TCPOptOrder, n being the options noted so
+// far (a decoder's count, starting at 0).
+func (p *Packet) NoteOption(n *uint, kind uint8) {
 	if *n < 16 {
 		p.TCPOptOrder |= uint64(OptCode(kind)) << (4 * *n)
 		*n++
@@ -426,11 +427,11 @@ func parseTCPOptions(o []byte, p *Packet) {
 		switch kind {
 		case 0:
 			p.TCPOpts |= OptEOL
-			noteOpt(p, &n, 0)
+			p.NoteOption(&n, 0)
 			return
 		case 1:
 			p.TCPOpts |= OptNOP
-			noteOpt(p, &n, 1)
+			p.NoteOption(&n, 1)
 			i++
 			continue
 		}
@@ -448,7 +449,7 @@ func parseTCPOptions(o []byte, p *Packet) {
 			return
 		}
 		v := o[i+2 : i+l]
-		noteOpt(p, &n, kind)
+		p.NoteOption(&n, kind)
 		switch kind {
 		case 2:
 			if len(v) != 2 {
