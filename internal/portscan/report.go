@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/moat-fw/moat/internal/osfp"
 	"github.com/moat-fw/moat/internal/packet"
 )
 
@@ -39,6 +40,11 @@ type SourceReport struct {
 	First      time.Time  `json:"first"`
 	Last       time.Time  `json:"last"`
 	Active     bool       `json:"active"`
+	// Fingerprint is the window's first SYN, p0f-like
+	// ("64:1460:64240:mss,sok,ts,nop,ws:ws7:df"), and OS what it looks
+	// like (package osfp): a guess, every field the sender's to choose.
+	Fingerprint string      `json:"fingerprint,omitempty"`
+	OS          *osfp.Guess `json:"os,omitempty"`
 }
 
 // PortReport is one port's probes since the detector started.
@@ -145,6 +151,12 @@ func (d *Detector) sourceReport(s *source, ts int64) SourceReport {
 		First:      time.Unix(0, s.first),
 		Last:       time.Unix(0, s.last),
 		Active:     ts-s.first <= d.window,
+	}
+	if s.syn.Seen() {
+		sr.Fingerprint = s.syn.Summary()
+		if g, ok := osfp.Match(s.syn); ok {
+			sr.OS = &g
+		}
 	}
 	for proto := range 256 {
 		if s.protos[proto>>6]&(1<<(proto&63)) != 0 {
