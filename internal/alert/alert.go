@@ -28,27 +28,23 @@ import (
 
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/events"
+	"github.com/moat-fw/moat/internal/lookup"
 )
 
 // Alert is what a destination is told: one event, with what moat knows of
 // its address, and how many alerts the throttle held back before it.
 type Alert struct {
 	events.Event
-	Addr       string `json:"addr"`                  // the address or network, "203.0.113.7" or "2001:db8::/64"
-	MoatHost   string `json:"moat_host"`             // the host moat guards
-	Text       string `json:"text"`                  // one line for people
-	Suppressed uint64 `json:"suppressed,omitempty"`  // alerts held back by the throttle since the last one sent
-	Info       Info   `json:"info,omitzero"`         // what a look-up tells of Addr
-	Dropped    uint64 `json:"dropped,omitempty"`     // events this destination's full queue lost so far
+	Addr       string `json:"addr"`                 // the address or network, "203.0.113.7" or "2001:db8::/64"
+	MoatHost   string `json:"moat_host"`            // the host moat guards
+	Text       string `json:"text"`                 // one line for people
+	Suppressed uint64 `json:"suppressed,omitempty"` // alerts held back by the throttle since the last one sent
+	Info       Info   `json:"info,omitzero"`        // what a look-up tells of Addr
+	Dropped    uint64 `json:"dropped,omitempty"`    // events this destination's full queue lost so far
 }
 
 // Info is what look-ups tell of an address: its name, country, network.
-type Info struct {
-	Name    string `json:"name,omitempty"`    // reverse DNS
-	Country string `json:"country,omitempty"` // ISO code, "NL"
-	ASN     uint   `json:"asn,omitempty"`
-	ASOrg   string `json:"as_org,omitempty"`
-}
+type Info = lookup.Info
 
 // Sender delivers an alert to one destination. Send may take time (the
 // Dispatcher calls it from the destination's own goroutine) and reports
@@ -339,9 +335,9 @@ func Match(f config.AlertFilter, e *events.Event) bool {
 
 // Stats counts what became of the events, for status and metrics.
 type Stats struct {
-	Received     uint64      `json:"received"`      // events read from the bus
-	BusDropped   uint64      `json:"bus_dropped"`   // events the bus dropped: the dispatcher fell behind
-	Throttled    uint64      `json:"throttled"`     // alerts held back by per_address or total
+	Received     uint64      `json:"received"`    // events read from the bus
+	BusDropped   uint64      `json:"bus_dropped"` // events the bus dropped: the dispatcher fell behind
+	Throttled    uint64      `json:"throttled"`   // alerts held back by per_address or total
 	Destinations []DestStats `json:"destinations"`
 }
 

@@ -101,7 +101,9 @@ func TestWebhookRetriesAfterFailures(t *testing.T) {
 		Webhooks: []config.AlertWebhook{{URL: srv.URL + "/hooks/secret-path", TokenFile: writeSecret(t, "token", secretToken),
 			Timeout: 5 * time.Second, Retries: 4, Filter: config.AlertFilter{Kinds: []string{"ban"}}}}}
 	d, err := New(cfg, Options{Log: log, Hostname: "web1", Backoff: 10 * time.Millisecond,
-		Lookup: func(ctx context.Context, a netip.Addr) Info { return Info{Country: "NL", ASN: 64500, ASOrg: "Example Net"} }})
+		Lookup: func(ctx context.Context, a netip.Addr) Info {
+			return Info{Country: "NL", ASN: 64500, ASOrg: "Example Net"}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,4 +503,3 @@ func TestPerAddressBucketsBounded(t *testing.T) {
 		t.Fatalf("%d buckets", n)
 	}
 }
-

@@ -2,6 +2,7 @@ package portscan
 
 import (
 	"cmp"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -21,7 +22,10 @@ type Report struct {
 	Prefixes      []PrefixReport `json:"prefixes"`
 	// Levels counts the tracked sources at each level, 0 to 5.
 	Levels [6]int `json:"levels"`
-	Totals Totals `json:"totals"`
+	// TypeSources counts the tracked sources that sent each kind of
+	// probe, by ScanTypes bit: psad's signature matches.
+	TypeSources [numTypes]int `json:"type_sources"`
+	Totals      Totals        `json:"totals"`
 }
 
 // SourceReport is one source's current window, or its last one if no
@@ -72,9 +76,10 @@ type Totals struct {
 	ICMP     uint64 `json:"icmp"` // ICMP and ICMPv6
 	Other    uint64 `json:"other"`
 
-	Sources    int    `json:"sources"` // tracked now
-	MaxSources int    `json:"max_sources"`
-	Evicted    uint64 `json:"evicted"` // sources forgotten to make room
+	Sources      int    `json:"sources"`      // tracked now
+	Destinations int    `json:"destinations"` // local addresses probed (psad's scan destinations)
+	MaxSources   int    `json:"max_sources"`
+	Evicted      uint64 `json:"evicted"` // sources forgotten to make room
 }
 
 // otherPrefix names the counter the prefixes past maxOtherPrefixes share.
@@ -85,6 +90,7 @@ const otherPrefix = "(other)"
 func (d *Detector) Report(now time.Time, topN int) Report {
 	r := Report{At: now, WindowSeconds: d.window / int64(time.Second), Totals: d.totals}
 	r.Totals.Sources, r.Totals.MaxSources, r.Totals.Evicted = d.table.n, d.table.max, d.table.evicted
+	r.Totals.Destinations = len(d.dsts)
 	ts := now.UnixNano()
 
 	better := func(a, b uint32) bool {
@@ -100,6 +106,9 @@ func (d *Detector) Report(now time.Time, topN int) Report {
 	top := newTopK(topN, better)
 	for i := d.table.head; i != none; i = d.at(i).next {
 		r.Levels[d.at(i).level]++
+		for t := d.at(i).types; t != 0; t &= t - 1 {
+			r.TypeSources[bits.TrailingZeros32(uint32(t))]++
+		}
 		top.add(i)
 	}
 	for _, i := range top.sorted() {
