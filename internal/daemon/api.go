@@ -128,6 +128,8 @@ type Status struct {
 	Report *ReportStatus `json:"report,omitempty"`
 	// Alerts counts what became of the alerts; nil while none is set.
 	Alerts *AlertStatus `json:"alerts,omitempty"`
+	// Version is the daemon's build: its module version and VCS revision.
+	Version string `json:"version,omitempty"`
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

@@ -264,5 +264,6 @@ func (d *Daemon) snapshot() Status {
 	}
 	st.Report = d.reportStatus(&st, bans, now)
 	st.Alerts = d.alertStatus()
+	st.Version = buildVersion()
 	return st
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -395,6 +396,22 @@ func (d *Daemon) loginCounting() loginCounts {
 		out.n[r] = lg.det.CountingRule(r)
 	}
 	return out
+}
+
+// buildVersion is the running binary's version as Go recorded it: the
+// module version, and the VCS revision when built from a checkout.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return strings.TrimSpace(v)
 }
 
 // reportTop is [report] top: how many sources and ports the report lists.
