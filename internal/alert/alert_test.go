@@ -3,10 +3,18 @@ package alert
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -196,6 +204,7 @@ func TestMissingSecretFileFailsNew(t *testing.T) {
 // smtpServer is a minimal SMTP server (RFC 5321 over net/textproto)
 // that takes mails and hands them over.
 type smtpServer struct {
+	tls   *tls.Config // offer STARTTLS with it; nil: none
 	ln    net.Listener
 	mails chan smtpMail
 	fails atomic.Int32 // answer the next DATA with 451 this many times
@@ -242,7 +251,20 @@ func (s *smtpServer) serve(c net.Conn) {
 		verb, arg, _ := strings.Cut(line, " ")
 		switch strings.ToUpper(verb) {
 		case "EHLO", "HELO":
+			if s.tls != nil {
+				if _, isTLS := c.(*tls.Conn); !isTLS {
+					_ = tp.PrintfLine("250-test\r\n250-STARTTLS\r\n250 8BITMIME")
+					continue
+				}
+			}
 			_ = tp.PrintfLine("250-test\r\n250-AUTH PLAIN\r\n250 8BITMIME")
+		case "STARTTLS":
+			_ = tp.PrintfLine("220 go ahead")
+			tc := tls.Server(c, s.tls)
+			if tc.Handshake() != nil {
+				return
+			}
+			c, tp = tc, textproto.NewConn(tc)
 		case "AUTH":
 			m.auth = arg
 			_ = tp.PrintfLine("235 ok")
@@ -501,5 +523,66 @@ func TestPerAddressBucketsBounded(t *testing.T) {
 	}
 	if n := len(d.perAddr); n > maxTracked {
 		t.Fatalf("%d buckets", n)
+	}
+}
+
+// selfSigned is a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// With starttls (the default) the mail and the password go only over
+// TLS; a relay that offers no STARTTLS gets neither.
+func TestEmailSTARTTLS(t *testing.T) {
+	cert, pool := selfSigned(t)
+	srv := newSMTPServer(t)
+	srv.tls = &tls.Config{Certificates: []tls.Certificate{cert}}
+	cfg := config.AlertEmail{Host: "127.0.0.1", Port: srv.port(), StartTLS: true, User: "moat", PasswordFile: writeSecret(t, "pw", secretPassword),
+		From: "moat@example.org", To: []string{"admin@example.org"}}
+	e, err := newEmail(cfg, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tls.RootCAs = pool
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := &Alert{Event: banEvent("203.0.113.30"), Addr: "203.0.113.30", Text: "moat: banned 203.0.113.30"}
+	if err := e.Send(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	m := <-srv.mails
+	if plain, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(m.auth, "PLAIN ")); string(plain) != "\x00moat\x00"+secretPassword {
+		t.Errorf("AUTH over TLS: %q", m.auth)
+	}
+
+	plainSrv := newSMTPServer(t) // no STARTTLS offered
+	cfg.Port = plainSrv.port()
+	e, _ = newEmail(cfg, "web1")
+	err = e.Send(ctx, a)
+	var perm *Permanent
+	if !errors.As(err, &perm) || !strings.Contains(err.Error(), "offers no STARTTLS") {
+		t.Fatalf("relay without STARTTLS: %v", err)
+	}
+	select {
+	case m := <-plainSrv.mails:
+		t.Fatalf("mail sent in clear: %+v", m)
+	default:
 	}
 }

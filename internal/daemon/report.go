@@ -266,10 +266,10 @@ func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *Re
 	d.report.mu.Lock()
 	cfg, rerr := d.report.cfg, d.report.err
 	db, names := d.report.db, d.report.names
-	d.report.mu.Unlock()
 	if !d.report.loaded {
 		cfg = config.Report{Top: 10, MinLevel: 1}
 	}
+	d.report.mu.Unlock()
 	rs := &ReportStatus{MinLevel: cfg.MinLevel, Attackers: []Attacker{}, Types: []TypeCount{}, Ports: []portscan.PortReport{},
 		Prefixes: []PrefixCount{}, Blocked: []BlockedJSON{}, Guards: []GuardCount{}, Jails: []JailCount{},
 		Lookups: LookupStatus{GeoIP: cfg.GeoIP != "" && db != nil, ASN: cfg.ASN != "" && db != nil, ReverseDNS: names != nil, Error: rerr}}
