@@ -193,6 +193,45 @@ type Attacker struct {
 	lookup.Info
 }
 
+// laterFirst orders bans by expiry, the latest (and the permanent) first.
+func laterFirst(a, b BlockedJSON) int {
+	switch {
+	case a.Until == nil && b.Until == nil:
+		return strings.Compare(a.Addr, b.Addr)
+	case a.Until == nil:
+		return -1
+	case b.Until == nil:
+		return 1
+	}
+	return b.Until.Compare(*a.Until)
+}
+
+// keepLatest adds b to at most n bans, keeping the latest to expire,
+// without holding every ban (there may be a million).
+func keepLatest(kept []BlockedJSON, b BlockedJSON, n int) []BlockedJSON {
+	if len(kept) < n {
+		return append(kept, b)
+	}
+	worst := 0
+	for i := range kept {
+		if laterFirst(kept[i], kept[worst]) > 0 {
+			worst = i
+		}
+	}
+	if laterFirst(b, kept[worst]) < 0 {
+		kept[worst] = b
+	}
+	return kept
+}
+
+func (a *Attacker) setBan(e store.Entry) {
+	a.Banned, a.BanOrigin, a.BannedUntil = true, e.Origin, nil
+	if !e.Expires.IsZero() {
+		t := e.Expires
+		a.BannedUntil = &t
+	}
+}
+
 // TypeCount is how many tracked sources sent a kind of probe.
 type TypeCount struct {
 	Type    string `json:"type"`
@@ -273,29 +312,13 @@ func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *Re
 	rs := &ReportStatus{MinLevel: cfg.MinLevel, Attackers: []Attacker{}, Types: []TypeCount{}, Ports: []portscan.PortReport{},
 		Prefixes: []PrefixCount{}, Blocked: []BlockedJSON{}, Guards: []GuardCount{}, Jails: []JailCount{},
 		Lookups: LookupStatus{GeoIP: cfg.GeoIP != "" && db != nil, ASN: cfg.ASN != "" && db != nil, ReverseDNS: names != nil, Error: rerr}}
-	banOf := func(a netip.Addr) *store.Entry {
-		for i := range bans {
-			if bans[i].Prefix.Contains(a) {
-				return &bans[i]
-			}
-		}
-		return nil
-	}
 	if sc := st.Scan; sc != nil {
 		r := sc.Report
 		for _, s := range r.Sources {
 			if s.Level < cfg.MinLevel {
 				continue
 			}
-			at := Attacker{SourceReport: s, Info: d.addrInfo(context.Background(), s.Addr, 0)}
-			if e := banOf(s.Addr); e != nil {
-				at.Banned, at.BanOrigin = true, e.Origin
-				if !e.Expires.IsZero() {
-					t := e.Expires
-					at.BannedUntil = &t
-				}
-			}
-			rs.Attackers = append(rs.Attackers, at)
+			rs.Attackers = append(rs.Attackers, Attacker{SourceReport: s, Info: d.addrInfo(context.Background(), s.Addr, 0)})
 		}
 		for i, n := range r.TypeSources {
 			if n > 0 {
@@ -311,9 +334,26 @@ func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *Re
 		rs.Packets = PacketCounts{TCP: t.TCP, UDP: t.UDP, ICMP: t.ICMP, Other: t.Other, Probes: t.Probes, Unscored: t.Unscored, Ignored: t.Ignored, Knocks: t.Knock}
 		rs.Sources, rs.Destinations = t.Sources, t.Destinations
 	}
+	// One pass over the bans (there may be a million): the listed
+	// attackers' bans, the counts per guard and jail, the scan bans.
+	listed := make(map[netip.Addr]int, len(rs.Attackers))
+	for i, a := range rs.Attackers {
+		listed[a.Addr] = i
+	}
 	active := map[string]int{}
 	jailBans := map[string]int{}
 	for _, e := range bans {
+		if e.Prefix.IsSingleIP() {
+			if i, ok := listed[e.Prefix.Addr()]; ok {
+				rs.Attackers[i].setBan(e)
+			}
+		} else {
+			for i := range rs.Attackers {
+				if !rs.Attackers[i].Banned && e.Prefix.Contains(rs.Attackers[i].Addr) {
+					rs.Attackers[i].setBan(e)
+				}
+			}
+		}
 		active[e.Origin]++
 		if e.Origin == OriginScan {
 			rs.BlockedTotal++
@@ -325,27 +365,14 @@ func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *Re
 				t := e.Expires
 				b.Until = &t
 			}
-			rs.Blocked = append(rs.Blocked, b)
+			rs.Blocked = keepLatest(rs.Blocked, b, cfg.Top)
 		}
 		if e.Origin == OriginLogin {
 			rule, _, _ := strings.Cut(e.Reason, ":")
 			jailBans[rule]++
 		}
 	}
-	slices.SortFunc(rs.Blocked, func(a, b BlockedJSON) int {
-		switch {
-		case a.Until == nil && b.Until == nil:
-			return strings.Compare(a.Addr, b.Addr)
-		case a.Until == nil:
-			return -1
-		case b.Until == nil:
-			return 1
-		}
-		return b.Until.Compare(*a.Until)
-	})
-	if len(rs.Blocked) > cfg.Top {
-		rs.Blocked = rs.Blocked[:cfg.Top]
-	}
+	slices.SortFunc(rs.Blocked, laterFirst)
 	guard := func(name string, made int, events uint64) {
 		rs.Guards = append(rs.Guards, GuardCount{Guard: name, Active: active[name], Made: made, Events: events})
 		delete(active, name)
