@@ -309,18 +309,18 @@ func (s SYN) Summary() string {
 func (sig *Signature) score(s SYN) (n int, core bool) {
 	ttlOK := sig.TTL == 0 || sig.TTL == InitialTTL(s.TTL)
 	layoutOK := sig.Layout == layoutAny || sig.Layout == s.Layout
-	for _, ok := range []bool{
-		ttlOK, layoutOK,
-		sig.DF == 0 || (sig.DF == 1) == (s.Bits&BitDF != 0) || s.Bits&Bit6 != 0, // IPv6 has no DF bit
-		sig.windowOK(s),
-		sig.MSS == -1 || sig.MSS == int(s.MSS),
-		sig.WScale == -1 || sig.WScale == -2 && s.Bits&BitWScale == 0 || s.Bits&BitWScale != 0 && sig.WScale == int(s.WScale),
-		sig.IPID == -1 || s.Bits&Bit6 == 0 && sig.IPID == int(s.IPID),
-	} {
+	add := func(ok bool) {
 		if ok {
 			n++
 		}
 	}
+	add(ttlOK)
+	add(layoutOK)
+	add(sig.DF == 0 || (sig.DF == 1) == (s.Bits&BitDF != 0) || s.Bits&Bit6 != 0) // IPv6 has no DF bit
+	add(sig.windowOK(s))
+	add(sig.MSS == -1 || sig.MSS == int(s.MSS))
+	add(sig.WScale == -1 || sig.WScale == -2 && s.Bits&BitWScale == 0 || s.Bits&BitWScale != 0 && sig.WScale == int(s.WScale))
+	add(sig.IPID == -1 || s.Bits&Bit6 == 0 && sig.IPID == int(s.IPID))
 	return n, ttlOK && layoutOK
 }
 
