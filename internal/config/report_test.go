@@ -164,3 +164,22 @@ func TestSyslogFacility(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"3/1h", "60/1h", "1/1s", "0/1h", "3/0s", "x/y", "3/1d12h", "1000000/1w"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRate(s)
+		if err != nil {
+			return
+		}
+		if r.N < 1 || r.Per < time.Second {
+			t.Fatalf("%q accepted as %+v", s, r)
+		}
+		again, err := ParseRate(r.String())
+		if err != nil || again != r {
+			t.Fatalf("%q -> %v -> %+v %v", s, r, again, err)
+		}
+	})
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"reflect"
 	"sync"
 	"time"
 
@@ -41,14 +40,16 @@ type AlertStatus struct {
 // destination.
 const alertBuffer = 1024
 
-// applyAlerts makes the dispatcher match cfg. A secret file that cannot be
-// read is logged and alerts stay off: alerts are not worth an unguarded
-// host, and the status says why.
+// applyAlerts makes the dispatcher match cfg. It starts afresh at every
+// apply and reload, even with the same [alert], so that a rotated token or
+// password file is read again (alerts still queued then are lost). A
+// secret file that cannot be read is logged and alerts stay off: alerts
+// are not worth an unguarded host, and the status says why.
 func (d *Daemon) applyAlerts(cfg config.Alert) {
 	s := &d.alerts
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctx == nil || s.set && reflect.DeepEqual(cfg, s.cfg) {
+	if s.ctx == nil || !s.set && !cfg.Enabled() {
 		return
 	}
 	s.cfg, s.set, s.err = cfg, true, ""
