@@ -70,6 +70,9 @@ type Options struct {
 	Lookup func(ctx context.Context, a netip.Addr) Info
 	// Backoff is the first retry's wait, doubled after each (default 1s).
 	Backoff time.Duration
+	// MinLevel leaves out scan events below it for every destination
+	// ([report] min_level, psad's MIN_DANGER_LEVEL).
+	MinLevel int
 	// senders replaces the configured destinations (tests).
 	senders []namedSender
 }
@@ -173,6 +176,9 @@ func (d *Dispatcher) Run(ctx context.Context, sub *events.Sub) {
 // Handle filters, throttles and queues one event. It never blocks.
 func (d *Dispatcher) Handle(e events.Event) {
 	d.received.Add(1)
+	if e.Kind == events.Scan && e.Level < d.opt.MinLevel {
+		return
+	}
 	var want []*dest
 	for _, ds := range d.dests {
 		if Match(ds.filter, &e) {

@@ -486,6 +486,20 @@ func TestFullQueueDropsAndCounts(t *testing.T) {
 	<-done
 }
 
+// [report] min_level leaves out low scan events for every destination.
+func TestMinLevelForAll(t *testing.T) {
+	rec := &recorder{}
+	d, _ := New(config.Alert{Queue: 8, PerAddress: config.Rate{N: 10, Per: time.Hour}, Total: config.Rate{N: 10, Per: time.Hour}},
+		Options{MinLevel: 3, senders: []namedSender{{name: "rec", s: rec}}})
+	bus, _ := run(t, d)
+	bus.Publish(events.Event{Kind: events.Scan, Prefix: host("203.0.113.40"), Level: 2})
+	bus.Publish(events.Event{Kind: events.Scan, Prefix: host("203.0.113.41"), Level: 3})
+	eventually(t, "the level-3 alert", func() bool { return len(rec.alerts()) == 1 })
+	if a := rec.alerts()[0]; a.Addr != "203.0.113.41" {
+		t.Fatalf("%+v", a)
+	}
+}
+
 func TestMatch(t *testing.T) {
 	scan4 := events.Event{Kind: events.Scan, Level: 4}
 	fleetBan := events.Event{Kind: events.Ban, Origin: "fleet", Host: "web2"}

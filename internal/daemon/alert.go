@@ -45,7 +45,7 @@ const alertBuffer = 1024
 // password file is read again (alerts still queued then are lost). A
 // secret file that cannot be read is logged and alerts stay off: alerts
 // are not worth an unguarded host, and the status says why.
-func (d *Daemon) applyAlerts(cfg config.Alert) {
+func (d *Daemon) applyAlerts(cfg config.Alert, minLevel int) {
 	s := &d.alerts
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -58,7 +58,7 @@ func (d *Daemon) applyAlerts(cfg config.Alert) {
 		return
 	}
 	host, _ := os.Hostname()
-	disp, err := alert.New(cfg, alert.Options{Log: d.log.With("part", "alert"), Now: d.now, Hostname: host,
+	disp, err := alert.New(cfg, alert.Options{Log: d.log.With("part", "alert"), Now: d.now, Hostname: host, MinLevel: minLevel,
 		Lookup: func(ctx context.Context, a netip.Addr) lookup.Info { return d.addrInfo(ctx, a, 2*time.Second) }})
 	if err != nil {
 		s.err = err.Error()
@@ -92,11 +92,11 @@ func (s *alertService) stopLocked() {
 
 // runAlerts starts alerts for the daemon's life; the returned function
 // stops them.
-func (d *Daemon) runAlerts(ctx context.Context, cfg config.Alert) (wait func()) {
+func (d *Daemon) runAlerts(ctx context.Context, cfg config.Alert, minLevel int) (wait func()) {
 	d.alerts.mu.Lock()
 	d.alerts.ctx = ctx
 	d.alerts.mu.Unlock()
-	d.applyAlerts(cfg)
+	d.applyAlerts(cfg, minLevel)
 	return func() {
 		d.alerts.mu.Lock()
 		defer d.alerts.mu.Unlock()

@@ -295,7 +295,7 @@ func Run(ctx context.Context, opts Options) error {
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
 	defer d.runReport(gctx, ld.Cfg.Report)()
-	defer d.runAlerts(gctx, ld.Cfg.Alert)()
+	defer d.runAlerts(gctx, ld.Cfg.Alert, ld.Cfg.Report.MinLevel)()
 	g.Go(func() error { return d.maintain(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
@@ -549,7 +549,7 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	d.mu.Unlock()
 	d.applyMetrics(ld.Cfg.Metrics)
 	d.applyReport(ld.Cfg.Report)
-	d.applyAlerts(ld.Cfg.Alert)
+	d.applyAlerts(ld.Cfg.Alert, ld.Cfg.Report.MinLevel)
 	d.poke()
 	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
 	return nil
