@@ -1,6 +1,7 @@
 package alert
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -390,6 +391,38 @@ func TestSyslogLine(t *testing.T) {
 		stop()
 		if st := d.Stats(); st.Destinations[0].Sent != 1 {
 			t.Errorf("%s: stats %+v", format, st)
+		}
+	}
+}
+
+// A stream syslog socket gets newline-framed lines.
+func TestSyslogStreamSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "log")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := newSyslog(config.AlertSyslog{Socket: sock, Format: "rfc3164", Facility: "daemon", Tag: "moat"}, "web1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, who := range []string{"203.0.113.50", "203.0.113.51"} {
+		if err := s.Send(ctx, &Alert{Event: banEvent(who), Addr: who, Text: "moat: banned " + who}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	for _, who := range []string{"203.0.113.50", "203.0.113.51"} {
+		line, err := r.ReadString('\n')
+		// daemon (3) * 8 + warning (4) = 28
+		if err != nil || !strings.HasPrefix(line, "<28>") || !strings.HasSuffix(line, "moat: banned "+who+"\n") {
+			t.Fatalf("line %q, %v", line, err)
 		}
 	}
 }

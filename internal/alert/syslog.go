@@ -19,8 +19,9 @@ type syslogSender struct {
 	facility int
 	host     string
 
-	mu   sync.Mutex
-	conn net.Conn
+	mu     sync.Mutex
+	conn   net.Conn
+	stream bool // conn is a stream socket: lines need a frame
 }
 
 func newSyslog(cfg config.AlertSyslog, host string) *syslogSender {
@@ -85,14 +86,14 @@ func (s *syslogSender) Send(ctx context.Context, a *Alert) error {
 	defer s.mu.Unlock()
 	for try := 0; try < 2; try++ {
 		if s.conn == nil {
-			c, err := dialSyslog(ctx, s.cfg.Socket)
+			c, stream, err := dialSyslog(ctx, s.cfg.Socket)
 			if err != nil {
 				return err
 			}
-			s.conn = c
+			s.conn, s.stream = c, stream
 		}
 		msg := line
-		if s.conn.LocalAddr().Network() == "unix" {
+		if s.stream {
 			msg += "\n" // a stream socket needs a frame
 		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -108,15 +109,13 @@ func (s *syslogSender) Send(ctx context.Context, a *Alert) error {
 
 // dialSyslog connects to the socket as a datagram socket (/dev/log of
 // journald and rsyslog), or a stream one.
-func dialSyslog(ctx context.Context, path string) (net.Conn, error) {
+func dialSyslog(ctx context.Context, path string) (c net.Conn, stream bool, err error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unixgram", path)
-	if err == nil {
-		return c, nil
+	if c, err = d.DialContext(ctx, "unixgram", path); err == nil {
+		return c, false, nil
 	}
-	c, err2 := d.DialContext(ctx, "unix", path)
-	if err2 == nil {
-		return c, nil
+	if c, err2 := d.DialContext(ctx, "unix", path); err2 == nil {
+		return c, true, nil
 	}
-	return nil, fmt.Errorf("syslog socket %s: %w", path, err)
+	return nil, false, fmt.Errorf("syslog socket %s: %w", path, err)
 }
