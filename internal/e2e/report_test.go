@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,5 +124,63 @@ func TestReportAndAlertsOfARealScan(t *testing.T) {
 	h.moat("firewall", "apply")
 	if st := h.status(t); st.Alerts != nil {
 		t.Errorf("alerts still on after the reload: %+v", st.Alerts)
+	}
+}
+
+// The daemon's webhook reaches a server on the client's side of the link
+// after two induced 500s, with the bearer token from its file; the token
+// shows in neither status nor the daemon's log.
+func TestWebhookFromTheDaemon(t *testing.T) {
+	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]", openPort))
+	const token = "e2e-token-5b1f-never-printed"
+	tokenFile := filepath.Join(h.dir, "webhook.token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := h.client.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(h.link.B4, 0).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	got := make(chan string, 4)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			http.Error(w, "induced failure", http.StatusInternalServerError)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Header.Get("Authorization") + "\n" + string(b)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n\n[[alert.webhook]]\nurl = \"http://%s/hooks/secret-path\"\ntoken_file = %q\ntimeout = \"2s\"\nretries = 3\n",
+		openPort, ln.Addr(), tokenFile))
+	h.start()
+	victim := h.link.Host4(77)
+	h.moat("ban", "add", victim.String(), "--reason", "e2e webhook")
+	var body string
+	select {
+	case body = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no webhook after %d calls\n%s", calls.Load(), h.proc.Output())
+	}
+	if !strings.HasPrefix(body, "Bearer "+token+"\n") || !strings.Contains(body, `"kind":"ban"`) || !strings.Contains(body, `"addr":"`+victim.String()+`"`) ||
+		!strings.Contains(body, `"reason":"e2e webhook"`) {
+		t.Errorf("webhook:\n%s", body)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d calls, want 3", n)
+	}
+	netnstest.Eventually(t, 10*time.Second, "the alert counted as sent", func() bool {
+		st := h.status(t)
+		return st.Alerts != nil && len(st.Alerts.Destinations) == 1 && st.Alerts.Destinations[0].Sent == 1 && st.Alerts.Destinations[0].Retried == 2
+	})
+	out := h.moat("status") + h.moat("status", "--json") + h.proc.Output()
+	if strings.Contains(out, token) || strings.Contains(out, "secret-path") {
+		t.Errorf("the token or the webhook's path leaked into status or the log")
 	}
 }
