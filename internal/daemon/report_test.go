@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/portscan"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -80,5 +82,42 @@ func TestUserTallyBounded(t *testing.T) {
 	}
 	if len(u.m) > maxTallied {
 		t.Fatalf("%d addresses tallied", len(u.m))
+	}
+}
+
+// [scan] ignore_ports and [[scan.danger]] reach the detector.
+func TestScanDetectorConfigHasPsadSettings(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+[scan]
+ignore_ports = ["tcp/443"]
+[[scan.danger]]
+addr = "10.210.9.0/24"
+level = 5
+[[scan.danger]]
+addr = "10.210.9.9"
+level = 0
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	det := portscan.New(ScanDetectorConfig(cfg.Scan, nil, nil))
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	syn := func(src string, port uint16) *packet.Packet {
+		return &packet.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("10.210.0.1"), Family: 4, Proto: packet.ProtoTCP,
+			TTL: 50, DstPort: port, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460, TCPOptOrder: 3}
+	}
+	if dec, ok := det.Observe(syn("10.210.9.1", 22), []byte("moat:closed"), now); !ok || dec.Level != 5 {
+		t.Fatalf("auto_dl 5: %+v %v", dec, ok)
+	}
+	for port := range uint16(300) {
+		if dec, ok := det.Observe(syn("10.210.9.9", 1000+port), []byte("moat:closed"), now); ok {
+			t.Fatalf("auto_dl 0 rose: %+v", dec)
+		}
+	}
+	for range 100 {
+		det.Observe(syn("10.210.5.5", 443), []byte("moat:closed"), now)
+	}
+	if r := det.Report(now, 0); r.Totals.Ignored != 100 {
+		t.Fatalf("ignore_ports: %+v", r.Totals)
 	}
 }
