@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"net/netip"
 	"testing"
 	"time"
@@ -119,5 +121,19 @@ level = 0
 	}
 	if r := det.Report(now, 0); r.Totals.Ignored != 100 {
 		t.Fatalf("ignore_ports: %+v", r.Totals)
+	}
+}
+
+// A database that does not open is told in status, and the report goes on
+// without it.
+func TestReportWithoutItsDatabase(t *testing.T) {
+	d := Daemon{log: slog.New(slog.DiscardHandler)}
+	d.applyReport(config.Report{Top: 5, MinLevel: 2, GeoIP: "/nonexistent/GeoLite2-Country.mmdb"})
+	rs := d.reportStatus(&Status{}, nil, time.Now())
+	if rs.Lookups.GeoIP || !strings.Contains(rs.Lookups.Error, "/nonexistent/GeoLite2-Country.mmdb: not a readable MaxMind-format database") || rs.MinLevel != 2 {
+		t.Fatalf("lookups %+v", rs)
+	}
+	if d.reportTop() != 5 {
+		t.Fatalf("top %d", d.reportTop())
 	}
 }
