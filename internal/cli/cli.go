@@ -534,6 +534,9 @@ func (a *app) statusCmd() *cobra.Command {
 // printAddrStatus is one address's story, one section per guard.
 func printAddrStatus(w io.Writer, st daemon.AddrStatus) {
 	fmt.Fprintf(w, "address:   %s\n", st.Addr)
+	if where := whereString(st.Info); where != "" {
+		fmt.Fprintf(w, "known as:  %s\n", where)
+	}
 	switch {
 	case len(st.Bans) == 0:
 		fmt.Fprintln(w, "banned:    no")
@@ -558,6 +561,9 @@ func printAddrStatus(w io.Writer, st daemon.AddrStatus) {
 	for _, rule := range slices.Sorted(maps.Keys(st.Login)) {
 		fmt.Fprintf(w, "login:     %d failures being counted (%s)\n", st.Login[rule], rule)
 	}
+	if len(st.Users) > 0 {
+		fmt.Fprintf(w, "users:     %s\n", usersString(st.Users))
+	}
 	if s := st.Scan; s != nil {
 		state := "window ended"
 		if s.Active {
@@ -566,8 +572,14 @@ func printAddrStatus(w io.Writer, st daemon.AddrStatus) {
 		fmt.Fprintf(w, "scan:      danger level %d, %d probes to %d ports (%d-%d) on %d local addresses, %s; types %s; first %s, last %s (%s)\n",
 			s.Level, s.Packets, s.Ports, s.PortLow, s.PortHigh, s.LocalAddrs, strings.Join(s.Protocols, "/"), strings.Join(s.Types, ", "),
 			s.First.Local().Format("15:04:05"), s.Last.Local().Format("15:04:05"), state)
+		if s.Fingerprint != "" {
+			fmt.Fprintf(w, "os guess:  %s (SYN %s)\n", osString(s.OS), s.Fingerprint)
+		}
 	} else {
 		fmt.Fprintln(w, "scan:      not tracked")
+	}
+	if st.Danger != nil {
+		fmt.Fprintf(w, "danger:    fixed at level %d by [[scan.danger]]\n", *st.Danger)
 	}
 	for _, g := range st.Grants {
 		fmt.Fprintf(w, "grant:     %s open through %s for %.0fs more\n", g.Port, g.Door, g.Seconds)
@@ -578,7 +590,11 @@ func printAddrStatus(w io.Writer, st daemon.AddrStatus) {
 }
 
 func printStatus(w io.Writer, st daemon.Status) {
-	fmt.Fprintf(w, "daemon:    running, pid %d, up %s\n", st.PID, time.Since(st.Started).Round(time.Second))
+	fmt.Fprintf(w, "daemon:    running, pid %d, up %s (since %s)", st.PID, time.Since(st.Started).Round(time.Second), st.Started.Local().Format(time.DateTime))
+	if st.Version != "" {
+		fmt.Fprintf(w, ", moat %s", st.Version)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "config:    %s\n", st.ConfigSource)
 	if st.ConfigPath != "" && st.ConfigPath != st.ConfigSource {
 		fmt.Fprintf(w, "           reads %s on `moat firewall apply` and SIGHUP\n", st.ConfigPath)
@@ -672,7 +688,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 			fmt.Fprintf(w, "  %d scanners NOT banned: the cap of %d bans per minute was reached, last at %s (a flood of forged sources?)\n",
 				sc.Capped, sc.MaxBansPerMinute, sc.LastCapped.Local().Format(time.DateTime))
 		}
-		printScanReport(w, sc.Report)
+		if st.Report == nil {
+			printScanReport(w, sc.Report)
+		}
 		if len(sc.Events) > 0 {
 			fmt.Fprintln(w, "  recent events (kept across restarts):")
 			for _, e := range sc.Events {
@@ -687,6 +705,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 			}
 		}
 	}
+	printReport(w, st)
 }
 
 // printProtected lists what no guard ever bans, grouped by why.

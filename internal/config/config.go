@@ -215,6 +215,8 @@ func defaults() Config {
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
 		SPA:     defaultSPA(),
+		Report:  defaultReport(),
+		Alert:   defaultAlert(),
 	}
 }
 
@@ -283,6 +285,8 @@ var schema = []table{
 	}},
 	{"metrics", metricsKeys},
 	{"spa", spaKeys},
+	{"report", reportKeys},
+	{"alert", alertKeys},
 }
 
 type table struct {
@@ -298,7 +302,8 @@ type key struct {
 // arrayTables lists the keys that are arrays of tables ([[login.rule]]),
 // with the keys of each of their tables.
 func arrayTables() map[string][]key {
-	return map[string][]key{"login.rule": loginRuleKeys, "door": doorKeys, "spa.client": spaClientKeys}
+	return map[string][]key{"login.rule": loginRuleKeys, "door": doorKeys, "spa.client": spaClientKeys,
+		"scan.danger": scanDangerKeys, "alert.webhook": alertWebhookKeys}
 }
 
 // knownKeys lists every key as "table.key", in schema order.

@@ -24,6 +24,9 @@ type Scan struct {
 	FirstBan          time.Duration // first_ban: length of a source's first scan ban
 	BanTimeMultiplier float64       // ban_time_multiplier: each repeat lasts this many times longer, up to block_for
 	MaxBansPerMinute  int           // max_bans_per_minute: scan bans made at most; the rest are counted, not made
+	// psad's report settings (report.go).
+	Danger      []ScanDanger // [[scan.danger]]: fixed danger levels by address (psad's auto_dl)
+	IgnorePorts []PortSpec   // ignore_ports: probes to these ports are not scored (psad's IGNORE_PORTS)
 }
 
 func defaultScan() Scan {
@@ -43,7 +46,7 @@ func defaultScan() Scan {
 	}
 }
 
-var scanKeys = []key{
+var scanKeys = append([]key{
 	{"enabled", func(d *decoder, p string, v any) { d.bool(p, v, &d.cfg.Scan.Enabled) }},
 	{"window", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Scan.Window) }},
 	{"block_level", func(d *decoder, p string, v any) {
@@ -86,7 +89,7 @@ var scanKeys = []key{
 			d.cfg.Scan.Retention = int(n)
 		}
 	}},
-}
+}, scanReportKeys...)
 
 // tiers decodes five increasing counts, for danger levels 1 to 5.
 func (d *decoder) tiers(path string, v any, limit int64, dst *[5]int) {

@@ -21,6 +21,8 @@ type Config struct {
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
 	Metrics  Metrics
 	SPA      SPA
+	Report   Report // [report]: what moat status shows
+	Alert    Alert  // [alert]: webhooks, syslog, e-mail
 }
 
 // DoorLog configures the doors' audit trail.

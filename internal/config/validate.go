@@ -178,6 +178,9 @@ func (c *Config) problems() []problem {
 	out = append(out, c.doorProblems()...)
 	out = append(out, c.Scan.problems()...)
 	out = append(out, c.spaProblems()...)
+	out = append(out, c.Scan.dangerProblems()...)
+	out = append(out, c.Report.problems()...)
+	out = append(out, c.Alert.problems()...)
 	return out
 }
 

@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/control"
+	"github.com/moat-fw/moat/internal/lookup"
 	"github.com/moat-fw/moat/internal/portscan"
 )
 
@@ -24,6 +27,13 @@ type AddrStatus struct {
 	Scan      *portscan.SourceReport `json:"scan,omitempty"`      // the scan guard's window of it
 	Grants    []GrantJSON            `json:"grants"`              // doors and SPA grants open for it
 	Events    []DoorEvent            `json:"door_events"`         // its door openings and closings still in memory
+	// Users counts the user names it tried at login (failures counted
+	// since start; at most 16 names kept).
+	Users map[string]int `json:"login_users"`
+	// Info is what the [report] look-ups know of it: name, country, network.
+	Info lookup.Info `json:"info,omitzero"`
+	// Danger is its fixed level under [[scan.danger]], if one covers it.
+	Danger *int `json:"danger_override,omitempty"`
 }
 
 func (d *Daemon) addrStatus(w http.ResponseWriter, r *http.Request) {
@@ -77,6 +87,17 @@ func (d *Daemon) addrStatus(w http.ResponseWriter, r *http.Request) {
 		if strings.EqualFold(e.Addr, a.String()) {
 			st.Events = append(st.Events, e)
 		}
+	}
+	st.Users = d.report.tried.of(a)
+	st.Info = d.addrInfo(r.Context(), a, 2*time.Second)
+	d.mu.Lock()
+	var scanCfg config.Scan
+	if d.cur != nil {
+		scanCfg = d.cur.Cfg.Scan
+	}
+	d.mu.Unlock()
+	if lv, ok := scanCfg.DangerFor(a); ok {
+		st.Danger = &lv
 	}
 	control.WriteJSON(w, http.StatusOK, st)
 }

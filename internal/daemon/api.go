@@ -123,6 +123,13 @@ type Status struct {
 	Intake *IntakeStatus `json:"intake,omitempty"`
 	// SPA counts single packet authorization datagrams; nil while it is off.
 	SPA *SPAStatus `json:"spa,omitempty"`
+	// Report is what psad -S and fail2ban-client status show, gathered
+	// (report.go; docs/status.md).
+	Report *ReportStatus `json:"report,omitempty"`
+	// Alerts counts what became of the alerts; nil while none is set.
+	Alerts *AlertStatus `json:"alerts,omitempty"`
+	// Version is the daemon's build: its module version and VCS revision.
+	Version string `json:"version,omitempty"`
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

@@ -89,6 +89,8 @@ const recentEvents = 1000
 // Daemon is a running moat.
 type Daemon struct {
 	metrics metricsServer // the [metrics] endpoint
+	report  reportService // [report]: look-ups and tallies for status (report.go)
+	alerts  alertService  // [alert]: webhooks, syslog, e-mail (alert.go)
 	opts    Options
 	sd      *sdnotify.Notifier // systemd's NOTIFY_SOCKET, or nil
 	health  health             // the watchdog's evidence (notify.go)
@@ -292,6 +294,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
+	defer d.runReport(gctx, ld.Cfg.Report)()
+	defer d.runAlerts(gctx, ld.Cfg.Alert, ld.Cfg.Report.MinLevel)()
 	g.Go(func() error { return d.maintain(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
@@ -544,6 +548,8 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	}
 	d.mu.Unlock()
 	d.applyMetrics(ld.Cfg.Metrics)
+	d.applyReport(ld.Cfg.Report)
+	d.applyAlerts(ld.Cfg.Alert, ld.Cfg.Report.MinLevel)
 	d.poke()
 	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
 	return nil
@@ -704,6 +710,7 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 		d.log.Warn("login guard watches nothing: [login] sources is empty and there is no [[login.rule]]; set [login] sources, or enabled = false")
 	}
 	g := newLoginGuard(cfg, d.log, d.bans)
+	g.tried = &d.report.tried
 	g.bus = d.events
 	g.protected = d.prot
 	g.accepted = func(a netip.Addr, port uint16) {

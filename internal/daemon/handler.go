@@ -234,7 +234,7 @@ func (d *Daemon) snapshot() Status {
 		st.Login = &ls
 	}
 	if sg := d.scan.Load(); sg != nil {
-		ss := sg.status(now)
+		ss := sg.statusTop(now, d.reportTop())
 		d.mu.Lock()
 		if d.nflog != nil {
 			s := d.nflog.Stats()
@@ -262,5 +262,8 @@ func (d *Daemon) snapshot() Status {
 	if err != nil {
 		d.log.Warn("status: reading the kernel", "err", err)
 	}
+	st.Report = d.reportStatus(&st, bans, now)
+	st.Alerts = d.alertStatus()
+	st.Version = buildVersion()
 	return st
 }

@@ -45,6 +45,9 @@ type loginGuard struct {
 	// protected.
 	accepted func(a netip.Addr, port uint16)
 	banned   int
+	// tried tallies the user names each address tried, for `moat status
+	// ADDR` (report.go); nil tallies nothing.
+	tried *userTally
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 
@@ -203,6 +206,9 @@ func (g *loginGuard) observe(rule string, ev *authlog.Event, now time.Time) {
 	g.mu.Lock()
 	n := copy(decs[:], g.det.Observe(rule, ev, now))
 	g.mu.Unlock()
+	if g.tried != nil && len(ev.User) > 0 && g.det.Counts(rule, ev) {
+		g.tried.note(ev.Addr.Unmap(), ev.User)
+	}
 	// Applied without the lock: a ban waits for the kernel.
 	g.apply(decs[:n], now)
 }

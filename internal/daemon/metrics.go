@@ -97,5 +97,15 @@ func metricsSnapshot(st Status) metrics.Snapshot {
 		s.NFLOG = &metrics.NFLOG{Bound: in.Bound, Received: in.Received, Lost: in.Lost, Overruns: in.Overruns,
 			Datagrams: in.Datagrams, Foreign: in.Foreign}
 	}
+	if a := st.Alerts; a != nil {
+		m := &metrics.Alerts{Events: a.Received, BusDropped: a.BusDropped, Throttled: a.Throttled}
+		for _, d := range a.Destinations {
+			m.Sent += d.Sent
+			m.Failed += d.Failed
+			m.Retried += d.Retried
+			m.Dropped += d.Dropped
+		}
+		s.Alerts = m
+	}
 	return s
 }

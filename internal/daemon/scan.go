@@ -209,10 +209,13 @@ type ScanStatus struct {
 	Lost             uint64      `json:"lost"`   // logged packets the kernel could not deliver
 }
 
-func (g *scanGuard) status(now time.Time) ScanStatus {
+func (g *scanGuard) status(now time.Time) ScanStatus { return g.statusTop(now, 10) }
+
+// statusTop is status with the top sources and ports [report] top asks.
+func (g *scanGuard) statusTop(now time.Time, top int) ScanStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := ScanStatus{Report: g.det.Report(now, 10), Blocked: g.blocked, Capped: g.capped, LastCapped: g.lastCap, MaxBansPerMinute: g.cfg.MaxBansPerMinute}
+	st := ScanStatus{Report: g.det.Report(now, top), Blocked: g.blocked, Capped: g.capped, LastCapped: g.lastCap, MaxBansPerMinute: g.cfg.MaxBansPerMinute}
 	n := min(len(g.events), 20)
 	st.Events = append([]ScanEvent(nil), g.events[len(g.events)-n:]...)
 	return st
@@ -245,6 +248,8 @@ func ScanDetectorConfig(cfg config.Scan, doors []config.Door, ignore func(netip.
 		Knock: func(p *packet.Packet) bool {
 			return knocks[[3]byte{p.Proto, byte(p.DstPort >> 8), byte(p.DstPort)}]
 		},
+		IgnorePacket: ignorePorts(cfg.IgnorePorts),
+		Override:     dangerOverride(cfg),
 	}
 }
 

@@ -203,6 +203,14 @@ func TestLoginGuardBansRealSSHD(t *testing.T) {
 	if st.Login == nil || st.Login.Banned != 2 || len(st.Login.TopUsers) == 0 || st.Login.TopUsers[0].User != "root" {
 		t.Fatalf("status login: %+v", st.Login)
 	}
+	// fail2ban-client status sshd's counterpart, and the users each
+	// address tried.
+	if st.Report == nil || len(st.Report.Jails) == 0 || st.Report.Jails[0].Name != "sshd" || st.Report.Jails[0].Banned != 2 {
+		t.Fatalf("status jails: %+v", st.Report)
+	}
+	if out := h.moat("status", h.link.B4.String()); !strings.Contains(out, `users:     "root" `) {
+		t.Fatalf("status %s:\n%s", h.link.B4, out)
+	}
 }
 
 // A user name carrying an address never bans that address.

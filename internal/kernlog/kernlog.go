@@ -536,13 +536,16 @@ func unhex(dst, src []byte) (int, bool) {
 
 // parseTCPOptions records the options as packet.Decode does.
 func parseTCPOptions(o []byte, p *packet.Packet) {
+	var n uint
 	for i := 0; i < len(o); {
 		switch o[i] {
 		case 0:
 			p.TCPOpts |= packet.OptEOL
+			p.NoteOption(&n, 0)
 			return
 		case 1:
 			p.TCPOpts |= packet.OptNOP
+			p.NoteOption(&n, 1)
 			i++
 			continue
 		}
@@ -551,6 +554,7 @@ func parseTCPOptions(o []byte, p *packet.Packet) {
 			return
 		}
 		kind, v := o[i], o[i+2:i+int(o[i+1])]
+		p.NoteOption(&n, kind)
 		switch {
 		case kind == 2 && len(v) == 2:
 			p.TCPOpts |= packet.OptMSS

@@ -183,7 +183,7 @@ func TestParse(t *testing.T) {
 			"Mar  1 12:00:00 web1 kernel: [ 1234.567890] Drop Syn IN=eth0 OUT= " + mac + "SRC=198.51.100.7 DST=203.0.113.1 LEN=44 TOS=0x00 PREC=0x00 TTL=48 ID=31557 PROTO=TCP SPT=58038 DPT=9001 WINDOW=1024 RES=0x00 SYN URGP=0 OPT (020405B4) ",
 			"Drop Syn",
 			packet.Packet{Src: a("198.51.100.7"), Dst: a("203.0.113.1"), Family: 4, Proto: 6, TTL: 48, IPID: 31557, Length: 44,
-				SrcPort: 58038, DstPort: 9001, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460},
+				SrcPort: 58038, DstPort: 9001, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460, TCPOptOrder: 3},
 		},
 		{
 			"journalctl -k, no options logged: a masscan SYN",
@@ -205,7 +205,7 @@ func TestParse(t *testing.T) {
 			"nft drop:",
 			packet.Packet{Src: a("198.51.100.7"), Dst: a("203.0.113.1"), Family: 4, Proto: 6, TTL: 64, Length: 60, DF: true,
 				SrcPort: 46244, DstPort: 9001, TCPFlags: packet.SYN, TCPWindow: 64240, TCPSeq: 305419896, TCPOptLen: 20,
-				TCPOpts: packet.OptMSS | packet.OptSACKPerm | packet.OptTimestamp | packet.OptNOP | packet.OptWScale, MSS: 1460, WScale: 7, TSVal: 0x9f3a1b2c},
+				TCPOpts: packet.OptMSS | packet.OptSACKPerm | packet.OptTimestamp | packet.OptNOP | packet.OptWScale, MSS: 1460, WScale: 7, TSVal: 0x9f3a1b2c, TCPOptOrder: 0x42953},
 		},
 		{
 			"nftables prefix without a space, glued to IN=",
@@ -256,7 +256,7 @@ func TestParse(t *testing.T) {
 			"IN=eth0 OUT= SRC=198.51.100.7 DST=203.0.113.1 LEN=48 TOS=0x00 PREC=0x00 TTL=64 ID=1 OPT (94040000) PROTO=TCP SPT=1 DPT=2 WINDOW=1024 RES=0x00 SYN URGP=0 OPT (020405B4) ",
 			"",
 			packet.Packet{Src: a("198.51.100.7"), Dst: a("203.0.113.1"), Family: 4, Proto: 6, TTL: 64, IPID: 1, Length: 48,
-				SrcPort: 1, DstPort: 2, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460},
+				SrcPort: 1, DstPort: 2, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460, TCPOptOrder: 3},
 		},
 		{
 			"protocol by number (nmap -sO, SCTP)",
@@ -275,7 +275,7 @@ func TestParse(t *testing.T) {
 			"Mar  1 12:00:00 web1 kernel: [ 1234.567890] ip6 drop IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:86:dd SRC=fd00:0210:00f2:0000:0000:0000:0000:0002 DST=fd00:0210:00f2:0000:0000:0000:0000:0001 LEN=64 TC=0 HOPLIMIT=255 FLOWLBL=0 PROTO=TCP SPT=38626 DPT=9002 WINDOW=1024 RES=0x00 SYN URGP=0 OPT (020405B4) ",
 			"ip6 drop",
 			packet.Packet{Src: a("fd00:210:f2::2"), Dst: a("fd00:210:f2::1"), Family: 6, Proto: 6, TTL: 255, Length: 24,
-				SrcPort: 38626, DstPort: 9002, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460},
+				SrcPort: 38626, DstPort: 9002, TCPFlags: packet.SYN, TCPWindow: 1024, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1460, TCPOptOrder: 3},
 		},
 		{
 			"nftables IPv6 echo, compressed addresses",
@@ -455,7 +455,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%q parsed to %+v, rendered as %q, refused", line, p, line2)
 		}
 		strip := func(x packet.Packet) packet.Packet {
-			x.TCPOptLen, x.TCPOpts, x.MSS, x.WScale, x.TSVal, x.PayloadLen, x.TOS = 0, 0, 0, 0, 0, 0, 0
+			x.TCPOptLen, x.TCPOpts, x.MSS, x.WScale, x.TSVal, x.PayloadLen, x.TOS, x.TCPOptOrder = 0, 0, 0, 0, 0, 0, 0, 0
 			if x.Fragment {
 				x.SrcPort, x.DstPort, x.TCPFlags, x.TCPWindow, x.TCPSeq, x.TCPAck, x.ICMPType, x.ICMPCode, x.ICMPID, x.ICMPSeq = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 			}

@@ -313,6 +313,15 @@ func (g *Guard) LoadSnapshot(rule string, b []byte, now time.Time) error {
 	return c.LoadSnapshot(b, now)
 }
 
+// CountingRule is how many addresses rule's counter holds (0 for a rule
+// it does not know): fail2ban-client status JAIL's "currently failed".
+func (g *Guard) CountingRule(rule string) int {
+	if c := g.counters[rule]; c != nil {
+		return c.Len()
+	}
+	return 0
+}
+
 // Failures are a's failures being counted now, by rule (SSHD or a
 // [[login.rule]] name); rules with none are left out.
 func (g *Guard) Failures(a netip.Addr, now time.Time) map[string]int {

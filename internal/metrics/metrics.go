@@ -45,6 +45,15 @@ type Snapshot struct {
 	Login *Login // nil when the login guard is off
 	Scan  *Scan  // nil when the scan guard is off
 	NFLOG *NFLOG // nil before the receiver started
+	// Alerts is nil while no [alert] destination is set.
+	Alerts *Alerts
+}
+
+// Alerts is the alert dispatcher's part: alerts by what became of them,
+// summed over the destinations.
+type Alerts struct {
+	Events, BusDropped, Throttled  uint64 // events read; lost by the bus; held back by the throttle
+	Sent, Failed, Retried, Dropped uint64
 }
 
 // Counter is one nftables counter.
@@ -121,6 +130,8 @@ var (
 	dNFLOGOverruns  = desc("nflog_overruns_total", "Receive buffer overruns, each one or more lost datagrams.")
 	dNFLOGDatagrams = desc("nflog_datagrams_total", "Netlink datagrams the logged packets came in (packets per datagram is the kernel's batching).")
 	dNFLOGForeign   = desc("nflog_foreign_packets_total", "Packets on moat's NFLOG group logged by another ruleset; not scored.")
+	dAlertEvents    = desc("alert_events_total", "Events the alert dispatcher read, and those the event bus dropped because it fell behind.", "result")
+	dAlerts         = desc("alerts_total", "Alerts by what became of them: sent, failed (after retries), retried (attempts), dropped (a full queue), throttled.", "result")
 )
 
 // Describe sends every metric's description.
@@ -128,7 +139,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dEnforcing, dTable, dKernelPackets, dKernelBytes, dBans, dAllows, dProtected, dLifted,
 		dReasserted, dRepaired, dStoreFailures, dLoginFailures, dLoginUnverif, dLoginBans, dLoginCounting, dScanPackets,
 		dScanSources, dScanEvicted, dScanBans, dScanCapped, dSPA, dNFLOGBound, dNFLOGPackets, dNFLOGLost, dNFLOGOverruns,
-		dNFLOGDatagrams, dNFLOGForeign} {
+		dNFLOGDatagrams, dNFLOGForeign, dAlertEvents, dAlerts} {
 		ch <- d
 	}
 }
@@ -191,6 +202,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dNFLOGDatagrams, float64(n.Datagrams))
 		counter(dNFLOGForeign, float64(n.Foreign))
 	}
+	if a := s.Alerts; a != nil {
+		counter(dAlertEvents, float64(a.Events), "read")
+		counter(dAlertEvents, float64(a.BusDropped), "dropped")
+		for _, r := range []struct {
+			result string
+			n      uint64
+		}{{"sent", a.Sent}, {"failed", a.Failed}, {"retried", a.Retried}, {"dropped", a.Dropped}, {"throttled", a.Throttled}} {
+			counter(dAlerts, float64(r.n), r.result)
+		}
+	}
 }
 
 func b2f(b bool) float64 {
@@ -209,16 +230,25 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// Handler returns the HTTP handler for a private registry holding c and
-// the process and Go runtime collectors.
+// Handler returns the HTTP handler for Registry(c).
 func Handler(c *Collector) (http.Handler, error) {
+	reg, err := Registry(c)
+	if err != nil {
+		return nil, err
+	}
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}), nil
+}
+
+// Registry is the private registry moat serves: c and the process and Go
+// runtime collectors.
+func Registry(c *Collector) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	for _, col := range []prometheus.Collector{c, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector()} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}), nil
+	return reg, nil
 }
 
 // Serve serves h at path on ln until ctx ends, in a goroutine whose end

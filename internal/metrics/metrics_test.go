@@ -16,10 +16,11 @@ func snapshot() Snapshot {
 	return Snapshot{Enforcing: true, TablePresent: true,
 		Kernel:       map[string]Counter{"ban": {Packets: 7, Bytes: 420}, "closed": {Packets: 3, Bytes: 180}},
 		BansByOrigin: map[string]int{"login": 2, "scan": 1}, Allows: 1, Protected: 4,
-		Login: &Login{Failures: 9, Bans: 2, Counting: 1},
-		Scan:  &Scan{Probes: 40, SourcesByLevel: [6]int{0, 1, 0, 1}, Bans: 1},
-		SPA:   &SPA{Accepted: 2, Refused: map[string]uint64{"replay": 3}},
-		NFLOG: &NFLOG{Bound: true, Received: 50, Datagrams: 5}}
+		Login:  &Login{Failures: 9, Bans: 2, Counting: 1},
+		Scan:   &Scan{Probes: 40, SourcesByLevel: [6]int{0, 1, 0, 1}, Bans: 1},
+		SPA:    &SPA{Accepted: 2, Refused: map[string]uint64{"replay": 3}},
+		NFLOG:  &NFLOG{Bound: true, Received: 50, Datagrams: 5},
+		Alerts: &Alerts{Events: 6, Sent: 4, Throttled: 2}}
 }
 
 // serve runs the endpoint on a free loopback port and returns its URL.
@@ -69,6 +70,8 @@ func TestMetricsFromSnapshot(t *testing.T) {
 		`moat_spa_datagrams_total{reason="replay",result="refused"} 3`,
 		`moat_spa_datagrams_total{reason="",result="accepted"} 2`,
 		`moat_enforcing 1`,
+		`moat_alerts_total{result="sent"} 4`,
+		`moat_alert_events_total{result="read"} 6`,
 		"process_resident_memory_bytes",
 		"go_goroutines",
 	} {
@@ -95,7 +98,7 @@ func TestMetricsFromSnapshot(t *testing.T) {
 // looked and found nothing.
 func TestMetricsLeaveOutGuardsThatAreOff(t *testing.T) {
 	_, body := get(t, serve(t, func(context.Context) Snapshot { return Snapshot{} }))
-	for _, absent := range []string{"moat_login_", "moat_scan_", "moat_nflog_", "moat_spa_"} {
+	for _, absent := range []string{"moat_login_", "moat_scan_", "moat_nflog_", "moat_spa_", "moat_alert"} {
 		if strings.Contains(body, absent) {
 			t.Errorf("%s* present with the guard off:\n%s", absent, body)
 		}

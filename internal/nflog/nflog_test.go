@@ -219,7 +219,7 @@ func TestReceiveRealPackets(t *testing.T) {
 		{"XMAS", raw.tcp4(l.link.B4, l.link.A4, 61001, 9081, packet.FIN|packet.PSH|packet.URG, 1024, nil),
 			packet.Packet{SrcPort: 61001, DstPort: 9081, TCPSeq: 0x5eed0000 | 61001, TCPFlags: packet.FIN | packet.PSH | packet.URG, TCPWindow: 1024}},
 		{"NULL v6", raw.tcp6(l.link.B6, l.link.A6, 61002, 9082, 0, 4096, []byte{2, 4, 5, 0xa0}),
-			packet.Packet{SrcPort: 61002, DstPort: 9082, TCPSeq: 0x5eed0000 | 61002, TCPWindow: 4096, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1440}},
+			packet.Packet{SrcPort: 61002, DstPort: 9082, TCPSeq: 0x5eed0000 | 61002, TCPWindow: 4096, TCPOptLen: 4, TCPOpts: packet.OptMSS, MSS: 1440, TCPOptOrder: 3}},
 		{"ping", raw.icmp4(l.link.B4, l.link.A4, 0x1234, 7),
 			packet.Packet{ICMPType: 8, ICMPID: 0x1234, ICMPSeq: 7, PayloadLen: 8}},
 		{"ping6", raw.icmp6(l.link.B6, l.link.A6, 0x4321, 9),

@@ -146,6 +146,11 @@ type Packet struct {
 	MSS       uint16 // 0 if absent
 	WScale    uint8  // valid if TCPOpts&OptWScale
 	TSVal     uint32 // valid if TCPOpts&OptTimestamp
+	// TCPOptOrder is the options' kinds in the order they came, for
+	// passive OS fingerprints (an operating system's SYN has its own
+	// order): 4 bits each, the first in the low bits, 0 after the last.
+	// See OptCode; past 16 options the rest are not recorded.
+	TCPOptOrder uint64
 
 	ICMPType, ICMPCode uint8
 	// ICMPID and ICMPSeq are set for echo, timestamp, information and
@@ -390,7 +395,27 @@ func decodeTCP(b []byte, claimed int, p *Packet) error {
 	return nil
 }
 
+// OptCode is how TCPOptOrder writes an option kind: the kind plus one for
+// kinds 0 to 8 (EOL 1, NOP 2, MSS 3, window scale 4, SACK permitted 5,
+// SACK 6, timestamps 9), 15 for any other.
+func OptCode(kind uint8) uint8 {
+	if kind <= 8 {
+		return kind + 1
+	}
+	return 15
+}
+
+// NoteOption appends kind to p.TCPOptOrder, n being the options noted so
+// far (a decoder's count, starting at 0).
+func (p *Packet) NoteOption(n *uint, kind uint8) {
+	if *n < 16 {
+		p.TCPOptOrder |= uint64(OptCode(kind)) << (4 * *n)
+		*n++
+	}
+}
+
 func parseTCPOptions(o []byte, p *Packet) {
+	var n uint // options noted in TCPOptOrder
 	// A run past the captured bytes is OptCut when the capture was cut
 	// there, and OptMalformed when the options themselves end there.
 	overrun := OptMalformed
@@ -402,9 +427,11 @@ func parseTCPOptions(o []byte, p *Packet) {
 		switch kind {
 		case 0:
 			p.TCPOpts |= OptEOL
+			p.NoteOption(&n, 0)
 			return
 		case 1:
 			p.TCPOpts |= OptNOP
+			p.NoteOption(&n, 1)
 			i++
 			continue
 		}
@@ -422,6 +449,7 @@ func parseTCPOptions(o []byte, p *Packet) {
 			return
 		}
 		v := o[i+2 : i+l]
+		p.NoteOption(&n, kind)
 		switch kind {
 		case 2:
 			if len(v) != 2 {

@@ -83,6 +83,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/moat-fw/moat/internal/osfp"
 	"github.com/moat-fw/moat/internal/packet"
 )
 
@@ -139,6 +140,14 @@ type Config struct {
 	// never counted: a door's knocks are probes of closed ports. Nil
 	// matches nothing.
 	Knock func(p *packet.Packet) bool
+	// IgnorePacket reports probes never counted for what they are rather
+	// than who sent them: psad's IGNORE_PORTS. They count as Ignored. Nil
+	// ignores nothing.
+	IgnorePacket func(p *packet.Packet) bool
+	// Override fixes a source's danger level whatever its probes (psad's
+	// auto_dl): ok false leaves the rules to score it. Level 0 keeps it at
+	// 0, reported but never rising. Nil overrides nothing.
+	Override func(netip.Addr) (level int, ok bool)
 }
 
 // FieldError is one invalid Config field. Field is its key as the
@@ -214,6 +223,8 @@ type Detector struct {
 	rawSYNBoost int
 	ignore      func(netip.Addr) bool
 	knock       func(*packet.Packet) bool
+	ignorePkt   func(*packet.Packet) bool
+	override    func(netip.Addr) (int, bool)
 	seed        uint64 // keys the port and address sets, so nobody can pick colliding ports
 
 	table
@@ -237,6 +248,8 @@ func New(cfg Config) *Detector {
 		rawSYNBoost: min(max(cfg.RawSYNBoost, 0), 4),
 		ignore:      cfg.Ignore,
 		knock:       cfg.Knock,
+		ignorePkt:   cfg.IgnorePacket,
+		override:    cfg.Override,
 		dsts:        make(map[[16]byte]uint8),
 	}
 	invalid := map[string]bool{}
@@ -336,6 +349,10 @@ func (d *Detector) Observe(p *packet.Packet, prefix []byte, now time.Time) (Deci
 		d.totals.Knock++
 		return Decision{}, false
 	}
+	if d.ignorePkt != nil && d.ignorePkt(p) {
+		d.totals.Ignored++
+		return Decision{}, false
+	}
 	d.totals.Probes++
 
 	ts := now.UnixNano()
@@ -375,8 +392,16 @@ func (d *Detector) Observe(p *packet.Packet, prefix []byte, now time.Time) (Deci
 	if uint32(s.addrBits) >= d.sweepTiers[0] {
 		s.types |= TypeSweep
 	}
+	if t&(TypeSYN|TypeConnect) != 0 && !s.syn.Seen() {
+		s.syn, _ = osfp.FromPacket(p)
+	}
 
 	lv := d.level(s)
+	if d.override != nil {
+		if o, ok := d.override(src); ok {
+			lv = min(max(o, 0), 5)
+		}
+	}
 	if lv <= int(s.level) {
 		return Decision{}, false
 	}

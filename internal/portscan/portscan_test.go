@@ -811,7 +811,7 @@ func TestReport(t *testing.T) {
 	if !slices.Equal(r.Prefixes, wantPrefixes) {
 		t.Errorf("prefixes %+v, want %+v", r.Prefixes, wantPrefixes)
 	}
-	want := Totals{Packets: 223, Probes: 223, TCP: 222, UDP: 1, Sources: 4, MaxSources: DefaultMaxSources}
+	want := Totals{Packets: 223, Probes: 223, TCP: 222, UDP: 1, Sources: 4, Destinations: 2, MaxSources: DefaultMaxSources}
 	if r.Totals != want {
 		t.Errorf("totals %+v\nwant %+v", r.Totals, want)
 	}

@@ -2,11 +2,13 @@ package portscan
 
 import (
 	"cmp"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/moat-fw/moat/internal/osfp"
 	"github.com/moat-fw/moat/internal/packet"
 )
 
@@ -20,7 +22,10 @@ type Report struct {
 	Prefixes      []PrefixReport `json:"prefixes"`
 	// Levels counts the tracked sources at each level, 0 to 5.
 	Levels [6]int `json:"levels"`
-	Totals Totals `json:"totals"`
+	// TypeSources counts the tracked sources that sent each kind of
+	// probe, by ScanTypes bit: psad's signature matches.
+	TypeSources [numTypes]int `json:"type_sources"`
+	Totals      Totals        `json:"totals"`
 }
 
 // SourceReport is one source's current window, or its last one if no
@@ -39,6 +44,11 @@ type SourceReport struct {
 	First      time.Time  `json:"first"`
 	Last       time.Time  `json:"last"`
 	Active     bool       `json:"active"`
+	// Fingerprint is the window's first SYN, p0f-like
+	// ("64:1460:64240:mss,sok,ts,nop,ws:ws7:df"), and OS what it looks
+	// like (package osfp): a guess, every field the sender's to choose.
+	Fingerprint string      `json:"fingerprint,omitempty"`
+	OS          *osfp.Guess `json:"os,omitempty"`
 }
 
 // PortReport is one port's probes since the detector started.
@@ -66,9 +76,10 @@ type Totals struct {
 	ICMP     uint64 `json:"icmp"` // ICMP and ICMPv6
 	Other    uint64 `json:"other"`
 
-	Sources    int    `json:"sources"` // tracked now
-	MaxSources int    `json:"max_sources"`
-	Evicted    uint64 `json:"evicted"` // sources forgotten to make room
+	Sources      int    `json:"sources"`      // tracked now
+	Destinations int    `json:"destinations"` // local addresses probed (psad's scan destinations)
+	MaxSources   int    `json:"max_sources"`
+	Evicted      uint64 `json:"evicted"` // sources forgotten to make room
 }
 
 // otherPrefix names the counter the prefixes past maxOtherPrefixes share.
@@ -79,6 +90,7 @@ const otherPrefix = "(other)"
 func (d *Detector) Report(now time.Time, topN int) Report {
 	r := Report{At: now, WindowSeconds: d.window / int64(time.Second), Totals: d.totals}
 	r.Totals.Sources, r.Totals.MaxSources, r.Totals.Evicted = d.table.n, d.table.max, d.table.evicted
+	r.Totals.Destinations = len(d.dsts)
 	ts := now.UnixNano()
 
 	better := func(a, b uint32) bool {
@@ -94,6 +106,9 @@ func (d *Detector) Report(now time.Time, topN int) Report {
 	top := newTopK(topN, better)
 	for i := d.table.head; i != none; i = d.at(i).next {
 		r.Levels[d.at(i).level]++
+		for t := d.at(i).types; t != 0; t &= t - 1 {
+			r.TypeSources[bits.TrailingZeros32(uint32(t))]++
+		}
 		top.add(i)
 	}
 	for _, i := range top.sorted() {
@@ -145,6 +160,12 @@ func (d *Detector) sourceReport(s *source, ts int64) SourceReport {
 		First:      time.Unix(0, s.first),
 		Last:       time.Unix(0, s.last),
 		Active:     ts-s.first <= d.window,
+	}
+	if s.syn.Seen() {
+		sr.Fingerprint = s.syn.Summary()
+		if g, ok := osfp.Match(s.syn); ok {
+			sr.OS = &g
+		}
 	}
 	for proto := range 256 {
 		if s.protos[proto>>6]&(1<<(proto&63)) != 0 {

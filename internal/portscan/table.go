@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/moat-fw/moat/internal/osfp"
 )
 
 // Sizes of the per-source sets.
@@ -34,8 +36,9 @@ type source struct {
 	addrBits    uint16 // bits set in addrs
 	lowPort     uint16
 	highPort    uint16
-	level       uint8 // the level last reported
-	spared      uint8 // evictions escaped in this window (see table.evict)
+	level       uint8    // the level last reported
+	spared      uint8    // evictions escaped in this window (see table.evict)
+	syn         osfp.SYN // the window's first SYN, for the report's OS guess
 }
 
 func (s *source) reset(ts int64) {
