@@ -283,6 +283,7 @@ var schema = []table{
 	}},
 	{"metrics", metricsKeys},
 	{"spa", spaKeys},
+	{"page", pageKeys},
 }
 
 type table struct {

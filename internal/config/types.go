@@ -21,6 +21,7 @@ type Config struct {
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
 	Metrics  Metrics
 	SPA      SPA
+	Page     Page // [page]: the live page
 }
 
 // DoorLog configures the doors' audit trail.
