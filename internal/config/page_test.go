@@ -8,7 +8,7 @@ import (
 func TestPageListen(t *testing.T) {
 	for _, c := range []struct {
 		toml, err string
-		want     Page
+		want      Page
 	}{
 		{"", "", Page{}},
 		{"[page]\nlisten = \"127.0.0.1:9734\"\n", "", Page{Listen: "127.0.0.1:9734"}},
