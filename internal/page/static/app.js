@@ -197,13 +197,16 @@ function drawTimeline() {
     buckets[Math.min(N - 1, Math.floor((t - start) / step))][k]++;
   }
   const totals = buckets.map((b) => KINDS.reduce((s, k) => s + b[k.key], 0));
-  const ymax = Math.max(1, ...totals);
+  // A round top, so the axis shows whole events.
+  const top = Math.max(1, ...totals);
+  const ticks = Math.min(4, top);
+  const ymax = Math.ceil(top / ticks) * ticks;
   const s = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none' });
   const pw = W - L - R, ph = H - T - B;
-  for (let i = 0; i <= 4; i++) {
-    const y = T + ph * i / 4;
+  for (let i = 0; i <= ticks; i++) {
+    const y = T + ph * i / ticks;
     s.append(svg('line', { x1: L, x2: W - R, y1: y, y2: y, class: 'grid-line' }));
-    s.append(svg('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, Math.round(ymax * (4 - i) / 4)));
+    s.append(svg('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, ymax * (ticks - i) / ticks));
   }
   const bw = pw / N;
   buckets.forEach((b, i) => {
@@ -225,6 +228,11 @@ function drawTimeline() {
     const bmax = Math.max(1, ...pts.map((p) => p[1]));
     const d = pts.map(([t, v], i) => (i ? 'L' : 'M') + (L + pw * (t - start) / span).toFixed(1) + ' ' + (T + ph - ph * v / bmax).toFixed(1)).join(' ');
     s.append(svg('path', { d, class: 'bans-line' }));
+    const [lt, lv] = pts[pts.length - 1];
+    const dot = svg('circle', { cx: (L + pw * (lt - start) / span).toFixed(1), cy: (T + ph - ph * lv / bmax).toFixed(1), r: 4 });
+    dot.style.fill = 'var(--ban)';
+    dot.append(svg('title', {}, lv + ' active bans'));
+    s.append(dot);
     s.append(svg('text', { x: W - R + 6, y: T + 4 }, bmax));
     s.append(svg('text', { x: W - R + 6, y: T + ph + 4 }, 0));
   }
