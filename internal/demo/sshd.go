@@ -119,7 +119,9 @@ func (d *demo) ssh(ctx context.Context, role string, src netip.Addr, user string
 	}
 	args := []string{"ssh", "-F", "/dev/null", "-b", src.String(), "-p", strconv.Itoa(port), "-l", user,
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR"}
+		"-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR",
+		// A ban mid-login drops the connection's packets: notice soon.
+		"-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"}
 	if key != "" {
 		args = append(args, "-i", key, "-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey")
 	} else {
