@@ -137,4 +137,20 @@ func TestLivePageInChromium(t *testing.T) {
 		t.Fatal("the page shows a ban the daemon does not have")
 	}
 	browsertest.Screenshot(t, step, "live-page-after-scan")
+
+	// A reload moves the page; the old address stops answering, and the
+	// token stays the same.
+	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\"]\n\n[login]\nenabled = false\n\n[page]\nlisten = \"127.0.0.1:9736\"\n", openPort))
+	h.moat("firewall", "apply")
+	dial := func(port int) error {
+		_, err := h.server.RunErr("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port))
+		return err
+	}
+	netnstest.Eventually(t, 5*time.Second, "the page to leave port 9734", func() bool { return dial(9734) != nil })
+	if err := dial(9736); err != nil {
+		t.Fatalf("the page did not move to 9736: %v", err)
+	}
+	if again, _, _ := strings.Cut(h.moat("page", "url"), "\n"); again != strings.Replace(raw, "9734", "9736", 1) {
+		t.Fatalf("after the move: %q, want the same token on 9736", again)
+	}
 }
