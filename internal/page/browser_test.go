@@ -2,6 +2,8 @@ package page_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
@@ -53,7 +55,12 @@ func TestPageInChromium(t *testing.T) {
 	bus.Publish(events.Event{Time: now.Add(-time.Minute), Kind: events.Scan, Prefix: netip.MustParsePrefix("10.210.5.4/32"), Level: 3, Types: "syn", Probes: 15, NPorts: 15})
 	bus.Publish(events.Event{Time: now.Add(-time.Minute), Kind: events.Ban, Prefix: netip.MustParsePrefix("10.210.5.4/32"), Origin: "scan", Reason: "port scan", Until: now.Add(9 * time.Minute)})
 	const token = "browser-test-token-0123456789"
-	p := page.New(page.Options{Token: token, Bus: bus, State: func() any { return fakeState(time.Now()) },
+	addr := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := fakeState(time.Now())
+		json.NewEncoder(w).Encode(daemon.AddrStatus{Addr: r.URL.Query().Get("addr"), Bans: st.Bans[:1], Login: map[string]int{"sshd": 2},
+			Scan: &st.Status.Scan.Report.Sources[0], Grants: []daemon.GrantJSON{}, Events: []daemon.DoorEvent{}})
+	})
+	p := page.New(page.Options{Token: token, Bus: bus, State: func() any { return fakeState(time.Now()) }, Addr: addr,
 		Sample: func() page.Sample { return page.Sample{Bans: 2} }, SampleEvery: time.Second})
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -103,9 +110,15 @@ func TestPageInChromium(t *testing.T) {
 	if err := chromedp.Do(step, chromedp.Click(`#sources button.addr`), chromedp.WaitVisible("#detail")); err != nil {
 		t.Fatalf("address detail: %v", err)
 	}
+	if _, err := chromedp.Run(step, chromedp.Poll[bool](`document.getElementById('detail-body').textContent.includes('port scan: danger level 3')`)); err != nil {
+		got, _ := chromedp.Run(step, chromedp.TextContent("#detail-body"))
+		t.Fatalf("the address's story: %q (%v)", got, err)
+	}
 	browsertest.Screenshot(t, step, "page-detail")
 	if err := chromedp.Do(step, chromedp.Click("#detail-close"), chromedp.WaitNotVisible("#detail")); err != nil {
 		t.Fatal(err)
 	}
 	browsertest.Screenshot(t, step, "page")
+	browsertest.Dark(t, step)
+	browsertest.Screenshot(t, step, "page-dark")
 }

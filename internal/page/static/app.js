@@ -398,7 +398,8 @@ async function showAddr(a) {
   let j;
   try {
     const r = await fetch('/api/addr?addr=' + encodeURIComponent(a), { cache: 'no-store', credentials: 'same-origin' });
-    j = await r.json();
+    const text = await r.text();
+    try { j = JSON.parse(text); } catch { throw new Error(r.status + ' ' + text.slice(0, 80)); }
     if (!r.ok) throw new Error(j.error || r.status);
   } catch (err) {
     fill('detail-body', empty('cannot read it: ' + err.message));
