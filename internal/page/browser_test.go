@@ -55,13 +55,14 @@ func TestPageInChromium(t *testing.T) {
 	bus.Publish(events.Event{Time: now.Add(-time.Minute), Kind: events.Scan, Prefix: netip.MustParsePrefix("10.210.5.4/32"), Level: 3, Types: "syn", Probes: 15, NPorts: 15})
 	bus.Publish(events.Event{Time: now.Add(-time.Minute), Kind: events.Ban, Prefix: netip.MustParsePrefix("10.210.5.4/32"), Origin: "scan", Reason: "port scan", Until: now.Add(9 * time.Minute)})
 	const token = "browser-test-token-0123456789"
+	n := 0 // samples taken; Run calls Sample from one goroutine
 	addr := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := fakeState(time.Now())
 		json.NewEncoder(w).Encode(daemon.AddrStatus{Addr: r.URL.Query().Get("addr"), Bans: st.Bans[:1], Login: map[string]int{"sshd": 2},
 			Scan: &st.Status.Scan.Report.Sources[0], Grants: []daemon.GrantJSON{}, Events: []daemon.DoorEvent{}})
 	})
 	p := page.New(page.Options{Token: token, Bus: bus, State: func() any { return fakeState(time.Now()) }, Addr: addr,
-		Sample: func() page.Sample { return page.Sample{Bans: 2} }, SampleEvery: time.Second})
+		Sample: func() page.Sample { n++; return page.Sample{Bans: 2, LoginFailures: uint64(n * n), ScanProbes: uint64(40 * n)} }, SampleEvery: 500 * time.Millisecond})
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(pctx) }()
@@ -117,6 +118,10 @@ func TestPageInChromium(t *testing.T) {
 	browsertest.Screenshot(t, step, "page-detail")
 	if err := chromedp.Do(step, chromedp.Click("#detail-close"), chromedp.WaitNotVisible("#detail")); err != nil {
 		t.Fatal(err)
+	}
+	// The counters sampled over time are drawn as rates.
+	if _, err := chromedp.Run(step, chromedp.Poll[bool](`document.querySelectorAll('#login svg.spark path, #types svg.spark path').length === 2`)); err != nil {
+		t.Fatalf("no rate charts: %v", err)
 	}
 	browsertest.Screenshot(t, step, "page")
 	browsertest.Dark(t, step)

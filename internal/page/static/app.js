@@ -247,6 +247,24 @@ function drawTimeline() {
   fill('legend', legend, bl);
 }
 
+// spark draws how fast a sampled counter grew (per minute), oldest to now.
+function spark(key, color, label) {
+  const pts = S.samples.map((x) => [Date.parse(x.t), x[key] || 0]);
+  if (pts.length < 3) return null;
+  const rates = [];
+  for (let i = 1; i < pts.length; i++) {
+    const dt = (pts[i][0] - pts[i - 1][0]) / 60000;
+    rates.push(dt > 0 ? Math.max(0, pts[i][1] - pts[i - 1][1]) / dt : 0);
+  }
+  const W = 300, H = 44, max = Math.max(1, ...rates);
+  const d = rates.map((r, i) => (i ? 'L' : 'M') + (W * i / Math.max(1, rates.length - 1)).toFixed(1) + ' ' + (H - 2 - (H - 4) * r / max).toFixed(1)).join(' ');
+  const s = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', class: 'spark' });
+  const path = svg('path', { d });
+  path.style.stroke = color;
+  s.append(path);
+  return el('div', 'sparkbox', el('div', 'sub', label + ' per minute, last ' + fmtDur(pts[pts.length - 1][0] - pts[0][0]) + ' (peak ' + Math.round(max) + ')'), s);
+}
+
 // ---- the panels from the daemon's state -------------------------------
 
 let refreshTimer = 0;
@@ -340,7 +358,8 @@ function render() {
   const types = new Map();
   for (const s of srcs) for (const t of s.types || []) types.set(t, (types.get(t) || 0) + 1);
   fill('types', bars([...types].map(([name, v]) => ({ name, v })).sort((a, b) => b.v - a.v), 'var(--scan)'),
-    el('div', 'sub', 'sources per scan type · ' + fmtNum((rep.totals || {}).probes) + ' probes scored'));
+    el('div', 'sub', 'sources per scan type · ' + fmtNum((rep.totals || {}).probes) + ' probes scored'),
+    spark('scan_probes', 'var(--scan)', 'probes'));
 
   fill('ports', bars((rep.ports || []).slice(0, 10).map((p) => ({ name: p.proto + '/' + p.port, v: p.packets })), 'var(--accent)'));
 
@@ -353,7 +372,7 @@ function render() {
       el('div', '', el('b', '', fmtNum(login.counting)), el('span', '', 'addresses counting')),
       el('div', '', el('b', '', fmtNum(login.unverified_lines)), el('span', '', 'unverified lines ignored')));
     const users = (login.top_users || []).map((u) => ({ name: u.user, v: u.attempts }));
-    fill('login', kv, el('div', 'sub', 'user names tried'), bars(users, 'var(--login)'));
+    fill('login', kv, spark('login_failures', 'var(--login)', 'failures'), el('div', 'sub', 'user names tried'), bars(users, 'var(--login)'));
   }
 
   document.getElementById('bans-count').textContent = fmtNum(bans.length) + ' active';
