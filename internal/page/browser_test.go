@@ -62,7 +62,10 @@ func TestPageInChromium(t *testing.T) {
 			Scan: &st.Status.Scan.Report.Sources[0], Grants: []daemon.GrantJSON{}, Events: []daemon.DoorEvent{}})
 	})
 	p := page.New(page.Options{Token: token, Bus: bus, State: func() any { return fakeState(time.Now()) }, Addr: addr,
-		Sample: func() page.Sample { n++; return page.Sample{Bans: 2, LoginFailures: uint64(n * n), ScanProbes: uint64(40 * n)} }, SampleEvery: 500 * time.Millisecond})
+		Sample: func() page.Sample {
+			n++
+			return page.Sample{Bans: 2, LoginFailures: uint64(n * n), ScanProbes: uint64(40 * n)}
+		}, SampleEvery: 500 * time.Millisecond})
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(pctx) }()
