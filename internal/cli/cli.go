@@ -96,6 +96,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
 	root.AddCommand(a.spaCmd())
+	root.AddCommand(a.pageCmd(), a.demoCmd())
 	strict(root)
 	return root
 }

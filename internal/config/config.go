@@ -287,6 +287,7 @@ var schema = []table{
 	{"spa", spaKeys},
 	{"report", reportKeys},
 	{"alert", alertKeys},
+	{"page", pageKeys},
 }
 
 type table struct {

@@ -220,7 +220,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert] and [[door]]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page] and [[door]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
@@ -378,7 +378,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert] and [[door]]`
+f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page] and [[door]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -789,6 +789,7 @@ func render(c *Config) string {
 	renderReport(&b, c)
 	fmt.Fprintf(&b, "[doors]\nlog_file = %s\n", q(c.DoorLog.LogFile))
 	fmt.Fprintf(&b, "[metrics]\nlisten = %s\npath = %s\n", q(c.Metrics.Listen), q(c.Metrics.Path))
+	fmt.Fprintf(&b, "[page]\nlisten = %s\nallow_remote = %t\n", q(c.Page.Listen), c.Page.AllowRemote)
 	{
 		ports := func(ps []PortSpec) string {
 			var out []string

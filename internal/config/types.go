@@ -23,6 +23,7 @@ type Config struct {
 	SPA      SPA
 	Report   Report // [report]: what moat status shows
 	Alert    Alert  // [alert]: webhooks, syslog, e-mail
+	Page     Page   // [page]: the live page
 }
 
 // DoorLog configures the doors' audit trail.

@@ -181,6 +181,7 @@ func (c *Config) problems() []problem {
 	out = append(out, c.Scan.dangerProblems()...)
 	out = append(out, c.Report.problems()...)
 	out = append(out, c.Alert.problems()...)
+	out = append(out, c.Page.problems()...)
 	return out
 }
 

@@ -91,6 +91,7 @@ type Daemon struct {
 	metrics metricsServer // the [metrics] endpoint
 	report  reportService // [report]: look-ups and tallies for status (report.go)
 	alerts  alertService  // [alert]: webhooks, syslog, e-mail (alert.go)
+	page    pageServer    // the [page] live page
 	opts    Options
 	sd      *sdnotify.Notifier // systemd's NOTIFY_SOCKET, or nil
 	health  health             // the watchdog's evidence (notify.go)
@@ -296,6 +297,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
 	defer d.runReport(gctx, ld.Cfg.Report)()
 	defer d.runAlerts(gctx, ld.Cfg.Alert, ld.Cfg.Report.MinLevel)()
+	defer d.runPage(gctx, ld.Cfg)()
 	g.Go(func() error { return d.maintain(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
@@ -550,6 +552,7 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	d.applyMetrics(ld.Cfg.Metrics)
 	d.applyReport(ld.Cfg.Report)
 	d.applyAlerts(ld.Cfg.Alert, ld.Cfg.Report.MinLevel)
+	d.applyPage(ld.Cfg.Page, ld.Cfg.Daemon.StateDir)
 	d.poke()
 	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
 	return nil

@@ -3,8 +3,8 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
