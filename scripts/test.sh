@@ -22,5 +22,9 @@ fi
 go version
 echo "== go vet ./..."
 go vet ./...
-echo "== go test -race ./..."
+# Test artifacts (the live page's screenshots in headless Chromium) stay
+# in test-artifacts/ of the checkout, where CI can collect them.
+export MOAT_ARTIFACTS=${MOAT_ARTIFACTS:-$PWD/test-artifacts}
+mkdir -p "$MOAT_ARTIFACTS"
+echo "== go test -race ./... (artifacts in $MOAT_ARTIFACTS)"
 go test -race -count=1 -timeout 25m ./...
