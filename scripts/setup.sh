@@ -22,11 +22,14 @@ fi
 # prometheus: a real server scrapes moat's metrics in a test, and promtool
 # checks them; fwknop-client: SPA packets from the real fwknop client for
 # the fwknop decoder's tests; man-db and groff-base, lintian: the man pages
-# and the Debian package are checked (internal/ship).
+# and the Debian package are checked (internal/ship); fwknop-server (and
+# the iptables it drives): `moat spa send --fwknop` opens a port on the
+# real fwknopd, and bench/spa times fwknopd beside moat.
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
 	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
 	systemd prometheus fwknop-client man-db groff-base lintian
+	fwknop-server iptables
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

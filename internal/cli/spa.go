@@ -90,6 +90,7 @@ func (a *app) spaKeygenCmd() *cobra.Command {
 type spaFlags struct {
 	keyFile, pskFile, serverKey, door, forDur, addr string
 	ports                                           []string
+	fwknop                                          fwknopKeyFlags
 }
 
 func (f *spaFlags) register(cmd *cobra.Command) {
@@ -101,10 +102,16 @@ func (f *spaFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.ports, "port", nil, "a port to open, `PROTO/PORT` (repeatable)")
 	fl.StringVar(&f.forDur, "for", "", "how long (`DURATION`); default: the most the server allows")
 	fl.StringVar(&f.addr, "addr", "", "open for this `ADDRESS` instead of the packet's source (NAT)")
+	f.fwknop.register(cmd)
 }
 
-// seal builds the datagram the flags ask for.
-func (f *spaFlags) seal(cmdName string) ([]byte, error) {
+// seal builds the datagram the flags ask for. local is the address the
+// datagram leaves from: a fwknop packet names the address to open, and
+// without --addr that is this one.
+func (f *spaFlags) seal(cmdName string, local netip.Addr) ([]byte, error) {
+	if f.fwknop.on {
+		return f.sealFwknop(cmdName, local)
+	}
 	if (f.door == "") == (len(f.ports) == 0) {
 		return nil, usageError{fmt.Errorf("%s: ask for --door NAME or --port PROTO/PORT (one of them)", cmdName)}
 	}
@@ -163,22 +170,29 @@ func (f *spaFlags) seal(cmdName string) ([]byte, error) {
 	return nil, usageError{fmt.Errorf("%s: give --key FILE and --server-key, or --psk FILE", cmdName)}
 }
 
-// sendDatagram sends d to host (a name or address, with or without a port;
-// the SPA port by default) from an unbound UDP socket.
-func sendDatagram(host string, d []byte) (net.Addr, error) {
+// sendSealed seals what the flags ask for and sends it to host (a name or
+// address, with or without a port; the SPA port by default) as one
+// datagram from an unbound UDP socket. It returns the datagram and where
+// it went.
+func (f *spaFlags) sendSealed(cmdName, host string) ([]byte, net.Addr, error) {
 	target := host
 	if _, _, err := net.SplitHostPort(target); err != nil {
 		target = net.JoinHostPort(strings.Trim(target, "[]"), strconv.Itoa(config.DefaultSPAPort))
 	}
 	conn, err := net.Dial("udp", target)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("%s: %w", cmdName, err)
 	}
 	defer conn.Close()
-	if _, err := conn.Write(d); err != nil {
-		return nil, err
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	d, err := f.seal(cmdName, local)
+	if err != nil {
+		return nil, nil, err
 	}
-	return conn.RemoteAddr(), nil
+	if _, err := conn.Write(d); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", cmdName, err)
+	}
+	return d, conn.RemoteAddr(), nil
 }
 
 func (a *app) spaSendCmd() *cobra.Command {
@@ -193,13 +207,9 @@ func (a *app) spaSendCmd() *cobra.Command {
 			"for the packet's source address unless --addr names another (the server must allow it).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			datagram, err := f.seal("spa send")
+			datagram, to, err := f.sendSealed("spa send", args[0])
 			if err != nil {
 				return err
-			}
-			to, err := sendDatagram(args[0], datagram)
-			if err != nil {
-				return fmt.Errorf("spa send: %w", err)
 			}
 			if save != "" {
 				if err := os.WriteFile(save, datagram, 0o600); err != nil {
@@ -238,18 +248,15 @@ func (a *app) spaProxyCmd(stdin io.Reader) *cobra.Command {
 			if f.door == "" && len(f.ports) == 0 {
 				f.ports = []string{"tcp/" + port}
 			}
-			datagram, err := f.seal("spa proxy")
-			if err != nil {
+			if _, _, err := f.sendSealed("spa proxy", net.JoinHostPort(host, strconv.Itoa(spaPort))); err != nil {
 				return err
-			}
-			if _, err := sendDatagram(net.JoinHostPort(host, strconv.Itoa(spaPort)), datagram); err != nil {
-				return fmt.Errorf("spa proxy: %w", err)
 			}
 			// The grant is in the kernel within milliseconds; a connection
 			// tried before it times out (drop) or is refused (reject), so
 			// try briefly and often rather than once and long.
 			deadline := time.Now().Add(wait)
 			var conn net.Conn
+			var err error
 			for {
 				conn, err = net.DialTimeout("tcp", net.JoinHostPort(host, port), 300*time.Millisecond)
 				if err == nil || time.Now().After(deadline) {
