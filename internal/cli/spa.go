@@ -31,17 +31,26 @@ func (a *app) spaCmd() *cobra.Command {
 }
 
 func (a *app) spaKeygenCmd() *cobra.Command {
-	var out string
-	var hybrid, psk bool
+	var out, serverKey string
+	var hybrid, psk, qr, fwknopKeys bool
 	cmd := &cobra.Command{
 		Use:   "keygen --out FILE",
 		Short: "Write a private key (or, with --psk, a shared key) to FILE and print what the server's config needs",
 		Long: "keygen writes a new private key to FILE (mode 0600) and prints its public key line: paste that\n" +
 			"line into the server's [[spa.client]] key (for a client's key) or give it to clients as the\n" +
 			"server's key (for the server's key_file). --hybrid makes an ML-KEM-768+X25519 key; --psk a\n" +
-			"pre-shared key, for psk_file on both sides.",
+			"pre-shared key, for psk_file on both sides. --qr also prints, as a QR code, what a phone needs:\n" +
+			"the private (or shared) key and, with --server-key, the server's public key.\n" +
+			"--fwknop prints a new fwknop key pair instead (KEY_BASE64, HMAC_KEY_BASE64, as `fwknop --key-gen`),\n" +
+			"and with --qr the QR code the Fwknop2 Android app imports.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if fwknopKeys {
+				if out != "" || psk || hybrid || serverKey != "" {
+					return usageError{errors.New("spa keygen: --fwknop prints its keys and takes only --qr")}
+				}
+				return printFwknopKeys(a.out, a.errw, qr)
+			}
 			if out == "" {
 				return usageError{errors.New("spa keygen: --out FILE is required: the private key is never printed")}
 			}
@@ -73,15 +82,36 @@ func (a *app) spaKeygenCmd() *cobra.Command {
 			}
 			if psk {
 				fmt.Fprintf(a.out, "wrote the shared key to %s: copy the file to the other side, as psk_file\n", out)
+			} else {
+				fmt.Fprintln(a.out, pub)
+			}
+			if !qr {
 				return nil
 			}
-			fmt.Fprintln(a.out, pub)
+			line := serverKey
+			if b, err := os.ReadFile(serverKey); serverKey != "" && err == nil {
+				line = string(b)
+			}
+			if line != "" {
+				if _, err := spa.ParsePublicKey(strings.TrimSpace(line)); err != nil {
+					return fmt.Errorf("spa keygen: --server-key: %w", err)
+				}
+			}
+			block, err := qrBlock(moatKeyText(priv, line))
+			if err != nil {
+				return fmt.Errorf("spa keygen: %w", err)
+			}
+			fmt.Fprint(a.out, block)
+			fmt.Fprintln(a.errw, "the QR code holds the private key: show it only to the phone it is for, then clear the screen")
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the private key to `FILE` (created, mode 0600)")
 	cmd.Flags().BoolVar(&hybrid, "hybrid", false, "an ML-KEM-768+X25519 key (post-quantum; datagrams up to 1.2 KB)")
 	cmd.Flags().BoolVar(&psk, "psk", false, "a pre-shared key instead of a key pair")
+	cmd.Flags().BoolVar(&qr, "qr", false, "also print the key for a phone as a QR code")
+	cmd.Flags().StringVar(&serverKey, "server-key", "", "with --qr: put the server's public key (a line, or a `FILE` holding it) in the QR code too")
+	cmd.Flags().BoolVar(&fwknopKeys, "fwknop", false, "make fwknop keys (Rijndael + HMAC) instead, for fwknop clients and [[spa.fwknop]]")
 	return cmd
 }
 
