@@ -43,6 +43,7 @@ type loginGuard struct {
 	// protected.
 	accepted func(a netip.Addr, port uint16)
 	banned   int
+	sshPorts []uint16 // sshd's ports, for rules whose ports say "ssh"
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 
@@ -315,6 +316,7 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	d.mu.Unlock()
 	g.trust.peers = &d.peers
 	g.trust.conns = func() map[connKey]bool { return sshdConns(ports) }
+	g.sshPorts = ports
 	if g.names != nil {
 		wg.Go(func() { g.names.run(ctx, nameWorkers) })
 	}
