@@ -651,6 +651,11 @@ func (d *Daemon) check(full bool) {
 		return
 	} else {
 		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
+		if np, perr := d.reconcilePortBans(); perr != nil {
+			err = errors.Join(err, perr)
+		} else {
+			n += np
+		}
 		b, a := d.bans.Counts()
 		releaseAfterBurst(b + a)
 		if err != nil {

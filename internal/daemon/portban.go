@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -62,4 +63,25 @@ func banPortStrings(ps []store.Port) []string {
 		out = append(out, p.String())
 	}
 	return out
+}
+
+// reconcilePortBans re-adds the port-limited ban elements the kernel lost
+// (a set flushed by hand) and returns how many. A ban added meanwhile may
+// be added twice: adding an element the set holds changes nothing.
+func (d *Daemon) reconcilePortBans() (int, error) {
+	have, err := d.fw.PortBans()
+	if err != nil {
+		return 0, err
+	}
+	in := make(map[firewall.PortBan]bool, len(have))
+	for _, p := range have {
+		in[firewall.PortBan{Addr: p.Addr, Proto: p.Proto, Port: p.Port}] = true
+	}
+	var miss []firewall.PortBan
+	for _, p := range d.bans.PortBanElements(d.now()) {
+		if !in[firewall.PortBan{Addr: p.Addr, Proto: p.Proto, Port: p.Port}] {
+			miss = append(miss, p)
+		}
+	}
+	return len(miss), d.fw.UpdatePortBans(nil, miss)
 }

@@ -236,6 +236,11 @@ func TestFail2banJailsBanOnTheirPorts(t *testing.T) {
 		t.Fatalf("ban list does not show the ports:\n%s", out)
 	}
 
+	// The reconcile loop puts back what the kernel lost.
+	h.server.Run(t, "nft", "flush", "set", "inet", "moat", "portban4")
+	h.eventually("the port bans re-added", web, httpPort, netnstest.TimedOut)
+	dial(mail, imapPort, netnstest.TimedOut)
+
 	// The bans hold across a restart (from the store into the new table).
 	h.restart()
 	dial(web, httpPort, netnstest.TimedOut)
