@@ -12,8 +12,8 @@ func TestParseBanPorts(t *testing.T) {
 		in   []string
 		want []store.Port
 	}{
-		{[]string{"tcp/80,tcp/443"}, []store.Port{{6, 80}, {6, 443}}},
-		{[]string{"ssh", "udp/5060-5061", "tcp/80", "tcp/80"}, []store.Port{{6, 22}, {6, 2222}, {17, 5060}, {17, 5061}, {6, 80}}},
+		{[]string{"tcp/80,tcp/443"}, []store.Port{{Proto: 6, Port: 80}, {Proto: 6, Port: 443}}},
+		{[]string{"ssh", "udp/5060-5061", "tcp/80", "tcp/80"}, []store.Port{{Proto: 6, Port: 22}, {Proto: 6, Port: 2222}, {Proto: 17, Port: 5060}, {Proto: 17, Port: 5061}, {Proto: 6, Port: 80}}},
 		{nil, nil},
 	} {
 		got, err := parseBanPorts(c.in, []uint16{22, 2222})
