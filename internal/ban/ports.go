@@ -1,6 +1,7 @@
 package ban
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -220,4 +221,26 @@ func (m *Manager) nextPortExpiry() time.Time {
 		}
 	}
 	return next
+}
+
+// delAllPorts lifts every port-limited ban, for DelAll: it returns the
+// live ones, the kernel's error and the store's. Called with m.mu held,
+// in the store's turn.
+func (m *Manager) delAllPorts(now time.Time) (lifted []store.Entry, kerr, serr error) {
+	var serrs []error
+	for _, e := range m.ports {
+		if e.Active(now) {
+			lifted = append(lifted, e)
+		}
+		if _, err := m.store.DelBan(e.Prefix); err != nil {
+			serrs = append(serrs, err)
+		}
+	}
+	var kerrs []error
+	for _, all := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} {
+		_, err := m.delPorts(all, now)
+		kerrs = append(kerrs, err)
+	}
+	slices.SortFunc(lifted, func(a, b store.Entry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	return lifted, errors.Join(kerrs...), errors.Join(serrs...)
 }

@@ -134,3 +134,25 @@ func TestPortBans(t *testing.T) {
 		t.Fatalf("Del = %v, %v; kernel %v", found, err, enf.ports)
 	}
 }
+
+// A flush lifts port-limited bans too.
+func TestDelAllLiftsPortBans(t *testing.T) {
+	st, enf := newMemStore(), newPortKernel()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	if _, err := m.Add(Request{Prefix: mp("10.210.1.1/32"), For: time.Minute, Ports: []store.Port{http}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Add(Request{Prefix: mp("fd00:210::1/128"), For: time.Minute, Ports: []store.Port{imap}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Add(Request{Prefix: mp("10.210.2.2/32"), For: time.Minute}, t0); err != nil {
+		t.Fatal(err)
+	}
+	lifted, err := m.DelAll(t0)
+	if err != nil || len(lifted) != 3 {
+		t.Fatalf("DelAll = %+v, %v", lifted, err)
+	}
+	if len(enf.ports) != 0 || len(st.bans) != 0 || len(m.List(t0)) != 0 || len(m.PortBanElements(t0)) != 0 {
+		t.Fatalf("after DelAll: kernel %v, store %v", enf.ports, st.bans)
+	}
+}
