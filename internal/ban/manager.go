@@ -412,6 +412,8 @@ func (m *Manager) LiftProtected(set *protect.Set, now time.Time) ([]store.Entry,
 			e.Reason = fmt.Sprintf("%s; lifted: it covers %s, %s", e.Reason, PrefixString(pe.Prefix), pe.Why)
 			lifted = append(lifted, e)
 		}
+		pl, perr := m.liftProtectedPorts(pe, now)
+		lifted, errs = append(lifted, pl...), append(errs, perr)
 	}
 	return lifted, errors.Join(errs...)
 }

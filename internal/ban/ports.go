@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/protect"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -243,4 +244,26 @@ func (m *Manager) delAllPorts(now time.Time) (lifted []store.Entry, kerr, serr e
 	}
 	slices.SortFunc(lifted, func(a, b store.Entry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	return lifted, errors.Join(kerrs...), errors.Join(serrs...)
+}
+
+// liftProtectedPorts lifts the guards' port-limited bans of addresses in a
+// protected prefix (LiftProtected): a door's grant, for one, comes after
+// the port bans in the ruleset.
+func (m *Manager) liftProtectedPorts(pe protect.Entry, now time.Time) ([]store.Entry, error) {
+	m.mu.Lock()
+	var hit []store.Entry
+	for a, e := range m.ports {
+		if pe.Prefix.Contains(a) && e.Active(now) && Guarded(e.Origin) {
+			hit = append(hit, e)
+		}
+	}
+	m.mu.Unlock()
+	var errs []error
+	for i, e := range hit {
+		if _, err := m.Del(e.Prefix, now); err != nil {
+			errs = append(errs, err)
+		}
+		hit[i].Reason = fmt.Sprintf("%s; lifted: it covers %s, %s", e.Reason, PrefixString(pe.Prefix), pe.Why)
+	}
+	return hit, errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/protect"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -154,5 +155,31 @@ func TestDelAllLiftsPortBans(t *testing.T) {
 	}
 	if len(enf.ports) != 0 || len(st.bans) != 0 || len(m.List(t0)) != 0 || len(m.PortBanElements(t0)) != 0 {
 		t.Fatalf("after DelAll: kernel %v, store %v", enf.ports, st.bans)
+	}
+}
+
+// A guard's port-limited ban of an address that becomes protected (a
+// session, a grant) is lifted like a whole-host one; a manual one stays.
+func TestLiftProtectedPortBans(t *testing.T) {
+	st, enf := newMemStore(), newPortKernel()
+	m, _ := New(st, enf, nil, t0, func(error) {})
+	for _, r := range []Request{
+		{Prefix: mp("10.210.0.9/32"), Origin: "login", For: time.Hour, Ports: []store.Port{http}},
+		{Prefix: mp("10.210.0.10/32"), Origin: OriginManual, For: time.Hour, Ports: []store.Port{http}},
+	} {
+		if _, err := m.Add(r, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set := protect.New([]protect.Entry{
+		protect.Host(netip.MustParseAddr("10.210.0.9"), protect.WhyRouter),
+		protect.Host(netip.MustParseAddr("10.210.0.10"), protect.WhyRouter),
+	})
+	lifted, err := m.LiftProtected(set, t0)
+	if err != nil || len(lifted) != 1 || lifted[0].Prefix != mp("10.210.0.9/32") || !strings.Contains(lifted[0].Reason, "lifted") {
+		t.Fatalf("lifted %+v, %v", lifted, err)
+	}
+	if len(enf.ports) != 1 || len(m.List(t0)) != 1 {
+		t.Fatalf("kernel %v, list %v", enf.ports, m.List(t0))
 	}
 }
