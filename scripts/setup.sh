@@ -23,12 +23,17 @@ fi
 # checks them; fwknop-client: SPA packets from the real fwknop client for
 # the fwknop decoder's tests; man-db and groff-base, lintian: the man pages
 # and the Debian package are checked (internal/ship); chromium: the live
-# page is tested in a real headless browser (internal/browsertest).
+# page is tested in a real headless browser (internal/browsertest);
+# fwknop-server (and the iptables it drives): `moat spa send --fwknop`
+# opens a port on the real fwknopd, and bench/spa times fwknopd beside
+# moat; nginx-light, dovecot-imapd and curl: a real nginx (basic auth) and
+# dovecot (IMAP) whose fail2ban jails, imported, ban on their own ports
+# only.
 packages=(
 	nftables iproute2 openssh-server openssh-client nmap hping3 knockd
 	sshguard fail2ban conntrack procps iputils-ping ca-certificates gcc libc6-dev sudo rsyslog
 	systemd prometheus fwknop-client man-db groff-base lintian
-	chromium
+	chromium fwknop-server iptables nginx-light dovecot-imapd curl
 )
 
 # --go-only: just what building and running moat needs (scripts/run.sh).

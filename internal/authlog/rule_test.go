@@ -2,6 +2,7 @@ package authlog
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -151,5 +152,32 @@ func TestDocExamples(t *testing.T) {
 		if _, err := CompileRule(p); err == nil {
 			t.Errorf("%s: accepted", p)
 		}
+	}
+}
+
+// The substring prefilter takes only text every match must contain, so
+// it never refuses a line the pattern matches.
+func TestRuleRequiredLiterals(t *testing.T) {
+	r, err := CompileRule(`^(?:\d{4}/\d\d/\d\d|\w{3} \d+) \[error\] user "(?:[^"]+)": (?:password mismatch|not found), client: <HOST>, server: \S+$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range r.need {
+		got = append(got, string(n))
+	}
+	if want := []string{` [error] user "`, ", client: ", ", server: ", `": `}; !slices.Equal(got, want) {
+		t.Errorf("need %q, want %q", got, want)
+	}
+	for _, line := range []string{
+		`2026/12/06 [error] user "bob": not found, client: 10.210.0.9, server: x`,
+		`Dec 6 [error] user "b, client: 1.2.3.4": password mismatch, client: 10.210.0.9, server: x`,
+	} {
+		if a, ok := r.Match([]byte(line)); !ok || a.String() != "10.210.0.9" {
+			t.Errorf("%q: %v %v", line, a, ok)
+		}
+	}
+	if _, ok := r.Match([]byte(`2026/12/06 [error] user "bob": not found, client: 10.210.0.9`)); ok {
+		t.Error("matched a line without its server part")
 	}
 }

@@ -39,7 +39,10 @@ func (m *Manager) DelAll(now time.Time) ([]store.Entry, error) {
 			serrs = append(serrs, err)
 		}
 	}
-	if err := m.enf.Update(firewall.Bans, del, add); err != nil {
+	plifted, perr, pserr := m.delAllPorts(now)
+	lifted = append(lifted, plifted...)
+	serrs = append(serrs, pserr)
+	if err := errors.Join(m.enf.Update(firewall.Bans, del, add), perr); err != nil {
 		return lifted, fmt.Errorf("unban all: %w", err)
 	}
 	if err := errors.Join(serrs...); err != nil {

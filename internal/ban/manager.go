@@ -6,6 +6,7 @@ package ban
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 	"sync"
@@ -78,9 +79,10 @@ type Request struct {
 	For     time.Duration // zero: until removed
 	Origin  string
 	Reason  string
-	Session netip.Addr // the source of the caller's SSH session, if any
-	Force   bool       // ban even the caller's own session source
-	Backoff *Backoff   // when set, For is computed from how often p was banned before
+	Session netip.Addr   // the source of the caller's SSH session, if any
+	Force   bool         // ban even the caller's own session source
+	Backoff *Backoff     // when set, For is computed from how often p was banned before
+	Ports   []store.Port // ban only these ports (a fail2ban jail's); empty: the whole host. For single addresses (ports.go)
 	// NoWait returns once the kernel has the ban; the store write follows in
 	// its turn and a failure goes to the handler set with OnStoreError. For
 	// the guards, whose next line or packet must not wait for an fsync.
@@ -125,6 +127,7 @@ type Manager struct {
 	meta     map[netip.Prefix]store.Entry // ban records by prefix
 	ameta    map[netip.Prefix]store.Entry // allow records (config and runtime)
 	failed   writeFailures                // store writes that failed (see Unsaved)
+	ports    portBanned                   // port-limited bans (ports.go)
 }
 
 // New loads live bans and allows from st. configAllow is the config's allow
@@ -133,7 +136,7 @@ type Manager struct {
 // through warn: one bad record must not leave the host without its bans.
 func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn func(error)) (*Manager, error) {
 	m := &Manager{enf: enf, bans: newCover(), allows: newCover(),
-		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}}
+		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}, ports: portBanned{}}
 	m.store = countingStore{Store: st, n: &m.failed.n}
 	if _, err := st.PruneBans(now); err != nil {
 		return nil, err
@@ -148,6 +151,10 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 		return nil, err
 	}
 	for _, e := range bans {
+		if len(e.Ports) > 0 {
+			m.ports.load(e, now)
+			continue
+		}
 		if e.Active(now) {
 			m.bans.aput(e.Prefix, e.Expires)
 			m.meta[e.Prefix] = e
@@ -249,6 +256,9 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 		e := m.ameta[q]
 		m.mu.Unlock()
 		return store.Entry{}, Refuse("cannot ban %s: it overlaps %s in the allow list (%s); remove that first", p, q, allowSource(e))
+	}
+	if len(r.Ports) > 0 {
+		return m.addPorts(r, p, now) // releases mu
 	}
 	// The store counts bans per prefix as it writes; the count is needed
 	// now, before the write. A write still in flight is not in History yet,
@@ -402,6 +412,8 @@ func (m *Manager) LiftProtected(set *protect.Set, now time.Time) ([]store.Entry,
 			e.Reason = fmt.Sprintf("%s; lifted: it covers %s, %s", e.Reason, PrefixString(pe.Prefix), pe.Why)
 			lifted = append(lifted, e)
 		}
+		pl, perr := m.liftProtectedPorts(pe, now)
+		lifted, errs = append(lifted, pl...), append(errs, perr)
 	}
 	return lifted, errors.Join(errs...)
 }
@@ -468,8 +480,10 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 	defer m.inTurn()()
 	del, add, found := m.bans.remove(p, now)
 	delete(m.meta, p)
+	pfound, perr := m.delPorts(p, now)
+	found = found || pfound
 	stored, serr := m.store.DelBan(p)
-	if err := m.enf.Update(firewall.Bans, del, add); err != nil {
+	if err := errors.Join(m.enf.Update(firewall.Bans, del, add), perr); err != nil {
 		return found || stored, fmt.Errorf("unban %s: %w", p, err)
 	}
 	if serr != nil {
@@ -482,7 +496,13 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 func (m *Manager) List(now time.Time) []store.Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return sorted(m.meta, now)
+	all := maps.Clone(m.meta)
+	for _, e := range m.ports {
+		if _, whole := all[e.Prefix]; !whole {
+			all[e.Prefix] = e
+		}
+	}
+	return sorted(all, now)
 }
 
 func sorted(meta map[netip.Prefix]store.Entry, now time.Time) []store.Entry {
@@ -605,6 +625,7 @@ func (m *Manager) Expire(now time.Time) error {
 	for _, p := range gone {
 		delete(m.meta, p)
 	}
+	gone = append(gone, m.expirePorts(now)...)
 	agone, aadd := m.allows.expire(now)
 	for _, p := range agone {
 		delete(m.ameta, p)
@@ -630,11 +651,13 @@ func (m *Manager) Expire(now time.Time) error {
 func (m *Manager) NextExpiry() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	a, b := m.bans.next(), m.allows.next()
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
+	next := time.Time{}
+	for _, t := range []time.Time{m.bans.next(), m.allows.next(), m.nextPortExpiry()} {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
 	}
-	return a
+	return next
 }
 
 // Reconcile re-asserts elements the kernel lost. have reads what the kernel

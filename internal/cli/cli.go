@@ -386,6 +386,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	var dur time.Duration
 	var reason string
 	var force bool
+	var ports []string
 	add := &cobra.Command{
 		Use:   "add ADDR|CIDR",
 		Short: "Add an entry",
@@ -398,7 +399,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force}
+			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force, Ports: ports}
 			if kind == "allow" {
 				var resp daemon.AllowResponse
 				if err := c.Call(cmd.Context(), http.MethodPost, route, req, &resp); err != nil {
@@ -414,7 +415,11 @@ func (a *app) listCmd(kind string) *cobra.Command {
 			if err := c.Call(cmd.Context(), http.MethodPost, route, req, &e); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.out, "banned %s%s (ban #%d for this address)\n", e.Addr, until(e.Expires), e.Count)
+			on := ""
+			if len(e.Ports) > 0 {
+				on = " on " + strings.Join(e.Ports, ",")
+			}
+			fmt.Fprintf(a.out, "banned %s%s%s (ban #%d for this address)\n", e.Addr, on, until(e.Expires), e.Count)
 			return nil
 		},
 	}
@@ -422,6 +427,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	add.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	if kind == "ban" {
 		add.Flags().BoolVar(&force, "force", false, "ban even the source of the SSH session this runs in")
+		add.Flags().StringSliceVar(&ports, "port", nil, "ban only these ports (`PORTS`: tcp/80,tcp/443, udp/5060-5061 or ssh; repeatable), as a fail2ban jail with port = ...; the address keeps reaching the others")
 	}
 	del := &cobra.Command{
 		Use:     "del ADDR|CIDR",
@@ -468,13 +474,17 @@ func (a *app) listCmd(kind string) *cobra.Command {
 				return enc.Encode(es)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ADDR\tORIGIN\tEXPIRES\tCOUNT\tREASON")
+			fmt.Fprintln(tw, "ADDR\tPORTS\tORIGIN\tEXPIRES\tCOUNT\tREASON")
 			for _, e := range es {
 				exp := "never"
 				if e.Expires != nil {
 					exp = e.Expires.Local().Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.Addr, e.Origin, exp, e.Count, e.Reason)
+				ports := "all"
+				if len(e.Ports) > 0 {
+					ports = strings.Join(e.Ports, ",")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Addr, ports, e.Origin, exp, e.Count, e.Reason)
 			}
 			return tw.Flush()
 		},
@@ -547,7 +557,11 @@ func printAddrStatus(w io.Writer, st daemon.AddrStatus) {
 			if b.Expires != nil {
 				until = "until " + b.Expires.Local().Format("2006-01-02 15:04:05")
 			}
-			fmt.Fprintf(w, "banned:    %s by %s %s (ban number %d): %s\n", b.Addr, b.Origin, until, b.Count, b.Reason)
+			on := ""
+			if len(b.Ports) > 0 {
+				on = " on " + strings.Join(b.Ports, ",") + " only"
+			}
+			fmt.Fprintf(w, "banned:    %s%s by %s %s (ban number %d): %s\n", b.Addr, on, b.Origin, until, b.Count, b.Reason)
 		}
 	}
 	for _, al := range st.Allowed {

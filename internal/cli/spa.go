@@ -31,17 +31,26 @@ func (a *app) spaCmd() *cobra.Command {
 }
 
 func (a *app) spaKeygenCmd() *cobra.Command {
-	var out string
-	var hybrid, psk bool
+	var out, serverKey string
+	var hybrid, psk, qr, fwknopKeys bool
 	cmd := &cobra.Command{
 		Use:   "keygen --out FILE",
 		Short: "Write a private key (or, with --psk, a shared key) to FILE and print what the server's config needs",
 		Long: "keygen writes a new private key to FILE (mode 0600) and prints its public key line: paste that\n" +
 			"line into the server's [[spa.client]] key (for a client's key) or give it to clients as the\n" +
 			"server's key (for the server's key_file). --hybrid makes an ML-KEM-768+X25519 key; --psk a\n" +
-			"pre-shared key, for psk_file on both sides.",
+			"pre-shared key, for psk_file on both sides. --qr also prints, as a QR code, what a phone needs:\n" +
+			"the private (or shared) key and, with --server-key, the server's public key.\n" +
+			"--fwknop prints a new fwknop key pair instead (KEY_BASE64, HMAC_KEY_BASE64, as `fwknop --key-gen`),\n" +
+			"and with --qr the QR code the Fwknop2 Android app imports.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if fwknopKeys {
+				if out != "" || psk || hybrid || serverKey != "" {
+					return usageError{errors.New("spa keygen: --fwknop prints its keys and takes only --qr")}
+				}
+				return printFwknopKeys(a.out, a.errw, qr)
+			}
 			if out == "" {
 				return usageError{errors.New("spa keygen: --out FILE is required: the private key is never printed")}
 			}
@@ -73,15 +82,36 @@ func (a *app) spaKeygenCmd() *cobra.Command {
 			}
 			if psk {
 				fmt.Fprintf(a.out, "wrote the shared key to %s: copy the file to the other side, as psk_file\n", out)
+			} else {
+				fmt.Fprintln(a.out, pub)
+			}
+			if !qr {
 				return nil
 			}
-			fmt.Fprintln(a.out, pub)
+			line := serverKey
+			if b, err := os.ReadFile(serverKey); serverKey != "" && err == nil {
+				line = string(b)
+			}
+			if line != "" {
+				if _, err := spa.ParsePublicKey(strings.TrimSpace(line)); err != nil {
+					return fmt.Errorf("spa keygen: --server-key: %w", err)
+				}
+			}
+			block, err := qrBlock(moatKeyText(priv, line))
+			if err != nil {
+				return fmt.Errorf("spa keygen: %w", err)
+			}
+			fmt.Fprint(a.out, block)
+			fmt.Fprintln(a.errw, "the QR code holds the private key: show it only to the phone it is for, then clear the screen")
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the private key to `FILE` (created, mode 0600)")
 	cmd.Flags().BoolVar(&hybrid, "hybrid", false, "an ML-KEM-768+X25519 key (post-quantum; datagrams up to 1.2 KB)")
 	cmd.Flags().BoolVar(&psk, "psk", false, "a pre-shared key instead of a key pair")
+	cmd.Flags().BoolVar(&qr, "qr", false, "also print the key for a phone as a QR code")
+	cmd.Flags().StringVar(&serverKey, "server-key", "", "with --qr: put the server's public key (a line, or a `FILE` holding it) in the QR code too")
+	cmd.Flags().BoolVar(&fwknopKeys, "fwknop", false, "make fwknop keys (Rijndael + HMAC) instead, for fwknop clients and [[spa.fwknop]]")
 	return cmd
 }
 
@@ -90,6 +120,7 @@ func (a *app) spaKeygenCmd() *cobra.Command {
 type spaFlags struct {
 	keyFile, pskFile, serverKey, door, forDur, addr string
 	ports                                           []string
+	fwknop                                          fwknopKeyFlags
 }
 
 func (f *spaFlags) register(cmd *cobra.Command) {
@@ -101,10 +132,16 @@ func (f *spaFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.ports, "port", nil, "a port to open, `PROTO/PORT` (repeatable)")
 	fl.StringVar(&f.forDur, "for", "", "how long (`DURATION`); default: the most the server allows")
 	fl.StringVar(&f.addr, "addr", "", "open for this `ADDRESS` instead of the packet's source (NAT)")
+	f.fwknop.register(cmd)
 }
 
-// seal builds the datagram the flags ask for.
-func (f *spaFlags) seal(cmdName string) ([]byte, error) {
+// seal builds the datagram the flags ask for. local is the address the
+// datagram leaves from: a fwknop packet names the address to open, and
+// without --addr that is this one.
+func (f *spaFlags) seal(cmdName string, local netip.Addr) ([]byte, error) {
+	if f.fwknop.on {
+		return f.sealFwknop(cmdName, local)
+	}
 	if (f.door == "") == (len(f.ports) == 0) {
 		return nil, usageError{fmt.Errorf("%s: ask for --door NAME or --port PROTO/PORT (one of them)", cmdName)}
 	}
@@ -163,22 +200,29 @@ func (f *spaFlags) seal(cmdName string) ([]byte, error) {
 	return nil, usageError{fmt.Errorf("%s: give --key FILE and --server-key, or --psk FILE", cmdName)}
 }
 
-// sendDatagram sends d to host (a name or address, with or without a port;
-// the SPA port by default) from an unbound UDP socket.
-func sendDatagram(host string, d []byte) (net.Addr, error) {
+// sendSealed seals what the flags ask for and sends it to host (a name or
+// address, with or without a port; the SPA port by default) as one
+// datagram from an unbound UDP socket. It returns the datagram and where
+// it went.
+func (f *spaFlags) sendSealed(cmdName, host string) ([]byte, net.Addr, error) {
 	target := host
 	if _, _, err := net.SplitHostPort(target); err != nil {
 		target = net.JoinHostPort(strings.Trim(target, "[]"), strconv.Itoa(config.DefaultSPAPort))
 	}
 	conn, err := net.Dial("udp", target)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("%s: %w", cmdName, err)
 	}
 	defer conn.Close()
-	if _, err := conn.Write(d); err != nil {
-		return nil, err
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	d, err := f.seal(cmdName, local)
+	if err != nil {
+		return nil, nil, err
 	}
-	return conn.RemoteAddr(), nil
+	if _, err := conn.Write(d); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", cmdName, err)
+	}
+	return d, conn.RemoteAddr(), nil
 }
 
 func (a *app) spaSendCmd() *cobra.Command {
@@ -193,13 +237,9 @@ func (a *app) spaSendCmd() *cobra.Command {
 			"for the packet's source address unless --addr names another (the server must allow it).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			datagram, err := f.seal("spa send")
+			datagram, to, err := f.sendSealed("spa send", args[0])
 			if err != nil {
 				return err
-			}
-			to, err := sendDatagram(args[0], datagram)
-			if err != nil {
-				return fmt.Errorf("spa send: %w", err)
 			}
 			if save != "" {
 				if err := os.WriteFile(save, datagram, 0o600); err != nil {
@@ -238,18 +278,15 @@ func (a *app) spaProxyCmd(stdin io.Reader) *cobra.Command {
 			if f.door == "" && len(f.ports) == 0 {
 				f.ports = []string{"tcp/" + port}
 			}
-			datagram, err := f.seal("spa proxy")
-			if err != nil {
+			if _, _, err := f.sendSealed("spa proxy", net.JoinHostPort(host, strconv.Itoa(spaPort))); err != nil {
 				return err
-			}
-			if _, err := sendDatagram(net.JoinHostPort(host, strconv.Itoa(spaPort)), datagram); err != nil {
-				return fmt.Errorf("spa proxy: %w", err)
 			}
 			// The grant is in the kernel within milliseconds; a connection
 			// tried before it times out (drop) or is refused (reject), so
 			// try briefly and often rather than once and long.
 			deadline := time.Now().Add(wait)
 			var conn net.Conn
+			var err error
 			for {
 				conn, err = net.DialTimeout("tcp", net.JoinHostPort(host, port), 300*time.Millisecond)
 				if err == nil || time.Now().After(deadline) {

@@ -43,7 +43,7 @@ type LoginRule struct {
 	// its own window, ban length and ports. Zero or empty: [login]'s.
 	FindTime time.Duration // find_time: overrides [login] find_time when > 0
 	BanTime  time.Duration // ban_time: overrides [login] ban_time when > 0
-	Ports    []PortSpec    // ports: the service's ports (recorded; bans are still whole-host)
+	Ports    []PortSpec    // ports: the service's ports; its bans drop only these (port-limited bans)
 }
 
 var loginModeValues = []string{"normal", "aggressive"}

@@ -31,11 +31,13 @@ type EntryJSON struct {
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires"` // null: until removed
 	Count   int        `json:"count"`
+	Ports   []string   `json:"ports,omitempty"` // a port-limited ban's ports ("tcp/80"); absent: every port
 }
 
 // ToJSON converts a store entry; host prefixes print as bare addresses.
 func ToJSON(e store.Entry) EntryJSON {
-	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count}
+	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count,
+		Ports: banPortStrings(e.Ports)}
 	if !e.Expires.IsZero() {
 		t := e.Expires
 		j.Expires = &t
@@ -50,6 +52,7 @@ type AddRequest struct {
 	Reason  string        `json:"reason,omitempty"`
 	Session string        `json:"session,omitempty"` // the caller's SSH_CONNECTION
 	Force   bool          `json:"force,omitempty"`
+	Ports   []string      `json:"ports,omitempty"` // bans: only these ports (port specs); empty: every port
 }
 
 // DelRequest asks to lift a ban or allow.

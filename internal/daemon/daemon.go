@@ -407,6 +407,11 @@ func (d *Daemon) install(ld *Loaded) error {
 	if err := d.fw.Apply(rs, b, a, g...); err != nil {
 		return err
 	}
+	// Port-limited bans go back in right after: the install emptied their
+	// sets (a gap of one netlink round trip on a reload).
+	if err := d.fw.UpdatePortBans(nil, d.bans.PortBanElements(now)); err != nil {
+		d.log.Error("port-limited bans are not in the kernel until they are banned again", "err", err)
+	}
 	d.grants.retire(stale, now)
 	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "grants", len(g), "took", time.Since(t0))
 	releaseAfterBurst(len(b) + len(a))
@@ -664,6 +669,11 @@ func (d *Daemon) check(full bool) {
 		return
 	} else {
 		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
+		if np, perr := d.reconcilePortBans(); perr != nil {
+			err = errors.Join(err, perr)
+		} else {
+			n += np
+		}
 		b, a := d.bans.Counts()
 		releaseAfterBurst(b + a)
 		if err != nil {

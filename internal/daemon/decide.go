@@ -31,7 +31,8 @@ func (g *loginGuard) apply(decs []login.Decision, now time.Time) {
 			g.log.Debug("login failure not counted", "addr", dec.Addr(), "why", dec.Why)
 		case dec.Action != login.Ban:
 		case dec.Escalation:
-			if took {
+			// A port-limited rule bans single addresses only.
+			if took && len(login.RulePorts(g.cfg, dec.Rule)) == 0 {
 				g.escalate(dec, now)
 			}
 		default:
@@ -51,7 +52,13 @@ func (g *loginGuard) backoff(rule string) *ban.Backoff {
 // ban bans an address and says whether it is banned now.
 func (g *loginGuard) ban(dec login.Decision, now time.Time) bool {
 	a := dec.Addr()
-	e, err := g.bans.Add(ban.Request{Prefix: dec.Prefix, Origin: OriginLogin, Reason: dec.Reason, Backoff: g.backoff(dec.Rule), NoWait: true}, now)
+	// A rule with ports (a fail2ban jail's port = http,https) bans only
+	// those; ports that cannot be expanded ban the whole host.
+	ports, perr := banPorts(login.RulePorts(g.cfg, dec.Rule), g.sshPorts)
+	if perr != nil {
+		g.log.Warn("banning on every port", "rule", dec.Rule, "err", perr)
+	}
+	e, err := g.bans.Add(ban.Request{Prefix: dec.Prefix, Origin: OriginLogin, Reason: dec.Reason, Backoff: g.backoff(dec.Rule), NoWait: true, Ports: ports}, now)
 	if err != nil {
 		g.log.Error("login guard could not ban", "addr", a, "err", err)
 		if !e.Prefix.IsValid() {
@@ -61,7 +68,7 @@ func (g *loginGuard) ban(dec login.Decision, now time.Time) bool {
 	g.mu.Lock()
 	g.banned++
 	g.mu.Unlock()
-	g.log.Info("banned", "addr", a, "origin", OriginLogin, "reason", dec.Reason, "until", e.Expires, "count", e.Count)
+	g.log.Info("banned", "addr", a, "origin", OriginLogin, "reason", dec.Reason, "until", e.Expires, "count", e.Count, "ports", banPortStrings(e.Ports))
 	g.bus.Publish(banEvent(e, now))
 	return true
 }

@@ -146,8 +146,16 @@ func (d *Daemon) banAdd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, _ := firewall.ParseSSHConnection(req.Session)
+	d.mu.Lock()
+	sshPorts := d.sshPorts
+	d.mu.Unlock()
+	ports, err := parseBanPorts(req.Ports, sshPorts)
+	if err != nil {
+		control.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
 	e, err := d.bans.Add(ban.Request{Prefix: p, For: req.For, Origin: ban.OriginManual, Reason: req.Reason,
-		Session: s.Client, Force: req.Force}, d.now())
+		Session: s.Client, Force: req.Force, Ports: ports}, d.now())
 	if err != nil {
 		control.WriteError(w, statusFor(err), err)
 		return

@@ -48,6 +48,7 @@ type loginGuard struct {
 	// tried tallies the user names each address tried, for `moat status
 	// ADDR` (report.go); nil tallies nothing.
 	tried *userTally
+	sshPorts []uint16 // sshd's ports, for rules whose ports say "ssh"
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
 
@@ -323,6 +324,7 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	d.mu.Unlock()
 	g.trust.peers = &d.peers
 	g.trust.conns = func() map[connKey]bool { return sshdConns(ports) }
+	g.sshPorts = ports
 	if g.names != nil {
 		wg.Go(func() { g.names.run(ctx, nameWorkers) })
 	}

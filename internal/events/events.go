@@ -40,7 +40,7 @@ type Event struct {
 	Types  string       `json:"types,omitempty"`      // scan types, "SYN,FIN"
 	Probes int          `json:"probes,omitempty"`     // scan: packets seen
 	NPorts int          `json:"port_count,omitempty"` // scan: distinct ports probed
-	Ports  []string     `json:"ports,omitempty"`      // door: the granted ports, "tcp/22"
+	Ports  []string     `json:"ports,omitempty"`      // door: the granted ports, "tcp/22"; ban: the only ports banned (empty: all)
 	Door   string       `json:"door,omitempty"`
 	Action string       `json:"action,omitempty"` // door: opened, closed, expired
 	Host   string       `json:"host,omitempty"`   // the fleet host a ban came from

@@ -331,7 +331,7 @@ func convertPorts(port, proto, servicesFile string) ([]string, []string) {
 	}
 	proto = strings.ToLower(strings.TrimSpace(proto))
 	if proto != "tcp" && proto != "udp" {
-		return nil, []string{fmt.Sprintf("protocol %q: moat's port specs are tcp or udp; ports left out (bans are whole-host anyway)", proto)}
+		return nil, []string{fmt.Sprintf("protocol %q: moat's port specs are tcp or udp; ports left out: its bans drop every port", proto)}
 	}
 	var services map[string]int
 	var out []string

@@ -496,9 +496,18 @@ type Grant struct {
 }
 
 func grantSet(v6 bool) *nftables.Set {
-	name, addr := SetGrant4, nftables.TypeIPAddr
 	if v6 {
-		name, addr = SetGrant6, nftables.TypeIP6Addr
+		return tripleSet(SetGrant6, true)
+	}
+	return tripleSet(SetGrant4, false)
+}
+
+// tripleSet is a set of addr . proto . port with timeouts: grants, and
+// port-limited bans.
+func tripleSet(name string, v6 bool) *nftables.Set {
+	addr := nftables.TypeIPAddr
+	if v6 {
+		addr = nftables.TypeIP6Addr
 	}
 	return &nftables.Set{Table: table(), Name: name, Dynamic: true, HasTimeout: true, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(addr, nftables.TypeInetProto, nftables.TypeInetService)}
@@ -514,12 +523,18 @@ func grantKey(g Grant) []byte {
 // UpdateGrants deletes then adds grants in one transaction (daemon-mode
 // doors; kernel-mode doors add their own from the packet path).
 func (a *Applier) UpdateGrants(del, add []Grant) error {
+	return a.updateTriples("grants", grantSet, del, add)
+}
+
+// updateTriples deletes then adds addr . proto . port elements of the
+// v4/v6 pair of sets setFor names, in one transaction.
+func (a *Applier) updateTriples(what string, setFor func(v6 bool) *nftables.Set, del, add []Grant) error {
 	if len(del) == 0 && len(add) == 0 {
 		return nil
 	}
 	err := a.change(func(c *nftables.Conn) error {
 		for _, v6 := range []bool{false, true} {
-			s := grantSet(v6)
+			s := setFor(v6)
 			var d, ad []nftables.SetElement
 			for _, g := range del {
 				if g.Addr.Unmap().Is6() == v6 {
@@ -545,25 +560,32 @@ func (a *Applier) UpdateGrants(del, add []Grant) error {
 		return nil
 	})
 	if err != nil {
-		return explain(fmt.Errorf("nftables: update grants: %w", err))
+		return explain(fmt.Errorf("nftables: update %s: %w", what, err))
 	}
 	return nil
 }
 
 // Grants reads the open grants of every door, with the time each has left.
 func (a *Applier) Grants() ([]Grant, error) {
+	return a.readTriples("grants", grantSet)
+}
+
+// readTriples reads the addr . proto . port elements of the v4/v6 pair of
+// sets setFor names, with the time each has left in Left. Sets that do not
+// exist (no doors) read as empty.
+func (a *Applier) readTriples(what string, setFor func(v6 bool) *nftables.Set) ([]Grant, error) {
 	c, err := a.conn()
 	if err != nil {
 		return nil, err
 	}
 	var out []Grant
 	for _, v6 := range []bool{false, true} {
-		els, err := c.GetSetElements(grantSet(v6))
+		els, err := c.GetSetElements(setFor(v6))
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) {
-				continue // no doors, no grant sets
+				continue
 			}
-			return nil, explain(fmt.Errorf("nftables: read grants: %w", err))
+			return nil, explain(fmt.Errorf("nftables: read %s: %w", what, err))
 		}
 		n := 4
 		if v6 {

@@ -198,6 +198,10 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	// Bans come before conntrack so a ban also cuts connections already open.
 	add(rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
 		rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()))
+	pbSets, pbRules := portBanRules()
+	rs.Sets = append(rs.Sets, pbSets...)
+	rs.Counters = append(rs.Counters, CounterPortBan)
+	add(pbRules...)
 	if fw.Stealth {
 		openTCP := portRanges(config.ResolveSSH(fw.Open, sshPorts), config.TCP)
 		for _, r := range stealthRules() {

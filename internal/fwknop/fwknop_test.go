@@ -2,11 +2,7 @@ package fwknop
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"os"
@@ -26,18 +22,7 @@ var testKeys = Keys{Enc: bytes.Repeat([]byte{7}, 32), HMAC: bytes.Repeat([]byte{
 // The salt is fixed so the fuzz seeds are the same in every fuzz worker.
 func encode(t testing.TB, k Keys, fields string) []byte {
 	t.Helper()
-	d := sha256.Sum256([]byte(fields))
-	pt := []byte(fields + ":" + b64.EncodeToString(d[:]))
-	pad := aes.BlockSize - len(pt)%aes.BlockSize
-	pt = append(pt, bytes.Repeat([]byte{byte(pad)}, pad)...)
-	salt := []byte("saltsalt")
-	key, iv := bytesToKey(k.Enc, salt)
-	blk, _ := aes.NewCipher(key)
-	cipher.NewCBCEncrypter(blk, iv).CryptBlocks(pt, pt)
-	enc := b64.EncodeToString(append(append([]byte("Salted__"), salt...), pt...))
-	m := hmac.New(sha256.New, k.HMAC)
-	m.Write([]byte(enc))
-	return []byte(enc[len(saltedB64):] + b64.EncodeToString(m.Sum(nil)))
+	return seal(fields, k, []byte("saltsalt"))
 }
 
 func fields(user, msg string, ts int64) string {
@@ -147,4 +132,37 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded a packet nobody sealed: %q", p)
 		}
 	})
+}
+
+// TestEncodeRoundTrip: what Encode builds, Decode (fwknopd's checks)
+// takes back field for field; the real fwknopd taking it is
+// internal/e2e's TestSendFwknopOpensFwknopd.
+func TestEncodeRoundTrip(t *testing.T) {
+	for _, m := range []Message{
+		Access("alice", "10.210.1.2", []Port{{6, 22}}, 0, 1767225600),
+		Access("", "0.0.0.0", []Port{{6, 22}, {17, 53}}, 60, 1767225600),
+	} {
+		p, err := Encode(m, testKeys, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(p, testKeys)
+		if err != nil {
+			t.Fatalf("%+v: %v", m, err)
+		}
+		m.Rand = got.Rand
+		if got != m || len(got.Rand) != 16 {
+			t.Errorf("decoded %+v, want %+v", got, m)
+		}
+	}
+	if _, err := Encode(Access("a", "10.210.1.2", []Port{{6, 22}}, 0, 1), Keys{Enc: testKeys.Enc}, rand.Reader); err == nil {
+		t.Error("encoded without an HMAC key")
+	}
+	many := make([]Port, 60)
+	for i := range many {
+		many[i] = Port{6, uint16(10000 + i)}
+	}
+	if _, err := Encode(Access("a", "10.210.1.2", many, 0, 1), testKeys, rand.Reader); err == nil {
+		t.Error("encoded a packet fwknopd would take for GPG")
+	}
 }

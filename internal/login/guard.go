@@ -120,6 +120,18 @@ func RuleBanTime(cfg config.Login, rule string) time.Duration {
 	return cfg.BanTime
 }
 
+// RulePorts is the ports rule's bans are limited to (a [[login.rule]]'s
+// ports, as a fail2ban jail's port = ...); empty: the whole host, as for
+// SSHD.
+func RulePorts(cfg config.Login, rule string) []config.PortSpec {
+	for _, r := range cfg.Rules {
+		if r.Name == rule && len(r.Ports) > 0 {
+			return r.Ports
+		}
+	}
+	return nil
+}
+
 // RuleMaxRetry is the failures within find_time that earn a ban for rule
 // (SSHD or a [[login.rule]] name): the rule's own max_retry, else [login]'s.
 func RuleMaxRetry(cfg config.Login, rule string) int {

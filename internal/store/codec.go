@@ -35,6 +35,13 @@ const (
 	flagLast = 1 << 0 // in a history value
 )
 
+// Optional fields after an entry's reason: a tag byte, then the field.
+// Records without them (every record before port-limited bans) decode as
+// before; a decoder refuses a tag it does not know.
+const (
+	tagPorts = 'p' // uvarint n, then n times proto (1 byte) and port (2 bytes, big endian)
+)
+
 // normalize validates p and clears its host bits.
 func normalize(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
@@ -115,13 +122,22 @@ func appendEntry(b []byte, e Entry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(e.Origin)))
 	b = append(b, e.Origin...)
 	b = binary.AppendUvarint(b, uint64(len(e.Reason)))
-	return append(b, e.Reason...)
+	b = append(b, e.Reason...)
+	if len(e.Ports) > 0 {
+		b = append(b, tagPorts)
+		b = binary.AppendUvarint(b, uint64(len(e.Ports)))
+		for _, p := range e.Ports {
+			b = append(b, p.Proto, byte(p.Port>>8), byte(p.Port))
+		}
+	}
+	return b
 }
 
 // entrySize bounds the length of e's encoding; historySize that of a
 // history value.
 func entrySize(e Entry) int {
-	return 2 + 2*(binary.MaxVarintLen64+5) + 3*binary.MaxVarintLen64 + len(e.Origin) + len(e.Reason)
+	return 2 + 2*(binary.MaxVarintLen64+5) + 3*binary.MaxVarintLen64 + len(e.Origin) + len(e.Reason) +
+		1 + binary.MaxVarintLen64 + 3*len(e.Ports)
 }
 
 const historySize = 2 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + 5
@@ -252,6 +268,23 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 		e.Origin = d.string("origin")
 	}
 	e.Reason = d.string("reason")
+	for d.err == nil && len(d.b) > 0 {
+		switch d.byte("field tag") {
+		case tagPorts:
+			n := d.uvarint("ports")
+			if n == 0 || n > uint64(len(d.b)/3) {
+				d.fail("ports")
+				break
+			}
+			e.Ports = make([]Port, n)
+			for i := range e.Ports {
+				e.Ports[i] = Port{Proto: d.b[0], Port: uint16(d.b[1])<<8 | uint16(d.b[2])}
+				d.b = d.b[3:]
+			}
+		default:
+			d.fail("field tag")
+		}
+	}
 	if err := d.finish(); err != nil {
 		return Entry{}, err
 	}

@@ -19,6 +19,23 @@ type Entry struct {
 	Created time.Time
 	Expires time.Time // zero: never expires
 	Count   int       // how many times this prefix has been banned (1 on the first ban), kept across expiry; 0 for allows
+	Ports   []Port    // a ban limited to these ports (a fail2ban jail's); empty: the whole host
+}
+
+// Port is one protocol and port a port-limited ban covers.
+type Port struct {
+	Proto uint8 // IP protocol number: 6 tcp, 17 udp
+	Port  uint16
+}
+
+func (p Port) String() string {
+	switch p.Proto {
+	case 6:
+		return fmt.Sprintf("tcp/%d", p.Port)
+	case 17:
+		return fmt.Sprintf("udp/%d", p.Port)
+	}
+	return fmt.Sprintf("%d/%d", p.Proto, p.Port)
 }
 
 // Active reports whether e is in force at now: it never expires or expires

@@ -51,6 +51,7 @@ func floodMain(args []string) error {
 	batch := fs.Int("batch", 64, "packets per sendmmsg call")
 	udpSize := fs.Int("udp", 0, "send UDP datagrams with this many random payload bytes instead of TCP SYNs (an SPA flood)")
 	dur := fs.Duration("duration", 0, "stop after this long (0: at SIGINT or SIGTERM)")
+	b64 := fs.Bool("b64", false, "with -udp: payloads of base64 characters, which pass fwknopd's cheap checks and reach its digest and HMAC")
 	_ = fs.Parse(args)
 
 	d, err := netip.ParseAddr(*dst)
@@ -91,6 +92,7 @@ func floodMain(args []string) error {
 		return err
 	}
 	defer unix.Close(s.fd)
+	s.b64 = *b64
 	res := s.run(ctx, *pps)
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
@@ -114,6 +116,7 @@ type sender struct {
 	exclude netip.Prefix
 	rng     *mrand.Rand
 	udp     int      // UDP payload bytes; 0 sends TCP SYNs
+	b64     bool     // UDP payloads of base64 characters
 	base    [16]byte // s.src's address, and the mask of its prefix bits
 	mask    [16]byte
 	pkts    [][]byte
@@ -228,6 +231,12 @@ func (s *sender) fill(p []byte) {
 			var r [8]byte
 			binary.LittleEndian.PutUint64(r[:], s.rng.Uint64())
 			copy(udp[i:], r[:])
+		}
+		if s.b64 {
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+			for i := 8; i < len(udp); i++ {
+				udp[i] = alphabet[udp[i]&63]
+			}
 		}
 		binary.BigEndian.PutUint16(udp[6:], packet.Checksum(src, s.dst, packet.ProtoUDP, udp))
 		return

@@ -43,14 +43,18 @@ func (p *probe) startFlood() (*floodProcs, error) {
 	}
 	fl := &floodProcs{kind: p.floodKind, exited: make(chan struct{})}
 	var argvs [][]string
+	b64 := []string{}
+	if p.floodB64 {
+		b64 = []string{"-b64"}
+	}
 	switch p.floodKind {
 	case "paced":
-		argvs = append(argvs, []string{self, "flood", "-dst", p.server.String(), "-port", strconv.Itoa(int(p.floodPort)),
-			"-pps", strconv.FormatFloat(p.floodPPS, 'f', 0, 64), "-src", p.floodSrc, "-exclude", p.floodExclude, "-udp", strconv.Itoa(p.floodUDP)})
+		argvs = append(argvs, append([]string{self, "flood", "-dst", p.server.String(), "-port", strconv.Itoa(int(p.floodPort)),
+			"-pps", strconv.FormatFloat(p.floodPPS, 'f', 0, 64), "-src", p.floodSrc, "-exclude", p.floodExclude, "-udp", strconv.Itoa(p.floodUDP)}, b64...))
 	case "max":
 		for range p.floodProcs {
-			argvs = append(argvs, []string{self, "flood", "-dst", p.server.String(), "-port", strconv.Itoa(int(p.floodPort)),
-				"-pps", "0", "-src", p.floodSrc, "-exclude", p.floodExclude, "-udp", strconv.Itoa(p.floodUDP)})
+			argvs = append(argvs, append([]string{self, "flood", "-dst", p.server.String(), "-port", strconv.Itoa(int(p.floodPort)),
+				"-pps", "0", "-src", p.floodSrc, "-exclude", p.floodExclude, "-udp", strconv.Itoa(p.floodUDP)}, b64...))
 		}
 	case "hping3":
 		if !p.server.Is4() {

@@ -2,7 +2,7 @@
 // flood (bench/knock/run.sh drives it). It has two parts:
 //
 //	knockbench flood -dst ADDR -port P -pps N -src PREFIX -exclude PREFIX
-//	knockbench probe -mode moat-kernel|moat-daemon|knockd -client-ns NS ...
+//	knockbench probe -mode moat-kernel|moat-daemon|moat-spa|knockd|fwknopd -client-ns NS ...
 //
 // flood runs in the client namespace and sends TCP SYNs with random source
 // addresses from raw sockets until it is signalled. probe runs in the

@@ -52,6 +52,7 @@ type probe struct {
 	floodCPUs    string
 	floodKind    string // paced, max or hping3
 	floodUDP     int    // UDP payload bytes of the flood's datagrams; 0: TCP SYNs
+	floodB64     bool   // the datagrams' payloads are base64 text
 	knockCmd     []string
 	floodProcs   int
 	barPPS       float64
@@ -71,7 +72,7 @@ type knockResult struct {
 func probeMain(args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	p := &probe{}
-	fs.StringVar(&p.mode, "mode", "", "moat-kernel, moat-daemon or knockd")
+	fs.StringVar(&p.mode, "mode", "", "moat-kernel, moat-daemon, moat-spa, knockd or fwknopd")
 	fs.StringVar(&p.label, "label", "", "tool and mode columns of the table row, e.g. \"moat | kernel\"")
 	fs.StringVar(&p.clientNS, "client-ns", "", "the client's network namespace (ip netns name)")
 	server := fs.String("server", "", "the server's address, which the client knocks")
@@ -92,6 +93,7 @@ func probeMain(args []string) error {
 	fs.StringVar(&p.floodCPUs, "flood-cpus", "", "flood: run the sender on these CPUs only (taskset -c LIST), standing for the network rather than a host process")
 	fs.StringVar(&p.floodKind, "flood", "paced", "flood: paced (one sender at -flood-pps), max (-flood-procs senders as fast as they can) or hping3 (-flood-procs hping3 --flood processes, each from one forged source)")
 	fs.IntVar(&p.floodUDP, "flood-udp", 0, "flood: UDP datagrams of this many random bytes instead of TCP SYNs (an SPA flood)")
+	fs.BoolVar(&p.floodB64, "flood-b64", false, "flood: with -flood-udp, payloads of base64 characters (they reach fwknop's digest and HMAC)")
 	knockCmd := fs.String("knock-cmd", "", "run this command (split on spaces) in the client namespace instead of knockd's knock client, e.g. moat spa send ...")
 	fs.IntVar(&p.floodProcs, "flood-procs", 2, "flood: sender processes for -flood max and hping3")
 	fs.Float64Var(&p.barPPS, "bar-pps", 50000, "a flood row whose measured rate is below this is marked so")
@@ -114,9 +116,9 @@ func probeMain(args []string) error {
 	}
 	p.openPort, p.floodPort = uint16(*open), uint16(*floodPort)
 	switch p.mode {
-	case "moat-kernel", "moat-daemon", "moat-spa", "knockd":
+	case "moat-kernel", "moat-daemon", "moat-spa", "knockd", "fwknopd":
 	default:
-		return fmt.Errorf("-mode %q: want moat-kernel, moat-daemon or knockd", p.mode)
+		return fmt.Errorf("-mode %q: want moat-kernel, moat-daemon, moat-spa, knockd or fwknopd", p.mode)
 	}
 	if p.clientNS == "" || p.iface == "" || p.pid == 0 || p.knocks < 1 || (p.mode == "knockd" && p.grantDir == "") {
 		return errors.New("need -client-ns, -iface, -pid, -knocks > 0 (and -grant-dir for knockd)")
@@ -139,7 +141,7 @@ func (p *probe) run(lastPort uint16) error {
 	}
 	defer func() { _ = nftScript("delete table netdev " + counterTable) }()
 
-	if strings.HasPrefix(p.mode, "moat") {
+	if strings.HasPrefix(p.mode, "moat") || p.mode == "fwknopd" {
 		ln, err := net.Listen("tcp", netip.AddrPortFrom(p.server, p.openPort).String())
 		if err != nil {
 			return err
@@ -201,6 +203,8 @@ func (p *probe) run(lastPort uint16) error {
 	if err != nil {
 		return err
 	}
+	udp0 := udpCounters()
+	kids0 := childTicks(p.pid)
 	t0 := time.Now()
 	results := make([]knockResult, 0, p.knocks)
 	for i := range p.knocks {
@@ -217,6 +221,8 @@ func (p *probe) run(lastPort uint16) error {
 	if err != nil {
 		return err
 	}
+	udp1 := udpCounters()
+	kids1 := childTicks(p.pid)
 	fr, err := fl.stop()
 	if err != nil {
 		return err
@@ -243,6 +249,10 @@ func (p *probe) run(lastPort uint16) error {
 	rate := float64(pk1-pk0) / secs
 	fmt.Fprintf(os.Stderr, "%s: flood (%s) sender %.0f pps over %.1f s (%d sent, %d failed sendmmsg calls); server ingress %.0f pps over the %.1f s of knocks; %d grants timed\n",
 		p.mode, p.floodKind, fr.PPS, fr.Seconds, fr.Sent, fr.Errors, rate, secs, len(lat))
+	if p.mode == "fwknopd" {
+		fmt.Fprintf(os.Stderr, "%s: its UDP socket took %.0f datagrams/s (each one read and checked by fwknopd) and the kernel dropped %.0f/s at the full socket queue; the iptables commands it ran used %.0f%% of a core\n",
+			p.mode, float64(udp1.in-udp0.in)/secs, float64(udp1.rcvbuf-udp0.rcvbuf)/secs, 100*float64(kids1-kids0)/100/secs)
+	}
 	hz := 100.0 // USER_HZ on Linux
 	fmt.Printf("| %s | %s | %d/%d | %s / %s ms | %.1f MB (peak %.1f) | %.0f%% |\n",
 		p.label, p.fmtPPS(rate), opened, p.knocks, ms(0.50), ms(0.99),
@@ -317,6 +327,9 @@ func (p *probe) knockOnce(cp *capture) knockResult {
 // awaitGrant returns when the client's grant appeared.
 func (p *probe) awaitGrant(sent time.Time) (time.Time, bool) {
 	deadline := time.After(p.wait)
+	if p.mode == "fwknopd" {
+		return p.pollRules(deadline)
+	}
 	if p.mode == "moat-kernel" {
 		// The kernel adds the grant from the packet path and announces
 		// nothing, so poll: the figure bounds the real delay (microseconds,
@@ -366,6 +379,10 @@ func (p *probe) hasClient(els []nftables.SetElement) bool {
 }
 
 func (p *probe) resetGrant() error {
+	if p.mode == "fwknopd" {
+		p.nft.FlushChain(fwknopChain())
+		return p.nft.Flush()
+	}
 	if p.mode == "knockd" {
 		err := os.Remove(filepath.Join(p.grantDir, "opened-"+p.client.String()))
 		if errors.Is(err, os.ErrNotExist) {
