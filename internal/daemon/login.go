@@ -47,7 +47,7 @@ type loginGuard struct {
 	banned   int
 	// tried tallies the user names each address tried, for `moat status
 	// ADDR` (report.go); nil tallies nothing.
-	tried *userTally
+	tried    *userTally
 	sshPorts []uint16 // sshd's ports, for rules whose ports say "ssh"
 
 	trust fileTrust // what vouches for lines from syslog files (see sshpeers.go)
