@@ -261,6 +261,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		add(rule(jumpChain("knock")))
 	}
 	add(rejectRules(fw.Reject)...)
+	add(craftedSYNRule(fw))
 	add(rule(limitObj(LimitLog), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
 		// A closed port answers as a host without a listener would.
