@@ -21,6 +21,8 @@ type Config struct {
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
 	Metrics  Metrics
 	SPA      SPA
+
+	Blocklists []Blocklist // [[blocklist]]
 }
 
 // DoorLog configures the doors' audit trail.
