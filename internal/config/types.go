@@ -75,6 +75,10 @@ type Firewall struct {
 	SPAPorts     []PortSpec
 	SPAClientIDs [][8]byte
 	SPAFwknop    bool
+
+	// Blocklists are the names of the [[blocklist]] entries, each with
+	// its sets and drop rules, filled in by daemon.FirewallFor.
+	Blocklists []string
 }
 
 // Defaults of the knock handoff's limits. The total is above the 60,000

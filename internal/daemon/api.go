@@ -123,6 +123,8 @@ type Status struct {
 	Intake *IntakeStatus `json:"intake,omitempty"`
 	// SPA counts single packet authorization datagrams; nil while it is off.
 	SPA *SPAStatus `json:"spa,omitempty"`
+	// Blocklists are the [[blocklist]] entries.
+	Blocklists []BlocklistStatus `json:"blocklists,omitempty"`
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

@@ -109,6 +109,7 @@ type Daemon struct {
 	foreign      atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
 	peers        sshPeers      // sshd's peers the kernel reported (see sshpeers.go)
 	prot         *protection
+	blocks       *blocklists // [[blocklist]] entries in their kernel sets
 	sessions     *sessionTable
 	loginStop    func() // stops the running login guard and waits for it
 	login        *loginGuard
@@ -192,6 +193,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.prot = d.newProtection(opts.Session)
 	d.prot.refresh()
+	d.blocks = newBlocklists(d.log, d.fw, ld.Cfg.Daemon.StateDir, d.blocklistHoles, d.now)
 	d.bans.SetProtector(d.prot)
 	d.adoptKernelBans()
 	// A crash may have lost the record of SPA datagrams accepted just
@@ -284,6 +286,7 @@ func Run(ctx context.Context, opts Options) error {
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
 	g.Go(func() error { return d.maintain(gctx) })
+	g.Go(func() error { return d.blocks.run(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
 	d.health.tick(time.Now())
@@ -389,9 +392,12 @@ func (d *Daemon) install(ld *Loaded) error {
 	d.grants.setLogFile(ld.Cfg.DoorLog.LogFile)
 	g, stale := d.grants.plan(ld.Cfg, now)
 	t0 := time.Now()
+	release := d.blocks.hold(rs, ld.Cfg.Blocklists)
 	if err := d.fw.Apply(rs, b, a, g...); err != nil {
+		release(false)
 		return err
 	}
+	release(true)
 	d.grants.retire(stale, now)
 	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "grants", len(g), "took", time.Since(t0))
 	releaseAfterBurst(len(b) + len(a))

@@ -259,5 +259,6 @@ func (d *Daemon) snapshot() Status {
 	if err != nil {
 		d.log.Warn("status: reading the kernel", "err", err)
 	}
+	st.Blocklists = d.blocks.status(st.Counters)
 	return st
 }

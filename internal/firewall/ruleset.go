@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
+	"github.com/moat-fw/moat/internal/blocklist"
 	"github.com/moat-fw/moat/internal/config"
 )
 
@@ -71,6 +72,9 @@ type SetDef struct {
 	Type    SetType
 	Size    uint32        // element cap (dynamic sets)
 	Timeout time.Duration // default element timeout (dynamic sets)
+	// Ranges are a blocklist set's elements (aggregated, one family),
+	// installed with the table so a reload never empties the list.
+	Ranges []blocklist.Range
 }
 
 // SetType says what a named set holds.
@@ -85,6 +89,9 @@ const (
 	SetSources
 	// SetGrants holds source . protocol . port triples a door opened.
 	SetGrants
+	// SetBlocklist holds a blocklist's ranges: intervals without
+	// timeouts, filled from Ranges (see blocklist.go).
+	SetBlocklist
 )
 
 // Names of the grant sets knock doors add to.
@@ -198,6 +205,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	// Bans come before conntrack so a ban also cuts connections already open.
 	add(rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
 		rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()))
+	add(blocklistRules(rs, fw)...)
 	if fw.Stealth {
 		openTCP := portRanges(config.ResolveSSH(fw.Open, sshPorts), config.TCP)
 		for _, r := range stealthRules() {
@@ -327,6 +335,8 @@ func (rs *Ruleset) String() string {
 		case SetGrants:
 			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t}\n\n",
 				s.Name, typ, s.Size)
+		case SetBlocklist:
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n\t}\n\n", s.Name, typ)
 		}
 	}
 	for i, c := range rs.Chains {
