@@ -96,6 +96,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
 	root.AddCommand(a.spaCmd())
+	root.AddCommand(a.blocklistCmd())
 	strict(root)
 	return root
 }
@@ -481,7 +482,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	cmd.AddCommand(add, del, list)
 	if kind == "ban" {
-		cmd.AddCommand(a.banFlushCmd())
+		cmd.AddCommand(a.banFlushCmd(), a.banImportCmd())
 	}
 	return cmd
 }
@@ -687,6 +688,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 			}
 		}
 	}
+	printBlocklists(w, st)
 }
 
 // printProtected lists what no guard ever bans, grouped by why.

@@ -18,8 +18,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/blocklist"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/firewall"
 )
 
@@ -463,4 +465,92 @@ func (d *Daemon) blocklistHoles() []blocklist.Range {
 		rs = append(rs, blocklist.FromPrefix(e.Prefix))
 	}
 	return blocklist.Aggregate(rs)
+}
+
+// Routes of the blocklists and of ban import.
+const (
+	RouteBlocklistRefresh = "/v1/blocklists/refresh"
+	RouteBansImport       = "/v1/bans/import"
+)
+
+// ImportBatch is the most prefixes one import request carries: the CLI
+// sends a file in batches of this many, each well under the control
+// API's body limit.
+const ImportBatch = 2000
+
+// ImportRequest is one batch of `moat ban import`.
+type ImportRequest struct {
+	Prefixes []string      `json:"prefixes"`
+	For      time.Duration `json:"for,omitempty"` // 0: until removed
+	Reason   string        `json:"reason,omitempty"`
+}
+
+// ImportResponse says what a batch did.
+type ImportResponse struct {
+	Banned  int      `json:"banned"`
+	Refused []string `json:"refused,omitempty"` // "prefix: why" (protected, allow-listed...)
+}
+
+// OriginImport marks bans made by `moat ban import`.
+const OriginImport = "import"
+
+func (d *Daemon) blocklistRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+RouteBlocklistRefresh, func(w http.ResponseWriter, r *http.Request) {
+		d.blocks.refreshNow()
+		control.WriteJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+RouteBansImport, d.banImport)
+}
+
+// banImport bans one batch of imported prefixes, each through the ban
+// policy: a protected or allow-listed address is refused, as a guard's
+// ban would be (an import is a list from elsewhere, not the
+// administrator's word on each address).
+func (d *Daemon) banImport(w http.ResponseWriter, r *http.Request) {
+	var req ImportRequest
+	if err := control.DecodeJSON(r, &req); err != nil {
+		control.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if len(req.Prefixes) > ImportBatch {
+		control.WriteError(w, http.StatusBadRequest, fmt.Errorf("%d prefixes in one request; send at most %d", len(req.Prefixes), ImportBatch))
+		return
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "imported"
+	}
+	var resp ImportResponse
+	now := d.now()
+	for _, s := range req.Prefixes {
+		p, err := ParsePrefix(s)
+		if err == nil {
+			_, err = d.bans.Add(ban.Request{Prefix: p, For: req.For, Origin: OriginImport, Reason: reason, NoWait: true}, now)
+		}
+		if err != nil {
+			resp.Refused = append(resp.Refused, s+": "+err.Error())
+			continue
+		}
+		resp.Banned++
+	}
+	d.bans.Flush()
+	d.log.Info("bans imported", "banned", resp.Banned, "refused", len(resp.Refused))
+	d.poke()
+	control.WriteJSON(w, http.StatusOK, resp)
+}
+
+// refreshNow makes every list due now.
+func (b *blocklists) refreshNow() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	for _, l := range b.lists {
+		l.next = time.Time{}
+	}
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
 }

@@ -27,6 +27,7 @@ func (d *Daemon) handler() http.Handler {
 		control.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST "+RouteBans, d.banAdd)
+	d.blocklistRoutes(mux)
 	mux.HandleFunc("POST "+RouteBansFlush, d.banFlush)
 	mux.HandleFunc("POST "+RouteBansDel, func(w http.ResponseWriter, r *http.Request) {
 		var req DelRequest
