@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -34,10 +35,18 @@ func (a *app) banImportCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
+			// Entries as listed, not merged with their neighbours: each
+			// goes through the ban policy on its own, so a protected
+			// address in the file is refused without taking the entry
+			// next to it along.
 			var prefixes []string
-			for _, r := range blocklist.Aggregate(res.Ranges) {
+			seen := map[netip.Prefix]bool{}
+			for _, r := range res.Ranges {
 				for _, p := range r.Prefixes() {
-					prefixes = append(prefixes, p.String())
+					if !seen[p] {
+						seen[p] = true
+						prefixes = append(prefixes, p.String())
+					}
 				}
 			}
 			c, err := a.client()

@@ -174,7 +174,7 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 		if err := c.AddSet(s, contents[sd.Name]); err != nil {
 			return fmt.Errorf("nftables: set %s: %w", sd.Name, err)
 		}
-		if err := addRanges(c, s, sd.Ranges, false); err != nil {
+		if _, err := addRanges(c, s, sd.Ranges, false); err != nil {
 			return fmt.Errorf("nftables: %w", err)
 		}
 	}

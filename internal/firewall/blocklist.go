@@ -49,8 +49,10 @@ func blocklistRules(rs *Ruleset, fw config.Firewall) []Rule {
 // values side by side.
 const rangeChunk = 16384
 
-// addRanges queues rs (of one family) as elements of s on c.
-func addRanges(c *nftables.Conn, s *nftables.Set, rs []blocklist.Range, del bool) error {
+// addRanges queues rs (of one family) as elements of s on c and returns
+// how many it queued.
+func addRanges(c *nftables.Conn, s *nftables.Set, rs []blocklist.Range, del bool) (int, error) {
+	queued := 0
 	els := make([]nftables.SetElement, 0, 2*min(len(rs), rangeChunk))
 	for len(rs) > 0 {
 		n := min(len(rs), rangeChunk)
@@ -70,11 +72,12 @@ func addRanges(c *nftables.Conn, s *nftables.Set, rs []blocklist.Range, del bool
 			err = c.SetAddElements(s, els)
 		}
 		if err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
+			return queued, fmt.Errorf("set %s: %w", s.Name, err)
 		}
+		queued += len(els)
 		rs = rs[n:]
 	}
-	return nil
+	return queued, nil
 }
 
 func blocklistSet(name string, v6 bool) *nftables.Set {
@@ -103,14 +106,10 @@ func (a *Applier) UpdateBlocklist(name string, del, add []blocklist.Range) (int,
 			if len(part.rs) == 0 {
 				continue
 			}
-			if err := addRanges(c, blocklistSet(name, part.v6), part.rs, part.rm); err != nil {
+			n, err := addRanges(c, blocklistSet(name, part.v6), part.rs, part.rm)
+			sent += n
+			if err != nil {
 				return err
-			}
-			for _, r := range part.rs {
-				sent += 2
-				if !r.To.Next().IsValid() {
-					sent--
-				}
 			}
 		}
 		return nil
