@@ -81,6 +81,12 @@ func Parse(r io.Reader, f Format) (Result, error) {
 		return Result{}, fmt.Errorf("unknown format %q (want one of %v)", f, Formats)
 	}
 	var res Result
+	if l, ok := r.(interface{ Len() int }); ok {
+		// A list in memory: room for its entries at once (the shortest
+		// line, an IPv4 address, takes about 12 bytes), not a million
+		// appends copying the slice over and over.
+		res.Ranges = make([]Range, 0, l.Len()/12+1)
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), MaxLine)
 	n, content := 0, 0

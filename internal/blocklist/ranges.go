@@ -110,17 +110,24 @@ func Aggregate(rs []Range) []Range {
 		}
 		out = append(out, r)
 	}
+	if cap(out) > len(out)+len(out)/4 {
+		// Merging shrank the list (or the caller's slice had room to
+		// spare): keep no more memory than the ranges need.
+		return slices.Clone(out)
+	}
 	return slices.Clip(out)
 }
 
 // Subtract returns rs without the addresses in holes; both must be
 // aggregated (sorted, disjoint). A range with a hole inside is split
 // around it: a list naming 192.0.2.0/24 when the gateway is 192.0.2.1
-// still blocks the other 255 addresses. The result is new.
+// still blocks the other 255 addresses. When no hole touches rs, rs
+// itself is returned: a million-range list is not copied for nothing.
 func Subtract(rs, holes []Range) []Range {
-	out := make([]Range, 0, len(rs))
+	var out []Range
+	copied := false
 	h := 0
-	for _, r := range rs {
+	for k, r := range rs {
 		// Holes wholly before r can be skipped for good: later ranges
 		// start later.
 		for h < len(holes) && compareEnd(holes[h], r) < 0 {
@@ -128,6 +135,13 @@ func Subtract(rs, holes []Range) []Range {
 		}
 		cur := r
 		alive := true
+		if !copied && touched(r, holes, h) {
+			out = append(make([]Range, 0, len(rs)+8), rs[:k]...)
+			copied = true
+		}
+		if !copied {
+			continue
+		}
 		for i := h; i < len(holes) && alive; i++ {
 			hole := holes[i]
 			if hole.From.Is4() != cur.From.Is4() {
@@ -155,7 +169,30 @@ func Subtract(rs, holes []Range) []Range {
 			out = append(out, cur)
 		}
 	}
+	if !copied {
+		return rs
+	}
 	return out
+}
+
+// touched reports whether a hole from holes[h:] overlaps r.
+func touched(r Range, holes []Range, h int) bool {
+	for i := h; i < len(holes); i++ {
+		hole := holes[i]
+		if hole.From.Is4() != r.From.Is4() {
+			if hole.From.Is4() {
+				continue
+			}
+			return false
+		}
+		if hole.From.Compare(r.To) > 0 {
+			return false
+		}
+		if hole.To.Compare(r.From) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // compareEnd orders hole against r: negative when hole ends before r
