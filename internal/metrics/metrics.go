@@ -45,6 +45,8 @@ type Snapshot struct {
 	Login *Login // nil when the login guard is off
 	Scan  *Scan  // nil when the scan guard is off
 	NFLOG *NFLOG // nil before the receiver started
+
+	Blocklists []Blocklist
 }
 
 // Counter is one nftables counter.
@@ -131,6 +133,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dNFLOGDatagrams, dNFLOGForeign} {
 		ch <- d
 	}
+	for _, d := range blocklistDescs {
+		ch <- d
+	}
 }
 
 // Collect takes a Snapshot and sends it as metrics.
@@ -191,6 +196,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dNFLOGDatagrams, float64(n.Datagrams))
 		counter(dNFLOGForeign, float64(n.Foreign))
 	}
+	collectBlocklists(s.Blocklists, gauge)
 }
 
 func b2f(b bool) float64 {
