@@ -40,7 +40,7 @@ func BenchmarkParseAggregate(b *testing.B) {
 	holes := Aggregate([]Range{FromPrefix(netip.MustParsePrefix("100.64.0.0/30")), FromPrefix(netip.MustParsePrefix("fd00:210:ff00::/120"))})
 	b.ResetTimer()
 	for range b.N {
-		res, err := Parse(bytes.NewReader(next), Plain)
+		res, err := ParseBytes(next, Plain)
 		if err != nil {
 			b.Fatal(err)
 		}

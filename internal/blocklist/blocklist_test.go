@@ -160,6 +160,10 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string, fi int) {
 		format := Formats[uint(fi)%uint(len(Formats))]
 		res, err := Parse(strings.NewReader(in), format)
+		res2, err2 := ParseBytes([]byte(in), format)
+		if (err == nil) != (err2 == nil) || !slices.Equal(res.Ranges, res2.Ranges) || res.Bad != res2.Bad {
+			t.Fatalf("%q: Parse and ParseBytes disagree: %v %v / %v %v", in, res, err, res2, err2)
+		}
 		if err != nil {
 			return
 		}

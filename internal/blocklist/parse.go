@@ -77,16 +77,21 @@ var ErrNoEntries = errors.New("no address or prefix in it")
 // Bad, not fatal; input whose lines are mostly bad, or that has no entry
 // at all while it has lines, is an error: it is not this list.
 func Parse(r io.Reader, f Format) (Result, error) {
+	return parse(r, f, nil)
+}
+
+// ParseBytes is Parse of a list in memory, with room for its entries
+// made at once (one per line at most) rather than by a million appends,
+// each growth copying the slice.
+func ParseBytes(b []byte, f Format) (Result, error) {
+	return parse(bytes.NewReader(b), f, make([]Range, 0, bytes.Count(b, []byte{'\n'})+1))
+}
+
+func parse(r io.Reader, f Format, ranges []Range) (Result, error) {
 	if !Known(f) {
 		return Result{}, fmt.Errorf("unknown format %q (want one of %v)", f, Formats)
 	}
-	var res Result
-	if l, ok := r.(interface{ Len() int }); ok {
-		// A list in memory: room for its entries at once (the shortest
-		// line, an IPv4 address, takes about 12 bytes), not a million
-		// appends copying the slice over and over.
-		res.Ranges = make([]Range, 0, l.Len()/12+1)
-	}
+	res := Result{Ranges: ranges}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), MaxLine)
 	n, content := 0, 0

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -221,7 +220,7 @@ func (b *blocklists) refresh(ctx context.Context, l *blist) {
 		// The saved copy first: a host that restarts while the source is
 		// down keeps its list.
 		if body, m, err := b.loadSaved(cfg.Name); err == nil {
-			if res, perr := blocklist.Parse(bytes.NewReader(body), blocklist.Format(cfg.Format)); perr == nil {
+			if res, perr := blocklist.ParseBytes(body, blocklist.Format(cfg.Format)); perr == nil {
 				b.mu.Lock()
 				l.good, l.loaded, l.meta, meta = blocklist.Aggregate(res.Ranges), true, m, m
 				l.st.Entries = res.Entries
@@ -234,7 +233,7 @@ func (b *blocklists) refresh(ctx context.Context, l *blist) {
 	body, m, notModified, err := fetchBlocklist(ctx, cfg, meta)
 	var res blocklist.Result
 	if err == nil && !notModified {
-		res, err = blocklist.Parse(bytes.NewReader(body), blocklist.Format(cfg.Format))
+		res, err = blocklist.ParseBytes(body, blocklist.Format(cfg.Format))
 		if err != nil {
 			err = fmt.Errorf("%s list: %w", cfg.Format, err)
 		}
