@@ -70,9 +70,12 @@ type blocklists struct {
 	holes func() []blocklist.Range // protected addresses, aggregated
 	now   func() time.Time
 
-	// mu is held while the kernel's view changes (an update, or an
-	// install of the whole table), so kernel is always what the kernel
-	// holds.
+	// kmu is held while the kernel's sets change (an update, or an
+	// install of the whole table), so each list's kernel field is what
+	// the kernel holds. It is taken before mu, and may be held for
+	// seconds (a million-range list): mu, which status takes, is not.
+	kmu sync.Mutex
+	// mu guards the lists map and every list's fields but kernel.
 	mu        sync.Mutex
 	lists     map[string]*blist
 	lastHoles []blocklist.Range
@@ -83,7 +86,7 @@ type blist struct {
 	cfg    config.Blocklist
 	good   []blocklist.Range // the last good copy, aggregated
 	loaded bool              // good is set (from the saved copy or a refresh)
-	kernel []blocklist.Range // what the kernel's sets hold
+	kernel []blocklist.Range // what the kernel's sets hold; under kmu
 	next   time.Time         // the next refresh
 	meta   savedMeta
 	st     BlocklistStatus
@@ -121,7 +124,9 @@ func (b *blocklists) hold(rs *firewall.Ruleset, cfgs []config.Blocklist) func(ap
 	if b == nil {
 		return func(bool) {}
 	}
+	b.kmu.Lock()
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	next := map[string]*blist{}
 	for _, c := range cfgs {
 		l := b.lists[c.Name]
@@ -148,10 +153,12 @@ func (b *blocklists) hold(rs *firewall.Ruleset, cfgs []config.Blocklist) func(ap
 		}
 	}
 	return func(applied bool) {
+		b.mu.Lock()
 		if applied {
 			b.lists = next
 		}
 		b.mu.Unlock()
+		b.kmu.Unlock()
 		select {
 		case b.wake <- struct{}{}:
 		default:
@@ -276,22 +283,30 @@ func (b *blocklists) refresh(ctx context.Context, l *blist) {
 // push sends the kernel what turns its sets into l's good copy less the
 // protected holes.
 func (b *blocklists) push(l *blist, holes []blocklist.Range) {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	b.mu.Lock()
+	name, good, current := l.cfg.Name, l.good, b.lists[l.cfg.Name] == l
+	b.mu.Unlock()
+	if !current {
+		return // a reload removed or replaced the list meanwhile
+	}
+	want := blocklist.Subtract(good, holes)
+	del, add := blocklist.Diff(l.kernel, want)
+	n, err := b.fw.UpdateBlocklist(name, del, add)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	want := blocklist.Subtract(l.good, holes)
-	del, add := blocklist.Diff(l.kernel, want)
-	n, err := b.fw.UpdateBlocklist(l.cfg.Name, del, add)
 	if err != nil {
 		l.st.LastError = err.Error()
-		b.log.Error("blocklist not updated in the kernel", "list", l.cfg.Name, "err", err)
+		b.log.Error("blocklist not updated in the kernel", "list", name, "err", err)
 		return
 	}
 	l.kernel = want
 	l.st.Ranges = len(want)
-	l.st.Protected = protectedHoles(l.good, holes)
+	l.st.Protected = protectedHoles(good, holes)
 	l.st.LastAdded, l.st.LastRemoved, l.st.LastSent = len(add), len(del), n
 	if len(del)+len(add) > 0 {
-		b.log.Info("blocklist updated", "list", l.cfg.Name, "ranges", len(want), "added", len(add), "removed", len(del))
+		b.log.Info("blocklist updated", "list", name, "ranges", len(want), "added", len(add), "removed", len(del))
 	}
 }
 
