@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Scan-guard bars, in throwaway namespaces (method and figures: bench/scan/README.md).
 # Part 1, moat's defaults:
-#   - nmap -sS of 1,000 ports at default timing: how many probes reached the
-#     host (were logged as closed-port drops) before the ban took effect;
+#   - nmap -sS of 1,000 ports at default timing, NMAP_RUNS times (default 5)
+#     against a fresh daemon each: how many SYNs reached the host before the
+#     ban took effect, counted ahead of moat's table (a netdev ingress
+#     counter, minus what moat's ban rule dropped);
 #   - the detector's throughput (Go benchmark, one core, allocations).
 # Part 2, the real daemon under a spoofed-source SYN flood: 1,000,000
 #   distinct IPv6 sources (fd00:210::/32) at 100,000 packets/s for 10 s at a
