@@ -97,6 +97,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.knockCmd(), a.importCmd())
 	root.AddCommand(a.spaCmd())
 	root.AddCommand(a.pageCmd(), a.demoCmd())
+	root.AddCommand(a.blocklistCmd())
 	strict(root)
 	return root
 }
@@ -492,7 +493,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	cmd.AddCommand(add, del, list)
 	if kind == "ban" {
-		cmd.AddCommand(a.banFlushCmd())
+		cmd.AddCommand(a.banFlushCmd(), a.banImportCmd())
 	}
 	return cmd
 }
@@ -721,6 +722,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 		}
 	}
 	printReport(w, st)
+	printBlocklists(w, st)
 }
 
 // printProtected lists what no guard ever bans, grouped by why.

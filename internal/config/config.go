@@ -325,6 +325,9 @@ func knownKeys() []string {
 	for _, k := range doorKeys {
 		out = append(out, "door[0]."+k.name)
 	}
+	for _, k := range blocklistKeys {
+		out = append(out, "blocklist[0]."+k.name)
+	}
 	return out
 }
 
@@ -351,6 +354,11 @@ func (d *decoder) badType(path string, v any, want string) {
 
 func (d *decoder) document(root map[string]any) {
 	for _, name := range sortedKeys(root) {
+		if name == "blocklist" {
+			d.cfg.Blocklists = nil
+			d.tables("blocklist", root[name], blocklistKeys, func() { d.cfg.Blocklists = append(d.cfg.Blocklists, defaultBlocklist()) })
+			continue
+		}
 		if name == "door" {
 			d.cfg.Doors = nil
 			d.tables("door", root[name], doorKeys, func() { d.cfg.Doors = append(d.cfg.Doors, defaultDoor()) })
@@ -358,7 +366,7 @@ func (d *decoder) document(root map[string]any) {
 		}
 		t := findTable(name)
 		if t == nil {
-			d.bad(quoteKey(name), nil, "unknown section%s; moat knows %s", suggest(name, append(tableNames(), "door")), listTables())
+			d.bad(quoteKey(name), nil, "unknown section%s; moat knows %s", suggest(name, append(tableNames(), "door", "blocklist")), listTables())
 			continue
 		}
 		m, ok := root[name].(map[string]any)
@@ -421,7 +429,7 @@ func listTables() string {
 	for i, n := range names {
 		names[i] = "[" + n + "]"
 	}
-	names = append(names, "[[door]]")
+	names = append(names, "[[door]]", "[[blocklist]]")
 	return orList(names, "and")
 }
 

@@ -220,7 +220,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page] and [[door]]`},
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page], [[door]] and [[blocklist]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
@@ -252,6 +252,11 @@ func TestParseErrors(t *testing.T) {
 		{"spa client without server key", "\n[spa]\n[[spa.client]]\nname = \"a\"\nkey = \"moat-spa-x25519 GxIUVBc5IeEXfUCr17KD6t5EWYoTEsuv5QMuPaniIgE=\"\nports = [\"tcp/22\"]\n", `line 2: spa.key_file: want the server's private key file`},
 		{"metrics path", "\n[metrics]\npath = \"metrics\"\n", `line 3: metrics.path "metrics": want an absolute URL path`},
 		{"unknown array of tables", "\n[[doors]]\nname = \"x\"\n", `line 2: doors: a door is [[door]], singular`},
+		{"blocklist bad name", "[[blocklist]]\nname = \"Fire-HOL\"\nsource = \"/etc/moat/x.txt\"\n", `line 2: blocklist[0].name "Fire-HOL": want 1 to 24 lowercase letters`},
+		{"blocklist http", "[[blocklist]]\nname = \"x\"\nsource = \"http://example.org/x\"\n", `line 3: blocklist[0].source "http://example.org/x": want https://`},
+		{"blocklist format", "[[blocklist]]\nname = \"x\"\nsource = \"/x\"\nformat = \"csv\"\n", `line 4: blocklist[0].format "csv": want "plain", "firehol", "spamhaus", "dshield" or "crowdsec"`},
+		{"blocklist duplicate", "[[blocklist]]\nname = \"x\"\nsource = \"/x\"\n[[blocklist]]\nname = \"x\"\nsource = \"/y\"\n", `line 5: blocklist[1].name "x": the name of blocklist[0] too`},
+		{"blocklist refresh", "[[blocklist]]\nname = \"x\"\nsource = \"/x\"\nrefresh = \"5s\"\n", `line 4: blocklist[0].refresh "5s": too short`},
 		{"door without sequence", "\n[[door]]\nname = \"x\"\nopen = [\"tcp/22\"]\n", `line 2: door[0].sequence: a door needs a sequence`},
 		{"door port also open", "[firewall]\nopen = [\"tcp/22\"]\n[[door]]\nname = \"x\"\nsequence = [\"tcp/1\"]\nopen = [\"tcp/22\"]\n", `line 6: door[0].open[0] "tcp/22": is also in [firewall] open`},
 		{"door repeated step", "[[door]]\nname = \"x\"\nsequence = [\"tcp/1\", \"tcp/1\"]\nopen = [\"tcp/2222\"]\n", `line 3: door[0].sequence[1] "tcp/1": repeats the knock before it`},
@@ -378,7 +383,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page] and [[door]]`
+f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page], [[door]] and [[blocklist]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -858,6 +863,13 @@ func render(c *Config) string {
 		fmt.Fprintf(&b, "[[door]]\nname = %s\nsequence = %s\nseq_timeout = %s\ntcpflags = %s\nopen = %s\nopen_for = %s\nclose_sequence = %s\nstart_command = %s\nstop_command = %s\none_time_sequences = %s\nmax_pending = %d\n",
 			q(dr.Name), ports(dr.Sequence), q(dr.SeqTimeout.String()), q(dr.TCPFlags.String()), ports(dr.Open), q(dr.OpenFor.String()),
 			ports(dr.CloseSequence), argv(dr.StartCommand), argv(dr.StopCommand), q(dr.OneTimeSequences), dr.MaxPending)
+	}
+	for _, bl := range c.Blocklists {
+		fmt.Fprintf(&b, "[[blocklist]]\nname = %s\nsource = %s\nrefresh = %s\nformat = %s\nmax_size = %d\n",
+			q(bl.Name), q(bl.Source), q(bl.Refresh.String()), q(bl.Format), bl.MaxSize)
+		if bl.CAFile != "" {
+			fmt.Fprintf(&b, "ca_file = %s\n", q(bl.CAFile))
+		}
 	}
 	return b.String()
 }

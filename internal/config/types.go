@@ -24,6 +24,8 @@ type Config struct {
 	Report   Report // [report]: what moat status shows
 	Alert    Alert  // [alert]: webhooks, syslog, e-mail
 	Page     Page   // [page]: the live page
+
+	Blocklists []Blocklist // [[blocklist]]
 }
 
 // DoorLog configures the doors' audit trail.
@@ -76,6 +78,10 @@ type Firewall struct {
 	SPAPorts     []PortSpec
 	SPAClientIDs [][8]byte
 	SPAFwknop    bool
+
+	// Blocklists are the names of the [[blocklist]] entries, each with
+	// its sets and drop rules, filled in by daemon.FirewallFor.
+	Blocklists []string
 }
 
 // Defaults of the knock handoff's limits. The total is above the 60,000

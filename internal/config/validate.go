@@ -182,6 +182,7 @@ func (c *Config) problems() []problem {
 	out = append(out, c.Report.problems()...)
 	out = append(out, c.Alert.problems()...)
 	out = append(out, c.Page.problems()...)
+	out = append(out, c.blocklistProblems()...)
 	return out
 }
 

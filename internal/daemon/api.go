@@ -133,6 +133,8 @@ type Status struct {
 	Alerts *AlertStatus `json:"alerts,omitempty"`
 	// Version is the daemon's build: its module version and VCS revision.
 	Version string `json:"version,omitempty"`
+	// Blocklists are the [[blocklist]] entries.
+	Blocklists []BlocklistStatus `json:"blocklists,omitempty"`
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

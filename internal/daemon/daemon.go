@@ -120,6 +120,7 @@ type Daemon struct {
 	foreign      atomic.Uint64 // logged packets on the group with another ruleset's prefix (see dispatch)
 	peers        sshPeers      // sshd's peers the kernel reported (see sshpeers.go)
 	prot         *protection
+	blocks       *blocklists // [[blocklist]] entries in their kernel sets
 	sessions     *sessionTable
 	loginStop    func() // stops the running login guard and waits for it
 	login        *loginGuard
@@ -203,6 +204,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.prot = d.newProtection(opts.Session)
 	d.prot.refresh()
+	d.blocks = newBlocklists(d.log, d.fw, ld.Cfg.Daemon.StateDir, d.blocklistHoles, d.now)
 	d.bans.SetProtector(d.prot)
 	d.adoptKernelBans()
 	// A crash may have lost the record of SPA datagrams accepted just
@@ -299,6 +301,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.runAlerts(gctx, ld.Cfg.Alert, ld.Cfg.Report.MinLevel)()
 	defer d.runPage(gctx, ld.Cfg)()
 	g.Go(func() error { return d.maintain(gctx) })
+	g.Go(func() error { return d.blocks.run(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
 	d.health.tick(time.Now())
@@ -404,7 +407,9 @@ func (d *Daemon) install(ld *Loaded) error {
 	d.grants.setLogFile(ld.Cfg.DoorLog.LogFile)
 	g, stale := d.grants.plan(ld.Cfg, now)
 	t0 := time.Now()
+	release := d.blocks.hold(rs, ld.Cfg.Blocklists)
 	if err := d.fw.Apply(rs, b, a, g...); err != nil {
+		release(false)
 		return err
 	}
 	// Port-limited bans go back in right after: the install emptied their
@@ -412,6 +417,7 @@ func (d *Daemon) install(ld *Loaded) error {
 	if err := d.fw.UpdatePortBans(nil, d.bans.PortBanElements(now)); err != nil {
 		d.log.Error("port-limited bans are not in the kernel until they are banned again", "err", err)
 	}
+	release(true)
 	d.grants.retire(stale, now)
 	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "grants", len(g), "took", time.Since(t0))
 	releaseAfterBurst(len(b) + len(a))

@@ -28,6 +28,7 @@ func (d *Daemon) handler() http.Handler {
 		control.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST "+RouteBans, d.banAdd)
+	d.blocklistRoutes(mux)
 	mux.HandleFunc("POST "+RouteBansFlush, d.banFlush)
 	mux.HandleFunc("POST "+RouteBansDel, func(w http.ResponseWriter, r *http.Request) {
 		var req DelRequest
@@ -273,5 +274,6 @@ func (d *Daemon) snapshot() Status {
 	st.Report = d.reportStatus(&st, bans, now)
 	st.Alerts = d.alertStatus()
 	st.Version = buildVersion()
+	st.Blocklists = d.blocks.status(st.Counters)
 	return st
 }

@@ -107,5 +107,12 @@ func metricsSnapshot(st Status) metrics.Snapshot {
 		}
 		s.Alerts = m
 	}
+	for _, b := range st.Blocklists {
+		mb := metrics.Blocklist{Name: b.Name, Entries: b.Entries, Ranges: b.Ranges, Failing: b.LastError != ""}
+		if !b.LastRefresh.IsZero() {
+			mb.LastRefresh = float64(b.LastRefresh.UnixNano()) / 1e9
+		}
+		s.Blocklists = append(s.Blocklists, mb)
+	}
 	return s
 }

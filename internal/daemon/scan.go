@@ -236,6 +236,11 @@ func ScanDetectorConfig(cfg config.Scan, doors []config.Door, ignore func(netip.
 	return portscan.Config{
 		Window: cfg.Window, MaxSources: cfg.MaxSources, PacketTiers: cfg.PacketTiers, SweepTiers: cfg.SweepTiers,
 		RawSYNBoost: 1, // ban nmap -sS within its first few dozen probes (see rawSYNTypes)
+		// Crafted SYNs to three distinct ports: level 3, the default
+		// block level. nmap -sS sends its first ten probes within a
+		// millisecond; the firewall logs crafted SYNs at once (see
+		// firewall.craftedSYNRule), so the ban lands inside that burst.
+		RawSYNPorts: 3, RawSYNLevel: 3,
 		Ignore: func(a netip.Addr) bool {
 			for _, p := range cfg.Ignore {
 				if p.Contains(a) {
@@ -259,6 +264,11 @@ func (d *Daemon) startScan(cfg *config.Config) {
 	if !cfg.Scan.Enabled {
 		d.scan.Store(nil)
 		return
+	}
+	// The first ban would otherwise open the firewall's netlink socket:
+	// half a millisecond, half of nmap's first burst.
+	if err := d.fw.Warm(); err != nil {
+		d.log.Warn("cannot open the netlink socket bans go through; the first ban opens it", "err", err)
 	}
 	ign := &scanIgnore{bans: d.bans, protected: d.prot.covers, now: d.now}
 	saved, _ := d.st.Meta(metaScanEvents)

@@ -346,6 +346,7 @@ func udpPayload(b []byte, p *packet.Packet) ([]byte, bool) {
 // datagrams stay in the kernel), and the rest is still good to install.
 func FirewallFor(cfg *config.Config) (config.Firewall, error) {
 	fw := cfg.Firewall
+	fw.Blocklists = blocklistNames(cfg)
 	if !cfg.SPA.Enabled() {
 		return fw, nil
 	}

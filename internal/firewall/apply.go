@@ -168,9 +168,14 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 			}
 			s.Interval, s.Dynamic, s.Size, s.Concatenation = false, true, sd.Size, true
 			s.KeyType = nftables.MustConcatSetType(addr, nftables.TypeInetProto, nftables.TypeInetService)
+		case SetBlocklist:
+			s.HasTimeout = false
 		}
 		if err := c.AddSet(s, contents[sd.Name]); err != nil {
 			return fmt.Errorf("nftables: set %s: %w", sd.Name, err)
+		}
+		if _, err := addRanges(c, s, sd.Ranges, false); err != nil {
+			return fmt.Errorf("nftables: %w", err)
 		}
 	}
 	chains := map[string]*nftables.Chain{}

@@ -56,7 +56,7 @@ func TestShowIsWhatTheKernelHolds(t *testing.T) {
 				{Proto: config.UDP, From: 60000, To: 65535}},
 			Allow:          []netip.Prefix{netip.MustParsePrefix("10.210.0.0/24")},
 			ClosedResponse: "reject", Ping: true, Stealth: true, LogGroup: 9, LogRate: 100, LogBurst: 200, Forward: "drop",
-			TrustedInterfaces: []string{"lxcbr0", "veth*"}, Output: "deny",
+			TrustedInterfaces: []string{"lxcbr0", "veth*"}, Output: "deny", Blocklists: []string{"firehol_level1", "drop"},
 			OutputAllow: []config.OutputRule{{Port: config.PortSpec{Proto: config.UDP, From: 53, To: 53}, To: netip.MustParsePrefix("10.210.0.53/32")},
 				{Port: config.PortSpec{Proto: config.TCP, From: 443, To: 443}},
 				{Port: config.PortSpec{Proto: config.TCP, From: 22, To: 22}, To: netip.MustParsePrefix("fd00:210::/48")},

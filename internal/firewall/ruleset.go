@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
+	"github.com/moat-fw/moat/internal/blocklist"
 	"github.com/moat-fw/moat/internal/config"
 )
 
@@ -71,6 +72,9 @@ type SetDef struct {
 	Type    SetType
 	Size    uint32        // element cap (dynamic sets)
 	Timeout time.Duration // default element timeout (dynamic sets)
+	// Ranges are a blocklist set's elements (aggregated, one family),
+	// installed with the table so a reload never empties the list.
+	Ranges []blocklist.Range
 }
 
 // SetType says what a named set holds.
@@ -85,6 +89,9 @@ const (
 	SetSources
 	// SetGrants holds source . protocol . port triples a door opened.
 	SetGrants
+	// SetBlocklist holds a blocklist's ranges: intervals without
+	// timeouts, filled from Ranges (see blocklist.go).
+	SetBlocklist
 )
 
 // Names of the grant sets knock doors add to.
@@ -202,6 +209,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	rs.Sets = append(rs.Sets, pbSets...)
 	rs.Counters = append(rs.Counters, CounterPortBan)
 	add(pbRules...)
+	add(blocklistRules(rs, fw)...)
 	if fw.Stealth {
 		openTCP := portRanges(config.ResolveSSH(fw.Open, sshPorts), config.TCP)
 		for _, r := range stealthRules() {
@@ -265,6 +273,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		add(rule(jumpChain("knock")))
 	}
 	add(rejectRules(fw.Reject)...)
+	add(craftedSYNRule(fw))
 	add(rule(limitObj(LimitLog), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
 		// A closed port answers as a host without a listener would.
@@ -330,6 +339,8 @@ func (rs *Ruleset) String() string {
 		case SetGrants:
 			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t}\n\n",
 				s.Name, typ, s.Size)
+		case SetBlocklist:
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n\t}\n\n", s.Name, typ)
 		}
 	}
 	for i, c := range rs.Chains {

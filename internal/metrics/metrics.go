@@ -47,6 +47,8 @@ type Snapshot struct {
 	NFLOG *NFLOG // nil before the receiver started
 	// Alerts is nil while no [alert] destination is set.
 	Alerts *Alerts
+
+	Blocklists []Blocklist
 }
 
 // Alerts is the alert dispatcher's part: alerts by what became of them,
@@ -142,6 +144,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dNFLOGDatagrams, dNFLOGForeign, dAlertEvents, dAlerts} {
 		ch <- d
 	}
+	for _, d := range blocklistDescs {
+		ch <- d
+	}
 }
 
 // Collect takes a Snapshot and sends it as metrics.
@@ -212,6 +217,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(dAlerts, float64(r.n), r.result)
 		}
 	}
+	collectBlocklists(s.Blocklists, gauge)
 }
 
 func b2f(b bool) float64 {

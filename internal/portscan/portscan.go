@@ -28,6 +28,10 @@
 //     Maimon, other impossible flag combinations, ICMP timestamp, address
 //     mask and information requests) adds SignatureBoost levels (default 1)
 //     and lifts the source to at least SignatureLevel (default 2).
+//   - Crafted SYNs: a source whose SYNs without an operating system's
+//     options (nmap -sS, masscan) reached RawSYNPorts distinct ports is at
+//     least at RawSYNLevel (off by default; moat's daemon sets 3 ports,
+//     level 3).
 //   - Breadth: a source that has touched fewer than MinPorts (default 2)
 //     distinct ports, on one local address, with at most one protocol other
 //     than TCP and UDP, stays at level 1 however many packets it sends. A
@@ -130,6 +134,15 @@ type Config struct {
 	// rawSYNTypes) add to a level the probe count gave (0 to 4; default 0,
 	// psad's scoring). moat's daemon sets 1.
 	RawSYNBoost int
+	// RawSYNPorts and RawSYNLevel: a source whose crafted SYNs (see
+	// rawSYNTypes) reached RawSYNPorts distinct ports is at least at
+	// RawSYNLevel, whatever its probe count (0: off, psad's scoring; moat's
+	// daemon sets 3 ports and level 3). nmap -sS at its default timing
+	// sends ten probes to ten ports within a millisecond; no client's
+	// connect() sends a SYN without SACK-permitted, and a client retrying
+	// one closed port touches one port.
+	RawSYNPorts int
+	RawSYNLevel int
 
 	// Ignore reports addresses that are never counted: the allow list,
 	// addresses holding a door grant, the host's own addresses, the
@@ -196,6 +209,12 @@ func (c *Config) Validate() error {
 	if c.SignatureLevel > 5 {
 		bad("signature_level", strconv.Itoa(c.SignatureLevel), "want a level from 1 to 5 (default %d)", DefaultSignatureLevel)
 	}
+	if c.RawSYNPorts < 0 || c.RawSYNPorts > portBits {
+		bad("raw_syn_ports", strconv.Itoa(c.RawSYNPorts), "want 0 (off) to %d", portBits)
+	}
+	if c.RawSYNLevel < 0 || c.RawSYNLevel > 5 {
+		bad("raw_syn_level", strconv.Itoa(c.RawSYNLevel), "want a level from 0 (off) to 5")
+	}
 	if c.MinPorts > portBits {
 		bad("min_ports", strconv.Itoa(c.MinPorts), "want 1 to %d (default %d)", portBits, DefaultMinPorts)
 	}
@@ -221,6 +240,8 @@ type Detector struct {
 	sigLevel    int
 	minPorts    int
 	rawSYNBoost int
+	rawSYNPorts int
+	rawSYNLevel int
 	ignore      func(netip.Addr) bool
 	knock       func(*packet.Packet) bool
 	ignorePkt   func(*packet.Packet) bool
@@ -246,6 +267,8 @@ func New(cfg Config) *Detector {
 		sigLevel:    cfg.SignatureLevel,
 		minPorts:    cfg.MinPorts,
 		rawSYNBoost: min(max(cfg.RawSYNBoost, 0), 4),
+		rawSYNPorts: min(max(cfg.RawSYNPorts, 0), portBits),
+		rawSYNLevel: min(max(cfg.RawSYNLevel, 0), 5),
 		ignore:      cfg.Ignore,
 		knock:       cfg.Knock,
 		ignorePkt:   cfg.IgnorePacket,
@@ -498,6 +521,9 @@ func (d *Detector) level(s *source) int {
 		lv = max(lv+d.sigBoost, d.sigLevel)
 	} else if s.types&rawSYNTypes != 0 && lv > 0 {
 		lv += d.rawSYNBoost
+	}
+	if d.rawSYNPorts > 0 && s.types&TypeSYN != 0 && s.portCount() >= d.rawSYNPorts {
+		lv = max(lv, d.rawSYNLevel)
 	}
 	lv = min(lv, 5)
 	if lv > 1 && s.breadth() < d.minPorts {
