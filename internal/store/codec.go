@@ -93,9 +93,11 @@ func appendTime(b []byte, t time.Time) []byte {
 
 // appendEntry appends the value encoding of e:
 //
-//	version flags [created] [expires] count len(origin) origin len(reason) reason
+//	version flags [created] [expires] count len(origin) origin len(reason) reason [len(host) host]
 //
-// times as appendTime writes them, integers as varints.
+// times as appendTime writes them, integers as varints. The host (the fleet
+// host a remote ban came from) is written only when set: records from before
+// it existed end after the reason and decode with Host "".
 func appendEntry(b []byte, e Entry) []byte {
 	var flags byte
 	if !e.Created.IsZero() {
@@ -115,13 +117,18 @@ func appendEntry(b []byte, e Entry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(e.Origin)))
 	b = append(b, e.Origin...)
 	b = binary.AppendUvarint(b, uint64(len(e.Reason)))
-	return append(b, e.Reason...)
+	b = append(b, e.Reason...)
+	if e.Host != "" {
+		b = binary.AppendUvarint(b, uint64(len(e.Host)))
+		b = append(b, e.Host...)
+	}
+	return b
 }
 
 // entrySize bounds the length of e's encoding; historySize that of a
 // history value.
 func entrySize(e Entry) int {
-	return 2 + 2*(binary.MaxVarintLen64+5) + 3*binary.MaxVarintLen64 + len(e.Origin) + len(e.Reason)
+	return 2 + 2*(binary.MaxVarintLen64+5) + 4*binary.MaxVarintLen64 + len(e.Origin) + len(e.Reason) + len(e.Host)
 }
 
 const historySize = 2 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + 5
@@ -252,6 +259,9 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 		e.Origin = d.string("origin")
 	}
 	e.Reason = d.string("reason")
+	if len(d.b) > 0 {
+		e.Host = d.string("host")
+	}
 	if err := d.finish(); err != nil {
 		return Entry{}, err
 	}

@@ -19,6 +19,7 @@ type Entry struct {
 	Created time.Time
 	Expires time.Time // zero: never expires
 	Count   int       // how many times this prefix has been banned (1 on the first ban), kept across expiry; 0 for allows
+	Host    string    // the fleet host a remote ban came from; "" for this host's own
 }
 
 // Active reports whether e is in force at now: it never expires or expires

@@ -41,7 +41,7 @@ func pfx(s string) netip.Prefix {
 // sameEntry compares entries, times with Equal (decoding yields local time).
 func sameEntry(a, b Entry) bool {
 	return a.Prefix == b.Prefix && a.Origin == b.Origin && a.Reason == b.Reason &&
-		a.Created.Equal(b.Created) && a.Expires.Equal(b.Expires) && a.Count == b.Count
+		a.Created.Equal(b.Created) && a.Expires.Equal(b.Expires) && a.Count == b.Count && a.Host == b.Host
 }
 
 func TestOpenCreatesDirAndFile(t *testing.T) {
@@ -486,6 +486,7 @@ func prefixes(es []Entry) []string {
 func FuzzDecode(f *testing.F) {
 	f.Add(appendEntry(nil, Entry{Origin: "scan", Reason: "r", Created: t0, Expires: t0, Count: 3}))
 	f.Add(appendEntry(nil, Entry{}))
+	f.Add(appendEntry(nil, Entry{Origin: "fleet", Host: "web-1", Created: t0}))
 	f.Add(appendHistory(nil, 4, t0))
 	f.Add(appendHistory(nil, 1, time.Time{}))
 	f.Add([]byte{})
