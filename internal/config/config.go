@@ -215,6 +215,7 @@ func defaults() Config {
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
 		SPA:     defaultSPA(),
+		Fleet:   defaultFleet(),
 	}
 }
 
@@ -283,6 +284,7 @@ var schema = []table{
 	}},
 	{"metrics", metricsKeys},
 	{"spa", spaKeys},
+	{"fleet", fleetKeys},
 }
 
 type table struct {

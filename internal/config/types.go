@@ -21,6 +21,7 @@ type Config struct {
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
 	Metrics  Metrics
 	SPA      SPA
+	Fleet    Fleet // [fleet]: ban sharing between hosts
 }
 
 // DoorLog configures the doors' audit trail.

@@ -178,6 +178,7 @@ func (c *Config) problems() []problem {
 	out = append(out, c.doorProblems()...)
 	out = append(out, c.Scan.problems()...)
 	out = append(out, c.spaProblems()...)
+	out = append(out, c.Fleet.problems()...)
 	return out
 }
 
