@@ -96,6 +96,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
 	root.AddCommand(a.spaCmd())
+	root.AddCommand(a.fleetCmd())
 	strict(root)
 	return root
 }
@@ -384,7 +385,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	cmd := &cobra.Command{Use: kind, Short: short}
 	var dur time.Duration
 	var reason string
-	var force bool
+	var force, share bool
 	add := &cobra.Command{
 		Use:   "add ADDR|CIDR",
 		Short: "Add an entry",
@@ -397,7 +398,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force}
+			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force, Fleet: share}
 			if kind == "allow" {
 				var resp daemon.AllowResponse
 				if err := c.Call(cmd.Context(), http.MethodPost, route, req, &resp); err != nil {
@@ -421,6 +422,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	add.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	if kind == "ban" {
 		add.Flags().BoolVar(&force, "force", false, "ban even the source of the SSH session this runs in")
+		add.Flags().BoolVar(&share, "fleet", false, "share the ban with the fleet ([fleet]): every host bans the address")
 	}
 	del := &cobra.Command{
 		Use:     "del ADDR|CIDR",
@@ -473,7 +475,11 @@ func (a *app) listCmd(kind string) *cobra.Command {
 				if e.Expires != nil {
 					exp = e.Expires.Local().Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.Addr, e.Origin, exp, e.Count, e.Reason)
+				origin := e.Origin
+				if e.Host != "" {
+					origin += "@" + e.Host // a fleet ban: the host it came from
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.Addr, origin, exp, e.Count, e.Reason)
 			}
 			return tw.Flush()
 		},
@@ -640,6 +646,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 		fmt.Fprintf(w, "reconcile: re-added %d elements the kernel had lost\n", st.Reasserted)
 	}
 	printProtected(w, st)
+	if st.Fleet != nil {
+		printFleet(w, st.Fleet)
+	}
 	if l := st.Login; l != nil {
 		sources := "NO log sources (nothing is counted: see `[login] sources` and the start log)"
 		if len(l.Sources) > 0 {

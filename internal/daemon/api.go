@@ -5,6 +5,7 @@ import (
 
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/fleet"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -31,11 +32,12 @@ type EntryJSON struct {
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires"` // null: until removed
 	Count   int        `json:"count"`
+	Host    string     `json:"host,omitempty"` // the fleet host a remote ban came from
 }
 
 // ToJSON converts a store entry; host prefixes print as bare addresses.
 func ToJSON(e store.Entry) EntryJSON {
-	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count}
+	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count, Host: e.Host}
 	if !e.Expires.IsZero() {
 		t := e.Expires
 		j.Expires = &t
@@ -50,6 +52,7 @@ type AddRequest struct {
 	Reason  string        `json:"reason,omitempty"`
 	Session string        `json:"session,omitempty"` // the caller's SSH_CONNECTION
 	Force   bool          `json:"force,omitempty"`
+	Fleet   bool          `json:"fleet,omitempty"` // share the ban with the fleet (bans only)
 }
 
 // DelRequest asks to lift a ban or allow.
@@ -123,6 +126,8 @@ type Status struct {
 	Intake *IntakeStatus `json:"intake,omitempty"`
 	// SPA counts single packet authorization datagrams; nil while it is off.
 	SPA *SPAStatus `json:"spa,omitempty"`
+	// Fleet is the ban sharing with other hosts; nil while it is off.
+	Fleet *fleet.Status `json:"fleet,omitempty"`
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

@@ -89,6 +89,7 @@ const recentEvents = 1000
 // Daemon is a running moat.
 type Daemon struct {
 	metrics metricsServer // the [metrics] endpoint
+	fleet   fleetRunner   // [fleet]: bans shared with other hosts
 	opts    Options
 	sd      *sdnotify.Notifier // systemd's NOTIFY_SOCKET, or nil
 	health  health             // the watchdog's evidence (notify.go)
@@ -292,6 +293,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
+	defer d.runFleet(gctx, ld.Cfg.Fleet)()
 	g.Go(func() error { return d.maintain(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
@@ -544,6 +546,7 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	}
 	d.mu.Unlock()
 	d.applyMetrics(ld.Cfg.Metrics)
+	d.applyFleet(ld.Cfg.Fleet)
 	d.poke()
 	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
 	return nil

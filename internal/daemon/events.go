@@ -11,7 +11,7 @@ import (
 // banEvent is the event of a ban that took.
 func banEvent(e store.Entry, now time.Time) events.Event {
 	return events.Event{Time: now, Kind: events.Ban, Prefix: e.Prefix, Origin: e.Origin, Reason: e.Reason,
-		Until: e.Expires, Count: e.Count}
+		Until: e.Expires, Count: e.Count, Host: e.Host}
 }
 
 // hostPrefix is the single-address prefix of a, written as the grant book

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -413,5 +414,45 @@ func TestOldServerRefused(t *testing.T) {
 	}
 	if st := a.fleet.Status(); st.Dropped != 96 || st.Connected {
 		t.Errorf("status: dropped %d connected %v", st.Dropped, st.Connected)
+	}
+}
+
+func TestEmbeddedServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	dir := t.TempDir() + "/fleet-nats"
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, ServerOptions{Listen: ap, StoreDir: dir, Name: "t", Ready: func(u string) { ready <- u }})
+	}()
+	var url string
+	select {
+	case url = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("embedded server not ready")
+	}
+	cfg := config.Fleet{Servers: []string{url}, Bucket: "moat-bans", Replicas: 1}
+	nc, kv, err := Dial(context.Background(), cfg, "t", Handlers{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), Key(netip.MustParsePrefix("192.0.2.1/32")), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir + "/jetstream"); err != nil {
+		t.Errorf("no JetStream storage under the state dir: %v", err)
 	}
 }
