@@ -217,7 +217,15 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
 	}
-	defer w.Stop()
+	defer func() {
+		// Stopping deletes the consumer: a request to the server that,
+		// with the server away, waits out its timeout and would hold up
+		// moat's stop. At the end the connection closes next, and the
+		// server drops the ephemeral consumer on its own.
+		if ctx.Err() == nil {
+			w.Stop()
+		}
+	}()
 	var snapshot []remote
 	present := map[netip.Prefix]bool{}
 	initial := true
