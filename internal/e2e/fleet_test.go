@@ -85,13 +85,23 @@ type natsNode struct {
 	port int
 }
 
-// The attacker's addresses.
+// The attacker's addresses, and addresses banned without traffic: in
+// fd00:210:ff00::/40, which no netnstest link uses (links take
+// fd00:210:X::/64 and 10.210.X.0/24 for any X), so a ban never lands on a
+// host's own address by chance.
 var (
-	attackerNet = netip.MustParsePrefix("10.210.250.0/24")
-	attackerX   = netip.MustParseAddr("10.210.250.7")
-	attackerY   = netip.MustParseAddr("10.210.250.8")
-	attackerZ   = netip.MustParseAddr("10.210.250.9")
+	attackerNet = netip.MustParsePrefix("fd00:210:ff00::/48")
+	attackerX   = netip.MustParseAddr("fd00:210:ff00::7")
+	attackerY   = netip.MustParseAddr("fd00:210:ff00::8")
+	attackerZ   = netip.MustParseAddr("fd00:210:ff00::9")
 )
+
+// quiet is the i-th address of a block banned in tests but never used.
+func quiet(block byte, i int) netip.Prefix {
+	b := [16]byte{0xfd, 0x00, 0x02, 0x10, 0xff, block}
+	b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+	return netip.PrefixFrom(netip.AddrFrom16(b), 128)
+}
 
 func newFleetLab(t *testing.T, nodes int) *fleetLab {
 	t.Helper()
@@ -101,7 +111,7 @@ func newFleetLab(t *testing.T, nodes int) *fleetLab {
 	t.Parallel()
 	l := &fleetLab{t: t, nats: netnstest.New(t), attacker: netnstest.New(t)}
 	for _, a := range []netip.Addr{attackerX, attackerY, attackerZ} {
-		l.attacker.AddAddr(t, "lo", netip.PrefixFrom(a, 32))
+		l.attacker.AddAddr(t, "lo", netip.PrefixFrom(a, 128))
 	}
 	// A cluster of nodes (one: a plain server) on ports 4222, 4223...
 	var routes []string
@@ -143,8 +153,8 @@ func (l *fleetLab) addHost(name, extra string) *fleetHost {
 	h := &fleetHost{host: &host{t: t, server: netnstest.New(t), client: l.attacker, dir: t.TempDir()}, name: name}
 	h.link = netnstest.Connect(t, h.server, l.attacker)
 	h.natsLnk = netnstest.Connect(t, h.server, l.nats)
-	h.server.IP(t, "route", "add", attackerNet.String(), "via", h.link.B4.String())
-	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A4, openPort))
+	h.server.IP(t, "-6", "route", "add", attackerNet.String(), "via", h.link.B6.String())
+	h.server.ListenTCP(t, netip.AddrPortFrom(h.link.A6, openPort))
 	var servers []string
 	for _, n := range l.nodes {
 		servers = append(servers, fmt.Sprintf("%q", fmt.Sprintf("nats://%s:%d", h.natsLnk.B4, n.port)))
@@ -234,7 +244,7 @@ func TestFleetSharesBans(t *testing.T) {
 
 	// A scan guard ban on a: 30 SYNs to closed ports.
 	b.expect(attackerY, openPort, netnstest.Connected)
-	l.attacker.SpoofSYNs(t, 0, netnstest.PortScan(attackerY, a.link.A4, 1000, 30))
+	l.attacker.SpoofSYNs(t, 0, netnstest.PortScan(attackerY, a.link.A6, 1000, 30))
 	a.eventually("a bans the scanner", attackerY, openPort, netnstest.TimedOut)
 	b.eventually("b drops the scanner banned on a", attackerY, openPort, netnstest.TimedOut)
 	c.eventually("c drops the scanner banned on a", attackerY, openPort, netnstest.TimedOut)
@@ -291,7 +301,7 @@ func TestFleetSurvivesNATSNodeLoss(t *testing.T) {
 		h.connected()
 	}
 	ban := func(i int) string {
-		addr := fmt.Sprintf("10.210.251.%d", i)
+		addr := quiet(1, i).Addr().String()
 		a.moat("ban", "add", addr, "--fleet", "--for", "1h")
 		return addr
 	}
