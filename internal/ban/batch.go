@@ -42,8 +42,11 @@ type Outcome struct {
 // never shortens a ban already here. Everything applied goes into the
 // kernel in one transaction and into the store in one write: a host joining
 // a fleet with many live bans installs them at once, not one by one.
-// Outcomes are in the order of rs; err is a kernel or store failure (the
-// bans are then in memory and retried by the next reconcile, as for Add).
+// AddRemote returns once the kernel has them; the store write follows in
+// its turn, as for the guards' NoWait bans, and a failure goes to the
+// handler set with OnStoreError: the next remote ban must not wait for an
+// fsync. Outcomes are in the order of rs; err is a kernel failure (the bans
+// are then in memory and retried by the next reconcile, as for Add).
 func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 	out := make([]Outcome, len(rs))
 	// The protector is asked without mu (see Add).
@@ -91,12 +94,19 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 	del, add := delta.lists()
 	kerr := m.enf.Update(firewall.Bans, del, add)
 	wait, done := m.storeTurn()
+	report := m.storeErr
 	m.mu.Unlock()
-	wait()
-	stored, serr := m.store.PutBans(es)
-	done()
-	if serr == nil {
-		es = stored
+	// Owned by the turn chain: Flush waits for it.
+	go func() {
+		wait()
+		defer done()
+		stored, serr := m.store.PutBans(es)
+		if serr != nil {
+			if report != nil {
+				report(fmt.Errorf("%d fleet bans are in the kernel but %w (they are lost if moat restarts before they expire, until the fleet's replay brings them back): %w", len(es), ErrNotPersisted, serr))
+			}
+			return
+		}
 		m.mu.Lock()
 		for _, e := range stored {
 			if cur, ok := m.meta[e.Prefix]; ok && cur.Created.Equal(e.Created) && cur.Origin == OriginFleet {
@@ -104,15 +114,12 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 			}
 		}
 		m.mu.Unlock()
-	}
+	}()
 	for j, i := range idx {
 		out[i].Entry = es[j]
 	}
-	switch {
-	case kerr != nil:
+	if kerr != nil {
 		return out, fmt.Errorf("%d fleet bans are not yet in the kernel (moat retries at the next reconcile): %w", len(es), kerr)
-	case serr != nil:
-		return out, fmt.Errorf("%d fleet bans are in the kernel but %w: %w", len(es), ErrNotPersisted, serr)
 	}
 	return out, nil
 }

@@ -79,6 +79,7 @@ func TestAddRemoteAppliesPolicyInOneTransaction(t *testing.T) {
 	if got := k[mp("10.210.8.8/32")]; got != 24*time.Hour {
 		t.Errorf("the local ban was changed: timeout %v", got)
 	}
+	m.Flush() // the store write follows the kernel
 	e := st.bans[mp("10.210.3.3/32")]
 	if e.Origin != OriginFleet || e.Host != "b" || !e.Expires.IsZero() {
 		t.Errorf("stored %+v", e)

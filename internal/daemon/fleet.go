@@ -40,6 +40,7 @@ func (d *Daemon) runFleet(ctx context.Context, cfg config.Fleet) (wait func()) {
 		d.fleet.mu.Lock()
 		defer d.fleet.mu.Unlock()
 		d.fleet.halt()
+		d.bans.Flush() // remote bans are saved after they reach the kernel
 	}
 }
 

@@ -167,6 +167,9 @@ func (l *fleetLab) publisher(t *testing.T) *benchPublisher {
 
 func (p *benchPublisher) put(t *testing.T, pfx netip.Prefix, now time.Time) {
 	v := fleet.Value{Origin: "scan", Host: "x", Reason: "bench", Count: 1, Created: now, Until: now.Add(time.Hour)}
+	if p.js.PublishAsyncPending() > 8000 {
+		p.flush(t)
+	}
 	if _, err := p.js.PublishAsync("$KV.moat-bans."+fleet.Key(pfx), v.Encode(), jetstream.WithMsgTTL(time.Hour+time.Second)); err != nil {
 		t.Fatal(err)
 	}

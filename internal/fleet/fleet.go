@@ -333,7 +333,8 @@ func (f *Fleet) replay(snapshot []remote, present map[netip.Prefix]bool, pub *pu
 	f.mu.Lock()
 	f.st.Removed += uint64(lifted)
 	f.st.Replays++
-	f.st.LastReplay = &Replay{At: now, Keys: len(snapshot), Applied: applied, Lifted: lifted, Republished: republished, Took: Duration(took + time.Since(now))}
+	f.st.LastReplay = &Replay{At: now, Keys: len(snapshot), Applied: applied, Lifted: lifted, Republished: republished,
+		Read: Duration(took), Took: Duration(took + time.Since(now))}
 	f.mu.Unlock()
 	f.log.Info("fleet: replayed the bucket", "keys", len(snapshot), "applied", applied, "lifted", lifted, "republished", republished)
 }
@@ -535,7 +536,8 @@ type Replay struct {
 	Applied     int       `json:"applied"`
 	Lifted      int       `json:"lifted"`      // fleet bans here the bucket no longer had
 	Republished int       `json:"republished"` // this host's bans the bucket lacked
-	Took        Duration  `json:"took_ms"`
+	Read        Duration  `json:"read_ms"`     // reading the bucket
+	Took        Duration  `json:"took_ms"`     // reading it and applying it all
 }
 
 // Status returns a snapshot of the counters.

@@ -120,7 +120,7 @@ func (h *member) start(t *testing.T, cfg config.Fleet) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.fleet.Run(ctx); close(done) }()
-	h.stop = func() { cancel(); <-done }
+	h.stop = func() { cancel(); <-done; h.bans.Flush() }
 	t.Cleanup(func() { h.stop() })
 }
 

@@ -15,6 +15,11 @@ import (
 	"github.com/moat-fw/moat/internal/store"
 )
 
+// maxPending is how many publications may await the bucket's
+// acknowledgement; past half of it the publisher waits for them (the
+// events bus queues, and drops and counts, meanwhile).
+const maxPending = 16384
+
 // publisher puts this host's bans in the bucket.
 type publisher struct {
 	f      *Fleet
@@ -27,7 +32,7 @@ type publisher struct {
 
 func newPublisher(nc *nats.Conn, f *Fleet) (*publisher, error) {
 	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(16384),
+		jetstream.WithPublishAsyncMaxPending(maxPending),
 		jetstream.WithPublishAsyncTimeout(10*time.Second),
 		jetstream.WithPublishAsyncAckHandler(func(jetstream.JetStream, *nats.Msg, *jetstream.PubAck) {
 			f.mu.Lock()
@@ -97,6 +102,12 @@ func (p *publisher) put(pfx netip.Prefix, v Value, now time.Time) bool {
 		// The server counts TTLs in whole seconds, at least one; the value
 		// carries the exact end, which is what receivers use.
 		opts = append(opts, jetstream.WithMsgTTL(left.Round(time.Second)+time.Second))
+	}
+	if p.js.PublishAsyncPending() > maxPending/2 {
+		select {
+		case <-p.js.PublishAsyncComplete():
+		case <-time.After(10 * time.Second): // the error handler counts what times out
+		}
 	}
 	if _, err := p.js.PublishAsync(p.prefix+Key(pfx), v.Encode(), opts...); err != nil {
 		p.f.mu.Lock()
