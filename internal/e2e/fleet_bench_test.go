@@ -239,8 +239,7 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 	r := st.LastReplay
 	t.Logf("BENCH join: d replayed %d keys, applied %d: replay %s (bucket read and kernel and store), `moat run` to done (polled every 1s) <= %s",
 		r.Keys, r.Applied, time.Duration(r.Took).Round(time.Millisecond), took.Round(time.Millisecond))
-	var ds daemon.Status
-	ds = d.status(t)
+	ds := d.status(t)
 	t.Logf("BENCH join: d holds %d bans", ds.Bans)
 	// Spot checks in the kernel: elements of the joined bans.
 	for _, i := range []int{0, n / 3, n / 2, n - 1} {
