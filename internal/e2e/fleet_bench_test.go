@@ -39,13 +39,8 @@ func TestFleetBench(t *testing.T) {
 		t.Skip("a benchmark: run bench/fleet/run.sh (MOAT_BENCH_FLEET=1)")
 	}
 	l := newFleetLab(t, 1)
-	a, b, c := l.addHost("a", ""), l.addHost("b", ""), l.addHost("c", "")
-	for _, h := range []*fleetHost{a, b, c} {
-		h.start()
-	}
-	for _, h := range []*fleetHost{a, b, c} {
-		h.connected()
-	}
+	hs := l.startHosts("", "a", "b", "c")
+	a, b, c := hs[0], hs[1], hs[2]
 	benchPropagation(t, a, []*fleetHost{b, c}, envInt("MOAT_BENCH_PROPAGATION", 300))
 	pub := l.publisher(t)
 	benchSustained(t, pub, []*fleetHost{b, c}, envInt("MOAT_BENCH_RATE", 10_000), 10*time.Second)

@@ -175,6 +175,21 @@ servers = [%s]
 	return h
 }
 
+// startHosts adds hosts of the same extra config, starts them, and waits
+// until each has joined the fleet.
+func (l *fleetLab) startHosts(extra string, names ...string) []*fleetHost {
+	var hs []*fleetHost
+	for _, n := range names {
+		h := l.addHost(n, extra)
+		h.start()
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		h.connected()
+	}
+	return hs
+}
+
 func (h *fleetHost) fleet() fleet.Status {
 	h.t.Helper()
 	var st fleet.Status
@@ -221,12 +236,9 @@ func (h *fleetHost) stop() {
 // and C refuses a remote ban of its own address.
 func TestFleetSharesBans(t *testing.T) {
 	l := newFleetLab(t, 1)
-	a, b, c := l.addHost("a", ""), l.addHost("b", ""), l.addHost("c", "")
-	for _, h := range []*fleetHost{a, b, c} {
-		h.start()
-	}
-	for _, h := range []*fleetHost{a, b, c} {
-		h.connected()
+	hs := l.startHosts("", "a", "b", "c")
+	a, b, c := hs[0], hs[1], hs[2]
+	for _, h := range hs {
 		h.expect(attackerX, openPort, netnstest.Connected)
 	}
 
@@ -293,13 +305,8 @@ func TestFleetSharesBans(t *testing.T) {
 // goes on.
 func TestFleetSurvivesNATSNodeLoss(t *testing.T) {
 	l := newFleetLab(t, 3)
-	a, b, c := l.addHost("a", "replicas = 3\n"), l.addHost("b", "replicas = 3\n"), l.addHost("c", "replicas = 3\n")
-	for _, h := range []*fleetHost{a, b, c} {
-		h.start()
-	}
-	for _, h := range []*fleetHost{a, b, c} {
-		h.connected()
-	}
+	hs := l.startHosts("replicas = 3\n", "a", "b", "c")
+	a, b, c := hs[0], hs[1], hs[2]
 	ban := func(i int) string {
 		addr := quiet(1, i).Addr().String()
 		a.moat("ban", "add", addr, "--fleet", "--for", "1h")

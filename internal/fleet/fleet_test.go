@@ -168,13 +168,26 @@ func connected(h *member) func() bool {
 	return func() bool { return h.fleet.Status().Connected && h.fleet.Status().Replays > 0 }
 }
 
+// members starts hosts of one config and waits until each has joined.
+func members(t *testing.T, cfg config.Fleet, names ...string) []*member {
+	t.Helper()
+	var out []*member
+	for _, n := range names {
+		m := newMember(t, n, cfg)
+		m.start(t, cfg)
+		out = append(out, m)
+	}
+	for _, m := range out {
+		eventually(t, m.name+" joins", 10*time.Second, connected(m))
+	}
+	return out
+}
+
 func TestPublishWatchUnban(t *testing.T) {
 	s := natsServer(t, t.TempDir(), 0)
 	cfg := fleetConfig(s)
-	a, b := newMember(t, "a", cfg), newMember(t, "b", cfg)
-	a.start(t, cfg)
-	b.start(t, cfg)
-	eventually(t, "a and b connect", 10*time.Second, func() bool { return connected(a)() && connected(b)() })
+	m := members(t, cfg, "a", "b")
+	a, b := m[0], m[1]
 
 	p := a.ban(t, "192.0.2.7/32", "login", time.Hour)
 	eventually(t, "b applies a's ban", 5*time.Second, func() bool { return b.kernel.has(p) })
@@ -222,10 +235,8 @@ func TestPublishWatchUnban(t *testing.T) {
 func TestKeyTTLEndsTheKey(t *testing.T) {
 	s := natsServer(t, t.TempDir(), 0)
 	cfg := fleetConfig(s)
-	a, b := newMember(t, "a", cfg), newMember(t, "b", cfg)
-	a.start(t, cfg)
-	b.start(t, cfg)
-	eventually(t, "connect", 10*time.Second, func() bool { return connected(a)() && connected(b)() })
+	m := members(t, cfg, "a", "b")
+	a, b := m[0], m[1]
 	p := a.ban(t, "198.51.100.1/32", "scan", 1500*time.Millisecond)
 	long := a.ban(t, "198.51.100.2/32", "scan", time.Hour)
 	eventually(t, "b applies", 5*time.Second, func() bool { return b.kernel.has(p) && b.kernel.has(long) })
