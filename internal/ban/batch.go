@@ -99,8 +99,10 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 	// Owned by the turn chain: Flush waits for it.
 	go func() {
 		wait()
-		defer done()
 		stored, serr := m.store.PutBans(es)
+		// The turn ends before mu is taken: Del and Allow hold mu while
+		// they wait for their turn.
+		done()
 		if serr != nil {
 			if report != nil {
 				report(fmt.Errorf("%d fleet bans are in the kernel but %w (they are lost if moat restarts before they expire, until the fleet's replay brings them back): %w", len(es), ErrNotPersisted, serr))
