@@ -7,6 +7,7 @@ import (
 
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/protect"
+	"github.com/moat-fw/moat/internal/store"
 )
 
 // countingEnforcer counts kernel transactions.
@@ -110,5 +111,30 @@ func TestKernelDeltaCancelsAddThenDelete(t *testing.T) {
 	del, add := k.lists()
 	if len(del) != 1 || del[0] != old || len(add) != 1 || add[0] != old {
 		t.Fatalf("del %v add %v", del, add)
+	}
+}
+
+// A remote ban's store write, still under way, must not deadlock with an
+// unban that holds the lock while waiting for its turn.
+func TestAddRemoteThenDelDuringStoreWrite(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, err := New(st, enf, nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.putHook = func(store.Entry) { time.Sleep(100 * time.Millisecond) }
+	p := mp("10.210.1.1/32")
+	if _, err := m.AddRemote([]Remote{{Prefix: p, Until: t0.Add(time.Hour), Host: "a"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := m.Del(p, t0); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Del and AddRemote's store write deadlocked")
 	}
 }
