@@ -40,8 +40,9 @@ type Outcome struct {
 // their host recorded. Policy is the guards': a remote ban never covers a
 // protected address or the allow list, whatever its source said, and it
 // never shortens a ban already here. Everything applied goes into the
-// kernel in one transaction and into the store in one write: a host joining
-// a fleet with many live bans installs them at once, not one by one.
+// kernel in one transaction and into the store in one write (up to chunk
+// bans each): a host joining a fleet with many live bans installs them at
+// once, not one by one.
 // AddRemote returns once the kernel has them; the store write follows in
 // its turn, as for the guards' NoWait bans, and a failure goes to the
 // handler set with OnStoreError: the next remote ban must not wait for an
@@ -92,14 +93,23 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		return out, nil
 	}
 	del, add := delta.lists()
-	kerr := m.enf.Update(firewall.Bans, del, add)
+	kerr := m.enf.Update(firewall.Bans, del, add[:min(len(add), chunk)])
+	for i := chunk; i < len(add) && kerr == nil; i += chunk {
+		kerr = m.enf.Update(firewall.Bans, nil, add[i:min(len(add), i+chunk)])
+	}
 	wait, done := m.storeTurn()
 	report := m.storeErr
 	m.mu.Unlock()
 	// Owned by the turn chain: Flush waits for it.
 	go func() {
 		wait()
-		stored, serr := m.store.PutBans(es)
+		var stored []store.Entry
+		var serr error
+		for i := 0; i < len(es) && serr == nil; i += chunk {
+			var part []store.Entry
+			part, serr = m.store.PutBans(es[i:min(len(es), i+chunk)])
+			stored = append(stored, part...)
+		}
 		// The turn ends before mu is taken: Del and Allow hold mu while
 		// they wait for their turn.
 		done()
@@ -153,6 +163,12 @@ func (m *Manager) FleetBans(now time.Time) []store.Entry {
 	return out
 }
 
+// chunk bounds one kernel or store transaction of AddRemote: encoding a
+// netlink transaction costs about 3 KB per element at its peak, so a
+// million remote bans at once would need gigabytes. A host joining a
+// fleet of a million bans installs them in ten transactions.
+const chunk = 100_000
+
 // kernelDelta folds the kernel changes of several puts into one
 // transaction: an element added and then deleted within the batch never
 // reaches the kernel (deleting it there would fail: it is not in the set).
@@ -180,14 +196,22 @@ func (k *kernelDelta) merge(del, add []firewall.Element) {
 	}
 }
 
+// lists returns the deletions, and the additions with those that replace
+// a deleted element first: when the additions are split over several
+// transactions, the first (with the deletions) must put them back.
 func (k *kernelDelta) lists() (del, add []firewall.Element) {
 	for _, e := range k.del {
 		del = append(del, e)
 	}
-	for _, p := range k.order {
-		if e, ok := k.add[p]; ok {
-			add = append(add, e)
-			delete(k.add, p) // an order entry may repeat after a cancel
+	for _, replacing := range []bool{true, false} {
+		for _, p := range k.order {
+			if _, ok := k.del[p]; ok != replacing {
+				continue
+			}
+			if e, ok := k.add[p]; ok {
+				add = append(add, e)
+				delete(k.add, p) // an order entry may repeat after a cancel
+			}
 		}
 	}
 	return del, add

@@ -108,9 +108,12 @@ func TestKernelDeltaCancelsAddThenDelete(t *testing.T) {
 	k.merge(nil, []firewall.Element{a})
 	k.merge([]firewall.Element{old}, []firewall.Element{old})
 	k.merge([]firewall.Element{a}, nil)
+	b := firewall.Element{Prefix: mp("10.0.0.3/32")}
+	k.merge(nil, []firewall.Element{b})
+	k.merge([]firewall.Element{old}, []firewall.Element{old})
 	del, add := k.lists()
-	if len(del) != 1 || del[0] != old || len(add) != 1 || add[0] != old {
-		t.Fatalf("del %v add %v", del, add)
+	if len(del) != 1 || del[0] != old || len(add) != 2 || add[0] != old || add[1] != b {
+		t.Fatalf("del %v add %v; want the replacement of the deleted element first", del, add)
 	}
 }
 
