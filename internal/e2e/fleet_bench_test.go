@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -226,8 +227,11 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 	t0 := time.Now()
 	d.start()
 	var st fleet.Status
-	netnstest.Eventually(t, 300*time.Second, "d to replay the bucket", func() bool {
-		st = d.fleet()
+	netnstest.Eventually(t, 1200*time.Second, "d to replay the bucket", func() bool {
+		out, err := d.moatErr("fleet", "status", "--json")
+		if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+			return false // a daemon busy with a million bans may answer late
+		}
 		return st.LastReplay != nil
 	})
 	took := time.Since(t0)
