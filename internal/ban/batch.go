@@ -167,7 +167,7 @@ func (m *Manager) FleetBans(now time.Time) []store.Entry {
 // netlink transaction costs about 3 KB per element at its peak, so a
 // million remote bans at once would need gigabytes. A host joining a
 // fleet of a million bans installs them in ten transactions.
-const chunk = 100_000
+var chunk = 100_000 // a variable for tests
 
 // kernelDelta folds the kernel changes of several puts into one
 // transaction: an element added and then deleted within the batch never

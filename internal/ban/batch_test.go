@@ -141,3 +141,39 @@ func TestAddRemoteThenDelDuringStoreWrite(t *testing.T) {
 		t.Fatal("Del and AddRemote's store write deadlocked")
 	}
 }
+
+// Past chunk bans, AddRemote splits the kernel's transactions; a ban that
+// replaces one in the kernel is in the first, with its deletion.
+func TestAddRemoteChunks(t *testing.T) {
+	defer func(n int) { chunk = n }(chunk)
+	chunk = 2
+	st, enf := newMemStore(), &countingEnforcer{kernelEnforcer: newEnforcer()}
+	m, err := New(st, enf, nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := mp("10.210.9.9/32")
+	if _, err := m.AddRemote([]Remote{{Prefix: old, Until: t0.Add(time.Minute), Host: "a"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	enf.calls = 0
+	var rs []Remote
+	for i := range 4 {
+		rs = append(rs, Remote{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, 8, byte(i)}), 32), Until: t0.Add(time.Hour), Host: "b"})
+	}
+	rs = append(rs, Remote{Prefix: old, Until: t0.Add(time.Hour), Host: "b"}) // longer: replaces
+	if _, err := m.AddRemote(rs, t0); err != nil {
+		t.Fatal(err)
+	}
+	if enf.calls != 3 {
+		t.Errorf("%d kernel transactions for 5 bans in chunks of 2, want 3", enf.calls)
+	}
+	k := enf.k[firewall.Bans].els
+	if len(k) != 5 || k[old] != time.Hour {
+		t.Errorf("kernel: %v", k)
+	}
+	m.Flush()
+	if len(st.bans) != 5 {
+		t.Errorf("stored %d bans, want 5", len(st.bans))
+	}
+}
