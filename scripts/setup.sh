@@ -127,3 +127,16 @@ if ! command -v go >/dev/null && [[ ! -x /usr/local/go/bin/go ]]; then
 	rm -rf "$tmp"
 	/usr/local/go/bin/go version
 fi
+
+# nats-server >= 2.11 for the fleet's integration tests and benchmark
+# (internal/e2e/fleet_test.go, bench/fleet): Debian 12's nats-server is 2.9,
+# which silently ignores per-key TTL, and moat refuses it. Built once from
+# the module proxy into a cache directory (about a minute cold).
+nats_version=v2.15.3
+nats_bin=/var/cache/moat-bin/nats-server
+if [[ ! -x $nats_bin ]] || [[ $("$nats_bin" --version 2>/dev/null) != "nats-server: $nats_version" ]]; then
+	echo "setup.sh: building nats-server $nats_version into $(dirname "$nats_bin")"
+	mkdir -p "$(dirname "$nats_bin")"
+	export PATH="$PATH:/usr/local/go/bin"
+	GOBIN=$(dirname "$nats_bin") CGO_ENABLED=0 go install "github.com/nats-io/nats-server/v2@$nats_version"
+fi

@@ -38,6 +38,7 @@ func TestScripts(t *testing.T) {
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"fakedaemon": scriptDaemon,
+			"fakefleet":  scriptFleetDaemon,
 		},
 	})
 }

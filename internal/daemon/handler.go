@@ -20,6 +20,7 @@ func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+RouteStatus, d.status)
 	mux.HandleFunc("GET "+RouteAddr, d.addrStatus)
+	mux.HandleFunc("GET "+RouteFleet, d.serveFleet)
 	mux.HandleFunc("GET "+RouteBans, func(w http.ResponseWriter, r *http.Request) {
 		out := []EntryJSON{}
 		for _, e := range d.bans.List(d.now()) {
@@ -163,7 +164,9 @@ func (d *Daemon) banAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("banned", "addr", ban.PrefixString(e.Prefix), "origin", e.Origin, "reason", e.Reason,
 		"expires", e.Expires, "count", e.Count)
-	d.events.Publish(banEvent(e, d.now()))
+	ev := banEvent(e, d.now())
+	ev.Fleet = req.Fleet // `moat ban add --fleet`: shared with the fleet
+	d.events.Publish(ev)
 	d.poke()
 	control.WriteJSON(w, http.StatusOK, ToJSON(e))
 }
@@ -264,6 +267,7 @@ func (d *Daemon) snapshot() Status {
 	st.ConfigFileDiffers = d.configFileDiffers(cur)
 	st.Intake = d.intakeStatus()
 	st.SPA = d.spa.Load().status()
+	st.Fleet = d.fleetStatus()
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {
 		st.Counters, err = d.fw.Counters()

@@ -40,6 +40,7 @@ const (
 // before; a decoder refuses a tag it does not know.
 const (
 	tagPorts = 'p' // uvarint n, then n times proto (1 byte) and port (2 bytes, big endian)
+	tagHost  = 'h' // uvarint n, then the n bytes of the fleet host a remote ban came from
 )
 
 // normalize validates p and clears its host bits.
@@ -100,9 +101,12 @@ func appendTime(b []byte, t time.Time) []byte {
 
 // appendEntry appends the value encoding of e:
 //
-//	version flags [created] [expires] count len(origin) origin len(reason) reason
+//	version flags [created] [expires] count len(origin) origin len(reason) reason [tag field]...
 //
-// times as appendTime writes them, integers as varints.
+// times as appendTime writes them, integers as varints. The optional fields
+// (a port-limited ban's ports, the fleet host a remote ban came from) are
+// written only when set: records from before they existed end after the
+// reason and decode as before.
 func appendEntry(b []byte, e Entry) []byte {
 	var flags byte
 	if !e.Created.IsZero() {
@@ -130,6 +134,11 @@ func appendEntry(b []byte, e Entry) []byte {
 			b = append(b, p.Proto, byte(p.Port>>8), byte(p.Port))
 		}
 	}
+	if e.Host != "" {
+		b = append(b, tagHost)
+		b = binary.AppendUvarint(b, uint64(len(e.Host)))
+		b = append(b, e.Host...)
+	}
 	return b
 }
 
@@ -137,7 +146,7 @@ func appendEntry(b []byte, e Entry) []byte {
 // history value.
 func entrySize(e Entry) int {
 	return 2 + 2*(binary.MaxVarintLen64+5) + 3*binary.MaxVarintLen64 + len(e.Origin) + len(e.Reason) +
-		1 + binary.MaxVarintLen64 + 3*len(e.Ports)
+		1 + binary.MaxVarintLen64 + 3*len(e.Ports) + 1 + binary.MaxVarintLen64 + len(e.Host)
 }
 
 const historySize = 2 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + 5
@@ -280,6 +289,11 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 			for i := range e.Ports {
 				e.Ports[i] = Port{Proto: d.b[0], Port: uint16(d.b[1])<<8 | uint16(d.b[2])}
 				d.b = d.b[3:]
+			}
+		case tagHost:
+			e.Host = d.string("host")
+			if e.Host == "" {
+				d.fail("host")
 			}
 		default:
 			d.fail("field tag")

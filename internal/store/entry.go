@@ -20,6 +20,7 @@ type Entry struct {
 	Expires time.Time // zero: never expires
 	Count   int       // how many times this prefix has been banned (1 on the first ban), kept across expiry; 0 for allows
 	Ports   []Port    // a ban limited to these ports (a fail2ban jail's); empty: the whole host
+	Host    string    // the fleet host a remote ban came from; "" for this host's own
 }
 
 // Port is one protocol and port a port-limited ban covers.

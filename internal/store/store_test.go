@@ -41,7 +41,7 @@ func pfx(s string) netip.Prefix {
 // sameEntry compares entries, times with Equal (decoding yields local time).
 func sameEntry(a, b Entry) bool {
 	return a.Prefix == b.Prefix && a.Origin == b.Origin && a.Reason == b.Reason &&
-		a.Created.Equal(b.Created) && a.Expires.Equal(b.Expires) && a.Count == b.Count && slices.Equal(a.Ports, b.Ports)
+		a.Created.Equal(b.Created) && a.Expires.Equal(b.Expires) && a.Count == b.Count && slices.Equal(a.Ports, b.Ports) && a.Host == b.Host
 }
 
 func TestOpenCreatesDirAndFile(t *testing.T) {
@@ -487,6 +487,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(appendEntry(nil, Entry{Origin: "scan", Reason: "r", Created: t0, Expires: t0, Count: 3}))
 	f.Add(appendEntry(nil, Entry{}))
 	f.Add(appendEntry(nil, Entry{Origin: "login", Reason: "nginx-http-auth", Expires: t0, Count: 1, Ports: []Port{{6, 80}, {6, 443}}}))
+	f.Add(appendEntry(nil, Entry{Origin: "fleet", Host: "web-1", Created: t0}))
 	f.Add(appendHistory(nil, 4, t0))
 	f.Add(appendHistory(nil, 1, time.Time{}))
 	f.Add([]byte{})

@@ -1,0 +1,218 @@
+package ban
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// OriginFleet is the origin of bans another host shared through the fleet.
+const OriginFleet = "fleet"
+
+// Remote is a ban made by another host, to apply here.
+type Remote struct {
+	Prefix netip.Prefix
+	Until  time.Time // when the ban ends at its source; zero: until removed
+	Reason string
+	Host   string // the host that made it
+}
+
+// Why a remote ban was not applied (Outcome.Skipped).
+const (
+	SkipInvalid     = "invalid"     // not a prefix, or one no ban may cover (loopback, everything...)
+	SkipExpired     = "expired"     // it ended before it arrived
+	SkipProtected   = "protected"   // it covers a protected address (see Protector)
+	SkipAllowed     = "allowed"     // it overlaps the allow list
+	SkipLongerLocal = "longer_here" // a ban here on the same prefix lasts as long or longer
+)
+
+// Outcome is what became of one remote ban.
+type Outcome struct {
+	Entry   store.Entry // the ban as recorded, when applied
+	Skipped string      // why it was not applied; "" if it was
+	Detail  string      // for a reader: what it covers, what it overlaps
+}
+
+// AddRemote applies bans made by other hosts, with origin OriginFleet and
+// their host recorded. Policy is the guards': a remote ban never covers a
+// protected address or the allow list, whatever its source said, and it
+// never shortens a ban already here. Everything applied goes into the
+// kernel in one transaction and into the store in one write (up to chunk
+// bans each): a host joining a fleet with many live bans installs them at
+// once, not one by one.
+// AddRemote returns once the kernel has them; the store write follows in
+// its turn, as for the guards' NoWait bans, and a failure goes to the
+// handler set with OnStoreError: the next remote ban must not wait for an
+// fsync. Outcomes are in the order of rs; err is a kernel failure (the bans
+// are then in memory and retried by the next reconcile, as for Add).
+func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
+	out := make([]Outcome, len(rs))
+	// The protector is asked without mu (see Add).
+	for i, r := range rs {
+		p := r.Prefix.Masked()
+		switch {
+		case !p.IsValid() || unbannable(p) != "":
+			out[i] = Outcome{Skipped: SkipInvalid, Detail: unbannable(p)}
+		case !r.Until.IsZero() && !r.Until.After(now):
+			out[i] = Outcome{Skipped: SkipExpired}
+		default:
+			if e, ok := m.protected(p); ok {
+				out[i] = Outcome{Skipped: SkipProtected, Detail: fmt.Sprintf("it covers %s, %s", PrefixString(e.Prefix), e.Why)}
+			}
+		}
+	}
+	m.mu.Lock()
+	var es []store.Entry
+	var idx []int
+	var delta kernelDelta
+	for i, r := range rs {
+		if out[i].Skipped != "" {
+			continue
+		}
+		p := r.Prefix.Masked()
+		if q, ok := m.allows.overlapping(p, now); ok {
+			out[i] = Outcome{Skipped: SkipAllowed, Detail: fmt.Sprintf("it overlaps %s in the allow list", PrefixString(q))}
+			continue
+		}
+		if old, ok := m.meta[p]; ok && old.Active(now) && (old.Expires.IsZero() || !r.Until.IsZero() && !old.Expires.Before(r.Until)) {
+			out[i] = Outcome{Skipped: SkipLongerLocal, Entry: old}
+			continue
+		}
+		e := store.Entry{Prefix: p, Origin: OriginFleet, Reason: r.Reason, Host: r.Host, Created: now,
+			Expires: r.Until, Count: m.meta[p].Count + 1}
+		m.meta[p] = e
+		delta.merge(m.bans.put(p, e.Expires, now))
+		es = append(es, e)
+		idx = append(idx, i)
+	}
+	if len(es) == 0 {
+		m.mu.Unlock()
+		return out, nil
+	}
+	del, add := delta.lists()
+	kerr := m.enf.Update(firewall.Bans, del, add[:min(len(add), chunk)])
+	for i := chunk; i < len(add) && kerr == nil; i += chunk {
+		kerr = m.enf.Update(firewall.Bans, nil, add[i:min(len(add), i+chunk)])
+	}
+	wait, done := m.storeTurn()
+	report := m.storeErr
+	m.mu.Unlock()
+	// Owned by the turn chain: Flush waits for it.
+	go func() {
+		wait()
+		var stored []store.Entry
+		var serr error
+		for i := 0; i < len(es) && serr == nil; i += chunk {
+			var part []store.Entry
+			part, serr = m.store.PutBans(es[i:min(len(es), i+chunk)])
+			stored = append(stored, part...)
+		}
+		// The turn ends before mu is taken: Del and Allow hold mu while
+		// they wait for their turn.
+		done()
+		if serr != nil {
+			if report != nil {
+				report(fmt.Errorf("%d fleet bans are in the kernel but %w (they are lost if moat restarts before they expire, until the fleet's replay brings them back): %w", len(es), ErrNotPersisted, serr))
+			}
+			return
+		}
+		m.mu.Lock()
+		for _, e := range stored {
+			if cur, ok := m.meta[e.Prefix]; ok && cur.Created.Equal(e.Created) && cur.Origin == OriginFleet {
+				m.meta[e.Prefix] = e // the store's count
+			}
+		}
+		m.mu.Unlock()
+	}()
+	for j, i := range idx {
+		out[i].Entry = es[j]
+	}
+	if kerr != nil {
+		return out, fmt.Errorf("%d fleet bans are not yet in the kernel (moat retries at the next reconcile): %w", len(es), kerr)
+	}
+	return out, nil
+}
+
+// DelRemote lifts the fleet ban on p, if the ban here is one: a remote
+// unban never lifts what this host's own guards or its administrator
+// decided. It reports whether it lifted one.
+func (m *Manager) DelRemote(p netip.Prefix, now time.Time) (bool, error) {
+	p = p.Masked()
+	m.mu.Lock()
+	e, ok := m.meta[p]
+	m.mu.Unlock()
+	if !ok || e.Origin != OriginFleet {
+		return false, nil
+	}
+	return m.Del(p, now)
+}
+
+// FleetBans returns the live fleet bans.
+func (m *Manager) FleetBans(now time.Time) []store.Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.Entry
+	for _, e := range m.meta {
+		if e.Origin == OriginFleet && e.Active(now) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// chunk bounds one kernel or store transaction of AddRemote: encoding a
+// netlink transaction costs about 3 KB per element at its peak, so a
+// million remote bans at once would need gigabytes. A host joining a
+// fleet of a million bans installs them in ten transactions.
+var chunk = 100_000 // a variable for tests
+
+// kernelDelta folds the kernel changes of several puts into one
+// transaction: an element added and then deleted within the batch never
+// reaches the kernel (deleting it there would fail: it is not in the set).
+type kernelDelta struct {
+	del, add map[netip.Prefix]firewall.Element
+	order    []netip.Prefix // adds in the order made, for a stable transaction
+}
+
+func (k *kernelDelta) merge(del, add []firewall.Element) {
+	if k.add == nil {
+		k.del, k.add = map[netip.Prefix]firewall.Element{}, map[netip.Prefix]firewall.Element{}
+	}
+	for _, e := range del {
+		if _, ok := k.add[e.Prefix]; ok {
+			delete(k.add, e.Prefix)
+			continue
+		}
+		k.del[e.Prefix] = e
+	}
+	for _, e := range add {
+		if _, ok := k.add[e.Prefix]; !ok {
+			k.order = append(k.order, e.Prefix)
+		}
+		k.add[e.Prefix] = e
+	}
+}
+
+// lists returns the deletions, and the additions with those that replace
+// a deleted element first: when the additions are split over several
+// transactions, the first (with the deletions) must put them back.
+func (k *kernelDelta) lists() (del, add []firewall.Element) {
+	for _, e := range k.del {
+		del = append(del, e)
+	}
+	for _, replacing := range []bool{true, false} {
+		for _, p := range k.order {
+			if _, ok := k.del[p]; ok != replacing {
+				continue
+			}
+			if e, ok := k.add[p]; ok {
+				add = append(add, e)
+				delete(k.add, p) // an order entry may repeat after a cancel
+			}
+		}
+	}
+	return del, add
+}

@@ -1,0 +1,179 @@
+package ban
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/protect"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// countingEnforcer counts kernel transactions.
+type countingEnforcer struct {
+	*kernelEnforcer
+	calls int
+}
+
+func (c *countingEnforcer) Update(kind firewall.SetKind, del, add []firewall.Element) error {
+	c.calls++
+	return c.kernelEnforcer.Update(kind, del, add)
+}
+
+func TestAddRemoteAppliesPolicyInOneTransaction(t *testing.T) {
+	st, enf := newMemStore(), &countingEnforcer{kernelEnforcer: newEnforcer()}
+	m, err := New(st, enf, []netip.Prefix{mp("10.210.5.0/24")}, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetProtector(setProtector{protect.New([]protect.Entry{
+		protect.Host(netip.MustParseAddr("10.210.0.254"), protect.WhyRouter),
+	})})
+	// A local ban that outlasts the remote one is kept as it is.
+	if _, err := m.Add(Request{Prefix: mp("10.210.8.8/32"), For: 24 * time.Hour, Origin: "login"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	enf.calls = 0
+	hour := t0.Add(time.Hour)
+	rs := []Remote{
+		{Prefix: mp("10.210.1.1/32"), Until: hour, Reason: "login", Host: "a"},
+		{Prefix: mp("10.210.0.254/32"), Until: hour, Host: "a"},                // the router
+		{Prefix: mp("10.210.0.0/16"), Until: hour, Host: "a"},                  // covers the router and the allow list
+		{Prefix: mp("10.210.5.7/32"), Until: hour, Host: "a"},                  // allow list
+		{Prefix: mp("127.0.0.1/32"), Until: hour, Host: "a"},                   // loopback
+		{Prefix: mp("10.210.2.2/32"), Until: t0, Host: "a"},                    // ended
+		{Prefix: mp("10.210.8.8/32"), Until: hour, Host: "a"},                  // longer here
+		{Prefix: mp("10.210.3.3/32"), Host: "b"},                               // until removed
+		{Prefix: mp("10.210.4.0/24"), Until: hour, Host: "b"},                  // a prefix ...
+		{Prefix: mp("10.210.4.4/32"), Until: hour, Host: "b"},                  // ... and a host inside it
+		{Prefix: mp("fd00:210::1/128"), Until: hour, Host: "b"},                // IPv6
+		{Prefix: mp("10.210.1.1/32"), Until: t0.Add(2 * time.Hour), Host: "c"}, // the same again, longer: replaces in the batch
+	}
+	out, err := m.AddRemote(rs, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"", SkipProtected, SkipProtected, SkipAllowed, SkipInvalid, SkipExpired, SkipLongerLocal, "", "", "", "", ""}
+	for i, o := range out {
+		if o.Skipped != want[i] {
+			t.Errorf("%s: skipped %q, want %q (%s)", rs[i].Prefix, o.Skipped, want[i], o.Detail)
+		}
+	}
+	if enf.calls != 1 {
+		t.Errorf("%d kernel transactions, want 1", enf.calls)
+	}
+	k := enf.k[firewall.Bans].els
+	for _, p := range []string{"10.210.1.1/32", "10.210.3.3/32", "10.210.4.0/24", "fd00:210::1/128", "10.210.8.8/32"} {
+		if _, ok := k[mp(p)]; !ok {
+			t.Errorf("%s not in the kernel: %v", p, k)
+		}
+	}
+	for _, p := range []string{"10.210.0.254/32", "10.210.0.0/16", "10.210.5.7/32", "10.210.2.2/32", "10.210.4.4/32"} {
+		if _, ok := k[mp(p)]; ok {
+			t.Errorf("%s in the kernel", p)
+		}
+	}
+	if got := k[mp("10.210.1.1/32")]; got != 2*time.Hour {
+		t.Errorf("10.210.1.1 timeout %v, want the later ban's 2h", got)
+	}
+	if got := k[mp("10.210.8.8/32")]; got != 24*time.Hour {
+		t.Errorf("the local ban was changed: timeout %v", got)
+	}
+	m.Flush() // the store write follows the kernel
+	e := st.bans[mp("10.210.3.3/32")]
+	if e.Origin != OriginFleet || e.Host != "b" || !e.Expires.IsZero() {
+		t.Errorf("stored %+v", e)
+	}
+	if n := len(m.FleetBans(t0)); n != 5 {
+		t.Errorf("%d fleet bans, want 5", n)
+	}
+
+	// A remote unban lifts only fleet bans.
+	if ok, err := m.DelRemote(mp("10.210.8.8/32"), t0); ok || err != nil {
+		t.Errorf("DelRemote of a local ban: %v %v", ok, err)
+	}
+	if ok, err := m.DelRemote(mp("10.210.3.3/32"), t0); !ok || err != nil {
+		t.Errorf("DelRemote of a fleet ban: %v %v", ok, err)
+	}
+	if _, ok := k[mp("10.210.3.3/32")]; ok {
+		t.Error("10.210.3.3 still in the kernel")
+	}
+}
+
+func TestKernelDeltaCancelsAddThenDelete(t *testing.T) {
+	var k kernelDelta
+	a := firewall.Element{Prefix: mp("10.0.0.1/32")}
+	old := firewall.Element{Prefix: mp("10.0.0.2/32")}
+	k.merge(nil, []firewall.Element{a})
+	k.merge([]firewall.Element{old}, []firewall.Element{old})
+	k.merge([]firewall.Element{a}, nil)
+	b := firewall.Element{Prefix: mp("10.0.0.3/32")}
+	k.merge(nil, []firewall.Element{b})
+	k.merge([]firewall.Element{old}, []firewall.Element{old})
+	del, add := k.lists()
+	if len(del) != 1 || del[0] != old || len(add) != 2 || add[0] != old || add[1] != b {
+		t.Fatalf("del %v add %v; want the replacement of the deleted element first", del, add)
+	}
+}
+
+// A remote ban's store write, still under way, must not deadlock with an
+// unban that holds the lock while waiting for its turn.
+func TestAddRemoteThenDelDuringStoreWrite(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, err := New(st, enf, nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.putHook = func(store.Entry) { time.Sleep(100 * time.Millisecond) }
+	p := mp("10.210.1.1/32")
+	if _, err := m.AddRemote([]Remote{{Prefix: p, Until: t0.Add(time.Hour), Host: "a"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := m.Del(p, t0); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Del and AddRemote's store write deadlocked")
+	}
+}
+
+// Past chunk bans, AddRemote splits the kernel's transactions; a ban that
+// replaces one in the kernel is in the first, with its deletion.
+func TestAddRemoteChunks(t *testing.T) {
+	defer func(n int) { chunk = n }(chunk)
+	chunk = 2
+	st, enf := newMemStore(), &countingEnforcer{kernelEnforcer: newEnforcer()}
+	m, err := New(st, enf, nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := mp("10.210.9.9/32")
+	if _, err := m.AddRemote([]Remote{{Prefix: old, Until: t0.Add(time.Minute), Host: "a"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	enf.calls = 0
+	var rs []Remote
+	for i := range 4 {
+		rs = append(rs, Remote{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, 8, byte(i)}), 32), Until: t0.Add(time.Hour), Host: "b"})
+	}
+	rs = append(rs, Remote{Prefix: old, Until: t0.Add(time.Hour), Host: "b"}) // longer: replaces
+	if _, err := m.AddRemote(rs, t0); err != nil {
+		t.Fatal(err)
+	}
+	if enf.calls != 3 {
+		t.Errorf("%d kernel transactions for 5 bans in chunks of 2, want 3", enf.calls)
+	}
+	k := enf.k[firewall.Bans].els
+	if len(k) != 5 || k[old] != time.Hour {
+		t.Errorf("kernel: %v", k)
+	}
+	m.Flush()
+	if len(st.bans) != 5 {
+		t.Errorf("stored %d bans, want 5", len(st.bans))
+	}
+}

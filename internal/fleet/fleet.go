@@ -1,0 +1,569 @@
+// Package fleet shares bans between moat hosts through a NATS JetStream
+// key-value bucket: each shared ban is a key (the encoded prefix) whose
+// value says who banned it, why and until when, with a per-key TTL equal
+// to the ban's remaining time so the bucket forgets it when it ends. Each
+// host publishes its guards' bans from the events bus (never slowing
+// them: a bounded queue, drops counted) and watches the bucket, applying
+// what others banned through the ban policy, where local protection always
+// wins. On every connect it replays the bucket's current state in one
+// batch, so a host that was away, or joins with a million bans live in the
+// fleet, catches up in one kernel transaction.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/moat-fw/moat/internal/ban"
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/events"
+	"github.com/moat-fw/moat/internal/store"
+)
+
+// Bans is what the fleet needs of the ban policy.
+type Bans interface {
+	AddRemote(rs []ban.Remote, now time.Time) ([]ban.Outcome, error)
+	DelRemote(p netip.Prefix, now time.Time) (bool, error)
+	FleetBans(now time.Time) []store.Entry
+	List(now time.Time) []store.Entry
+}
+
+var _ Bans = (*ban.Manager)(nil)
+
+// Reasons a remote ban is not applied, besides ban's Skip* ones.
+const (
+	RefuseOrigin   = "origin"    // its origin is not in accept
+	RefuseHost     = "host"      // its host is not in accept_hosts
+	RefuseMinCount = "min_count" // its host had banned it fewer than min_count times
+	RefuseInvalid  = "bad_value" // the key or value does not decode
+)
+
+// liveBatch is how many updates the watcher applies at once when they
+// arrive faster than it applies them (one kernel transaction each batch).
+const liveBatch = 4096
+
+// lagSamples is how many recent propagation delays status summarizes.
+const lagSamples = 1024
+
+// Fleet is one host's membership of a fleet.
+type Fleet struct {
+	cfg  config.Fleet
+	host string
+	bans Bans
+	bus  *events.Bus
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu    sync.Mutex
+	st    Status
+	lag   []time.Duration // ring of the last lagSamples delays
+	lagAt int
+	sub   *events.Sub
+}
+
+// New returns a fleet member named host (see config.Fleet.HostOrDefault).
+// It does nothing until Run.
+func New(cfg config.Fleet, host string, bans Bans, bus *events.Bus, log *slog.Logger, now func() time.Time) *Fleet {
+	f := &Fleet{cfg: cfg, host: host, bans: bans, bus: bus, log: log, now: now}
+	f.st = Status{Enabled: true, Host: host, Bucket: cfg.Bucket, Servers: cfg.Servers,
+		Refused: map[string]uint64{}, hosts: map[string]*HostSeen{}}
+	return f
+}
+
+// Run takes part in the fleet until ctx ends: it connects (retrying while
+// the servers are unreachable or too old; local protection goes on
+// meanwhile), publishes local bans and applies remote ones.
+func (f *Fleet) Run(ctx context.Context) error {
+	sub := f.bus.Subscribe(ctx, f.cfg.Queue)
+	f.mu.Lock()
+	f.sub = sub
+	f.mu.Unlock()
+	wait := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		nc, kv, err := Dial(ctx, f.cfg, f.host, Handlers{Disconnected: f.disconnected})
+		if err != nil {
+			f.setErr(err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 15*time.Second)
+			continue
+		}
+		wait = 500 * time.Millisecond
+		f.log.Info("fleet: connected", "server", nc.ConnectedUrlRedacted(), "version", nc.ConnectedServerVersion(), "bucket", f.cfg.Bucket, "host", f.host)
+		err = f.session(ctx, nc, kv, sub)
+		nc.Close()
+		f.mu.Lock()
+		f.st.Connected = false
+		f.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			f.setErr(err)
+		}
+	}
+	return nil
+}
+
+func (f *Fleet) setErr(err error) {
+	f.mu.Lock()
+	changed := f.st.Error != err.Error()
+	f.st.Error = err.Error()
+	f.st.Connected = false
+	f.mu.Unlock()
+	if changed {
+		f.log.Warn("fleet: not connected; local protection goes on, and remote bans are caught up on connect", "err", err)
+	}
+}
+
+func (f *Fleet) disconnected(err error) {
+	f.mu.Lock()
+	f.st.Connected = false
+	if err != nil {
+		f.st.Error = "disconnected: " + err.Error()
+	}
+	f.mu.Unlock()
+	f.log.Warn("fleet: disconnected from NATS; reconnecting", "err", err)
+}
+
+// session runs one connection: until it closes or ctx ends.
+func (f *Fleet) session(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, sub *events.Sub) error {
+	pub, err := newPublisher(nc, f)
+	if err != nil {
+		return err
+	}
+	changes := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	defer nc.RemoveStatusListener(changes)
+	f.mu.Lock()
+	f.st.Connected, f.st.Error = true, ""
+	f.st.Server, f.st.ServerVersion = nc.ConnectedUrlRedacted(), nc.ConnectedServerVersion()
+	f.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	resync := make(chan struct{}, 1)
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case s := <-changes:
+				if s == nats.CLOSED {
+					return errors.New("connection closed")
+				}
+				if err := CheckVersion(nc.ConnectedServerVersion()); err != nil {
+					return fmt.Errorf("fleet: reconnected to %s: %w", nc.ConnectedUrlRedacted(), err)
+				}
+				f.mu.Lock()
+				f.st.Connected, f.st.Error = true, ""
+				f.st.Server, f.st.ServerVersion = nc.ConnectedUrlRedacted(), nc.ConnectedServerVersion()
+				f.mu.Unlock()
+				f.log.Info("fleet: reconnected; replaying the bucket", "server", nc.ConnectedUrlRedacted())
+				select {
+				case resync <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	g.Go(func() error { return pub.run(gctx, kv, sub) })
+	g.Go(func() error {
+		for {
+			err := f.watch(gctx, kv, pub, resync)
+			if gctx.Err() != nil {
+				return nil
+			}
+			if err != nil && !errors.Is(err, errResync) {
+				f.log.Warn("fleet: watching the bucket failed; starting over", "err", err)
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// errResync ends a watch so that the next replays the bucket.
+var errResync = errors.New("resync")
+
+// remote is one key from the bucket.
+type remote struct {
+	p netip.Prefix
+	v Value
+}
+
+// watch replays the bucket's state, then applies updates, until resync
+// (a reconnect), an error or ctx's end.
+func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher, resync <-chan struct{}) error {
+	// Drop a resync asked before this watch: it replays anyway.
+	select {
+	case <-resync:
+	default:
+	}
+	t0 := time.Now()
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch bucket: %w", err)
+	}
+	defer func() {
+		// Stopping deletes the consumer: a request to the server that,
+		// with the server away, waits out its timeout and would hold up
+		// moat's stop. At the end the connection closes next, and the
+		// server drops the ephemeral consumer on its own.
+		if ctx.Err() == nil {
+			w.Stop()
+		}
+	}()
+	var snapshot []remote
+	present := map[netip.Prefix]bool{}
+	initial := true
+	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-resync:
+			return errResync
+		case e, ok = <-w.Updates():
+			if !ok {
+				return errors.New("watcher ended")
+			}
+		}
+		if e == nil { // the bucket's current state is all in
+			initial = false
+			f.replay(snapshot, present, pub, time.Since(t0))
+			snapshot, present = nil, nil
+			continue
+		}
+		r, ok := f.decode(e)
+		if !ok {
+			continue
+		}
+		if initial {
+			if e.Operation() == jetstream.KeyValuePut {
+				pub.mine(r.p)
+				if r.v.Host != f.host && f.accepted(r.v) == "" {
+					present[r.p] = true
+					snapshot = append(snapshot, r)
+				}
+			}
+			continue
+		}
+		// Live: gather what else is already waiting, to apply at once.
+		batch := []jetstream.KeyValueEntry{e}
+	drain:
+		for len(batch) < liveBatch {
+			select {
+			case e2, ok := <-w.Updates():
+				if !ok || e2 == nil {
+					break drain
+				}
+				batch = append(batch, e2)
+			default:
+				break drain
+			}
+		}
+		f.live(batch)
+	}
+}
+
+// decode reads a bucket entry; deletes carry no value.
+func (f *Fleet) decode(e jetstream.KeyValueEntry) (remote, bool) {
+	p, err := ParseKey(e.Key())
+	if err != nil {
+		f.refuse(RefuseInvalid, 1)
+		return remote{}, false
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		return remote{p: p}, true
+	}
+	v, err := DecodeValue(e.Value())
+	if err != nil {
+		f.refuse(RefuseInvalid, 1)
+		f.log.Debug("fleet: bad value", "key", e.Key(), "err", err)
+		return remote{}, false
+	}
+	return remote{p: p, v: v}, true
+}
+
+// accepted says why the config refuses v, or "".
+func (f *Fleet) accepted(v Value) string {
+	switch {
+	case !slices.Contains(f.cfg.Accept, v.Origin):
+		return RefuseOrigin
+	case len(f.cfg.AcceptHosts) > 0 && !slices.Contains(f.cfg.AcceptHosts, v.Host):
+		return RefuseHost
+	case v.Count < f.cfg.MinCount:
+		return RefuseMinCount
+	}
+	return ""
+}
+
+// replay applies the bucket's state in one batch and lifts the fleet bans
+// here that the bucket no longer has (unbanned while this host was away).
+// It also publishes this host's own bans that the bucket lacks (made while
+// NATS was unreachable).
+func (f *Fleet) replay(snapshot []remote, present map[netip.Prefix]bool, pub *publisher, took time.Duration) {
+	now := f.now()
+	applied := f.apply(snapshot, now, false)
+	lifted := 0
+	for _, e := range f.bans.FleetBans(now) {
+		if !present[e.Prefix] {
+			if ok, err := f.bans.DelRemote(e.Prefix, now); err != nil {
+				f.log.Warn("fleet: lifting a ban the fleet no longer has", "addr", ban.PrefixString(e.Prefix), "err", err)
+			} else if ok {
+				lifted++
+			}
+		}
+	}
+	republished := pub.missing(f.bans.List(now), now)
+	f.mu.Lock()
+	f.st.Removed += uint64(lifted)
+	f.st.Replays++
+	f.st.LastReplay = &Replay{At: now, Keys: len(snapshot), Applied: applied, Lifted: lifted, Republished: republished,
+		Read: Duration(took), Took: Duration(took + time.Since(now))}
+	f.mu.Unlock()
+	f.log.Info("fleet: replayed the bucket", "keys", len(snapshot), "applied", applied, "lifted", lifted, "republished", republished)
+}
+
+// live applies updates as they arrive.
+func (f *Fleet) live(batch []jetstream.KeyValueEntry) {
+	now := f.now()
+	var puts []remote
+	for _, e := range batch {
+		r, ok := f.decode(e)
+		if !ok {
+			continue
+		}
+		switch e.Operation() {
+		case jetstream.KeyValuePut:
+			if r.v.Host == f.host {
+				continue
+			}
+			f.seen(r.v.Host, now)
+			if why := f.accepted(r.v); why != "" {
+				f.refuse(why, 1)
+				continue
+			}
+			puts = append(puts, r)
+		case jetstream.KeyValueDelete:
+			// An unban at some host. (A purge is a TTL running out or an
+			// operator's purge: the ban here times out on its own.)
+			if len(puts) > 0 {
+				f.apply(puts, now, true)
+				puts = nil
+			}
+			ok, err := f.bans.DelRemote(r.p, now)
+			if err != nil {
+				f.log.Warn("fleet: remote unban", "addr", ban.PrefixString(r.p), "err", err)
+			}
+			if ok {
+				f.mu.Lock()
+				f.st.Removed++
+				f.mu.Unlock()
+				f.bus.Publish(events.Event{Time: now, Kind: events.Unban, Prefix: r.p, Origin: ban.OriginFleet})
+				f.log.Info("fleet: unbanned by the fleet", "addr", ban.PrefixString(r.p))
+			}
+		}
+	}
+	if len(puts) > 0 {
+		f.apply(puts, now, true)
+	}
+}
+
+// apply hands remote bans to the policy and counts what it did. live
+// bans are announced on the bus and their delay recorded.
+func (f *Fleet) apply(rs []remote, now time.Time, live bool) int {
+	if len(rs) == 0 {
+		return 0
+	}
+	req := make([]ban.Remote, len(rs))
+	for i, r := range rs {
+		req[i] = ban.Remote{Prefix: r.p, Until: r.v.Until, Host: r.v.Host,
+			Reason: fmt.Sprintf("%s at %s: %s", r.v.Origin, r.v.Host, r.v.Reason)}
+	}
+	out, err := f.bans.AddRemote(req, now)
+	if err != nil {
+		f.log.Error("fleet: applying remote bans", "err", err)
+	}
+	applied := 0
+	f.mu.Lock()
+	for i, o := range out {
+		r := rs[i]
+		if !live {
+			f.seenLocked(r.v.Host, now)
+		}
+		if o.Skipped != "" {
+			f.st.Refused[o.Skipped]++
+			if o.Skipped == ban.SkipProtected {
+				f.log.Warn("fleet: refused a remote ban of a protected address", "addr", ban.PrefixString(r.p), "host", r.v.Host, "why", o.Detail)
+			}
+			continue
+		}
+		applied++
+		f.st.Received++
+		if h := f.st.hosts[r.v.Host]; h != nil {
+			h.Received++
+		}
+		if live {
+			f.recordLag(now.Sub(r.v.Created))
+		}
+	}
+	f.mu.Unlock()
+	if live {
+		for i, o := range out {
+			if o.Skipped == "" {
+				ev := events.Event{Time: now, Kind: events.Ban, Prefix: o.Entry.Prefix, Origin: ban.OriginFleet,
+					Reason: o.Entry.Reason, Until: o.Entry.Expires, Count: o.Entry.Count, Host: rs[i].v.Host}
+				f.bus.Publish(ev)
+			}
+		}
+	}
+	return applied
+}
+
+func (f *Fleet) refuse(why string, n uint64) {
+	f.mu.Lock()
+	f.st.Refused[why] += n
+	f.mu.Unlock()
+}
+
+func (f *Fleet) seen(host string, now time.Time) {
+	f.mu.Lock()
+	f.seenLocked(host, now)
+	f.mu.Unlock()
+}
+
+func (f *Fleet) seenLocked(host string, now time.Time) {
+	h := f.st.hosts[host]
+	if h == nil {
+		if len(f.st.hosts) >= 10_000 { // a bucket full of made-up hosts must not fill memory
+			return
+		}
+		h = &HostSeen{Name: host}
+		f.st.hosts[host] = h
+	}
+	h.Last = now
+}
+
+func (f *Fleet) recordLag(d time.Duration) {
+	d = max(d, 0)
+	if len(f.lag) < lagSamples {
+		f.lag = append(f.lag, d)
+		return
+	}
+	f.lag[f.lagAt] = d
+	f.lagAt = (f.lagAt + 1) % lagSamples
+}
+
+// Duration marshals as milliseconds with a fraction, for status.
+type Duration time.Duration
+
+// MarshalJSON writes milliseconds.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return fmt.Appendf(nil, "%.3f", float64(d)/float64(time.Millisecond)), nil
+}
+
+// UnmarshalJSON reads milliseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var ms float64
+	if _, err := fmt.Sscanf(string(b), "%g", &ms); err != nil {
+		return err
+	}
+	*d = Duration(ms * float64(time.Millisecond))
+	return nil
+}
+
+// Status is what `moat fleet status` shows.
+type Status struct {
+	Enabled       bool              `json:"enabled"`
+	Connected     bool              `json:"connected"`
+	Error         string            `json:"error,omitempty"` // why not connected
+	Host          string            `json:"host"`
+	Bucket        string            `json:"bucket"`
+	Servers       []string          `json:"servers"`
+	Server        string            `json:"server,omitempty"` // the one connected to
+	ServerVersion string            `json:"server_version,omitempty"`
+	Hosts         []HostSeen        `json:"hosts"` // hosts whose bans were seen
+	Sent          uint64            `json:"sent"`  // local bans the bucket acknowledged
+	SendFailed    uint64            `json:"send_failed"`
+	Unbans        uint64            `json:"unbans_sent"`
+	Dropped       uint64            `json:"dropped"`  // local bans that did not fit the queue
+	Received      uint64            `json:"received"` // remote bans applied
+	Removed       uint64            `json:"removed"`  // remote bans lifted by a remote unban or a replay
+	Refused       map[string]uint64 `json:"refused"`  // remote bans not applied, by reason
+	Lag           *Lag              `json:"lag,omitempty"`
+	Replays       int               `json:"replays"`
+	LastReplay    *Replay           `json:"last_replay,omitempty"`
+
+	hosts map[string]*HostSeen
+}
+
+// HostSeen is a host of the fleet.
+type HostSeen struct {
+	Name     string    `json:"name"`
+	Last     time.Time `json:"last_seen"`
+	Received uint64    `json:"received"`
+}
+
+// Lag summarizes the delay from a ban at its host to its application
+// here, over the last lagSamples remote bans applied live.
+type Lag struct {
+	Samples int      `json:"samples"`
+	P50     Duration `json:"p50_ms"`
+	P99     Duration `json:"p99_ms"`
+	Max     Duration `json:"max_ms"`
+	Last    Duration `json:"last_ms"`
+}
+
+// Replay is what the last replay of the bucket did.
+type Replay struct {
+	At          time.Time `json:"at"`
+	Keys        int       `json:"keys"` // remote bans in the bucket that the config accepts
+	Applied     int       `json:"applied"`
+	Lifted      int       `json:"lifted"`      // fleet bans here the bucket no longer had
+	Republished int       `json:"republished"` // this host's bans the bucket lacked
+	Read        Duration  `json:"read_ms"`     // reading the bucket
+	Took        Duration  `json:"took_ms"`     // reading it and applying it all
+}
+
+// Status returns a snapshot of the counters.
+func (f *Fleet) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.st
+	s.Refused = make(map[string]uint64, len(f.st.Refused))
+	for k, v := range f.st.Refused {
+		s.Refused[k] = v
+	}
+	s.Hosts = make([]HostSeen, 0, len(f.st.hosts))
+	for _, h := range f.st.hosts {
+		s.Hosts = append(s.Hosts, *h)
+	}
+	sort.Slice(s.Hosts, func(i, j int) bool { return s.Hosts[i].Name < s.Hosts[j].Name })
+	s.hosts = nil
+	if f.sub != nil {
+		s.Dropped = f.sub.Dropped()
+	}
+	if n := len(f.lag); n > 0 {
+		last := f.lag[(f.lagAt+n-1)%n]
+		sorted := slices.Clone(f.lag)
+		slices.Sort(sorted)
+		s.Lag = &Lag{Samples: n, P50: Duration(sorted[n/2]), P99: Duration(sorted[min(n-1, n*99/100)]),
+			Max: Duration(sorted[n-1]), Last: Duration(last)}
+	}
+	return s
+}
