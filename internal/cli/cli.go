@@ -96,12 +96,9 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.doorCmd(), a.grantCmd())
 	root.AddCommand(a.knockCmd(), a.importCmd())
 	root.AddCommand(a.spaCmd())
-<<<<<<< HEAD
 	root.AddCommand(a.pageCmd(), a.demoCmd())
 	root.AddCommand(a.blocklistCmd())
-=======
 	root.AddCommand(a.fleetCmd())
->>>>>>> wt-fleet
 	strict(root)
 	return root
 }
@@ -390,12 +387,8 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	cmd := &cobra.Command{Use: kind, Short: short}
 	var dur time.Duration
 	var reason string
-<<<<<<< HEAD
-	var force bool
-	var ports []string
-=======
 	var force, share bool
->>>>>>> wt-fleet
+	var ports []string
 	add := &cobra.Command{
 		Use:   "add ADDR|CIDR",
 		Short: "Add an entry",
@@ -408,11 +401,7 @@ func (a *app) listCmd(kind string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-<<<<<<< HEAD
-			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force, Ports: ports}
-=======
-			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force, Fleet: share}
->>>>>>> wt-fleet
+			req := daemon.AddRequest{Addr: args[0], For: dur, Reason: reason, Session: callerSession(), Force: force, Ports: ports, Fleet: share}
 			if kind == "allow" {
 				var resp daemon.AllowResponse
 				if err := c.Call(cmd.Context(), http.MethodPost, route, req, &resp); err != nil {
@@ -440,11 +429,8 @@ func (a *app) listCmd(kind string) *cobra.Command {
 	add.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	if kind == "ban" {
 		add.Flags().BoolVar(&force, "force", false, "ban even the source of the SSH session this runs in")
-<<<<<<< HEAD
 		add.Flags().StringSliceVar(&ports, "port", nil, "ban only these ports (`PORTS`: tcp/80,tcp/443, udp/5060-5061 or ssh; repeatable), as a fail2ban jail with port = ...; the address keeps reaching the others")
-=======
 		add.Flags().BoolVar(&share, "fleet", false, "share the ban with the fleet ([fleet]): every host bans the address")
->>>>>>> wt-fleet
 	}
 	del := &cobra.Command{
 		Use:     "del ADDR|CIDR",
@@ -497,19 +483,15 @@ func (a *app) listCmd(kind string) *cobra.Command {
 				if e.Expires != nil {
 					exp = e.Expires.Local().Format(time.DateTime)
 				}
-<<<<<<< HEAD
 				ports := "all"
 				if len(e.Ports) > 0 {
 					ports = strings.Join(e.Ports, ",")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Addr, ports, e.Origin, exp, e.Count, e.Reason)
-=======
 				origin := e.Origin
 				if e.Host != "" {
 					origin += "@" + e.Host // a fleet ban: the host it came from
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.Addr, origin, exp, e.Count, e.Reason)
->>>>>>> wt-fleet
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Addr, ports, origin, exp, e.Count, e.Reason)
 			}
 			return tw.Flush()
 		},

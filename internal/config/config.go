@@ -215,12 +215,9 @@ func defaults() Config {
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
 		SPA:     defaultSPA(),
-<<<<<<< HEAD
 		Report:  defaultReport(),
 		Alert:   defaultAlert(),
-=======
 		Fleet:   defaultFleet(),
->>>>>>> wt-fleet
 	}
 }
 
@@ -289,13 +286,10 @@ var schema = []table{
 	}},
 	{"metrics", metricsKeys},
 	{"spa", spaKeys},
-<<<<<<< HEAD
 	{"report", reportKeys},
 	{"alert", alertKeys},
 	{"page", pageKeys},
-=======
 	{"fleet", fleetKeys},
->>>>>>> wt-fleet
 }
 
 type table struct {

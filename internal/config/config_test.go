@@ -52,12 +52,9 @@ func TestDefaults(t *testing.T) {
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
 		SPA:     defaultSPA(),
-<<<<<<< HEAD
 		Report:  Report{Top: 10, MinLevel: 1},
 		Alert:   Alert{Queue: 256, PerAddress: Rate{3, time.Hour}, Total: Rate{60, time.Hour}},
-=======
 		Fleet:   defaultFleet(),
->>>>>>> wt-fleet
 		Login: Login{
 			Enabled: true, Sources: []string{"auto"}, Mode: "normal", MaxRetry: 5,
 			FindTime: 10 * time.Minute, BanTime: time.Hour, BanTimeMultiplier: 2, MaxBanTime: 7 * 24 * time.Hour,
@@ -183,12 +180,9 @@ knock_rate = 600
 		Scan:    defaultScan(),
 		Metrics: defaultMetrics(),
 		SPA:     defaultSPA(),
-<<<<<<< HEAD
 		Report:  defaultReport(),
 		Alert:   defaultAlert(),
-=======
 		Fleet:   defaultFleet(),
->>>>>>> wt-fleet
 	}
 	// 2001:db8::1 lies inside 2001:db8::/32: expect exactly that complaint.
 	_, err := Parse([]byte(src), "moat.toml")
@@ -228,11 +222,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "[firewall]\nping = true\nopne = [\"ssh\"]\n", `line 3: firewall.opne: unknown key (did you mean "open"?)`},
 		{"unknown key no suggestion", "[daemon]\n\nzzzzzzzz = 1\n", `line 3: daemon.zzzzzzzz: unknown key; [daemon] has state_dir, socket`},
 		{"key case", "[daemon]\nSocket = \"/x\"\n", `line 2: daemon.Socket: unknown key (keys are case-sensitive: did you mean "socket"?)`},
-<<<<<<< HEAD
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page], [[door]] and [[blocklist]]`},
-=======
-		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [fleet] and [[door]]`},
->>>>>>> wt-fleet
+		{"unknown table", "[daemon]\n\n[nonsense]\nmax_tries = 3\n", `line 3: nonsense: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page], [fleet], [[door]] and [[blocklist]]`},
 		{"unknown login key", "[login]\nmax_retyr = 3\n", `line 2: login.max_retyr: unknown key (did you mean "max_retry"?)`},
 		{"week duration", "[login]\nmax_ban_time = \"1x\"\n", `line 2: login.max_ban_time "1x": want a duration like "30s" (units: ms, s, m, h, d, w)`},
 		{"unanchored rule", "[login]\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = \"failed from <HOST>\"\n", `line 5: login.rule[0].pattern "failed from <HOST>": must start with ^ and end with $`},
@@ -395,11 +385,7 @@ func TestParseReportsAllInLineOrder(t *testing.T) {
 	want := `f.toml: line 2: firewall.ping "no": want true or false (no quotes)
 f.toml: line 3: firewall.open[1] "x": want "ssh", "tcp/22", "udp/53" or a range like "tcp/8000-8100"
 f.toml: line 5: daemon.log_level 1: want "debug", "info", "warn" or "error"
-<<<<<<< HEAD
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page], [[door]] and [[blocklist]]`
-=======
-f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [fleet] and [[door]]`
->>>>>>> wt-fleet
+f.toml: line 6: psad: unknown section; moat knows [daemon], [firewall], [login], [scan], [doors], [metrics], [spa], [report], [alert], [page], [fleet], [[door]] and [[blocklist]]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
@@ -880,7 +866,6 @@ func render(c *Config) string {
 			q(dr.Name), ports(dr.Sequence), q(dr.SeqTimeout.String()), q(dr.TCPFlags.String()), ports(dr.Open), q(dr.OpenFor.String()),
 			ports(dr.CloseSequence), argv(dr.StartCommand), argv(dr.StopCommand), q(dr.OneTimeSequences), dr.MaxPending)
 	}
-<<<<<<< HEAD
 	for _, bl := range c.Blocklists {
 		fmt.Fprintf(&b, "[[blocklist]]\nname = %s\nsource = %s\nrefresh = %s\nformat = %s\nmax_size = %d\n",
 			q(bl.Name), q(bl.Source), q(bl.Refresh.String()), q(bl.Format), bl.MaxSize)
@@ -888,9 +873,7 @@ func render(c *Config) string {
 			fmt.Fprintf(&b, "ca_file = %s\n", q(bl.CAFile))
 		}
 	}
-=======
 	b.WriteString(renderFleet(c.Fleet))
->>>>>>> wt-fleet
 	return b.String()
 }
 

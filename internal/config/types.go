@@ -21,15 +21,12 @@ type Config struct {
 	DoorLog  DoorLog // the [doors] table: settings shared by every door
 	Metrics  Metrics
 	SPA      SPA
-<<<<<<< HEAD
 	Report   Report // [report]: what moat status shows
 	Alert    Alert  // [alert]: webhooks, syslog, e-mail
 	Page     Page   // [page]: the live page
 
 	Blocklists []Blocklist // [[blocklist]]
-=======
-	Fleet    Fleet // [fleet]: ban sharing between hosts
->>>>>>> wt-fleet
+	Fleet      Fleet       // [fleet]: ban sharing between hosts
 }
 
 // DoorLog configures the doors' audit trail.

@@ -178,15 +178,12 @@ func (c *Config) problems() []problem {
 	out = append(out, c.doorProblems()...)
 	out = append(out, c.Scan.problems()...)
 	out = append(out, c.spaProblems()...)
-<<<<<<< HEAD
 	out = append(out, c.Scan.dangerProblems()...)
 	out = append(out, c.Report.problems()...)
 	out = append(out, c.Alert.problems()...)
 	out = append(out, c.Page.problems()...)
 	out = append(out, c.blocklistProblems()...)
-=======
 	out = append(out, c.Fleet.problems()...)
->>>>>>> wt-fleet
 	return out
 }
 

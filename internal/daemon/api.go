@@ -32,21 +32,14 @@ type EntryJSON struct {
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires"` // null: until removed
 	Count   int        `json:"count"`
-<<<<<<< HEAD
 	Ports   []string   `json:"ports,omitempty"` // a port-limited ban's ports ("tcp/80"); absent: every port
-=======
-	Host    string     `json:"host,omitempty"` // the fleet host a remote ban came from
->>>>>>> wt-fleet
+	Host    string     `json:"host,omitempty"`  // the fleet host a remote ban came from
 }
 
 // ToJSON converts a store entry; host prefixes print as bare addresses.
 func ToJSON(e store.Entry) EntryJSON {
-<<<<<<< HEAD
 	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count,
-		Ports: banPortStrings(e.Ports)}
-=======
-	j := EntryJSON{Addr: ban.PrefixString(e.Prefix), Origin: e.Origin, Reason: e.Reason, Created: e.Created, Count: e.Count, Host: e.Host}
->>>>>>> wt-fleet
+		Ports: banPortStrings(e.Ports), Host: e.Host}
 	if !e.Expires.IsZero() {
 		t := e.Expires
 		j.Expires = &t
@@ -61,11 +54,8 @@ type AddRequest struct {
 	Reason  string        `json:"reason,omitempty"`
 	Session string        `json:"session,omitempty"` // the caller's SSH_CONNECTION
 	Force   bool          `json:"force,omitempty"`
-<<<<<<< HEAD
 	Ports   []string      `json:"ports,omitempty"` // bans: only these ports (port specs); empty: every port
-=======
 	Fleet   bool          `json:"fleet,omitempty"` // share the ban with the fleet (bans only)
->>>>>>> wt-fleet
 }
 
 // DelRequest asks to lift a ban or allow.
@@ -139,7 +129,6 @@ type Status struct {
 	Intake *IntakeStatus `json:"intake,omitempty"`
 	// SPA counts single packet authorization datagrams; nil while it is off.
 	SPA *SPAStatus `json:"spa,omitempty"`
-<<<<<<< HEAD
 	// Report is what psad -S and fail2ban-client status show, gathered
 	// (report.go; docs/status.md).
 	Report *ReportStatus `json:"report,omitempty"`
@@ -149,10 +138,8 @@ type Status struct {
 	Version string `json:"version,omitempty"`
 	// Blocklists are the [[blocklist]] entries.
 	Blocklists []BlocklistStatus `json:"blocklists,omitempty"`
-=======
 	// Fleet is the ban sharing with other hosts; nil while it is off.
 	Fleet *fleet.Status `json:"fleet,omitempty"`
->>>>>>> wt-fleet
 }
 
 // IntakeStatus says whether moat receives the packets its ruleset logs.

@@ -89,13 +89,10 @@ const recentEvents = 1000
 // Daemon is a running moat.
 type Daemon struct {
 	metrics metricsServer // the [metrics] endpoint
-<<<<<<< HEAD
 	report  reportService // [report]: look-ups and tallies for status (report.go)
 	alerts  alertService  // [alert]: webhooks, syslog, e-mail (alert.go)
 	page    pageServer    // the [page] live page
-=======
 	fleet   fleetRunner   // [fleet]: bans shared with other hosts
->>>>>>> wt-fleet
 	opts    Options
 	sd      *sdnotify.Notifier // systemd's NOTIFY_SOCKET, or nil
 	health  health             // the watchdog's evidence (notify.go)
@@ -301,13 +298,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.Go(func() error { return control.Serve(gctx, ln, d.handler()) })
 	defer d.runMetrics(gctx, ld.Cfg.Metrics)()
-<<<<<<< HEAD
 	defer d.runReport(gctx, ld.Cfg.Report)()
 	defer d.runAlerts(gctx, ld.Cfg.Alert, ld.Cfg.Report.MinLevel)()
 	defer d.runPage(gctx, ld.Cfg)()
-=======
 	defer d.runFleet(gctx, ld.Cfg.Fleet)()
->>>>>>> wt-fleet
 	g.Go(func() error { return d.maintain(gctx) })
 	g.Go(func() error { return d.blocks.run(gctx) })
 	// Type=notify: the table is installed, the socket listens (connections
@@ -569,13 +563,10 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 	}
 	d.mu.Unlock()
 	d.applyMetrics(ld.Cfg.Metrics)
-<<<<<<< HEAD
 	d.applyReport(ld.Cfg.Report)
 	d.applyAlerts(ld.Cfg.Alert, ld.Cfg.Report.MinLevel)
 	d.applyPage(ld.Cfg.Page, ld.Cfg.Daemon.StateDir)
-=======
 	d.applyFleet(ld.Cfg.Fleet)
->>>>>>> wt-fleet
 	d.poke()
 	d.log.Info("config applied", "config", ld.Source, "confirm_within", confirm)
 	return nil

@@ -13,11 +13,7 @@ import (
 // it for a whole-host ban.
 func banEvent(e store.Entry, now time.Time) events.Event {
 	return events.Event{Time: now, Kind: events.Ban, Prefix: e.Prefix, Origin: e.Origin, Reason: e.Reason,
-<<<<<<< HEAD
-		Until: e.Expires, Count: e.Count, Ports: banPortStrings(e.Ports)}
-=======
-		Until: e.Expires, Count: e.Count, Host: e.Host}
->>>>>>> wt-fleet
+		Until: e.Expires, Count: e.Count, Ports: banPortStrings(e.Ports), Host: e.Host}
 }
 
 // hostPrefix is the single-address prefix of a, written as the grant book

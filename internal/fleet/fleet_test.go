@@ -467,3 +467,19 @@ func TestEmbeddedServer(t *testing.T) {
 		t.Errorf("no JetStream storage under the state dir: %v", err)
 	}
 }
+
+// A jail's port-limited ban is not shared: the fleet's values carry no
+// ports, and the other hosts would ban the address everywhere.
+func TestPortLimitedBansStayLocal(t *testing.T) {
+	p := &publisher{f: &Fleet{cfg: config.Fleet{Publish: []string{"login", "scan", "manual"}}}}
+	a := netip.MustParsePrefix("192.0.2.7/32")
+	whole := events.Event{Kind: events.Ban, Prefix: a, Origin: "login"}
+	if !p.shared(whole) {
+		t.Fatal("a whole-host login ban is not shared")
+	}
+	jail := whole
+	jail.Ports = []string{"tcp/80", "tcp/443"}
+	if p.shared(jail) {
+		t.Fatal("a ban on tcp/80 and tcp/443 only would be shared as a whole-host ban")
+	}
+}

@@ -82,10 +82,12 @@ func (p *publisher) run(ctx context.Context, kv jetstream.KeyValue, sub *events.
 	}
 }
 
-// shared says whether a local ban event goes to the fleet.
+// shared says whether a local ban event goes to the fleet. A ban limited
+// to a jail's ports stays here: the fleet's values carry no ports, and
+// sharing it would ban the address on every port of every host.
 func (p *publisher) shared(ev events.Event) bool {
-	if ev.Host != "" || !slices.Contains(p.f.cfg.Publish, ev.Origin) {
-		return false // a remote ban, or an origin not shared
+	if ev.Host != "" || len(ev.Ports) > 0 || !slices.Contains(p.f.cfg.Publish, ev.Origin) {
+		return false // a remote ban, a port-limited one, or an origin not shared
 	}
 	return ev.Origin != ban.OriginManual || ev.Fleet
 }
@@ -135,7 +137,7 @@ func (p *publisher) missing(bans []store.Entry, now time.Time) int {
 	p.mu.Unlock()
 	n := 0
 	for _, e := range bans {
-		if e.Host != "" || e.Origin == ban.OriginManual || !slices.Contains(p.f.cfg.Publish, e.Origin) || have[e.Prefix] {
+		if e.Host != "" || len(e.Ports) > 0 || e.Origin == ban.OriginManual || !slices.Contains(p.f.cfg.Publish, e.Origin) || have[e.Prefix] {
 			continue
 		}
 		if p.put(e.Prefix, Value{Origin: e.Origin, Reason: e.Reason, Host: p.f.host, Count: max(e.Count, 1), Created: e.Created, Until: e.Expires}, now) {

@@ -291,7 +291,11 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 				d.b = d.b[3:]
 			}
 		case tagHost:
-			e.Host = d.string("host")
+			if origins != nil {
+				e.Host = d.intern("host", origins) // a fleet has a handful of hosts
+			} else {
+				e.Host = d.string("host")
+			}
 			if e.Host == "" {
 				d.fail("host")
 			}
