@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ type Store interface {
 	PutBans(es []store.Entry) ([]store.Entry, error)
 	DelBan(p netip.Prefix) (bool, error)
 	Bans() ([]store.Entry, error)
+	EachBan(fn func(store.Entry)) error
 	PruneBans(now time.Time) ([]store.Entry, error)
 	DelEndedBans(ps []netip.Prefix, now time.Time) error
 	PutAllow(e store.Entry) error
@@ -120,11 +120,9 @@ type Manager struct {
 	store    Store
 	enf      Enforcer
 	prot     Protector // nil: nothing beyond unbannable and the allow list
-	bans     *cover
-	allows   *cover
-	meta     map[netip.Prefix]store.Entry // ban records by prefix
-	ameta    map[netip.Prefix]store.Entry // allow records (config and runtime)
-	failed   writeFailures                // store writes that failed (see Unsaved)
+	bans     *cover // ban records, and what of them is in the kernel
+	allows   *cover // allow records (config and runtime)
+	failed   writeFailures // store writes that failed (see Unsaved)
 }
 
 // New loads live bans and allows from st. configAllow is the config's allow
@@ -132,8 +130,8 @@ type Manager struct {
 // is used for a full install. Corrupt records are skipped and reported
 // through warn: one bad record must not leave the host without its bans.
 func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn func(error)) (*Manager, error) {
-	m := &Manager{enf: enf, bans: newCover(), allows: newCover(),
-		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}}
+	strs := newStrtab()
+	m := &Manager{enf: enf, bans: newCover(strs), allows: newCover(strs)}
 	m.store = countingStore{Store: st, n: &m.failed.n}
 	if _, err := st.PruneBans(now); err != nil {
 		return nil, err
@@ -141,17 +139,17 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 	if _, err := st.PruneAllows(now); err != nil {
 		return nil, err
 	}
-	bans, err := st.Bans()
+	// Streamed into the compact records: a million store.Entry values at
+	// once would take 120 MB.
+	err := st.EachBan(func(e store.Entry) {
+		if e.Active(now) {
+			m.bans.load(e)
+		}
+	})
 	if errors.Is(err, store.ErrCorrupt) {
 		warn(err)
 	} else if err != nil {
 		return nil, err
-	}
-	for _, e := range bans {
-		if e.Active(now) {
-			m.bans.aput(e.Prefix, e.Expires)
-			m.meta[e.Prefix] = e
-		}
 	}
 	allows, err := st.Allows()
 	if errors.Is(err, store.ErrCorrupt) {
@@ -161,8 +159,7 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 	}
 	for _, e := range allows {
 		if e.Active(now) {
-			m.allows.aput(e.Prefix, e.Expires)
-			m.ameta[e.Prefix] = e
+			m.allows.load(e)
 		}
 	}
 	m.setConfigAllows(configAllow)
@@ -170,16 +167,18 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 }
 
 func (m *Manager) setConfigAllows(ps []netip.Prefix) {
-	for p, e := range m.ameta {
-		if e.Origin == OriginConfig {
-			delete(m.ameta, p)
-			m.allows.adel(p)
+	var drop []netip.Prefix
+	m.allows.each(func(r *rec) {
+		if m.allows.strs.originName(r.origin) == OriginConfig {
+			drop = append(drop, r.k.prefix())
 		}
+	})
+	for _, p := range drop {
+		m.allows.adel(p)
 	}
 	for _, p := range ps {
 		p = p.Masked()
-		m.allows.aput(p, time.Time{})
-		m.ameta[p] = store.Entry{Prefix: p, Origin: OriginConfig, Reason: "[firewall] allow"}
+		m.allows.load(store.Entry{Prefix: p, Origin: OriginConfig, Reason: "[firewall] allow"})
 	}
 }
 
@@ -246,7 +245,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	}
 	m.mu.Lock()
 	if q, ok := m.allows.overlapping(p, now); ok {
-		e := m.ameta[q]
+		e, _ := m.allows.entry(q)
 		m.mu.Unlock()
 		return store.Entry{}, Refuse("cannot ban %s: it overlaps %s in the allow list (%s); remove that first", p, q, allowSource(e))
 	}
@@ -257,7 +256,9 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if err != nil {
 		prev = 0 // a corrupt history must not stop the ban
 	}
-	prev = max(prev, m.meta[p].Count)
+	if cur, ok := m.bans.entry(p); ok {
+		prev = max(prev, cur.Count)
+	}
 	if r.Backoff != nil {
 		r.For = r.Backoff.For(prev + 1)
 	}
@@ -268,8 +269,8 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if r.For > 0 {
 		e.Expires = now.Add(r.For)
 	}
-	m.meta[p] = e
 	del, add := m.bans.put(p, e.Expires, now)
+	m.bans.setEntry(e)
 	kerr := m.enf.Update(firewall.Bans, del, add)
 	wait, done := m.storeTurn()
 	report := m.storeErr
@@ -344,8 +345,7 @@ func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry
 		es = stored
 	}
 	for _, e := range es {
-		m.bans.aput(e.Prefix, e.Expires)
-		m.meta[e.Prefix] = e
+		m.bans.load(e)
 	}
 	if serr != nil {
 		return es, fmt.Errorf("%d bans found only in the kernel are enforced but %w: %w", len(es), ErrNotPersisted, serr)
@@ -390,7 +390,7 @@ func (m *Manager) LiftProtected(set *protect.Set, now time.Time) ([]store.Entry,
 		for range 64 { // a protected prefix may overlap several bans
 			m.mu.Lock()
 			q, ok := m.bans.overlapping(pe.Prefix, now)
-			e := m.meta[q]
+			e, _ := m.bans.entry(q)
 			m.mu.Unlock()
 			if !ok || !Guarded(e.Origin) {
 				break
@@ -467,7 +467,6 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 	defer m.mu.Unlock()
 	defer m.inTurn()()
 	del, add, found := m.bans.remove(p, now)
-	delete(m.meta, p)
 	stored, serr := m.store.DelBan(p)
 	if err := m.enf.Update(firewall.Bans, del, add); err != nil {
 		return found || stored, fmt.Errorf("unban %s: %w", p, err)
@@ -482,31 +481,14 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 func (m *Manager) List(now time.Time) []store.Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return sorted(m.meta, now)
-}
-
-func sorted(meta map[netip.Prefix]store.Entry, now time.Time) []store.Entry {
-	out := make([]store.Entry, 0, len(meta))
-	for _, e := range meta {
-		if e.Active(now) {
-			out = append(out, e)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].Prefix, out[j].Prefix
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c < 0
-		}
-		return a.Bits() < b.Bits()
-	})
-	return out
+	return m.bans.sorted(now)
 }
 
 // Counts returns the number of live bans and allows.
 func (m *Manager) Counts() (bans, allows int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.bans.active), len(m.allows.active)
+	return m.bans.len(), m.allows.len()
 }
 
 // AllowRequest asks to allow a source.
@@ -529,7 +511,7 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.inTurn()()
-	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
+	if e, ok := m.allows.entry(p); ok && e.Origin == OriginConfig {
 		return e, nil, nil // already allowed for good by the config
 	}
 	e := store.Entry{Prefix: p, Origin: OriginManual, Reason: r.Reason, Created: now}
@@ -546,7 +528,6 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 			break
 		}
 		del, add, _ := m.bans.remove(q, now)
-		delete(m.meta, q)
 		if _, err := m.store.DelBan(q); err != nil {
 			return e, lifted, err
 		}
@@ -555,8 +536,8 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 		}
 		lifted = append(lifted, q)
 	}
-	m.ameta[p] = e
 	del, add := m.allows.put(p, e.Expires, now)
+	m.allows.setEntry(e)
 	if err := m.enf.Update(firewall.Allows, del, add); err != nil {
 		return e, lifted, fmt.Errorf("allow %s is saved but not yet in the kernel: %w", p, err)
 	}
@@ -570,11 +551,10 @@ func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.inTurn()()
-	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
+	if e, ok := m.allows.entry(p); ok && e.Origin == OriginConfig {
 		return false, Refuse("%s comes from the config's [firewall] allow: remove it there and reload", p)
 	}
 	del, add, found := m.allows.remove(p, now)
-	delete(m.ameta, p)
 	stored, serr := m.store.DelAllow(p)
 	if err := m.enf.Update(firewall.Allows, del, add); err != nil {
 		return found || stored, err
@@ -586,7 +566,7 @@ func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
 func (m *Manager) Allows(now time.Time) []store.Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return sorted(m.ameta, now)
+	return m.allows.sorted(now)
 }
 
 // IsAllowed reports whether a is in the allow list.
@@ -602,13 +582,7 @@ func (m *Manager) IsAllowed(a netip.Addr, now time.Time) bool {
 func (m *Manager) Expire(now time.Time) error {
 	m.mu.Lock()
 	gone, add := m.bans.expire(now)
-	for _, p := range gone {
-		delete(m.meta, p)
-	}
 	agone, aadd := m.allows.expire(now)
-	for _, p := range agone {
-		delete(m.ameta, p)
-	}
 	errs := []error{m.enf.Update(firewall.Bans, nil, add), m.enf.Update(firewall.Allows, nil, aadd)}
 	if len(gone) == 0 && len(agone) == 0 {
 		m.mu.Unlock()
@@ -637,9 +611,10 @@ func (m *Manager) NextExpiry() time.Time {
 	return a
 }
 
-// Reconcile re-asserts elements the kernel lost. have reads what the kernel
-// holds for a kind. It returns how many elements were re-added.
-func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error), now time.Time) (int, error) {
+// Reconcile re-asserts elements the kernel lost. each reads what the
+// kernel holds for a kind, element by element (see
+// firewall.Applier.EachElement). It returns how many elements were re-added.
+func (m *Manager) Reconcile(each func(firewall.SetKind, func(firewall.Element)) error, now time.Time) (int, error) {
 	total := 0
 	for _, k := range []firewall.SetKind{firewall.Bans, firewall.Allows} {
 		m.mu.Lock()
@@ -647,21 +622,34 @@ func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error),
 		if k == firewall.Allows {
 			c = m.allows
 		}
-		since := c.gen
+		c.beginRead()
 		m.mu.Unlock()
-		// Read outside the lock: it can take seconds for big sets, and bans
-		// go on meanwhile; what they add is newer than since.
-		ps, err := have(k)
-		if err != nil {
-			return total, err
+		// Read outside the lock: it takes seconds for a million, and bans
+		// go on meanwhile; what they put is new, not missing. What was
+		// read is marked in batches, each under the lock briefly.
+		batch := make([]netip.Prefix, 0, 4096)
+		flush := func() {
+			m.mu.Lock()
+			c.saw(batch)
+			m.mu.Unlock()
+			batch = batch[:0]
 		}
+		err := each(k, func(e firewall.Element) {
+			if batch = append(batch, e.Prefix); len(batch) == cap(batch) {
+				flush()
+			}
+		})
+		flush()
 		m.mu.Lock()
-		miss := c.missing(ps, since, now)
+		miss := c.missing(now)
 		var err2 error
-		if len(miss) > 0 {
+		if err == nil && len(miss) > 0 {
 			err2 = m.enf.Update(k, nil, miss)
 		}
 		m.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
 		if err2 != nil {
 			return total, err2
 		}
@@ -677,15 +665,23 @@ func (m *Manager) Active(a netip.Addr, now time.Time) bool {
 	return m.bans.covers(a.Unmap(), now)
 }
 
-// CountWithin returns how many live bans of origin lie inside p.
+// CountWithin returns how many live bans of origin lie inside p (p
+// itself included).
 func (m *Manager) CountWithin(p netip.Prefix, origin string, now time.Time) int {
+	p = p.Masked()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
-	for q, e := range m.meta {
-		if e.Origin == origin && e.Active(now) && q.Bits() >= p.Bits() && p.Contains(q.Addr()) {
+	at := nanos(now)
+	count := func(r *rec) bool {
+		if alive(r.expires, at) && m.bans.strs.originName(r.origin) == origin {
 			n++
 		}
+		return true
 	}
+	if r := m.bans.lookup(p); r != nil {
+		count(r)
+	}
+	m.bans.inside(p, count)
 	return n
 }

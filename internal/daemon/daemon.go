@@ -645,7 +645,7 @@ func (d *Daemon) check(full bool) {
 	} else if !full {
 		return
 	} else {
-		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
+		n, err = d.bans.Reconcile(d.fw.EachElement, d.now())
 		b, a := d.bans.Counts()
 		releaseAfterBurst(b + a)
 		if err != nil {

@@ -53,7 +53,7 @@ func (k SetKind) setFor(p netip.Prefix) string {
 // sets lists the sets of a kind, with their family.
 func (k SetKind) sets() []setRef {
 	if k == Bans {
-			return []setRef{{SetBan4, false}, {SetBan6, true}, {SetBanNet4, false}, {SetBanNet6, true}}
+		return []setRef{{SetBan4, false}, {SetBan6, true}, {SetBanNet4, false}, {SetBanNet6, true}}
 	}
 	return []setRef{{SetAllow4, false}, {SetAllow6, true}}
 }

@@ -200,8 +200,17 @@ func (d *decoder) string(what string) string {
 	return s
 }
 
+// interned shares the strings that repeat across records (a handful of
+// origins, and reasons that guards word alike) while decoding many: one
+// copy each rather than one per record.
+type interned map[string]string
+
+// internMax bounds an interned table: past it, strings are copied as usual
+// (reasons that name an address or a user are all different).
+const internMax = 4096
+
 // intern is string, returning the copy held in m if there is one.
-func (d *decoder) intern(what string, m map[string]string) string {
+func (d *decoder) intern(what string, m interned) string {
 	n := d.uvarint(what)
 	if n > uint64(len(d.b)) {
 		d.fail(what)
@@ -213,7 +222,7 @@ func (d *decoder) intern(what string, m map[string]string) string {
 		return s
 	}
 	s := string(b)
-	if len(m) < 64 {
+	if len(m) < internMax {
 		m[s] = s
 	}
 	return s
@@ -227,9 +236,8 @@ func (d *decoder) finish() error {
 }
 
 // decodeEntry decodes a value written by appendEntry for prefix p. If
-// origins is not nil, origin strings are shared through it: there are a
-// handful of distinct ones across 100k records.
-func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, error) {
+// strs is not nil, origin and reason strings are shared through it.
+func decodeEntry(p netip.Prefix, v []byte, strs interned) (Entry, error) {
 	d := decoder{b: v}
 	if ver := d.byte("version"); d.err == nil && ver != entryVersion {
 		return Entry{}, fmt.Errorf("unknown version %d", ver)
@@ -246,12 +254,13 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 		e.Expires = d.time("expires")
 	}
 	e.Count = d.int("count")
-	if origins != nil {
-		e.Origin = d.intern("origin", origins)
+	if strs != nil {
+		e.Origin = d.intern("origin", strs)
+		e.Reason = d.intern("reason", strs)
 	} else {
 		e.Origin = d.string("origin")
+		e.Reason = d.string("reason")
 	}
-	e.Reason = d.string("reason")
 	if err := d.finish(); err != nil {
 		return Entry{}, err
 	}
