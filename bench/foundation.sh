@@ -62,7 +62,9 @@ done
 p50=$(sort -n "$lat" | awk '{ a[NR] = $1 } END { printf "%.1f", a[int(NR * 0.50)] / 1000 }')
 p99=$(sort -n "$lat" | awk '{ a[NR] = $1 } END { printf "%.1f", a[int(NR * 0.99)] / 1000 }')
 # One in-kernel check that the last ban really is there.
-ip netns exec "$ns" nft list set inet moat ban4 | grep -q "$a" || { echo "last ban not in the kernel" >&2; exit 1; }
+# (Not piped into grep -q: nft dies of SIGPIPE when grep stops reading.)
+listing=$(ip netns exec "$ns" nft list set inet moat ban4)
+grep -q "$a" <<<"$listing" || { echo "last ban not in the kernel" >&2; exit 1; }
 stop
 
 "$work/seedstore" -dir "$work/state" -n "$n" >/dev/null

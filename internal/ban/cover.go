@@ -1,7 +1,7 @@
 package ban
 
 import (
-	"container/heap"
+	"iter"
 	"math"
 	"net/netip"
 	"slices"
@@ -23,7 +23,7 @@ import (
 // item: about 90 bytes, against some 600 for maps of netip.Prefix to
 // time.Time and store.Entry.
 type cover struct {
-	idx   map[key]uint32 // entry -> its record in recs
+	idx   index // key -> its record's slot in recs
 	recs  []rec
 	free  []uint32  // unused records, for reuse
 	n     int       // live records
@@ -35,6 +35,7 @@ type cover struct {
 	alen6 [129]int  //
 	due   expiries  // live entries' expiries, earliest first
 	read  *readMark // a reconcile's read in progress, if any
+	bulk  bool      // loading: due is heaped once at the end (see reserve)
 }
 
 // key is a prefix in 18 bytes without a pointer (a netip.Prefix is 32 with
@@ -118,15 +119,54 @@ type expiry struct {
 	slot uint32
 }
 
-func (h expiries) Len() int           { return len(h) }
-func (h expiries) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h expiries) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiries) Push(x any)        { *h = append(*h, x.(expiry)) }
-func (h *expiries) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+// The heap's own operations, not container/heap's: those take and return
+// interface values, one allocation per ban.
+
+func (h *expiries) push(e expiry) {
+	*h = append(*h, e)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		up := (i - 1) / 2
+		if q[up].at <= q[i].at {
+			break
+		}
+		q[up], q[i] = q[i], q[up]
+		i = up
+	}
+}
+
+func (h *expiries) pop() expiry {
+	q := *h
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	*h = q[:last]
+	h.down(0)
+	return top
+}
+
+func (h expiries) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].at < h[l].at {
+			m = r
+		}
+		if h[i].at <= h[m].at {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h expiries) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
 }
 
 // current reports whether e is still the expiry of a live entry. A slot
@@ -141,14 +181,14 @@ func newCover(strs *strtab) *cover {
 	if strs == nil {
 		strs = newStrtab()
 	}
-	return &cover{idx: map[key]uint32{}, strs: strs}
+	return &cover{strs: strs}
 }
 
 func (c *cover) len() int { return c.n }
 
 // lookup returns p's record, or nil.
 func (c *cover) lookup(p netip.Prefix) *rec {
-	if s, ok := c.idx[keyOf(p)]; ok {
+	if s, ok := c.idx.get(c.recs, keyOf(p)); ok {
 		return &c.recs[s]
 	}
 	return nil
@@ -204,7 +244,11 @@ func (c *cover) kdel(r *rec) {
 // and returns its record.
 func (c *cover) aput(p netip.Prefix, exp time.Time) *rec {
 	k := keyOf(p)
-	slot, ok := c.idx[k]
+	var slot uint32
+	ok := false
+	if !c.bulk { // a bulk load's keys come from the store's, which are unique
+		slot, ok = c.idx.get(c.recs, k)
+	}
 	if !ok {
 		if n := len(c.free); n > 0 {
 			slot = c.free[n-1]
@@ -214,14 +258,16 @@ func (c *cover) aput(p netip.Prefix, exp time.Time) *rec {
 			c.recs = append(c.recs, rec{})
 		}
 		c.recs[slot] = rec{k: k, flags: live}
-		c.idx[k] = slot
+		c.idx.put(c.recs, slot)
 		c.alens(p)[p.Bits()]++
 		c.n++
 	}
 	r := &c.recs[slot]
 	r.expires = nanos(exp)
-	if r.expires != 0 {
-		heap.Push(&c.due, expiry{r.expires, slot})
+	if r.expires != 0 && c.bulk {
+		c.due = append(c.due, expiry{r.expires, slot})
+	} else if r.expires != 0 {
+		c.due.push(expiry{r.expires, slot})
 		if len(c.due) > 2*c.n+64 {
 			c.due = c.due[:0]
 			for i := range c.recs {
@@ -229,21 +275,46 @@ func (c *cover) aput(p netip.Prefix, exp time.Time) *rec {
 					c.due = append(c.due, expiry{q.expires, uint32(i)})
 				}
 			}
-			heap.Init(&c.due)
+			c.due.init()
 		}
 	}
 	return r
 }
 
+// reserve makes room for n more entries, about to be loaded from the
+// store (whose keys are unique: none is looked up first); their expiries
+// are heaped once, by loaded.
+func (c *cover) reserve(n int) {
+	if n <= 0 {
+		return
+	}
+	c.bulk = true
+	c.recs = slices.Grow(c.recs, n)
+	c.idx.reserve(c.recs, c.n+n)
+	c.due = slices.Grow(c.due, n)
+}
+
+// loaded ends what reserve began.
+func (c *cover) loaded() {
+	if c.bulk {
+		c.bulk = false
+		c.due.init()
+	}
+}
+
 // adel forgets an entry (not its place in the kernel: see kdel).
 func (c *cover) adel(p netip.Prefix) {
 	k := keyOf(p)
-	slot, ok := c.idx[k]
+	var slot uint32
+	ok := false
+	if !c.bulk { // a bulk load's keys come from the store's, which are unique
+		slot, ok = c.idx.get(c.recs, k)
+	}
 	if !ok {
 		return
 	}
 	c.alens(p)[p.Bits()]--
-	delete(c.idx, k)
+	c.idx.del(c.recs, k)
 	r := &c.recs[slot]
 	c.strs.unref(r.reason)
 	*r = rec{}
@@ -254,10 +325,12 @@ func (c *cover) adel(p netip.Prefix) {
 // setEntry records e's fields (origin, reason, times, count) for its
 // prefix, which must be live.
 func (c *cover) setEntry(e store.Entry) {
-	r := c.lookup(e.Prefix)
-	if r == nil {
-		return
+	if r := c.lookup(e.Prefix); r != nil {
+		c.fill(r, e)
 	}
+}
+
+func (c *cover) fill(r *rec, e store.Entry) {
 	reason := c.strs.ref(e.Reason)
 	c.strs.unref(r.reason)
 	r.origin, r.reason = c.strs.origin(e.Origin), reason
@@ -267,8 +340,7 @@ func (c *cover) setEntry(e store.Entry) {
 // load adds an entry from the store (or adopted from the kernel) without
 // touching the kernel view: Elements puts it there.
 func (c *cover) load(e store.Entry) {
-	c.aput(e.Prefix, e.Expires)
-	c.setEntry(e)
+	c.fill(c.aput(e.Prefix, e.Expires), e)
 }
 
 // entry returns p's live or not-yet-expired record as a store.Entry.
@@ -486,7 +558,8 @@ func (c *cover) promote(p netip.Prefix, now time.Time) []firewall.Element {
 	var in []uint32
 	c.inside(p, func(r *rec) bool {
 		if alive(r.expires, n) {
-			in = append(in, c.idx[r.k])
+			s, _ := c.idx.get(c.recs, r.k)
+			in = append(in, s)
 		}
 		return true
 	})
@@ -513,7 +586,7 @@ func (c *cover) expire(now time.Time) (gone []netip.Prefix, add []firewall.Eleme
 	n := nanos(now)
 	var wasIn []bool
 	for len(c.due) > 0 && c.due[0].at <= n {
-		e := heap.Pop(&c.due).(expiry)
+		e := c.due.pop()
 		if c.current(e) {
 			r := &c.recs[e.slot]
 			p := r.k.prefix()
@@ -537,52 +610,62 @@ func (c *cover) next() time.Time {
 		if c.current(c.due[0]) {
 			return timeOf(c.due[0].at)
 		}
-		heap.Pop(&c.due)
+		c.due.pop()
 	}
 	return time.Time{}
 }
 
 // rebuild recomputes the kernel view from the live entries, for a full
-// table install.
+// table install, and returns its elements.
 func (c *cover) rebuild(now time.Time) []firewall.Element {
+	return slices.Collect(c.rebuildEach(now))
+}
+
+// rebuildEach is rebuild giving the elements as a sequence, which may be
+// gone through more than once while the cover is not changed.
+func (c *cover) rebuildEach(now time.Time) iter.Seq[firewall.Element] {
 	n := nanos(now)
 	c.lens4, c.lens6 = [33]int{}, [129]int{}
 	var wide []uint32 // entries that may contain others: not hosts
-	hosts := 0
 	for i := range c.recs {
 		r := &c.recs[i]
 		r.flags &^= inKernel
-		if r.flags&live == 0 || !alive(r.expires, n) {
-			continue
-		}
-		if r.k.prefix().IsSingleIP() {
-			hosts++
-		} else {
+		if r.flags&live != 0 && alive(r.expires, n) && !r.k.host() {
 			wide = append(wide, uint32(i))
 		}
 	}
 	slices.SortFunc(wide, func(a, b uint32) int { return int(c.recs[a].k.bits) - int(c.recs[b].k.bits) })
-	out := make([]firewall.Element, 0, hosts+len(wide))
 	put := func(r *rec) {
-		p := r.k.prefix()
-		if _, ok := c.kernelParent(p); ok {
+		if _, ok := c.kernelParent(r.k.prefix()); ok {
 			return
 		}
-		if e, ok := element(p, r.expires, n); ok {
+		if _, ok := element(r.k.prefix(), r.expires, n); ok {
 			c.kput(r)
-			out = append(out, e)
 		}
 	}
 	for _, s := range wide {
 		put(&c.recs[s])
 	}
 	for i := range c.recs {
-		if r := &c.recs[i]; r.flags&live != 0 && alive(r.expires, n) && r.k.prefix().IsSingleIP() {
+		if r := &c.recs[i]; r.flags&live != 0 && alive(r.expires, n) && r.k.host() {
 			put(r)
 		}
 	}
-	return out
+	return func(yield func(firewall.Element) bool) {
+		for i := range c.recs {
+			r := &c.recs[i]
+			if r.flags&inKernel == 0 {
+				continue
+			}
+			if e, ok := element(r.k.prefix(), r.expires, n); ok && !yield(e) {
+				return
+			}
+		}
+	}
 }
+
+// host reports whether k is a single address.
+func (k key) host() bool { return (k.v6 && k.bits == 128) || (!k.v6 && k.bits == 32) }
 
 // readMark is a reconcile's read of the kernel in progress: which kernel
 // entries it saw, by record.
@@ -600,7 +683,7 @@ func (c *cover) beginRead() {
 // saw marks the entries the read found in the kernel.
 func (c *cover) saw(ps []netip.Prefix) {
 	for _, p := range ps {
-		if s, ok := c.idx[keyOf(p)]; ok && int(s)/64 < len(c.read.seen) {
+		if s, ok := c.idx.get(c.recs, keyOf(p)); ok && int(s)/64 < len(c.read.seen) {
 			c.read.seen[s/64] |= 1 << (s % 64)
 		}
 	}

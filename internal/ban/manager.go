@@ -6,6 +6,7 @@ package ban
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"sync"
 	"time"
@@ -21,7 +22,7 @@ type Store interface {
 	PutBans(es []store.Entry) ([]store.Entry, error)
 	DelBan(p netip.Prefix) (bool, error)
 	Bans() ([]store.Entry, error)
-	EachBan(fn func(store.Entry)) error
+	EachBan(size func(int), fn func(store.Entry)) error
 	PruneBans(now time.Time) ([]store.Entry, error)
 	DelEndedBans(ps []netip.Prefix, now time.Time) error
 	PutAllow(e store.Entry) error
@@ -119,9 +120,9 @@ type Manager struct {
 	storeErr func(error)   // NoWait store failures
 	store    Store
 	enf      Enforcer
-	prot     Protector // nil: nothing beyond unbannable and the allow list
-	bans     *cover // ban records, and what of them is in the kernel
-	allows   *cover // allow records (config and runtime)
+	prot     Protector     // nil: nothing beyond unbannable and the allow list
+	bans     *cover        // ban records, and what of them is in the kernel
+	allows   *cover        // allow records (config and runtime)
 	failed   writeFailures // store writes that failed (see Unsaved)
 }
 
@@ -133,22 +134,27 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 	strs := newStrtab()
 	m := &Manager{enf: enf, bans: newCover(strs), allows: newCover(strs)}
 	m.store = countingStore{Store: st, n: &m.failed.n}
-	if _, err := st.PruneBans(now); err != nil {
-		return nil, err
-	}
 	if _, err := st.PruneAllows(now); err != nil {
 		return nil, err
 	}
 	// Streamed into the compact records: a million store.Entry values at
-	// once would take 120 MB.
-	err := st.EachBan(func(e store.Entry) {
+	// once would take 120 MB. The ended ones are deleted from the store
+	// after, rather than in a scan of their own before.
+	var ended []netip.Prefix
+	err := st.EachBan(m.bans.reserve, func(e store.Entry) {
 		if e.Active(now) {
 			m.bans.load(e)
+		} else {
+			ended = append(ended, e.Prefix)
 		}
 	})
+	m.bans.loaded()
 	if errors.Is(err, store.ErrCorrupt) {
 		warn(err)
 	} else if err != nil {
+		return nil, err
+	}
+	if err := st.DelEndedBans(ended, now); err != nil {
 		return nil, err
 	}
 	allows, err := st.Allows()
@@ -196,6 +202,18 @@ func (m *Manager) Elements(now time.Time) (bans, allows []firewall.Element) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.bans.rebuild(now), m.allows.rebuild(now)
+}
+
+// Install puts every live ban and allow in the kernel through apply (a
+// full table install: firewall.Applier.ApplyEach), and resets the view of
+// what the kernel holds to them. The elements are not gathered: a million
+// bans go from the records to the netlink buffer. It holds the manager's
+// lock throughout, so a ban made meanwhile waits for the new table rather
+// than going into the one being replaced.
+func (m *Manager) Install(now time.Time, apply func(bans, allows iter.Seq[firewall.Element]) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return apply(m.bans.rebuildEach(now), m.allows.rebuildEach(now))
 }
 
 // Unbannable says why p may never be banned, or "".
@@ -484,6 +502,40 @@ func (m *Manager) List(now time.Time) []store.Entry {
 	return m.bans.sorted(now)
 }
 
+// Covering returns the live bans that contain a, shortest prefix first:
+// one lookup per prefix length in use, not a listing of every ban.
+func (m *Manager) Covering(a netip.Addr, now time.Time) []store.Entry {
+	a = a.Unmap()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at := nanos(now)
+	var out []store.Entry
+	lens := m.bans.alens(netip.PrefixFrom(a, a.BitLen()))
+	for b := 0; b <= a.BitLen(); b++ {
+		if lens[b] == 0 {
+			continue
+		}
+		if r := m.bans.lookup(netip.PrefixFrom(a, b).Masked()); r != nil && alive(r.expires, at) {
+			out = append(out, m.bans.entryOf(r))
+		}
+	}
+	return out
+}
+
+// CountByOrigin returns how many live bans each origin has.
+func (m *Manager) CountByOrigin(now time.Time) map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at := nanos(now)
+	out := map[string]int{}
+	m.bans.each(func(r *rec) {
+		if alive(r.expires, at) {
+			out[m.bans.strs.originName(r.origin)]++
+		}
+	})
+	return out
+}
+
 // Counts returns the number of live bans and allows.
 func (m *Manager) Counts() (bans, allows int) {
 	m.mu.Lock()
@@ -656,6 +708,13 @@ func (m *Manager) Reconcile(each func(firewall.SetKind, func(firewall.Element)) 
 		total += len(miss)
 	}
 	return total, nil
+}
+
+// Covered reports whether a live ban covers all of p.
+func (m *Manager) Covered(p netip.Prefix, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bans.within(p.Masked(), now)
 }
 
 // Active reports whether a live ban covers a.

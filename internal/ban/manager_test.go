@@ -67,8 +67,9 @@ func (s *memStore) Bans() ([]store.Entry, error) {
 	defer s.mu.Unlock()
 	return values(s.bans), nil
 }
-func (s *memStore) EachBan(fn func(store.Entry)) error {
+func (s *memStore) EachBan(size func(int), fn func(store.Entry)) error {
 	bans, err := s.Bans()
+	size(len(bans))
 	for _, e := range bans {
 		fn(e)
 	}

@@ -240,10 +240,10 @@ func (d *Daemon) snapshot() Status {
 		d.mu.Unlock()
 		st.Scan = &ss
 	}
-	bans := d.bans.List(now)
-	st.Bans = len(bans)
-	for _, e := range bans {
-		st.BansByOrigin[e.Origin]++
+	// Counted in place: listing a million bans to count them took 120 MB.
+	st.BansByOrigin = d.bans.CountByOrigin(now)
+	for _, n := range st.BansByOrigin {
+		st.Bans += n
 	}
 	st.Allows = len(d.bans.Allows(now))
 	st.Protected = protectedJSON(d.prot.snapshot())

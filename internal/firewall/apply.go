@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -192,9 +194,7 @@ func (a *Applier) commitRaw() error {
 	if err != nil {
 		a.dropWriter()
 	}
-	if cap(a.tx.buf) > 1<<20 {
-		a.tx.buf = nil
-	}
+	a.tx.release()
 	return err
 }
 
@@ -234,6 +234,13 @@ func explain(err error) error {
 // Timeout) go into the new grant sets in the same transaction, so a door
 // open before a reload is never shut, not even for a moment.
 func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) error {
+	return a.ApplyEach(rs, slices.Values(bans), slices.Values(allows), grants...)
+}
+
+// ApplyEach is Apply with the elements given as sequences, each gone
+// through twice (once to count, once to encode): a million bans need not
+// be gathered into a slice first.
+func (a *Applier) ApplyEach(rs *Ruleset, bans, allows iter.Seq[Element], grants ...Grant) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// The table, its chains, rules and small sets are encoded by
@@ -259,10 +266,16 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 		Type: expr.LimitTypePkts, Rate: uint64(rs.LogRate), Unit: expr.LimitTimeSecond, Burst: rs.LogBurst,
 	}})
 	var hosts [2]int // host bans by family, to size their sets
-	for _, e := range bans {
+	nets := 0
+	for e := range bans {
 		if e.Prefix.IsSingleIP() {
 			hosts[b2i(e.Prefix.Addr().Is6())]++
+		} else {
+			nets++
 		}
+	}
+	for range allows {
+		nets++
 	}
 	a.hostCap, a.hostLen = [2]int{hostSetSize(hosts[0]), hostSetSize(hosts[1])}, hosts
 	contents := map[string][]nftables.SetElement{}
@@ -315,7 +328,11 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: encode table inet %s: %w", TableName, err)
 	}
-	a.tx.grow(len(bans)*48 + len(allows)*96)
+	size := (hosts[0]+hosts[1])*maxHostElem + nets*maxNetElem
+	for _, m := range captured {
+		size += nlmsgHdrLen + len(m.Data)
+	}
+	a.tx.grow(size)
 	a.tx.reset()
 	for _, m := range captured {
 		if m.Header.Type == unix.NFNL_MSG_BATCH_BEGIN || m.Header.Type == unix.NFNL_MSG_BATCH_END {
@@ -324,8 +341,8 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 		a.tx.raw(m.Header.Type, m.Header.Flags, m.Data)
 	}
 	captured = nil
-	a.tx.elements(msgNewSetElem, Bans, bans)
-	a.tx.elements(msgNewSetElem, Allows, allows)
+	a.tx.each(msgNewSetElem, Bans, bans)
+	a.tx.each(msgNewSetElem, Allows, allows)
 	a.pauseMonitor()
 	if err := a.commitRaw(); err != nil {
 		return explain(fmt.Errorf("nftables: install table inet %s: %w", TableName, err))

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -50,8 +52,9 @@ var intervalOpen = userdata.AppendUint32(nil, userdata.NFTNL_UDATA_SET_ELEM_FLAG
 
 // txn builds one nftables transaction (a netlink batch) in one buffer.
 type txn struct {
-	buf []byte
-	seq uint32
+	buf    []byte
+	mapped []byte // buf's memory when mapped (see grow)
+	seq    uint32
 	// The element message being filled, if any: where it starts, where
 	// its elements attribute starts, and what it is for.
 	msg, list int
@@ -59,11 +62,46 @@ type txn struct {
 	set       string
 }
 
-// grow makes room for about n bytes of elements, so a big install's
-// buffer is allocated once rather than doubled twenty times.
+// Bounds of one element's encoding, with its share of message headers: a
+// host (an IPv6 key and a timeout: 40 bytes), and a prefix (a start and an
+// end, and the user data of an open one).
+const (
+	maxHostElem = 48
+	maxNetElem  = 112
+)
+
+// mapThreshold is the size past which a transaction's buffer is mapped
+// from the kernel rather than taken from Go's heap, and handed back as
+// soon as it is sent: a million bans take 40 MB of it for a second, which
+// the heap would otherwise keep (and count towards its next goal).
+const mapThreshold = 1 << 20
+
+// grow makes room for about n bytes, so that a big install's buffer is
+// allocated once rather than doubled twenty times.
 func (t *txn) grow(n int) {
-	if n += 64 << 10; cap(t.buf) < n {
-		t.buf = make([]byte, 0, n)
+	n += 64 << 10
+	if cap(t.buf) >= n {
+		return
+	}
+	t.release()
+	if n > mapThreshold {
+		if b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS); err == nil {
+			t.mapped, t.buf = b, b[:0]
+			return
+		}
+	}
+	t.buf = make([]byte, 0, n)
+}
+
+// release drops a big buffer once its transaction is sent. If the
+// estimate was short, append moved the buffer to the heap and the mapping
+// is unused by then; either way nothing refers to it after this.
+func (t *txn) release() {
+	if t.mapped != nil {
+		_ = unix.Munmap(t.mapped)
+		t.mapped, t.buf = nil, nil
+	} else if cap(t.buf) > mapThreshold {
+		t.buf = nil
 	}
 }
 
@@ -190,8 +228,13 @@ func (t *txn) elements(op uint16, kind SetKind, els []Element) {
 		t.element(op, kind, els[0])
 		return
 	}
+	t.each(op, kind, slices.Values(els))
+}
+
+// each is elements for a sequence, gone through once per set.
+func (t *txn) each(op uint16, kind SetKind, els iter.Seq[Element]) {
 	for _, ref := range kind.sets() {
-		for _, e := range els {
+		for e := range els {
 			if kind.setFor(e.Prefix) == ref.name {
 				t.element(op, kind, e)
 			}

@@ -307,10 +307,11 @@ func (s *Store) list(bucket []byte) ([]Entry, error) {
 
 // EachBan calls fn with every ban record, active or not, in the order of
 // Bans, without gathering them: a daemon loading a million bans keeps
-// them in its own compact form. Strings that repeat (origins, reasons)
-// are shared. Corrupt records are skipped and reported as Bans reports them.
-func (s *Store) EachBan(fn func(Entry)) error {
-	return s.each(bucketBans, nil, fn)
+// them in its own compact form. size is told first how many records there
+// are (nil: not asked). Strings that repeat (origins, reasons) are shared.
+// Corrupt records are skipped and reported as Bans reports them.
+func (s *Store) EachBan(size func(int), fn func(Entry)) error {
+	return s.each(bucketBans, size, fn)
 }
 
 // each decodes every record of bucket in key order and hands it to fn,
