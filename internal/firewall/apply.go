@@ -237,10 +237,13 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 	return a.ApplyEach(rs, slices.Values(bans), slices.Values(allows), grants...)
 }
 
+// Seq is a sequence of elements.
+type Seq = iter.Seq[Element]
+
 // ApplyEach is Apply with the elements given as sequences, each gone
 // through twice (once to count, once to encode): a million bans need not
 // be gathered into a slice first.
-func (a *Applier) ApplyEach(rs *Ruleset, bans, allows iter.Seq[Element], grants ...Grant) error {
+func (a *Applier) ApplyEach(rs *Ruleset, bans, allows Seq, grants ...Grant) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// The table, its chains, rules and small sets are encoded by
