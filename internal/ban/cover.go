@@ -36,6 +36,10 @@ type cover struct {
 	due   expiries  // live entries' expiries, earliest first
 	read  *readMark // a reconcile's read in progress, if any
 	bulk  bool      // loading: due is heaped once at the end (see reserve)
+	// dbuf and abuf back what put returns, reused from call to call: the
+	// caller hands them to the kernel under the manager's lock and lets
+	// go. A ban allocates nothing for its kernel change.
+	dbuf, abuf [1]firewall.Element
 }
 
 // key is a prefix in 18 bytes without a pointer (a netip.Prefix is 32 with
@@ -498,6 +502,7 @@ func addBits(a netip.Addr, b int, i uint64) netip.Addr {
 // put adds or replaces an entry and returns the kernel change it needs.
 func (c *cover) put(p netip.Prefix, exp, now time.Time) (del, add []firewall.Element) {
 	n := nanos(now)
+	del, add = c.dbuf[:0], c.abuf[:0]
 	var old int64
 	if r := c.lookup(p); r != nil {
 		old = r.expires

@@ -124,6 +124,53 @@ type Manager struct {
 	bans     *cover        // ban records, and what of them is in the kernel
 	allows   *cover        // allow records (config and runtime)
 	failed   writeFailures // store writes that failed (see Unsaved)
+	// pending records each ban before the kernel gets it, until its store
+	// write is done (see SetPending); unsaved counts those not yet done.
+	// Both are guarded by pmu, never held while waiting for anything: a
+	// store write's turn ends with saved, while Del may hold mu waiting for
+	// that turn.
+	pmu     sync.Mutex
+	pending Pending
+	unsaved int
+}
+
+// Pending is the log of bans in the kernel whose store write may not have
+// happened yet (store.Pending).
+type Pending interface {
+	Append(e store.Entry) error
+	Clear() error
+	Entries() ([]store.Entry, error)
+}
+
+var _ Pending = (*store.Pending)(nil)
+
+// SetPending sets the log each ban is written to before the kernel gets
+// it, and adopts into the store the bans a killed moat left in it: those
+// whose store write had not happened. It returns them.
+func (m *Manager) SetPending(p Pending, now time.Time) ([]store.Entry, error) {
+	es, err := p.Entries()
+	m.pmu.Lock()
+	m.pending = p
+	m.pmu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var lost []firewall.Element
+	for _, e := range es {
+		if !e.Active(now) {
+			continue
+		}
+		el := firewall.Element{Prefix: e.Prefix}
+		if !e.Expires.IsZero() {
+			el.Timeout = e.Expires.Sub(now)
+		}
+		lost = append(lost, el)
+	}
+	got, err := m.Adopt(lost, now)
+	if err != nil {
+		return got, err
+	}
+	return got, p.Clear()
 }
 
 // New loads live bans and allows from st. configAllow is the config's allow
@@ -287,6 +334,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if r.For > 0 {
 		e.Expires = now.Add(r.For)
 	}
+	m.logPending(e)
 	del, add := m.bans.put(p, e.Expires, now)
 	m.bans.setEntry(e)
 	kerr := m.enf.Update(firewall.Bans, del, add)
@@ -300,6 +348,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 			if _, err := m.store.PutBan(e); err != nil && report != nil {
 				report(fmt.Errorf("ban %s is in the kernel but %w (it is lost if moat restarts before it expires): %w", p, ErrNotPersisted, err))
 			}
+			m.saved()
 			done()
 		}()
 		if kerr != nil {
@@ -309,6 +358,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	}
 	wait()
 	_, serr := m.store.PutBan(e)
+	m.saved()
 	done()
 	switch {
 	case kerr != nil && serr != nil:
@@ -369,6 +419,39 @@ func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry
 		return es, fmt.Errorf("%d bans found only in the kernel are enforced but %w: %w", len(es), ErrNotPersisted, serr)
 	}
 	return es, nil
+}
+
+// logPending writes e to the pending log before the kernel gets it: a
+// kill between the two must leave a trace.
+func (m *Manager) logPending(e store.Entry) {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.pending == nil {
+		return
+	}
+	if err := m.pending.Append(e); err != nil {
+		m.failed.n.Add(1)
+	}
+	m.unsaved++
+}
+
+// saved notes that a ban's store write is done (or failed: then it is
+// counted in Unsaved, and the store stays marked unclean). When none is
+// left outstanding, the pending log is emptied.
+func (m *Manager) saved() {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.pending == nil {
+		return
+	}
+	if m.unsaved == 0 {
+		return // logged before the log was set
+	}
+	if m.unsaved--; m.unsaved == 0 && m.failed.n.Load() == 0 {
+		if err := m.pending.Clear(); err != nil {
+			m.failed.n.Add(1)
+		}
+	}
 }
 
 // SetProtector sets the addresses no ban may cover (see Protector). Guards'

@@ -339,3 +339,74 @@ func MillionBans() []firewall.Element {
 	}
 	return els
 }
+
+// BenchmarkUpdateOneBan times one ban's netlink transaction, as the ban
+// manager makes it for each guard's ban, with 100,000 bans in the sets.
+// Needs root.
+func BenchmarkUpdateOneBan(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()[:100_000]
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		b.Fatal(err)
+	}
+	add := make([]firewall.Element, 1)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		add[0] = firewall.Element{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)}), 32), Timeout: time.Hour}
+		if err := a.Update(firewall.Bans, nil, add); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadMillionBans reads 1,000,000 ban elements back from the
+// kernel, as the reconcile does when the monitor saw a change and a start
+// after a kill -9 does. Needs root; run it with -benchtime=1x.
+func BenchmarkReadMillionBans(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		if err := a.EachElement(firewall.Bans, func(firewall.Element) { n++ }); err != nil {
+			b.Fatal(err)
+		}
+		if n != len(els) {
+			b.Fatalf("read %d elements, want %d", n, len(els))
+		}
+	}
+}
+
+// TestMissingFindsWhatTheSetsLack: the lookup by key finds hosts and
+// prefixes that are there, and names those that are not.
+func TestMissingFindsWhatTheSetsLack(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()[:3000]
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		t.Fatal(err)
+	}
+	ps := make([]netip.Prefix, len(els))
+	for i, e := range els {
+		ps[i] = e.Prefix
+	}
+	absent := []netip.Prefix{netip.MustParsePrefix("10.210.9.9/32"), netip.MustParsePrefix("fd00:210:99::/48")}
+	missing, err := a.Missing(firewall.Bans, append(ps, absent...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(missing, netip.Prefix.Compare)
+	if !slices.Equal(missing, absent) {
+		t.Fatalf("missing %v, want %v", missing, absent)
+	}
+}

@@ -224,6 +224,9 @@ func (t *txn) elem(op uint16, set string, key []byte, end, open bool, timeout ti
 // elements appends els set by set, so that each message carries as many
 // as fit.
 func (t *txn) elements(op uint16, kind SetKind, els []Element) {
+	if len(els) == 0 {
+		return
+	}
 	if len(els) == 1 {
 		t.element(op, kind, els[0])
 		return
@@ -286,11 +289,54 @@ func (t *txn) finish() []byte {
 }
 
 // rawSock is a netfilter netlink socket used through its file descriptor.
+// Its reads and writes go through functions bound once, with their
+// arguments and results in fields: a closure per call would be an
+// allocation per ban.
 type rawSock struct {
 	c    *netlink.Conn
 	rc   syscall.RawConn
 	rbuf []byte
 	sndb int // the send buffer size set so far
+
+	wbuf          []byte // what write sends
+	n             int    // what the last read got
+	err           error  // and its error
+	wait          bool   // whether read waits for data
+	write, readFn func(fd uintptr) bool
+}
+
+func (s *rawSock) doWrite(fd uintptr) bool {
+	// A netlink socket's writes go to the kernel: no address needed.
+	_, s.err = unix.Write(int(fd), s.wbuf)
+	return s.err != unix.EAGAIN
+}
+
+func (s *rawSock) doRead(fd uintptr) bool {
+	s.n, s.err = unix.Read(int(fd), s.rbuf)
+	return !s.wait || (s.err != unix.EAGAIN && s.err != unix.EWOULDBLOCK)
+}
+
+// send writes b.
+func (s *rawSock) send(b []byte) error {
+	s.wbuf = b
+	err := s.rc.Write(s.write)
+	s.wbuf = nil
+	if err == nil {
+		err = s.err
+	}
+	if err != nil {
+		return fmt.Errorf("netlink send: %w", err)
+	}
+	return nil
+}
+
+// read reads what is queued into rbuf; with wait, it waits for it.
+func (s *rawSock) read(wait bool) (int, error) {
+	s.wait = wait
+	if err := s.rc.Read(s.readFn); err != nil {
+		return 0, err
+	}
+	return s.n, s.err
 }
 
 // dialRaw opens a socket in the namespace opts select.
@@ -309,6 +355,7 @@ func dialRaw(opts []nftables.ConnOption) (*rawSock, error) {
 		return nil, err
 	}
 	s := &rawSock{c: c, rc: rc, rbuf: make([]byte, 64<<10)}
+	s.write, s.readFn = s.doWrite, s.doRead
 	// Errors without the request echoed back: one failed message of a
 	// big batch would otherwise come back whole.
 	_ = s.setsockopt(unix.SOL_NETLINK, netlinkCapAck, 1)
@@ -341,27 +388,12 @@ func (s *rawSock) commit(b []byte) error {
 		}
 		s.sndb = need
 	}
-	var serr error
-	err := s.rc.Write(func(fd uintptr) bool {
-		serr = unix.Sendto(int(fd), b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return serr != unix.EAGAIN
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("netlink send: %w", err)
+	if err := s.send(b); err != nil {
+		return err
 	}
 	var first error
 	for {
-		var n int
-		var rerr error
-		if err := s.rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), s.rbuf, unix.MSG_DONTWAIT)
-			return true
-		}); err != nil {
-			return err
-		}
+		n, rerr := s.read(false)
 		if rerr == unix.EAGAIN || rerr == unix.EWOULDBLOCK {
 			return first
 		}
@@ -396,25 +428,11 @@ func (s *rawSock) dumpSet(set string, fn func(key []byte, flags uint32, left tim
 	t.attrString(unix.NFTA_SET_ELEM_LIST_SET, set)
 	t.close()
 	seq := t.seq
-	var serr error
-	if err := s.rc.Write(func(fd uintptr) bool {
-		serr = unix.Sendto(int(fd), t.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return serr != unix.EAGAIN
-	}); err != nil {
+	if err := s.send(t.buf); err != nil {
 		return err
 	}
-	if serr != nil {
-		return fmt.Errorf("netlink send: %w", serr)
-	}
 	for {
-		var n int
-		var rerr error
-		if err := s.rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), s.rbuf, 0)
-			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
-		}); err != nil {
-			return err
-		}
+		n, rerr := s.read(true)
 		if rerr != nil {
 			return fmt.Errorf("netlink receive: %w", rerr)
 		}
@@ -510,4 +528,56 @@ func eachAttr(b []byte, fn func(typ uint16, v []byte)) {
 // keyAddr turns a set key into an address.
 func keyAddr(k []byte) (netip.Addr, bool) {
 	return netip.AddrFromSlice(k)
+}
+
+// getBatch asks the kernel for the elements with the given keys in set, in
+// one request, and reports whether it has them all: the kernel answers
+// element by element and stops at the first it lacks.
+func (s *rawSock) getBatch(set string, keys [][]byte) (bool, error) {
+	var t txn
+	t.header(msgGetSetElem, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	t.buf = append(t.buf, familyINet, unix.NFNETLINK_V0, 0, 0)
+	t.attrString(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+	t.attrString(unix.NFTA_SET_ELEM_LIST_SET, set)
+	list := t.startAttr(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
+	for _, k := range keys {
+		el := t.startAttr(attrListElem)
+		kk := t.startAttr(unix.NFTA_SET_ELEM_KEY)
+		t.attr(unix.NFTA_DATA_VALUE, k)
+		t.endAttr(kk)
+		t.endAttr(el)
+	}
+	t.endAttr(list)
+	t.close()
+	seq := t.seq
+	if err := s.send(t.buf); err != nil {
+		return false, err
+	}
+	for {
+		n, rerr := s.read(true)
+		if rerr != nil {
+			return false, fmt.Errorf("netlink receive: %w", rerr)
+		}
+		for m := s.rbuf[:n]; len(m) >= nlmsgHdrLen; {
+			l := int(binary.NativeEndian.Uint32(m))
+			if l < nlmsgHdrLen || l > len(m) {
+				return false, errors.New("netlink: truncated reply")
+			}
+			typ := binary.NativeEndian.Uint16(m[4:])
+			mseq := binary.NativeEndian.Uint32(m[8:])
+			body := m[nlmsgHdrLen:l]
+			m = m[nlmsgAlign(l):]
+			if mseq != seq || typ != unix.NLMSG_ERROR || len(body) < 4 {
+				continue // an element's answer
+			}
+			switch code := int32(binary.NativeEndian.Uint32(body)); {
+			case code == 0:
+				return true, nil
+			case unix.Errno(-code) == unix.ENOENT:
+				return false, nil
+			default:
+				return false, unix.Errno(-code)
+			}
+		}
+	}
 }

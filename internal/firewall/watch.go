@@ -126,14 +126,7 @@ func (a *Applier) pauseMonitor() {
 // the sender, type, table and set of each, and lost when some were lost.
 func (s *rawSock) events(fn func(pid uint32, typ uint16, table, set string), lost func()) error {
 	for {
-		var n int
-		var rerr error
-		if err := s.rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), s.rbuf, 0)
-			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
-		}); err != nil {
-			return err
-		}
+		n, rerr := s.read(true)
 		if rerr == unix.ENOBUFS {
 			lost()
 			continue
