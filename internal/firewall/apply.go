@@ -367,20 +367,6 @@ func namedSet(t *nftables.Table, name string, v6 bool) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, KeyType: kt, Interval: true, HasTimeout: true}
 }
 
-// setElements encodes a prefix as an interval: its first address, and the
-// address after its last one flagged as the interval's end. A prefix that
-// runs to the top of the address space has no end element.
-func setElements(e Element) []nftables.SetElement {
-	p := e.Prefix.Masked()
-	start := nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: e.Timeout}
-	next := lastAddr(p).Next()
-	if !next.IsValid() {
-		start.IntervalOpen = true
-		return []nftables.SetElement{start}
-	}
-	return []nftables.SetElement{start, {Key: next.AsSlice(), IntervalEnd: true}}
-}
-
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().AsSlice()
 	for i := p.Bits(); i < len(b)*8; i++ {

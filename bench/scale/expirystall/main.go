@@ -10,7 +10,7 @@
 // there.
 //
 // Needs root; run it in a throwaway namespace (bench/scale/run.sh does).
-// Usage: expirystall [-n 1000000] [-expiring 1000]
+// Usage: expirystall [-n 1000000] [-expiring 1000] [-lead 90s]
 package main
 
 import (
@@ -32,14 +32,15 @@ import (
 func main() {
 	n := flag.Int("n", 1_000_000, "live bans")
 	expiring := flag.Int("expiring", 1000, "how many of them end at the same instant")
+	lead := flag.Duration("lead", 90*time.Second, "when they end, from the start (seeding and installing come first)")
 	flag.Parse()
-	if err := run(*n, *expiring); err != nil {
+	if err := run(*n, *expiring, *lead); err != nil {
 		fmt.Fprintln(os.Stderr, "expirystall:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, expiring int) error {
+func run(n, expiring int, lead time.Duration) error {
 	dir, err := os.MkdirTemp("", "moat-expirystall.")
 	if err != nil {
 		return err
@@ -51,7 +52,7 @@ func run(n, expiring int) error {
 	}
 	defer st.Close()
 	now := time.Now()
-	at := now.Add(20 * time.Second) // seeding and installing take seconds
+	at := now.Add(lead)
 	es := make([]store.Entry, 0, n)
 	for i := range n {
 		exp := now.Add(24 * time.Hour)
@@ -77,7 +78,7 @@ func run(n, expiring int) error {
 	}
 	fmt.Printf("installed %d bans in %s\n", n, time.Since(t0).Round(time.Millisecond))
 	if time.Until(at) < 3*time.Second {
-		return fmt.Errorf("seeding took too long: the expiry is already due")
+		return fmt.Errorf("seeding and installing took more than -lead %s: the expiry is already due", lead)
 	}
 
 	// The daemon's maintain loop, for expiries only.
