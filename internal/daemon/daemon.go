@@ -293,6 +293,10 @@ func Run(ctx context.Context, opts Options) error {
 					now := d.now()
 					d.grants.expire(now)
 					d.housekeep(now)
+					if d.fw.Crowded() {
+						// Bigger host sets before the kernel refuses bans.
+						d.check(false)
+					}
 					d.health.tick(time.Now())
 				}
 			}

@@ -410,3 +410,43 @@ func TestMissingFindsWhatTheSetsLack(t *testing.T) {
 		t.Fatalf("missing %v, want %v", missing, absent)
 	}
 }
+
+// TestHostSetsGrowBeforeTheyFill: the host sets are sized from the bans
+// they are installed with; bans added after fill them up, Crowded says so
+// at three quarters, and an install with the bans sizes them anew. Past
+// its size the kernel refuses a ban, which is why.
+func TestHostSetsGrowBeforeTheyFill(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	rs := firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil)
+	if err := a.Apply(rs, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var els []firewall.Element
+	for i := range 65536 {
+		els = append(els, firewall.Element{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32), Timeout: time.Hour})
+	}
+	if err := a.Update(firewall.Bans, nil, els[:50000]); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Crowded() {
+		t.Fatal("50,000 hosts in a set of 65,536: not reported crowded")
+	}
+	if err := a.Update(firewall.Bans, nil, els[50000:]); err != nil {
+		t.Fatal(err)
+	}
+	over := []firewall.Element{{Prefix: netip.MustParsePrefix("10.2.0.1/32")}}
+	if err := a.Update(firewall.Bans, nil, over); err == nil {
+		t.Fatal("the kernel took a host past the set's size: the sizing is not what bounds it")
+	}
+	if err := a.Apply(rs, append(els, over...), nil); err != nil {
+		t.Fatal(err)
+	}
+	if a.Crowded() {
+		t.Fatal("still crowded after an install sized for the bans")
+	}
+	if err := a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.2.0.2/32")}}); err != nil {
+		t.Fatalf("a ban after the bigger install: %v", err)
+	}
+}
