@@ -293,6 +293,10 @@ func (c *cover) reserve(n int) {
 		return
 	}
 	c.bulk = true
+	// Room for a quarter more than loaded: growing the records' slice
+	// copies all of them (48 MB at a million, ~15 ms under the lock), and
+	// the first bans after a restore would otherwise pay it.
+	n += n / 4
 	c.recs = slices.Grow(c.recs, n)
 	c.idx.reserve(c.recs, c.n+n)
 	c.due = slices.Grow(c.due, n)
