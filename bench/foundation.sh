@@ -37,7 +37,7 @@ rss_mb() { awk '/VmRSS/ { printf "%.1f", $2/1024 }' "/proc/$1/status"; }
 start() {
 	ip netns exec "$ns" "$work/moat" --config "$work/moat.toml" run >"$work/log" 2>&1 &
 	pid=$!
-	for _ in $(seq 200); do moat status >/dev/null 2>&1 && return; sleep 0.05; done
+	for _ in $(seq 1200); do moat status >/dev/null 2>&1 && return; sleep 0.05; done
 	echo "moat did not start:" >&2; cat "$work/log" >&2; exit 1
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
@@ -62,7 +62,9 @@ done
 p50=$(sort -n "$lat" | awk '{ a[NR] = $1 } END { printf "%.1f", a[int(NR * 0.50)] / 1000 }')
 p99=$(sort -n "$lat" | awk '{ a[NR] = $1 } END { printf "%.1f", a[int(NR * 0.99)] / 1000 }')
 # One in-kernel check that the last ban really is there.
-ip netns exec "$ns" nft list set inet moat ban4 | grep -q "$a" || { echo "last ban not in the kernel" >&2; exit 1; }
+# (Not piped into grep -q: nft dies of SIGPIPE when grep stops reading.)
+listing=$(ip netns exec "$ns" nft list set inet moat ban4)
+grep -q "$a" <<<"$listing" || { echo "last ban not in the kernel" >&2; exit 1; }
 stop
 
 "$work/seedstore" -dir "$work/state" -n "$n" >/dev/null
@@ -70,7 +72,7 @@ ip netns exec "$ns" nft flush ruleset
 t0=$(date +%s%N)
 start
 t1=$(date +%s%N)
-restore=$(grep -o 'msg="table installed" bans=[0-9]* allows=[0-9]* took=[^ ]*' "$work/log" | head -1 | sed 's/.*took=//')
+restore=$(grep -o 'msg="table installed" bans=[0-9]* .*took=[^ ]*' "$work/log" | head -1 | sed 's/.*took=//')
 inkernel=$(ip netns exec "$ns" nft -j list set inet moat ban4 | grep -o '"elem"' | wc -l || true)
 sleep 2
 full=$(rss_mb "$pid")

@@ -4,9 +4,11 @@
 // fd00:210::/32; -v6 makes them all IPv6 (fd00:210:5eed::/48 plus a
 // counter), leaving 10.210.0.0/16 free for a benchmark's own bans. The first
 // -expiring of them expire one after another, spread over -over starting
-// -after from now; the rest last 1 to 24 hours (a day with -v6).
+// -after from now; the rest last 1 to 24 hours (a day with -v6). -mixed
+// seeds the scale benchmarks' set instead (package bench/scale/million:
+// half IPv4, half IPv6, one in a thousand a prefix).
 //
-// Usage: seedstore -dir STATE_DIR [-n 100000] [-v6] [-expiring K -after 10s -over 60s]
+// Usage: seedstore -dir STATE_DIR [-n 100000] [-v6 | -mixed] [-expiring K -after 10s -over 60s]
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/moat-fw/moat/bench/scale/million"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -23,6 +26,7 @@ func main() {
 	dir := flag.String("dir", "", "state_dir to fill")
 	n := flag.Int("n", 100000, "number of bans")
 	v6 := flag.Bool("v6", false, "IPv6 addresses only")
+	mixed := flag.Bool("mixed", false, "the scale benchmarks' set: half IPv4, half IPv6, some prefixes")
 	expiring := flag.Int("expiring", 0, "how many of them expire soon")
 	after := flag.Duration("after", 10*time.Second, "when the first of those expires")
 	over := flag.Duration("over", time.Minute, "how long they take to expire, one after another")
@@ -42,7 +46,10 @@ func main() {
 	for i := range *n {
 		var a netip.Addr
 		exp := now.Add(time.Duration(1+i%24) * time.Hour)
+		var p netip.Prefix
 		switch {
+		case *mixed:
+			p = million.Prefix(i)
 		case *v6:
 			b := netip.MustParseAddr("fd00:210:5eed::").As16()
 			b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
@@ -55,7 +62,10 @@ func main() {
 		if i < *expiring {
 			exp = now.Add(*after + time.Duration(i)*(*over)/time.Duration(*expiring))
 		}
-		es = append(es, store.Entry{Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: "bench", Reason: "seeded",
+		if !p.IsValid() {
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		es = append(es, store.Entry{Prefix: p, Origin: "bench", Reason: "seeded",
 			Created: now, Expires: exp})
 	}
 	t0 := time.Now()

@@ -77,14 +77,16 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 			out[i] = Outcome{Skipped: SkipAllowed, Detail: fmt.Sprintf("it overlaps %s in the allow list", PrefixString(q))}
 			continue
 		}
-		if old, ok := m.meta[p]; ok && old.Active(now) && (old.Expires.IsZero() || !r.Until.IsZero() && !old.Expires.Before(r.Until)) {
+		old, had := m.bans.entry(p)
+		if had && old.Active(now) && (old.Expires.IsZero() || !r.Until.IsZero() && !old.Expires.Before(r.Until)) {
 			out[i] = Outcome{Skipped: SkipLongerLocal, Entry: old}
 			continue
 		}
 		e := store.Entry{Prefix: p, Origin: OriginFleet, Reason: r.Reason, Host: r.Host, Created: now,
-			Expires: r.Until, Count: m.meta[p].Count + 1}
-		m.meta[p] = e
+			Expires: r.Until, Count: old.Count + 1}
+		// put hands back buffers it reuses: merge copies them.
 		delta.merge(m.bans.put(p, e.Expires, now))
+		m.bans.setEntry(e)
 		es = append(es, e)
 		idx = append(idx, i)
 	}
@@ -121,8 +123,8 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		}
 		m.mu.Lock()
 		for _, e := range stored {
-			if cur, ok := m.meta[e.Prefix]; ok && cur.Created.Equal(e.Created) && cur.Origin == OriginFleet {
-				m.meta[e.Prefix] = e // the store's count
+			if cur, ok := m.bans.entry(e.Prefix); ok && cur.Created.Equal(e.Created) && cur.Origin == OriginFleet {
+				m.bans.setEntry(e) // the store's count
 			}
 		}
 		m.mu.Unlock()
@@ -142,7 +144,7 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 func (m *Manager) DelRemote(p netip.Prefix, now time.Time) (bool, error) {
 	p = p.Masked()
 	m.mu.Lock()
-	e, ok := m.meta[p]
+	e, ok := m.bans.entry(p)
 	m.mu.Unlock()
 	if !ok || e.Origin != OriginFleet {
 		return false, nil
@@ -155,11 +157,12 @@ func (m *Manager) FleetBans(now time.Time) []store.Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []store.Entry
-	for _, e := range m.meta {
-		if e.Origin == OriginFleet && e.Active(now) {
-			out = append(out, e)
+	n := nanos(now)
+	m.bans.each(func(r *rec) {
+		if alive(r.expires, n) && m.bans.strs.originName(r.origin) == OriginFleet {
+			out = append(out, m.bans.entryOf(r))
 		}
-	}
+	})
 	return out
 }
 

@@ -38,7 +38,7 @@ func (k *fakeKernel) apply(del, add []firewall.Element) error {
 // expire drops what the kernel would have timed out by now.
 func (k *fakeKernel) expire(c *cover, now time.Time) {
 	for p := range k.els {
-		if exp, ok := c.kernel[p]; ok && !exp.IsZero() && !exp.After(now) {
+		if exp, ok := c.kernelMap()[p]; ok && !exp.IsZero() && !exp.After(now) {
 			delete(k.els, p)
 		}
 	}
@@ -49,7 +49,7 @@ func (k *fakeKernel) expire(c *cover, now time.Time) {
 func (k *fakeKernel) check(t *testing.T, c *cover, now time.Time, step string) {
 	t.Helper()
 	for p := range k.els {
-		exp, ok := c.active[p]
+		exp, ok := c.activeMap()[p]
 		if !ok {
 			t.Fatalf("%s: kernel holds %s, which is not a live entry", step, p)
 		}
@@ -57,7 +57,7 @@ func (k *fakeKernel) check(t *testing.T, c *cover, now time.Time, step string) {
 			t.Fatalf("%s: kernel holds expired %s", step, p)
 		}
 	}
-	for p, exp := range c.active {
+	for p, exp := range c.activeMap() {
 		if !exp.IsZero() && !exp.After(now) {
 			continue
 		}
@@ -75,7 +75,7 @@ func (k *fakeKernel) check(t *testing.T, c *cover, now time.Time, step string) {
 
 func TestCoverNestedPrefixes(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	c := newCover()
+	c := newCover(nil)
 	k := &fakeKernel{els: map[netip.Prefix]time.Duration{}}
 	host := netip.MustParsePrefix("10.210.0.5/32")
 	net24 := netip.MustParsePrefix("10.210.0.0/24")
@@ -106,7 +106,7 @@ func TestCoverNestedPrefixes(t *testing.T) {
 
 func TestCoverRemovePromotesInner(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	c := newCover()
+	c := newCover(nil)
 	k := &fakeKernel{els: map[netip.Prefix]time.Duration{}}
 	for _, s := range []string{"10.210.0.0/16", "10.210.1.0/24", "10.210.1.7/32", "10.210.2.9/32"} {
 		if err := k.apply(c.put(netip.MustParsePrefix(s), time.Time{}, now)); err != nil {
@@ -132,7 +132,7 @@ func TestCoverRandom(t *testing.T) {
 	for seed := range uint64(50) {
 		r := rand.New(rand.NewPCG(seed, 7))
 		now := time.Unix(1_700_000_000, 0)
-		c := newCover()
+		c := newCover(nil)
 		k := &fakeKernel{els: map[netip.Prefix]time.Duration{}}
 		randPrefix := func() netip.Prefix {
 			if r.IntN(4) == 0 {
@@ -170,7 +170,7 @@ func TestCoverRandom(t *testing.T) {
 			// covers agrees with a scan of every live entry.
 			a := randPrefix().Addr()
 			want := false
-			for p, exp := range c.active {
+			for p, exp := range c.activeMap() {
 				if p.Contains(a) && (exp.IsZero() || exp.After(now)) {
 					want = true
 				}
@@ -190,7 +190,7 @@ func TestCoverRandom(t *testing.T) {
 
 func BenchmarkCoverRebuild100k(b *testing.B) {
 	now := time.Unix(1_700_000_000, 0)
-	c := newCover()
+	c := newCover(nil)
 	for i := range 100_000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		c.aput(netip.PrefixFrom(a, 32), now.Add(time.Hour))
@@ -206,7 +206,7 @@ func BenchmarkCoverRebuild100k(b *testing.B) {
 // replaced and removed before.
 func TestExpiryHeapMatchesAScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	c := newCover()
+	c := newCover(nil)
 	now := t0
 	for step := range 20000 {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, 0, byte(rng.IntN(40))}), 32)
@@ -222,7 +222,7 @@ func TestExpiryHeapMatchesAScan(t *testing.T) {
 		default:
 			now = now.Add(time.Duration(rng.IntN(5)) * time.Second)
 			var want []netip.Prefix
-			for q, exp := range c.active {
+			for q, exp := range c.activeMap() {
 				if !exp.IsZero() && !exp.After(now) {
 					want = append(want, q)
 				}
@@ -235,7 +235,7 @@ func TestExpiryHeapMatchesAScan(t *testing.T) {
 			}
 		}
 		var want time.Time
-		for _, exp := range c.active {
+		for _, exp := range c.activeMap() {
 			if !exp.IsZero() && (want.IsZero() || exp.Before(want)) {
 				want = exp
 			}
@@ -243,8 +243,56 @@ func TestExpiryHeapMatchesAScan(t *testing.T) {
 		if got := c.next(); !got.Equal(want) {
 			t.Fatalf("step %d: next %v, a scan %v", step, got, want)
 		}
-		if len(c.due) > 2*len(c.active)+65 {
-			t.Fatalf("step %d: %d heap items for %d live entries", step, len(c.due), len(c.active))
+		if len(c.due) > 2*c.len()+65 {
+			t.Fatalf("step %d: %d heap items for %d live entries", step, len(c.due), c.len())
+		}
+	}
+}
+
+// activeMap and kernelMap show the cover as maps, for the tests' scans.
+func (c *cover) activeMap() map[netip.Prefix]time.Time {
+	out := map[netip.Prefix]time.Time{}
+	c.each(func(r *rec) { out[r.k.prefix()] = timeOf(r.expires) })
+	return out
+}
+
+func (c *cover) kernelMap() map[netip.Prefix]time.Time {
+	out := map[netip.Prefix]time.Time{}
+	c.each(func(r *rec) {
+		if r.flags&inKernel != 0 {
+			out[r.k.prefix()] = timeOf(r.expires)
+		}
+	})
+	return out
+}
+
+// TestInsideFindsWhatAScanFinds: the lookups inside makes for a narrow
+// prefix find exactly what a scan of every record finds.
+func TestInsideFindsWhatAScanFinds(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	c := newCover(nil)
+	for range 3000 {
+		var p netip.Prefix
+		if r.IntN(2) == 0 {
+			p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(r.IntN(4)), byte(r.IntN(256))}), []int{32, 32, 30, 28, 24}[r.IntN(5)]).Masked()
+		} else {
+			p = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 14: byte(r.IntN(4)), 15: byte(r.IntN(256))}), []int{128, 128, 124, 120}[r.IntN(4)]).Masked()
+		}
+		c.aput(p, time.Time{})
+	}
+	for _, s := range []string{"10.210.0.0/24", "10.210.1.0/23", "10.210.2.16/28", "10.210.3.0/25", "fd00:210::/120", "fd00:210::100/118", "10.0.0.0/8"} {
+		q := netip.MustParsePrefix(s)
+		var got, want []netip.Prefix
+		c.inside(q, func(r *rec) bool { got = append(got, r.k.prefix()); return true })
+		for p := range c.activeMap() {
+			if p.Bits() > q.Bits() && q.Contains(p.Addr()) {
+				want = append(want, p)
+			}
+		}
+		slices.SortFunc(got, netip.Prefix.Compare)
+		slices.SortFunc(want, netip.Prefix.Compare)
+		if !slices.Equal(got, want) {
+			t.Fatalf("inside %s: %d found, a scan finds %d", q, len(got), len(want))
 		}
 	}
 }

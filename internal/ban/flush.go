@@ -20,11 +20,9 @@ func (m *Manager) DelAll(now time.Time) ([]store.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.inTurn()()
-	lifted := sorted(m.meta, now)
-	prefixes := make([]netip.Prefix, 0, len(m.meta))
-	for p := range m.meta {
-		prefixes = append(prefixes, p)
-	}
+	lifted := m.bans.sorted(now)
+	prefixes := make([]netip.Prefix, 0, m.bans.len())
+	m.bans.each(func(r *rec) { prefixes = append(prefixes, r.k.prefix()) })
 	// Innermost first: a host inside a banned prefix is not in the kernel
 	// (the prefix covers it), and once every inner ban is gone, lifting the
 	// prefix promotes nothing. So the kernel change is deletions only.
@@ -34,7 +32,6 @@ func (m *Manager) DelAll(now time.Time) ([]store.Entry, error) {
 	for _, p := range prefixes {
 		d, a, _ := m.bans.remove(p, now)
 		del, add = append(del, d...), append(add, a...)
-		delete(m.meta, p)
 		if _, err := m.store.DelBan(p); err != nil {
 			serrs = append(serrs, err)
 		}

@@ -6,9 +6,9 @@ package ban
 import (
 	"errors"
 	"fmt"
-	"maps"
+	"iter"
 	"net/netip"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +23,7 @@ type Store interface {
 	PutBans(es []store.Entry) ([]store.Entry, error)
 	DelBan(p netip.Prefix) (bool, error)
 	Bans() ([]store.Entry, error)
+	EachBan(size func(int), fn func(store.Entry)) error
 	PruneBans(now time.Time) ([]store.Entry, error)
 	DelEndedBans(ps []netip.Prefix, now time.Time) error
 	PutAllow(e store.Entry) error
@@ -121,13 +122,58 @@ type Manager struct {
 	storeErr func(error)   // NoWait store failures
 	store    Store
 	enf      Enforcer
-	prot     Protector // nil: nothing beyond unbannable and the allow list
-	bans     *cover
-	allows   *cover
-	meta     map[netip.Prefix]store.Entry // ban records by prefix
-	ameta    map[netip.Prefix]store.Entry // allow records (config and runtime)
-	failed   writeFailures                // store writes that failed (see Unsaved)
-	ports    portBanned                   // port-limited bans (ports.go)
+	prot     Protector     // nil: nothing beyond unbannable and the allow list
+	bans     *cover        // ban records, and what of them is in the kernel
+	allows   *cover        // allow records (config and runtime)
+	failed   writeFailures // store writes that failed (see Unsaved)
+	ports    portBanned    // port-limited bans (ports.go)
+	// pending records each ban before the kernel gets it, until its store
+	// write is done (see SetPending); unsaved counts those not yet done.
+	// Both are guarded by pmu, never held while waiting for anything: a
+	// store write's turn ends with saved, while Del may hold mu waiting for
+	// that turn.
+	pmu     sync.Mutex
+	pending Pending
+	unsaved int
+}
+
+// Pending is the log of bans in the kernel whose store write may not have
+// happened yet (store.Pending).
+type Pending interface {
+	Append(e store.Entry) error
+	Clear() error
+	Entries() ([]store.Entry, error)
+}
+
+var _ Pending = (*store.Pending)(nil)
+
+// SetPending sets the log each ban is written to before the kernel gets
+// it, and adopts into the store the bans a killed moat left in it: those
+// whose store write had not happened. It returns them.
+func (m *Manager) SetPending(p Pending, now time.Time) ([]store.Entry, error) {
+	es, err := p.Entries()
+	m.pmu.Lock()
+	m.pending = p
+	m.pmu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var lost []firewall.Element
+	for _, e := range es {
+		if !e.Active(now) {
+			continue
+		}
+		el := firewall.Element{Prefix: e.Prefix}
+		if !e.Expires.IsZero() {
+			el.Timeout = e.Expires.Sub(now)
+		}
+		lost = append(lost, el)
+	}
+	got, err := m.Adopt(lost, now)
+	if err != nil {
+		return got, err
+	}
+	return got, p.Clear()
 }
 
 // New loads live bans and allows from st. configAllow is the config's allow
@@ -135,30 +181,35 @@ type Manager struct {
 // is used for a full install. Corrupt records are skipped and reported
 // through warn: one bad record must not leave the host without its bans.
 func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn func(error)) (*Manager, error) {
-	m := &Manager{enf: enf, bans: newCover(), allows: newCover(),
-		meta: map[netip.Prefix]store.Entry{}, ameta: map[netip.Prefix]store.Entry{}, ports: portBanned{}}
+	strs := newStrtab()
+	m := &Manager{enf: enf, bans: newCover(strs), allows: newCover(strs), ports: portBanned{}}
 	m.store = countingStore{Store: st, n: &m.failed.n}
-	if _, err := st.PruneBans(now); err != nil {
-		return nil, err
-	}
 	if _, err := st.PruneAllows(now); err != nil {
 		return nil, err
 	}
-	bans, err := st.Bans()
+	// Streamed into the compact records: a million store.Entry values at
+	// once would take 120 MB. The ended ones are deleted from the store
+	// after, rather than in a scan of their own before.
+	var ended []netip.Prefix
+	err := st.EachBan(m.bans.reserve, func(e store.Entry) {
+		if len(e.Ports) > 0 {
+			m.ports.load(e, now) // a port-limited ban (ports.go)
+			return
+		}
+		if e.Active(now) {
+			m.bans.load(e)
+		} else {
+			ended = append(ended, e.Prefix)
+		}
+	})
+	m.bans.loaded()
 	if errors.Is(err, store.ErrCorrupt) {
 		warn(err)
 	} else if err != nil {
 		return nil, err
 	}
-	for _, e := range bans {
-		if len(e.Ports) > 0 {
-			m.ports.load(e, now)
-			continue
-		}
-		if e.Active(now) {
-			m.bans.aput(e.Prefix, e.Expires)
-			m.meta[e.Prefix] = e
-		}
+	if err := st.DelEndedBans(ended, now); err != nil {
+		return nil, err
 	}
 	allows, err := st.Allows()
 	if errors.Is(err, store.ErrCorrupt) {
@@ -168,8 +219,7 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 	}
 	for _, e := range allows {
 		if e.Active(now) {
-			m.allows.aput(e.Prefix, e.Expires)
-			m.ameta[e.Prefix] = e
+			m.allows.load(e)
 		}
 	}
 	m.setConfigAllows(configAllow)
@@ -177,16 +227,18 @@ func New(st Store, enf Enforcer, configAllow []netip.Prefix, now time.Time, warn
 }
 
 func (m *Manager) setConfigAllows(ps []netip.Prefix) {
-	for p, e := range m.ameta {
-		if e.Origin == OriginConfig {
-			delete(m.ameta, p)
-			m.allows.adel(p)
+	var drop []netip.Prefix
+	m.allows.each(func(r *rec) {
+		if m.allows.strs.originName(r.origin) == OriginConfig {
+			drop = append(drop, r.k.prefix())
 		}
+	})
+	for _, p := range drop {
+		m.allows.adel(p)
 	}
 	for _, p := range ps {
 		p = p.Masked()
-		m.allows.aput(p, time.Time{})
-		m.ameta[p] = store.Entry{Prefix: p, Origin: OriginConfig, Reason: "[firewall] allow"}
+		m.allows.load(store.Entry{Prefix: p, Origin: OriginConfig, Reason: "[firewall] allow"})
 	}
 }
 
@@ -204,6 +256,18 @@ func (m *Manager) Elements(now time.Time) (bans, allows []firewall.Element) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.bans.rebuild(now), m.allows.rebuild(now)
+}
+
+// Install puts every live ban and allow in the kernel through apply (a
+// full table install: firewall.Applier.ApplyEach), and resets the view of
+// what the kernel holds to them. The elements are not gathered: a million
+// bans go from the records to the netlink buffer. It holds the manager's
+// lock throughout, so a ban made meanwhile waits for the new table rather
+// than going into the one being replaced.
+func (m *Manager) Install(now time.Time, apply func(bans, allows iter.Seq[firewall.Element]) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return apply(m.bans.rebuildEach(now), m.allows.rebuildEach(now))
 }
 
 // Unbannable says why p may never be banned, or "".
@@ -253,7 +317,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	}
 	m.mu.Lock()
 	if q, ok := m.allows.overlapping(p, now); ok {
-		e := m.ameta[q]
+		e, _ := m.allows.entry(q)
 		m.mu.Unlock()
 		return store.Entry{}, Refuse("cannot ban %s: it overlaps %s in the allow list (%s); remove that first", p, q, allowSource(e))
 	}
@@ -267,7 +331,9 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if err != nil {
 		prev = 0 // a corrupt history must not stop the ban
 	}
-	prev = max(prev, m.meta[p].Count)
+	if cur, ok := m.bans.entry(p); ok {
+		prev = max(prev, cur.Count)
+	}
 	if r.Backoff != nil {
 		r.For = r.Backoff.For(prev + 1)
 	}
@@ -278,8 +344,9 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	if r.For > 0 {
 		e.Expires = now.Add(r.For)
 	}
-	m.meta[p] = e
+	m.logPending(e)
 	del, add := m.bans.put(p, e.Expires, now)
+	m.bans.setEntry(e)
 	kerr := m.enf.Update(firewall.Bans, del, add)
 	wait, done := m.storeTurn()
 	report := m.storeErr
@@ -291,6 +358,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 			if _, err := m.store.PutBan(e); err != nil && report != nil {
 				report(fmt.Errorf("ban %s is in the kernel but %w (it is lost if moat restarts before it expires): %w", p, ErrNotPersisted, err))
 			}
+			m.saved()
 			done()
 		}()
 		if kerr != nil {
@@ -300,6 +368,7 @@ func (m *Manager) Add(r Request, now time.Time) (store.Entry, error) {
 	}
 	wait()
 	_, serr := m.store.PutBan(e)
+	m.saved()
 	done()
 	switch {
 	case kerr != nil && serr != nil:
@@ -354,13 +423,45 @@ func (m *Manager) Adopt(kernel []firewall.Element, now time.Time) ([]store.Entry
 		es = stored
 	}
 	for _, e := range es {
-		m.bans.aput(e.Prefix, e.Expires)
-		m.meta[e.Prefix] = e
+		m.bans.load(e)
 	}
 	if serr != nil {
 		return es, fmt.Errorf("%d bans found only in the kernel are enforced but %w: %w", len(es), ErrNotPersisted, serr)
 	}
 	return es, nil
+}
+
+// logPending writes e to the pending log before the kernel gets it: a
+// kill between the two must leave a trace.
+func (m *Manager) logPending(e store.Entry) {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.pending == nil {
+		return
+	}
+	if err := m.pending.Append(e); err != nil {
+		m.failed.n.Add(1)
+	}
+	m.unsaved++
+}
+
+// saved notes that a ban's store write is done (or failed: then it is
+// counted in Unsaved, and the store stays marked unclean). When none is
+// left outstanding, the pending log is emptied.
+func (m *Manager) saved() {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.pending == nil {
+		return
+	}
+	if m.unsaved == 0 {
+		return // logged before the log was set
+	}
+	if m.unsaved--; m.unsaved == 0 && m.failed.n.Load() == 0 {
+		if err := m.pending.Clear(); err != nil {
+			m.failed.n.Add(1)
+		}
+	}
 }
 
 // SetProtector sets the addresses no ban may cover (see Protector). Guards'
@@ -400,7 +501,7 @@ func (m *Manager) LiftProtected(set *protect.Set, now time.Time) ([]store.Entry,
 		for range 64 { // a protected prefix may overlap several bans
 			m.mu.Lock()
 			q, ok := m.bans.overlapping(pe.Prefix, now)
-			e := m.meta[q]
+			e, _ := m.bans.entry(q)
 			m.mu.Unlock()
 			if !ok || !Guarded(e.Origin) {
 				break
@@ -479,7 +580,6 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 	defer m.mu.Unlock()
 	defer m.inTurn()()
 	del, add, found := m.bans.remove(p, now)
-	delete(m.meta, p)
 	pfound, perr := m.delPorts(p, now)
 	found = found || pfound
 	stored, serr := m.store.DelBan(p)
@@ -496,28 +596,68 @@ func (m *Manager) Del(p netip.Prefix, now time.Time) (bool, error) {
 func (m *Manager) List(now time.Time) []store.Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	all := maps.Clone(m.meta)
+	all := m.bans.sorted(now)
+	n := len(all)
 	for _, e := range m.ports {
-		if _, whole := all[e.Prefix]; !whole {
-			all[e.Prefix] = e
+		if e.Active(now) && m.bans.lookup(e.Prefix) == nil {
+			all = append(all, e) // an address banned on some ports only
 		}
 	}
-	return sorted(all, now)
+	if len(all) > n {
+		slices.SortFunc(all, func(a, b store.Entry) int {
+			if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+				return c
+			}
+			return a.Prefix.Bits() - b.Prefix.Bits()
+		})
+	}
+	return all
 }
 
-func sorted(meta map[netip.Prefix]store.Entry, now time.Time) []store.Entry {
-	out := make([]store.Entry, 0, len(meta))
-	for _, e := range meta {
-		if e.Active(now) {
-			out = append(out, e)
+// Covering returns the live bans that contain a, shortest prefix first:
+// one lookup per prefix length in use, not a listing of every ban.
+func (m *Manager) Covering(a netip.Addr, now time.Time) []store.Entry {
+	a = a.Unmap()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at := nanos(now)
+	var out []store.Entry
+	lens := m.bans.alens(netip.PrefixFrom(a, a.BitLen()))
+	for b := 0; b <= a.BitLen(); b++ {
+		if lens[b] == 0 {
+			continue
+		}
+		if r := m.bans.lookup(netip.PrefixFrom(a, b).Masked()); r != nil && alive(r.expires, at) {
+			out = append(out, m.bans.entryOf(r))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].Prefix, out[j].Prefix
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c < 0
+	return out
+}
+
+// Each calls fn with every live ban, in no order, holding the manager's
+// lock: a report's one pass over a million bans without a list of them.
+// fn must not call the manager.
+func (m *Manager) Each(now time.Time, fn func(store.Entry)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at := nanos(now)
+	m.bans.each(func(r *rec) {
+		if alive(r.expires, at) {
+			fn(m.bans.entryOf(r))
 		}
-		return a.Bits() < b.Bits()
+	})
+}
+
+// CountByOrigin returns how many live bans each origin has.
+func (m *Manager) CountByOrigin(now time.Time) map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at := nanos(now)
+	out := map[string]int{}
+	m.bans.each(func(r *rec) {
+		if alive(r.expires, at) {
+			out[m.bans.strs.originName(r.origin)]++
+		}
 	})
 	return out
 }
@@ -526,7 +666,7 @@ func sorted(meta map[netip.Prefix]store.Entry, now time.Time) []store.Entry {
 func (m *Manager) Counts() (bans, allows int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.bans.active), len(m.allows.active)
+	return m.bans.len(), m.allows.len()
 }
 
 // AllowRequest asks to allow a source.
@@ -549,7 +689,7 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.inTurn()()
-	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
+	if e, ok := m.allows.entry(p); ok && e.Origin == OriginConfig {
 		return e, nil, nil // already allowed for good by the config
 	}
 	e := store.Entry{Prefix: p, Origin: OriginManual, Reason: r.Reason, Created: now}
@@ -566,7 +706,6 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 			break
 		}
 		del, add, _ := m.bans.remove(q, now)
-		delete(m.meta, q)
 		if _, err := m.store.DelBan(q); err != nil {
 			return e, lifted, err
 		}
@@ -575,8 +714,8 @@ func (m *Manager) Allow(r AllowRequest, now time.Time) (store.Entry, []netip.Pre
 		}
 		lifted = append(lifted, q)
 	}
-	m.ameta[p] = e
 	del, add := m.allows.put(p, e.Expires, now)
+	m.allows.setEntry(e)
 	if err := m.enf.Update(firewall.Allows, del, add); err != nil {
 		return e, lifted, fmt.Errorf("allow %s is saved but not yet in the kernel: %w", p, err)
 	}
@@ -590,11 +729,10 @@ func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.inTurn()()
-	if e, ok := m.ameta[p]; ok && e.Origin == OriginConfig {
+	if e, ok := m.allows.entry(p); ok && e.Origin == OriginConfig {
 		return false, Refuse("%s comes from the config's [firewall] allow: remove it there and reload", p)
 	}
 	del, add, found := m.allows.remove(p, now)
-	delete(m.ameta, p)
 	stored, serr := m.store.DelAllow(p)
 	if err := m.enf.Update(firewall.Allows, del, add); err != nil {
 		return found || stored, err
@@ -606,7 +744,7 @@ func (m *Manager) Disallow(p netip.Prefix, now time.Time) (bool, error) {
 func (m *Manager) Allows(now time.Time) []store.Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return sorted(m.ameta, now)
+	return m.allows.sorted(now)
 }
 
 // IsAllowed reports whether a is in the allow list.
@@ -622,14 +760,8 @@ func (m *Manager) IsAllowed(a netip.Addr, now time.Time) bool {
 func (m *Manager) Expire(now time.Time) error {
 	m.mu.Lock()
 	gone, add := m.bans.expire(now)
-	for _, p := range gone {
-		delete(m.meta, p)
-	}
 	gone = append(gone, m.expirePorts(now)...)
 	agone, aadd := m.allows.expire(now)
-	for _, p := range agone {
-		delete(m.ameta, p)
-	}
 	errs := []error{m.enf.Update(firewall.Bans, nil, add), m.enf.Update(firewall.Allows, nil, aadd)}
 	if len(gone) == 0 && len(agone) == 0 {
 		m.mu.Unlock()
@@ -660,9 +792,10 @@ func (m *Manager) NextExpiry() time.Time {
 	return next
 }
 
-// Reconcile re-asserts elements the kernel lost. have reads what the kernel
-// holds for a kind. It returns how many elements were re-added.
-func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error), now time.Time) (int, error) {
+// Reconcile re-asserts elements the kernel lost. each reads what the
+// kernel holds for a kind, element by element (see
+// firewall.Applier.EachElement). It returns how many elements were re-added.
+func (m *Manager) Reconcile(each func(firewall.SetKind, func(firewall.Element)) error, now time.Time) (int, error) {
 	total := 0
 	for _, k := range []firewall.SetKind{firewall.Bans, firewall.Allows} {
 		m.mu.Lock()
@@ -670,27 +803,47 @@ func (m *Manager) Reconcile(have func(firewall.SetKind) ([]netip.Prefix, error),
 		if k == firewall.Allows {
 			c = m.allows
 		}
-		since := c.gen
+		c.beginRead()
 		m.mu.Unlock()
-		// Read outside the lock: it can take seconds for big sets, and bans
-		// go on meanwhile; what they add is newer than since.
-		ps, err := have(k)
-		if err != nil {
-			return total, err
+		// Read outside the lock: it takes seconds for a million, and bans
+		// go on meanwhile; what they put is new, not missing. What was
+		// read is marked in batches, each under the lock briefly.
+		batch := make([]netip.Prefix, 0, 4096)
+		flush := func() {
+			m.mu.Lock()
+			c.saw(batch)
+			m.mu.Unlock()
+			batch = batch[:0]
 		}
+		err := each(k, func(e firewall.Element) {
+			if batch = append(batch, e.Prefix); len(batch) == cap(batch) {
+				flush()
+			}
+		})
+		flush()
 		m.mu.Lock()
-		miss := c.missing(ps, since, now)
+		miss := c.missing(now)
 		var err2 error
-		if len(miss) > 0 {
+		if err == nil && len(miss) > 0 {
 			err2 = m.enf.Update(k, nil, miss)
 		}
 		m.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
 		if err2 != nil {
 			return total, err2
 		}
 		total += len(miss)
 	}
 	return total, nil
+}
+
+// Covered reports whether a live ban covers all of p.
+func (m *Manager) Covered(p netip.Prefix, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bans.within(p.Masked(), now)
 }
 
 // Active reports whether a live ban covers a.
@@ -700,15 +853,23 @@ func (m *Manager) Active(a netip.Addr, now time.Time) bool {
 	return m.bans.covers(a.Unmap(), now)
 }
 
-// CountWithin returns how many live bans of origin lie inside p.
+// CountWithin returns how many live bans of origin lie inside p (p
+// itself included).
 func (m *Manager) CountWithin(p netip.Prefix, origin string, now time.Time) int {
+	p = p.Masked()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
-	for q, e := range m.meta {
-		if e.Origin == origin && e.Active(now) && q.Bits() >= p.Bits() && p.Contains(q.Addr()) {
+	at := nanos(now)
+	count := func(r *rec) bool {
+		if alive(r.expires, at) && m.bans.strs.originName(r.origin) == origin {
 			n++
 		}
+		return true
 	}
+	if r := m.bans.lookup(p); r != nil {
+		count(r)
+	}
+	m.bans.inside(p, count)
 	return n
 }

@@ -67,6 +67,14 @@ func (s *memStore) Bans() ([]store.Entry, error) {
 	defer s.mu.Unlock()
 	return values(s.bans), nil
 }
+func (s *memStore) EachBan(size func(int), fn func(store.Entry)) error {
+	bans, err := s.Bans()
+	size(len(bans))
+	for _, e := range bans {
+		fn(e)
+	}
+	return err
+}
 func (s *memStore) History(p netip.Prefix) (int, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -251,12 +259,11 @@ func TestReconcileReaddsMissing(t *testing.T) {
 	m.Add(Request{Prefix: mp("10.210.1.1/32"), For: time.Hour}, t0)
 	m.Add(Request{Prefix: mp("fd00:210::/64")}, t0)
 	delete(enf.k[firewall.Bans].els, mp("10.210.1.1/32"))
-	have := func(k firewall.SetKind) ([]netip.Prefix, error) {
-		var out []netip.Prefix
+	have := func(k firewall.SetKind, fn func(firewall.Element)) error {
 		for p := range enf.k[k].els {
-			out = append(out, p)
+			fn(firewall.Element{Prefix: p})
 		}
-		return out, nil
+		return nil
 	}
 	n, err := m.Reconcile(have, t0.Add(time.Minute))
 	if err != nil || n != 1 {
@@ -295,7 +302,7 @@ func TestReconcileIgnoresBansDuringTheRead(t *testing.T) {
 	st, enf := newMemStore(), newEnforcer()
 	m, _ := New(st, enf, nil, t0, func(error) {})
 	m.Add(Request{Prefix: mp("10.210.1.1/32")}, t0)
-	have := func(k firewall.SetKind) ([]netip.Prefix, error) {
+	have := func(k firewall.SetKind, fn func(firewall.Element)) error {
 		var out []netip.Prefix
 		for p := range enf.k[k].els {
 			out = append(out, p)
@@ -304,7 +311,10 @@ func TestReconcileIgnoresBansDuringTheRead(t *testing.T) {
 			// A ban lands after the kernel was read.
 			m.Add(Request{Prefix: mp("10.210.1.2/32")}, t0)
 		}
-		return out, nil
+		for _, p := range out {
+			fn(firewall.Element{Prefix: p})
+		}
+		return nil
 	}
 	if n, err := m.Reconcile(have, t0); err != nil || n != 0 {
 		t.Fatalf("reconcile re-added %d (%v): a ban made during the read is not a loss", n, err)

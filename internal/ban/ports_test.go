@@ -27,23 +27,23 @@ func newPortKernel() *portKernel {
 	return &portKernel{kernelEnforcer: newEnforcer(), ports: map[firewall.PortBan]bool{}, left: map[firewall.PortBan]time.Duration{}}
 }
 
-func key(p firewall.PortBan) firewall.PortBan {
+func portKey(p firewall.PortBan) firewall.PortBan {
 	return firewall.PortBan{Addr: p.Addr, Proto: p.Proto, Port: p.Port}
 }
 
 func (k *portKernel) UpdatePortBans(del, add []firewall.PortBan) error {
 	for _, p := range del {
-		if !k.ports[key(p)] {
-			return fmt.Errorf("delete %v: not in the set", key(p))
+		if !k.ports[portKey(p)] {
+			return fmt.Errorf("delete %v: not in the set", portKey(p))
 		}
 	}
 	for _, p := range del {
-		delete(k.ports, key(p))
-		delete(k.left, key(p))
+		delete(k.ports, portKey(p))
+		delete(k.left, portKey(p))
 	}
 	for _, p := range add {
-		k.ports[key(p)] = true
-		k.left[key(p)] = p.Timeout
+		k.ports[portKey(p)] = true
+		k.left[portKey(p)] = p.Timeout
 	}
 	return nil
 }

@@ -45,10 +45,8 @@ func (d *Daemon) addrStatus(w http.ResponseWriter, r *http.Request) {
 	a = a.Unmap().WithZone("")
 	now := d.now()
 	st := AddrStatus{Addr: a.String(), Bans: []EntryJSON{}, Login: map[string]int{}, Grants: []GrantJSON{}, Events: []DoorEvent{}}
-	for _, e := range d.bans.List(now) {
-		if e.Prefix.Contains(a) {
-			st.Bans = append(st.Bans, ToJSON(e))
-		}
+	for _, e := range d.bans.Covering(a, now) {
+		st.Bans = append(st.Bans, ToJSON(e))
 	}
 	for _, e := range d.bans.Allows(now) {
 		if e.Prefix.Contains(a) {

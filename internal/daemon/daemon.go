@@ -7,11 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -140,6 +140,8 @@ type Daemon struct {
 	repaired   int    // reinstalls after the kernel's rules drifted (see repairDrift)
 	intakeErr  error  // why there is no packet intake (see intakeStatus)
 	logGroup   uint16 // the NFLOG group intake was asked to bind
+
+	kw kernelWatch // whether the kernel's sets need reading back (kernelwatch.go)
 }
 
 // Run runs the daemon until ctx ends.
@@ -190,10 +192,25 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	t0 := time.Now()
 	d.bans, err = ban.New(st, d.fw, ld.Cfg.Firewall.Allow, d.now(), d.warnCorrupt)
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	st.Release() // the pages of every ban just read: the records hold them now
+	nb, _ := d.bans.Counts()
+	d.log.Debug("bans loaded from the store", "bans", nb, "took", time.Since(t0))
+	pend, err := store.OpenPending(ld.Cfg.Daemon.StateDir)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer pend.Close()
+	if got, err := d.bans.SetPending(pend, d.now()); err != nil {
+		d.log.Error("adopting the bans a killed moat had not saved", "err", err)
+	} else if len(got) > 0 {
+		d.log.Warn("bans moat put in the kernel but had not saved when it stopped are kept", "count", len(got))
 	}
 	d.bans.OnStoreError(func(err error) { d.log.Error("ban not saved", "err", err) })
 	saved, _ := st.Meta(metaSessions)
@@ -291,6 +308,10 @@ func Run(ctx context.Context, opts Options) error {
 					now := d.now()
 					d.grants.expire(now)
 					d.housekeep(now)
+					if d.fw.Crowded() {
+						// Bigger host sets before the kernel refuses bans.
+						d.check(false)
+					}
 					d.health.tick(time.Now())
 				}
 			}
@@ -304,6 +325,8 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.runFleet(gctx, ld.Cfg.Fleet)()
 	g.Go(func() error { return d.maintain(gctx) })
 	g.Go(func() error { return d.blocks.run(gctx) })
+	d.kw.lastFull.Store(d.now().UnixNano()) // the install just put every element
+	g.Go(func() error { d.fw.Watch(gctx, d.kw.changed); return nil })
 	// Type=notify: the table is installed, the socket listens (connections
 	// queue until Serve accepts them) and the guards run.
 	d.health.tick(time.Now())
@@ -403,14 +426,14 @@ func (d *Daemon) install(ld *Loaded) error {
 	}
 	rs := firewall.Build(fw, ports, expandDoors(ld.Cfg.Doors, d.log)...)
 	now := d.now()
-	b, a := d.bans.Elements(now)
 	// Open door grants go back in with the table; those of doors the config
 	// no longer has end once the table that drops them is in.
 	d.grants.setLogFile(ld.Cfg.DoorLog.LogFile)
 	g, stale := d.grants.plan(ld.Cfg, now)
 	t0 := time.Now()
 	release := d.blocks.hold(rs, ld.Cfg.Blocklists)
-	if err := d.fw.Apply(rs, b, a, g...); err != nil {
+	err = d.bans.Install(now, func(b, a iter.Seq[firewall.Element]) error { return d.fw.ApplyEach(rs, b, a, g...) })
+	if err != nil {
 		release(false)
 		return err
 	}
@@ -421,8 +444,8 @@ func (d *Daemon) install(ld *Loaded) error {
 	}
 	release(true)
 	d.grants.retire(stale, now)
-	d.log.Debug("table installed", "bans", len(b), "allows", len(a), "grants", len(g), "took", time.Since(t0))
-	releaseAfterBurst(len(b) + len(a))
+	nb, na := d.bans.Counts()
+	d.log.Debug("table installed", "bans", nb, "allows", na, "grants", len(g), "took", time.Since(t0))
 	if err := d.st.SetMeta(MetaApplied, ld.Raw); err != nil {
 		d.log.Warn("could not record the applied config", "err", err)
 	}
@@ -464,12 +487,26 @@ func (d *Daemon) adoptKernelBans() {
 	if ok, err := d.fw.Exists(); err != nil || !ok {
 		return // no table: nothing to adopt (after a reboot), or no nftables (install says so)
 	}
-	els, err := d.fw.ElementsLeft(firewall.Bans)
+	if n, _ := d.bans.Counts(); n > readBackMax {
+		// The pending log (SetPending) has moat's own unsaved bans; the
+		// kernel's sets take minutes to read back at this size.
+		d.log.Info("not reading the kernel's bans back: too many to read at start; the bans moat had not saved come from its pending log", "bans", n)
+		return
+	}
+	// Only what the store lacks is kept from the read: after a kill -9
+	// with a million bans, that is a few, not a million.
+	now := d.now()
+	var els []firewall.Element
+	err := d.fw.EachElement(firewall.Bans, func(e firewall.Element) {
+		if !d.bans.Covered(e.Prefix, now) {
+			els = append(els, e)
+		}
+	})
 	if err != nil {
 		d.log.Error("cannot read the kernel's bans back to adopt those the store lacks", "err", err)
 		return
 	}
-	got, err := d.bans.Adopt(els, d.now())
+	got, err := d.bans.Adopt(els, now)
 	if len(got) > 0 {
 		var addrs []string
 		for _, e := range got[:min(len(got), 10)] {
@@ -481,6 +518,12 @@ func (d *Daemon) adoptKernelBans() {
 		d.log.Error("adopting the kernel's bans", "err", err)
 	}
 }
+
+// readBackMax is the most bans for which a start after an unclean stop
+// reads the kernel's ban sets back (see adoptKernelBans): the kernel's set
+// dumps restart their walk at every chunk, so the read grows with the
+// square of the size: 1.3 s at 100,000, two minutes at a million.
+const readBackMax = 100_000
 
 // MetaApplied is the store key holding the text of the config in force.
 const MetaApplied = "applied_config"
@@ -648,10 +691,13 @@ func (d *Daemon) rollbackIfDue(now time.Time) {
 // and re-adds set elements the kernel lost.
 func (d *Daemon) reconcile() { d.check(true) }
 
-// check reinstalls the table if it vanished and, when full, also re-adds
-// set elements the kernel lost. The existence check is cheap and runs
-// every few seconds; reading the sets back is not (seconds at 100k) and
-// runs every reconcile_every.
+// check reinstalls the table if it vanished, or installs it again with
+// bigger host sets when they fill up, and, when full, also re-adds set
+// elements the kernel lost. The existence check is cheap and runs every
+// few seconds. Reading the sets back is not (seconds for a million): every
+// reconcile_every it is done only if the monitor saw another process
+// delete elements, or lost track (see kernelWatch); the rules, a few
+// dozen, are compared each time.
 func (d *Daemon) check(full bool) {
 	d.mu.Lock()
 	enforcing, cur := d.enforcing, d.cur
@@ -674,18 +720,25 @@ func (d *Daemon) check(full bool) {
 		}
 		b, a := d.bans.Counts()
 		n = b + a
+	} else if d.fw.Crowded() {
+		d.log.Info("the ban sets are filling up: installing the table again with bigger ones")
+		if err := d.install(cur); err != nil {
+			d.log.Error("reconcile: reinstall failed", "err", err)
+			return
+		}
 	} else if !full {
 		return
+	} else if !d.kernelSuspect() {
+		d.repairDrift(cur)
 	} else {
-		n, err = d.bans.Reconcile(d.fw.Elements, d.now())
+		n, err = d.bans.Reconcile(d.fw.EachElement, d.now())
 		if np, perr := d.reconcilePortBans(); perr != nil {
 			err = errors.Join(err, perr)
 		} else {
 			n += np
 		}
-		b, a := d.bans.Counts()
-		releaseAfterBurst(b + a)
 		if err != nil {
+			d.kw.changed()
 			d.log.Error("reconcile failed", "err", err)
 			return
 		}
@@ -698,16 +751,6 @@ func (d *Daemon) check(full bool) {
 	d.lastRec = d.now()
 	d.reasserted += n
 	d.mu.Unlock()
-}
-
-// releaseAfterBurst hands memory back to the system after a netlink burst
-// over many elements: encoding or reading 100k elements makes hundreds of MB
-// of short-lived garbage that the runtime would otherwise keep mapped for
-// minutes (RSS with 100k bans: 226 MB without, 70 MB with).
-func releaseAfterBurst(elements int) {
-	if elements > 10_000 {
-		debug.FreeOSMemory()
-	}
 }
 
 // startLogin starts the login guard's followers for cfg (nothing when it is

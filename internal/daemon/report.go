@@ -301,7 +301,7 @@ func prefixKind(prefix string) string {
 
 // reportStatus builds the report from the pieces of the status already
 // gathered, the bans in force and the look-ups.
-func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *ReportStatus {
+func (d *Daemon) reportStatus(st *Status, eachBan func(func(store.Entry)), now time.Time) *ReportStatus {
 	d.report.mu.Lock()
 	cfg, rerr := d.report.cfg, d.report.err
 	db, names := d.report.db, d.report.names
@@ -342,7 +342,7 @@ func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *Re
 	}
 	active := map[string]int{}
 	jailBans := map[string]int{}
-	for _, e := range bans {
+	eachBan(func(e store.Entry) {
 		if e.Prefix.IsSingleIP() {
 			if i, ok := listed[e.Prefix.Addr()]; ok {
 				rs.Attackers[i].setBan(e)
@@ -371,7 +371,7 @@ func (d *Daemon) reportStatus(st *Status, bans []store.Entry, now time.Time) *Re
 			rule, _, _ := strings.Cut(e.Reason, ":")
 			jailBans[rule]++
 		}
-	}
+	})
 	slices.SortFunc(rs.Blocked, laterFirst)
 	guard := func(name string, made int, events uint64) {
 		rs.Guards = append(rs.Guards, GuardCount{Guard: name, Active: active[name], Made: made, Events: events})

@@ -38,7 +38,11 @@ func TestReportStatusFromTheGuardsAndBans(t *testing.T) {
 		store.Entry{Prefix: netip.PrefixFrom(a1, 32), Origin: OriginScan, Expires: now.Add(time.Hour)},
 		store.Entry{Prefix: netip.MustParsePrefix("2001:db8::/64"), Origin: OriginLogin, Reason: "sshd: 5 failures in 10m (invalid user)"},
 		store.Entry{Prefix: netip.PrefixFrom(low, 32), Origin: "manual"})
-	rs := d.reportStatus(&st, bans, now)
+	rs := d.reportStatus(&st, func(fn func(store.Entry)) {
+		for _, e := range bans {
+			fn(e)
+		}
+	}, now)
 
 	if len(rs.Attackers) != 2 {
 		t.Fatalf("attackers %+v: want the two at min_level 1 and up", rs.Attackers)
@@ -129,7 +133,7 @@ level = 0
 func TestReportWithoutItsDatabase(t *testing.T) {
 	d := Daemon{log: slog.New(slog.DiscardHandler)}
 	d.applyReport(config.Report{Top: 5, MinLevel: 2, GeoIP: "/nonexistent/GeoLite2-Country.mmdb"})
-	rs := d.reportStatus(&Status{}, nil, time.Now())
+	rs := d.reportStatus(&Status{}, func(func(store.Entry)) {}, time.Now())
 	if rs.Lookups.GeoIP || !strings.Contains(rs.Lookups.Error, "/nonexistent/GeoLite2-Country.mmdb: not a readable MaxMind-format database") || rs.MinLevel != 2 {
 		t.Fatalf("lookups %+v", rs)
 	}

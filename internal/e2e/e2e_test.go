@@ -54,6 +54,9 @@ type host struct {
 	dir    string
 	cfg    string
 	proc   *netnstest.Proc
+	// startWait is how long start waits for the socket (zero: 10s); a
+	// daemon restoring a million bans on a busy CI machine needs longer.
+	startWait time.Duration
 }
 
 // Ports the tests use: one open, one closed with a listener behind it, so a
@@ -100,7 +103,11 @@ func (h *host) start(env ...string) {
 func (h *host) startCmd(cmd *exec.Cmd) {
 	h.t.Helper()
 	h.proc = h.server.StartCmd(h.t, cmd)
-	netnstest.Eventually(h.t, 10*time.Second, "moat to answer on its socket", func() bool {
+	wait := h.startWait
+	if wait == 0 {
+		wait = 10 * time.Second
+	}
+	netnstest.Eventually(h.t, wait, "moat to answer on its socket", func() bool {
 		if h.proc.Exited() {
 			h.t.Fatalf("moat exited:\n%s", h.proc.Output())
 		}

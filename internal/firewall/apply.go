@@ -1,15 +1,19 @@
 package firewall
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,16 +33,41 @@ const (
 	Allows
 )
 
-func (k SetKind) setName(v6 bool) string {
+// setFor names the set that holds p: for bans, a host goes to the hash
+// set and a wider prefix to the interval set of its family.
+func (k SetKind) setFor(p netip.Prefix) string {
+	v6 := p.Addr().Is6()
 	switch {
-	case k == Bans && !v6:
+	case k == Bans && p.IsSingleIP() && !v6:
 		return SetBan4
-	case k == Bans:
+	case k == Bans && p.IsSingleIP():
 		return SetBan6
+	case k == Bans && !v6:
+		return SetBanNet4
+	case k == Bans:
+		return SetBanNet6
 	case !v6:
 		return SetAllow4
 	}
 	return SetAllow6
+}
+
+// sets lists the sets of a kind, with their family.
+func (k SetKind) sets() []setRef {
+	if k == Bans {
+		return banSets[:]
+	}
+	return allowSets[:]
+}
+
+var (
+	banSets   = [...]setRef{{SetBan4, false}, {SetBan6, true}, {SetBanNet4, false}, {SetBanNet6, true}}
+	allowSets = [...]setRef{{SetAllow4, false}, {SetAllow6, true}}
+)
+
+type setRef struct {
+	name string
+	v6   bool
 }
 
 // Applier installs moat's table in the kernel over netlink. It is safe for
@@ -52,11 +81,60 @@ type Applier struct {
 	// installs and removals, so a read that raced one is not called drift.
 	shape *shape
 	gen   uint64
-	// w is the socket for small changes (bans, grants), kept open
-	// (guarded by mu): dialing one per change cost a door 200-700 µs of
+	// w is the socket for small changes (grants), kept open (guarded
+	// by mu): dialing one per change cost a door 200-700 µs of
 	// knock-to-grant in the daemon (a fresh socket, its buffers, its
 	// poller registration) where the transaction itself takes ~20 µs.
 	w *nftables.Conn
+	// raw is the socket ban and allow changes and installs go through,
+	// encoded by txn (see nlraw.go), and tx the buffer they are built in,
+	// both kept (guarded by mu). pids are the port ids of the sockets moat
+	// changed its sets from, so a monitor tells its own changes from
+	// others' (see Watch).
+	raw  *rawSock
+	tx   txn
+	pids pidSet
+	mon  *rawSock // Watch's socket, closed by Apply (see pauseMonitor)
+	// hostCap is the size the host sets (v4, v6) were installed with, and
+	// hostLen how many elements moat has put in them since, deletions
+	// taken off but timeouts not: an upper bound (see Crowded).
+	hostCap, hostLen [2]int
+}
+
+// minHostSet is the least size of a host set. The kernel sizes a hash set
+// from its declared size (a set that has to grow its hash while a million
+// elements go in takes three times as long to fill) and refuses elements
+// past it, so the host sets are declared with twice the hosts they get,
+// and installed again, bigger, once they are three quarters full.
+const minHostSet = 1 << 16
+
+func hostSetSize(n int) int {
+	size := minHostSet
+	for size < 2*n {
+		size *= 2
+	}
+	return size
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Crowded reports whether a host set may be three quarters full: the
+// table should be installed again (Apply sizes the sets anew) before
+// the kernel refuses bans.
+func (a *Applier) Crowded() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range a.hostCap {
+		if a.hostCap[i] > 0 && a.hostLen[i] > a.hostCap[i]*3/4 {
+			return true
+		}
+	}
+	return false
 }
 
 // NewApplier returns an applier; opts select the namespace (tests).
@@ -84,12 +162,45 @@ func (a *Applier) writer() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// dropWriter closes the long-lived socket; a.mu must be held.
+// dropWriter closes the long-lived sockets; a.mu must be held.
 func (a *Applier) dropWriter() {
 	if a.w != nil {
 		_ = a.w.CloseLasting()
 		a.w = nil
 	}
+	if a.raw != nil {
+		_ = a.raw.Close()
+		a.raw = nil
+	}
+}
+
+// rawWriter returns the long-lived socket for set changes; a.mu must be
+// held. Like writer's, it is dropped after a failure.
+func (a *Applier) rawWriter() (*rawSock, error) {
+	if a.raw != nil {
+		return a.raw, nil
+	}
+	s, err := dialRaw(a.opts)
+	if err != nil {
+		return nil, err
+	}
+	a.raw = s
+	a.pids.add(s.PID())
+	return s, nil
+}
+
+// commitRaw commits the transaction in a.tx on the long-lived socket; a.mu
+// must be held. A big buffer (a full install's) is not kept past it.
+func (a *Applier) commitRaw() error {
+	s, err := a.rawWriter()
+	if err == nil {
+		err = s.commit(a.tx.finish())
+	}
+	if err != nil {
+		a.dropWriter()
+	}
+	a.tx.release()
+	return err
 }
 
 // Close releases the socket the applier keeps for small changes. The
@@ -128,9 +239,26 @@ func explain(err error) error {
 // Timeout) go into the new grant sets in the same transaction, so a door
 // open before a reload is never shut, not even for a moment.
 func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) error {
+	return a.ApplyEach(rs, slices.Values(bans), slices.Values(allows), grants...)
+}
+
+// Seq is a sequence of elements.
+type Seq = iter.Seq[Element]
+
+// ApplyEach is Apply with the elements given as sequences, each gone
+// through twice (once to count, once to encode): a million bans need not
+// be gathered into a slice first.
+func (a *Applier) ApplyEach(rs *Ruleset, bans, allows Seq, grants ...Grant) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	c, err := a.conn()
+	// The table, its chains, rules and small sets are encoded by
+	// google/nftables, captured rather than sent, and go out in one batch
+	// with the ban and allow elements, which txn encodes into one buffer.
+	var captured []netlink.Message
+	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+		captured = append(captured, req...)
+		return nil, nil
+	}))
 	if err != nil {
 		return err
 	}
@@ -145,13 +273,20 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 	c.AddObj(&nftables.NamedObj{Table: t, Name: LimitLog, Type: nftables.ObjTypeLimit, Obj: &expr.Limit{
 		Type: expr.LimitTypePkts, Rate: uint64(rs.LogRate), Unit: expr.LimitTimeSecond, Burst: rs.LogBurst,
 	}})
-	contents := map[string][]nftables.SetElement{}
-	for kind, els := range map[SetKind][]Element{Bans: bans, Allows: allows} {
-		for _, e := range els {
-			name := kind.setName(e.Prefix.Addr().Is6())
-			contents[name] = append(contents[name], setElements(e)...)
+	var hosts [2]int // host bans by family, to size their sets
+	nets := 0
+	for e := range bans {
+		if e.Prefix.IsSingleIP() {
+			hosts[b2i(e.Prefix.Addr().Is6())]++
+		} else {
+			nets++
 		}
 	}
+	for range allows {
+		nets++
+	}
+	a.hostCap, a.hostLen = [2]int{hostSetSize(hosts[0]), hostSetSize(hosts[1])}, hosts
+	contents := map[string][]nftables.SetElement{}
 	for _, g := range grants {
 		name := grantSet(g.Addr.Unmap().Is6()).Name
 		contents[name] = append(contents[name], nftables.SetElement{Key: grantKey(g), Timeout: g.Timeout})
@@ -159,6 +294,8 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 	for _, sd := range rs.Sets {
 		s := namedSet(t, sd.Name, sd.V6)
 		switch sd.Type {
+		case SetHosts:
+			s.Interval, s.Size = false, uint32(a.hostCap[b2i(sd.V6)])
 		case SetSources:
 			s.Interval, s.Dynamic, s.Size, s.Timeout = false, true, sd.Size, sd.Timeout
 		case SetGrants:
@@ -202,6 +339,25 @@ func (a *Applier) Apply(rs *Ruleset, bans, allows []Element, grants ...Grant) er
 		}
 	}
 	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: encode table inet %s: %w", TableName, err)
+	}
+	size := (hosts[0]+hosts[1])*maxHostElem + nets*maxNetElem
+	for _, m := range captured {
+		size += nlmsgHdrLen + len(m.Data)
+	}
+	a.tx.grow(size)
+	a.tx.reset()
+	for _, m := range captured {
+		if m.Header.Type == unix.NFNL_MSG_BATCH_BEGIN || m.Header.Type == unix.NFNL_MSG_BATCH_END {
+			continue
+		}
+		a.tx.raw(m.Header.Type, m.Header.Flags, m.Data)
+	}
+	captured = nil
+	a.tx.each(msgNewSetElem, Bans, bans)
+	a.tx.each(msgNewSetElem, Allows, allows)
+	a.pauseMonitor()
+	if err := a.commitRaw(); err != nil {
 		return explain(fmt.Errorf("nftables: install table inet %s: %w", TableName, err))
 	}
 	a.remember(rs)
@@ -214,20 +370,6 @@ func namedSet(t *nftables.Table, name string, v6 bool) *nftables.Set {
 		kt = nftables.TypeIP6Addr
 	}
 	return &nftables.Set{Table: t, Name: name, KeyType: kt, Interval: true, HasTimeout: true}
-}
-
-// setElements encodes a prefix as an interval: its first address, and the
-// address after its last one flagged as the interval's end. A prefix that
-// runs to the top of the address space has no end element.
-func setElements(e Element) []nftables.SetElement {
-	p := e.Prefix.Masked()
-	start := nftables.SetElement{Key: p.Addr().AsSlice(), Timeout: e.Timeout}
-	next := lastAddr(p).Next()
-	if !next.IsValid() {
-		start.IntervalOpen = true
-		return []nftables.SetElement{start}
-	}
-	return []nftables.SetElement{start, {Key: next.AsSlice(), IntervalEnd: true}}
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -245,35 +387,24 @@ func (a *Applier) Update(kind SetKind, del, add []Element) error {
 	if len(del) == 0 && len(add) == 0 {
 		return nil
 	}
-	t := table()
-	err := a.change(func(c *nftables.Conn) error {
-		for _, v6 := range []bool{false, true} {
-			s := namedSet(t, kind.setName(v6), v6)
-			var d, ad []nftables.SetElement
-			for _, e := range del {
-				if e.Prefix.Addr().Is6() == v6 {
-					d = append(d, setElements(e)...)
-				}
-			}
-			for _, e := range add {
-				if e.Prefix.Addr().Is6() == v6 {
-					ad = append(ad, setElements(e)...)
-				}
-			}
-			if len(d) > 0 {
-				if err := c.SetDeleteElements(s, d); err != nil {
-					return fmt.Errorf("set %s: %w", s.Name, err)
-				}
-			}
-			if len(ad) > 0 {
-				if err := c.SetAddElements(s, ad); err != nil {
-					return fmt.Errorf("set %s: %w", s.Name, err)
-				}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tx.reset()
+	a.tx.elements(msgDestroySetElem, kind, del)
+	a.tx.elements(msgNewSetElem, kind, add)
+	if kind == Bans {
+		for _, e := range del {
+			if e.Prefix.IsSingleIP() {
+				a.hostLen[b2i(e.Prefix.Addr().Is6())]--
 			}
 		}
-		return nil
-	})
-	if err != nil {
+		for _, e := range add {
+			if e.Prefix.IsSingleIP() {
+				a.hostLen[b2i(e.Prefix.Addr().Is6())]++
+			}
+		}
+	}
+	if err := a.commitRaw(); err != nil {
 		return explain(fmt.Errorf("nftables: update %s sets: %w", kindName(kind), err))
 	}
 	return nil
@@ -367,22 +498,107 @@ func (a *Applier) Elements(kind SetKind) ([]netip.Prefix, error) {
 // ElementsLeft is Elements with each element's time left in the kernel as
 // its Timeout (zero: no timeout), for adopting bans the store missed.
 func (a *Applier) ElementsLeft(kind SetKind) ([]Element, error) {
+	var out []Element
+	err := a.EachElement(kind, func(e Element) { out = append(out, e) })
+	return out, err
+}
+
+// EachElement calls fn with every element of the sets of kind, each with
+// its time left as Timeout, as the kernel's dump is read: nothing is
+// gathered but the few interval bounds, which need pairing.
+func (a *Applier) EachElement(kind SetKind, fn func(Element)) error {
+	s, err := dialRaw(a.opts)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
 	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	for _, ref := range kind.sets() {
+		// The kernel's flags, not the name, say how to read a set: a
+		// table installed by an older moat has intervals in ban4.
+		ks, err := c.GetSetByName(table(), ref.name)
+		if errors.Is(err, unix.ENOENT) {
+			continue // a table from before the set was added (an upgrade)
+		}
+		if err != nil {
+			return explain(fmt.Errorf("nftables: read set %s: %w", ref.name, err))
+		}
+		interval := ks.Interval
+		var bounds []nftables.SetElement
+		err = s.dumpSet(ref.name, func(key []byte, flags uint32, left time.Duration) {
+			if interval {
+				bounds = append(bounds, nftables.SetElement{Key: bytes.Clone(key), IntervalEnd: flags&elemFlagIntervalEnd != 0, Expires: left, Timeout: left})
+				return
+			}
+			if a, ok := keyAddr(key); ok {
+				fn(Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: left})
+			}
+		})
+		if err != nil {
+			return explain(fmt.Errorf("nftables: read set %s: %w", ref.name, err))
+		}
+		es, err := intervalsToElements(bounds)
+		if err != nil {
+			return fmt.Errorf("nftables: set %s: %w", ref.name, err)
+		}
+		for _, e := range es {
+			fn(e)
+		}
+	}
+	return nil
+}
+
+// Missing returns which of ps the ban or allow sets of kind lack, asking
+// the kernel for them by key, a thousand at a time: a million in seconds,
+// where reading the sets back takes minutes (the kernel's dumps restart
+// their walk at every chunk). A prefix is found by its first address.
+func (a *Applier) Missing(kind SetKind, ps []netip.Prefix) ([]netip.Prefix, error) {
+	s, err := dialRaw(a.opts)
 	if err != nil {
 		return nil, err
 	}
-	var out []Element
-	for _, v6 := range []bool{false, true} {
-		s := namedSet(table(), kind.setName(v6), v6)
-		els, err := c.GetSetElements(s)
-		if err != nil {
-			return nil, explain(fmt.Errorf("nftables: read set %s: %w", s.Name, err))
+	defer s.Close()
+	key := func(p netip.Prefix) []byte { return p.Masked().Addr().AsSlice() }
+	var out []netip.Prefix
+	for _, ref := range kind.sets() {
+		var batch []netip.Prefix
+		check := func() error {
+			keys := make([][]byte, len(batch))
+			for i, p := range batch {
+				keys[i] = key(p)
+			}
+			all, err := s.getBatch(ref.name, keys)
+			if err != nil || all {
+				return err
+			}
+			for _, p := range batch { // which ones: one by one
+				if ok, err := s.getBatch(ref.name, [][]byte{key(p)}); err != nil {
+					return err
+				} else if !ok {
+					out = append(out, p)
+				}
+			}
+			return nil
 		}
-		es, err := intervalsToElements(els)
-		if err != nil {
-			return nil, fmt.Errorf("nftables: set %s: %w", s.Name, err)
+		for _, p := range ps {
+			if kind.setFor(p) != ref.name {
+				continue
+			}
+			if batch = append(batch, p); len(batch) == 1000 {
+				if err := check(); err != nil {
+					return out, explain(fmt.Errorf("nftables: look up in set %s: %w", ref.name, err))
+				}
+				batch = batch[:0]
+			}
 		}
-		out = append(out, es...)
+		if len(batch) > 0 {
+			if err := check(); err != nil {
+				return out, explain(fmt.Errorf("nftables: look up in set %s: %w", ref.name, err))
+			}
+		}
 	}
 	return out, nil
 }

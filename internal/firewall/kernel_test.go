@@ -1,6 +1,7 @@
 package firewall_test
 
 import (
+	"context"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -169,6 +170,8 @@ func TestElementsRoundTrip(t *testing.T) {
 	for _, p := range got {
 		gs = append(gs, p.String())
 	}
+	slices.Sort(gs)
+	slices.Sort(want)
 	if strings.Join(gs, " ") != strings.Join(want, " ") {
 		t.Fatalf("read back %v, want %v", gs, want)
 	}
@@ -184,11 +187,65 @@ func TestElementsRoundTrip(t *testing.T) {
 	if len(left) != len(want) {
 		t.Fatalf("ElementsLeft read %d elements, want %d", len(left), len(want))
 	}
-	// Overlapping elements are refused by the kernel: the ban manager must
+	// Overlapping intervals are refused by the kernel: the ban manager must
 	// never send one.
-	err = a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.1.5/32")}})
+	err = a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.1.128/25")}})
 	if err == nil {
-		t.Fatal("the kernel accepted an element inside an existing interval; the cover logic rests on it refusing")
+		t.Fatal("the kernel accepted an interval inside an existing one; the cover logic rests on it refusing")
+	}
+	// Hosts are in hash sets, prefixes in interval sets.
+	for set, want := range map[string]string{"ban4": "10.210.2.7", "bannet4": "10.210.1.0/24", "ban6": "fd00:210:1::9", "bannet6": "fd00:210::/64"} {
+		if out := ns.Run(t, "nft", "list", "set", "inet", "moat", set); !strings.Contains(out, want) {
+			t.Errorf("set %s lacks %s:\n%s", set, want, out)
+		}
+	}
+	// A delete of an element the kernel no longer has (it just timed out)
+	// must not abort the rest of the change.
+	if err := a.Update(firewall.Bans, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.9.9/32")}},
+		[]firewall.Element{{Prefix: netip.MustParsePrefix("10.210.9.10/32")}}); err != nil {
+		t.Fatalf("deleting an absent element: %v", err)
+	}
+}
+
+// TestWatchSeesOthersDeletions: the monitor behind the cheap reconcile
+// calls changed when another process deletes a ban element, and not for
+// moat's own changes.
+func TestWatchSeesOthersDeletions(t *testing.T) {
+	netnstest.RequireRoot(t)
+	netnstest.RequireCommands(t, "nft")
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.3.1/32")}, {Prefix: netip.MustParsePrefix("10.210.4.0/24")}}
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	changed := make(chan struct{}, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Watch(ctx, func() { changed <- struct{}{} })
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(200 * time.Millisecond) // joined
+	// moat's own changes, and an install, are not news.
+	if err := a.Update(firewall.Bans, []firewall.Element{els[0]}, []firewall.Element{{Prefix: netip.MustParsePrefix("10.210.3.2/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-changed:
+		t.Fatal("moat's own change was taken for another process's")
+	default:
+	}
+	ns.Run(t, "nft", "delete", "element", "inet", "moat", "ban4", "{ 10.210.3.1 }")
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deletion by nft was not seen")
 	}
 }
 
@@ -245,5 +302,151 @@ func TestGrantsRoundTrip(t *testing.T) {
 	}
 	if gs, _ := a.Grants(); len(gs) != 1 {
 		t.Fatalf("after delete: %+v", gs)
+	}
+}
+
+// BenchmarkApplyMillionBans installs the table with 1,000,000 bans (half
+// IPv4, half IPv6, one in a thousand a prefix) in one transaction, as the
+// daemon does at start. Needs root. Run it with -benchtime=1x.
+func BenchmarkApplyMillionBans(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()
+	rs := firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.Apply(rs, els, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// MillionBans is 1,000,000 ban elements: 500,000 IPv4 (hosts in 10.0.0.0/9
+// and /24s above it) and 500,000 IPv6, one in a thousand a prefix.
+func MillionBans() []firewall.Element {
+	els := make([]firewall.Element, 0, 1_000_000)
+	for i := range 500_000 {
+		a4 := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		p4 := netip.PrefixFrom(a4, 32)
+		a6 := netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 8: byte(i >> 16), 9: byte(i >> 8), 15: byte(i)})
+		p6 := netip.PrefixFrom(a6, 128)
+		if i%1000 == 999 {
+			p4 = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 128 + byte(i>>16), byte(i >> 8), 0}), 24)
+			p6 = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x11, 4: byte(i >> 16), 5: byte(i >> 8)}), 48)
+		}
+		els = append(els, firewall.Element{Prefix: p4, Timeout: time.Hour}, firewall.Element{Prefix: p6, Timeout: 2 * time.Hour})
+	}
+	return els
+}
+
+// BenchmarkUpdateOneBan times one ban's netlink transaction, as the ban
+// manager makes it for each guard's ban, with 100,000 bans in the sets.
+// Needs root.
+func BenchmarkUpdateOneBan(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()[:100_000]
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		b.Fatal(err)
+	}
+	add := make([]firewall.Element, 1)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		add[0] = firewall.Element{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)}), 32), Timeout: time.Hour}
+		if err := a.Update(firewall.Bans, nil, add); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadMillionBans reads 1,000,000 ban elements back from the
+// kernel, as the reconcile does when the monitor saw a change and a start
+// after a kill -9 does. Needs root; run it with -benchtime=1x.
+func BenchmarkReadMillionBans(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		if err := a.EachElement(firewall.Bans, func(firewall.Element) { n++ }); err != nil {
+			b.Fatal(err)
+		}
+		if n != len(els) {
+			b.Fatalf("read %d elements, want %d", n, len(els))
+		}
+	}
+}
+
+// TestMissingFindsWhatTheSetsLack: the lookup by key finds hosts and
+// prefixes that are there, and names those that are not.
+func TestMissingFindsWhatTheSetsLack(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	els := MillionBans()[:3000]
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil), els, nil); err != nil {
+		t.Fatal(err)
+	}
+	ps := make([]netip.Prefix, len(els))
+	for i, e := range els {
+		ps[i] = e.Prefix
+	}
+	absent := []netip.Prefix{netip.MustParsePrefix("10.210.9.9/32"), netip.MustParsePrefix("fd00:210:99::/48")}
+	missing, err := a.Missing(firewall.Bans, append(ps, absent...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(missing, netip.Prefix.Compare)
+	if !slices.Equal(missing, absent) {
+		t.Fatalf("missing %v, want %v", missing, absent)
+	}
+}
+
+// TestHostSetsGrowBeforeTheyFill: the host sets are sized from the bans
+// they are installed with; bans added after fill them up, Crowded says so
+// at three quarters, and an install with the bans sizes them anew. Past
+// its size the kernel refuses a ban, which is why.
+func TestHostSetsGrowBeforeTheyFill(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	rs := firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil)
+	if err := a.Apply(rs, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var els []firewall.Element
+	for i := range 65536 {
+		els = append(els, firewall.Element{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32), Timeout: time.Hour})
+	}
+	if err := a.Update(firewall.Bans, nil, els[:50000]); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Crowded() {
+		t.Fatal("50,000 hosts in a set of 65,536: not reported crowded")
+	}
+	if err := a.Update(firewall.Bans, nil, els[50000:]); err != nil {
+		t.Fatal(err)
+	}
+	over := []firewall.Element{{Prefix: netip.MustParsePrefix("10.2.0.1/32")}}
+	if err := a.Update(firewall.Bans, nil, over); err == nil {
+		t.Fatal("the kernel took a host past the set's size: the sizing is not what bounds it")
+	}
+	if err := a.Apply(rs, append(els, over...), nil); err != nil {
+		t.Fatal(err)
+	}
+	if a.Crowded() {
+		t.Fatal("still crowded after an install sized for the bans")
+	}
+	if err := a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.2.0.2/32")}}); err != nil {
+		t.Fatalf("a ban after the bigger install: %v", err)
 	}
 }

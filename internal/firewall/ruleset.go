@@ -20,12 +20,17 @@ import (
 // touches any other table.
 const TableName = "moat"
 
-// Names of the sets whose elements moat manages at run time.
+// Names of the sets whose elements moat manages at run time. Banned hosts
+// go in hash sets (one element each, O(1) to add, find and delete, so a
+// million restore in one transaction in well under a second); banned
+// prefixes in interval sets beside them. Allows are few: intervals.
 const (
-	SetBan4   = "ban4"
-	SetBan6   = "ban6"
-	SetAllow4 = "allow4"
-	SetAllow6 = "allow6"
+	SetBan4    = "ban4"
+	SetBan6    = "ban6"
+	SetBanNet4 = "bannet4"
+	SetBanNet6 = "bannet6"
+	SetAllow4  = "allow4"
+	SetAllow6  = "allow6"
 )
 
 // LogPrefix is the NFLOG prefix for packets dropped for reason: "moat:closed",
@@ -92,6 +97,8 @@ const (
 	// SetBlocklist holds a blocklist's ranges: intervals without
 	// timeouts, filled from Ranges (see blocklist.go).
 	SetBlocklist
+	// SetHosts holds banned host addresses: a hash with timeouts.
+	SetHosts
 )
 
 // Names of the grant sets knock doors add to.
@@ -175,7 +182,8 @@ func mldTypes() []byte { return []byte{130, 131, 132, 143} }
 // knock sets and rules.
 func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset {
 	rs := &Ruleset{
-		Sets:     []SetDef{{Name: SetBan4}, {Name: SetBan6, V6: true}, {Name: SetAllow4}, {Name: SetAllow6, V6: true}},
+		Sets: []SetDef{{Name: SetBan4, Type: SetHosts}, {Name: SetBan6, V6: true, Type: SetHosts},
+			{Name: SetBanNet4}, {Name: SetBanNet6, V6: true}, {Name: SetAllow4}, {Name: SetAllow6, V6: true}},
 		Counters: []string{CounterBan, CounterInvalid, CounterClosed, CounterMapped},
 		LogRate:  fw.LogRate,
 		LogBurst: fw.LogBurst,
@@ -203,8 +211,7 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add := func(r ...Rule) { guard.Rules = append(guard.Rules, r...) }
 	add(rule(saddrPrefix(mapped6), counterObj(CounterMapped), drop()))
 	// Bans come before conntrack so a ban also cuts connections already open.
-	add(rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
-		rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()))
+	add(banDrops(false)...)
 	pbSets, pbRules := portBanRules()
 	rs.Sets = append(rs.Sets, pbSets...)
 	rs.Counters = append(rs.Counters, CounterPortBan)
@@ -302,16 +309,10 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 
 	switch fw.Forward {
 	case "ban":
-		rs.Chains = append(rs.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: []Rule{
-			rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
-			rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()),
-		}})
+		rs.Chains = append(rs.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: banDrops(false)})
 	case "drop":
-		rs.Chains = append(rs.Chains, Chain{Name: "forward", Hook: "forward", Policy: "drop", Rules: []Rule{
-			rule(saddrIn(SetBan4, false), counterObj(CounterBan), drop()),
-			rule(saddrIn(SetBan6, true), counterObj(CounterBan), drop()),
-			rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related"), accept()),
-		}})
+		rs.Chains = append(rs.Chains, Chain{Name: "forward", Hook: "forward", Policy: "drop", Rules: append(banDrops(false),
+			rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related"), accept()))})
 	}
 	return rs
 }
@@ -333,6 +334,10 @@ func (rs *Ruleset) String() string {
 		switch s.Type {
 		case SetPrefixes:
 			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval,timeout\n\t}\n\n", s.Name, typ)
+		case SetHosts:
+			// The least size: the kernel's grows with the bans (see
+			// hostSetSize).
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tsize %d\n\t\tflags timeout\n\t}\n\n", s.Name, typ, minHostSet)
 		case SetSources:
 			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
 				s.Name, typ, s.Size, nftDuration(s.Timeout))

@@ -54,10 +54,14 @@ func trustedChain() Chain {
 	return Chain{Name: chainTrusted, Rules: append(banDrops(false), rule(accept()))}
 }
 
+// banDrops drops what the ban sets hold, hosts and prefixes, IPv4 and
+// IPv6 (source addresses, or destinations with dst).
 func banDrops(dst bool) []Rule {
 	return []Rule{
 		rule(addrIn(SetBan4, false, dst), counterObj(CounterBan), drop()),
+		rule(addrIn(SetBanNet4, false, dst), counterObj(CounterBan), drop()),
 		rule(addrIn(SetBan6, true, dst), counterObj(CounterBan), drop()),
+		rule(addrIn(SetBanNet6, true, dst), counterObj(CounterBan), drop()),
 	}
 }
 

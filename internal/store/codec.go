@@ -225,8 +225,17 @@ func (d *decoder) string(what string) string {
 	return s
 }
 
+// interned shares the strings that repeat across records (a handful of
+// origins, and reasons that guards word alike) while decoding many: one
+// copy each rather than one per record.
+type interned map[string]string
+
+// internMax bounds an interned table: past it, strings are copied as usual
+// (reasons that name an address or a user are all different).
+const internMax = 4096
+
 // intern is string, returning the copy held in m if there is one.
-func (d *decoder) intern(what string, m map[string]string) string {
+func (d *decoder) intern(what string, m interned) string {
 	n := d.uvarint(what)
 	if n > uint64(len(d.b)) {
 		d.fail(what)
@@ -238,7 +247,7 @@ func (d *decoder) intern(what string, m map[string]string) string {
 		return s
 	}
 	s := string(b)
-	if len(m) < 64 {
+	if len(m) < internMax {
 		m[s] = s
 	}
 	return s
@@ -252,9 +261,8 @@ func (d *decoder) finish() error {
 }
 
 // decodeEntry decodes a value written by appendEntry for prefix p. If
-// origins is not nil, origin strings are shared through it: there are a
-// handful of distinct ones across 100k records.
-func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, error) {
+// strs is not nil, origin and reason strings are shared through it.
+func decodeEntry(p netip.Prefix, v []byte, strs interned) (Entry, error) {
 	d := decoder{b: v}
 	if ver := d.byte("version"); d.err == nil && ver != entryVersion {
 		return Entry{}, fmt.Errorf("unknown version %d", ver)
@@ -271,12 +279,13 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 		e.Expires = d.time("expires")
 	}
 	e.Count = d.int("count")
-	if origins != nil {
-		e.Origin = d.intern("origin", origins)
+	if strs != nil {
+		e.Origin = d.intern("origin", strs)
+		e.Reason = d.intern("reason", strs)
 	} else {
 		e.Origin = d.string("origin")
+		e.Reason = d.string("reason")
 	}
-	e.Reason = d.string("reason")
 	for d.err == nil && len(d.b) > 0 {
 		switch d.byte("field tag") {
 		case tagPorts:
@@ -291,8 +300,8 @@ func decodeEntry(p netip.Prefix, v []byte, origins map[string]string) (Entry, er
 				d.b = d.b[3:]
 			}
 		case tagHost:
-			if origins != nil {
-				e.Host = d.intern("host", origins) // a fleet has a handful of hosts
+			if strs != nil {
+				e.Host = d.intern("host", strs) // a fleet has a handful of hosts
 			} else {
 				e.Host = d.string("host")
 			}

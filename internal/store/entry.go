@@ -318,45 +318,63 @@ func (s *Store) get(bucket []byte, p netip.Prefix) (Entry, bool, error) {
 }
 
 func (s *Store) list(bucket []byte) ([]Entry, error) {
+	var out []Entry
+	err := s.each(bucket, func(n int) { out = make([]Entry, 0, n) }, func(e Entry) { out = append(out, e) })
+	return out, err
+}
+
+// EachBan calls fn with every ban record, active or not, in the order of
+// Bans, without gathering them: a daemon loading a million bans keeps
+// them in its own compact form. size is told first how many records there
+// are (nil: not asked). Strings that repeat (origins, reasons) are shared.
+// Corrupt records are skipped and reported as Bans reports them.
+func (s *Store) EachBan(size func(int), fn func(Entry)) error {
+	return s.each(bucketBans, size, fn)
+}
+
+// each decodes every record of bucket in key order and hands it to fn,
+// after telling size how many there are (nil: not asked).
+func (s *Store) each(bucket []byte, size func(int), fn func(Entry)) error {
 	var (
-		out      []Entry
 		bad      int
 		firstBad error
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
-		// Counting reads page headers only, and saves growing the slice
-		// through five times its final size for 100k records.
-		out = make([]Entry, 0, b.Stats().KeyN)
-		origins := map[string]string{}
+		if size != nil {
+			// Counting reads page headers only, and saves growing a slice
+			// through five times its final size for 100k records.
+			size(b.Stats().KeyN)
+		}
+		strs := interned{}
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			e, err := decodeRecord(k, v, origins)
+			e, err := decodeRecord(k, v, strs)
 			if err != nil {
 				if bad++; firstBad == nil {
 					firstBad = corrupt(bucket, k, err)
 				}
 				continue
 			}
-			out = append(out, e)
+			fn(e)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, s.wrap("state store: reading "+string(bucket), err)
+		return s.wrap("state store: reading "+string(bucket), err)
 	}
 	if bad > 0 {
-		return out, fmt.Errorf("%d unreadable %s records skipped, first: %w", bad, bucket, firstBad)
+		return fmt.Errorf("%d unreadable %s records skipped, first: %w", bad, bucket, firstBad)
 	}
-	return out, nil
+	return nil
 }
 
-func decodeRecord(k, v []byte, origins map[string]string) (Entry, error) {
+func decodeRecord(k, v []byte, strs interned) (Entry, error) {
 	p, err := parseKey(k)
 	if err != nil {
 		return Entry{}, err
 	}
-	return decodeEntry(p, v, origins)
+	return decodeEntry(p, v, strs)
 }
 
 func (s *Store) prune(bucket []byte, now time.Time) ([]Entry, error) {
