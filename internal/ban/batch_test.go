@@ -1,6 +1,7 @@
 package ban
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 	"time"
@@ -176,4 +177,45 @@ func TestAddRemoteChunks(t *testing.T) {
 	if len(st.bans) != 5 {
 		t.Errorf("stored %d bans, want 5", len(st.bans))
 	}
+}
+
+// The compact records keep which host a fleet ban came from: `moat ban
+// list` shows it, and a restart (the store) keeps it.
+func TestFleetHostKeptInRecords(t *testing.T) {
+	st, enf := newMemStore(), newEnforcer()
+	m, err := New(st, enf, nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := []Remote{
+		{Prefix: mp("10.210.1.1/32"), Until: t0.Add(time.Hour), Reason: "login", Host: "web-1"},
+		{Prefix: mp("10.210.2.0/24"), Until: t0.Add(time.Hour), Reason: "scan", Host: "web-2"},
+	}
+	if _, err := m.AddRemote(rs, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Add(Request{Prefix: mp("10.210.3.3/32"), Origin: "login", For: time.Hour}, t0); err != nil {
+		t.Fatal(err)
+	}
+	m.Flush()
+	check := func(m *Manager, when string) {
+		t.Helper()
+		hosts := map[netip.Prefix]string{}
+		for _, e := range m.List(t0) {
+			hosts[e.Prefix] = e.Host
+		}
+		want := map[netip.Prefix]string{mp("10.210.1.1/32"): "web-1", mp("10.210.2.0/24"): "web-2", mp("10.210.3.3/32"): ""}
+		if !maps.Equal(hosts, want) {
+			t.Fatalf("%s: hosts %v, want %v", when, hosts, want)
+		}
+		if got := len(m.FleetBans(t0)); got != 2 {
+			t.Fatalf("%s: %d fleet bans, want 2", when, got)
+		}
+	}
+	check(m, "running")
+	m2, err := New(st, newEnforcer(), nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(m2, "after a restart")
 }
