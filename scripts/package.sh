@@ -43,6 +43,11 @@ mkdir -p "$root/usr/sbin"
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath \
 	-ldflags "-s -w -X github.com/moat-fw/moat/internal/cli.Version=$VERSION" \
 	-o "$root/usr/sbin/moat" ./cmd/moat
+# The embedded NATS server of `moat fleet server`, a binary of its own so
+# that the daemon does not carry its code; moat runs it from libexec.
+mkdir -p "$root/usr/libexec/moat"
+CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags "-s -w" \
+	-o "$root/usr/libexec/moat/moat-fleet-server" ./cmd/moat-fleet-server
 # The docs are generated from the command tree by cmd/moat-gendocs, built
 # for this machine whatever the package's architecture (the man page
 # generator is not in moat's own binary).
@@ -95,6 +100,7 @@ install -d "$root/usr/share/lintian/overrides"
 cat >"$root/usr/share/lintian/overrides/moat" <<OVERRIDES
 # Go, CGO_ENABLED=0 by design: see scripts/package.sh.
 moat: statically-linked-binary [usr/sbin/moat]
+moat: statically-linked-binary [usr/libexec/moat/moat-fleet-server]
 OVERRIDES
 chmod 644 "$root/usr/share/lintian/overrides/moat"
 

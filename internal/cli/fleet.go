@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,13 +71,24 @@ func (a *app) fleetCmd() *cobra.Command {
 				return fmt.Errorf("--listen %q: want an IP address and port, like \"10.0.0.5:4222\"", listen)
 			}
 			host, _ := os.Hostname()
-			return fleet.Serve(cmd.Context(), fleet.ServerOptions{
-				Listen: ap, StoreDir: filepath.Join(ld.Cfg.Daemon.StateDir, "fleet-nats"), Name: f.HostOrDefault(host),
-				User: f.User, PasswordFile: f.PasswordFile,
-				Ready: func(url string) {
-					fmt.Fprintf(a.out, "fleet server ready for clients at %s (JetStream storage %s)\n", url, filepath.Join(ld.Cfg.Daemon.StateDir, "fleet-nats"))
-				},
-			})
+			bin, err := fleetServerBinary()
+			if err != nil {
+				return err
+			}
+			argv := []string{"-listen", ap.String(), "-store", filepath.Join(ld.Cfg.Daemon.StateDir, "fleet-nats"), "-name", f.HostOrDefault(host)}
+			if f.User != "" {
+				argv = append(argv, "-user", f.User, "-password-file", f.PasswordFile)
+			}
+			c := exec.CommandContext(cmd.Context(), bin, argv...)
+			c.Stdout, c.Stderr = a.out, cmd.ErrOrStderr()
+			// Ctrl-C reaches it too (same process group); a cancelled
+			// context stops it with SIGTERM, which it ends on cleanly.
+			c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+			err = c.Run()
+			if err != nil && cmd.Context().Err() != nil && c.ProcessState != nil && c.ProcessState.Success() {
+				return nil // stopped as asked, and it shut down cleanly
+			}
+			return err
 		},
 	}
 	server.Flags().StringVar(&listen, "listen", "", "address and port to listen on (default: [fleet] server_listen)")
@@ -118,3 +131,29 @@ func printFleet(w io.Writer, st *fleet.Status) {
 }
 
 func ms(d fleet.Duration) string { return time.Duration(d).Round(10 * time.Microsecond).String() }
+
+// fleetServerBinary finds moat-fleet-server: beside moat's own binary (a
+// checkout's build), in /usr/libexec/moat (the Debian package), else on
+// PATH. The NATS
+// server lives in its own binary so that every moat daemon does not carry
+// its code (about 4 MB of RSS, 13 MB of binary).
+func fleetServerBinary() (string, error) {
+	const name = "moat-fleet-server"
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), name); isExecutable(p) {
+			return p, nil
+		}
+	}
+	if p := filepath.Join("/usr/libexec/moat", name); isExecutable(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("moat fleet server runs %s, which is neither beside moat, in /usr/libexec/moat nor on PATH: the Debian package installs it; from a checkout, go build -o DIR/%s ./cmd/%s with DIR the directory of moat", name, name, name)
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/fleet/natsserver"
 	"github.com/moat-fw/moat/internal/protect"
 	"github.com/moat-fw/moat/internal/store"
 )
@@ -440,7 +441,7 @@ func TestEmbeddedServer(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, ServerOptions{Listen: ap, StoreDir: dir, Name: "t", Ready: func(u string) { ready <- u }})
+		done <- natsserver.Serve(ctx, natsserver.Options{Listen: ap, StoreDir: dir, Name: "t", Ready: func(u string) { ready <- u }})
 	}()
 	var url string
 	select {

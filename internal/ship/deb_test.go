@@ -64,7 +64,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 dpkg -i /tmp/moat.deb > /tmp/install.log 2>&1 || { cat /tmp/install.log >&2; fail "dpkg -i"; }
 cat /tmp/install.log
-for f in /usr/sbin/moat /lib/systemd/system/moat.service /etc/moat/moat.toml \
+for f in /usr/sbin/moat /usr/libexec/moat/moat-fleet-server /lib/systemd/system/moat.service /etc/moat/moat.toml \
 	/usr/share/man/man8/moat.8.gz /usr/share/man/man8/moat-firewall-off.8.gz \
 	/usr/share/bash-completion/completions/moat /usr/share/zsh/vendor-completions/_moat \
 	/usr/share/fish/vendor_completions.d/moat.fish /usr/share/doc/moat/copyright /usr/share/doc/moat/README.md; do
