@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -82,6 +83,14 @@ func SSHPorts(ctx context.Context, log *slog.Logger) []uint16 {
 	return ports
 }
 
+// gcPercent is the daemon's GOGC unless the environment sets one. A host
+// guard should stay small when it is attacked: under a flood of forged
+// scanners (TestForgedScannerFloodIsCapped) the default 100 let peak RSS
+// swing between 60 and 66 MB, 50 keeps it near 58. The cost is small
+// because the packet and line paths allocate nothing: the collector runs
+// when guards record what they saw, not per packet.
+const gcPercent = 50
+
 // recentEvents is how many events the daemon keeps for a watcher that
 // arrives late (the live page's first view).
 const recentEvents = 1000
@@ -148,6 +157,9 @@ type Daemon struct {
 func Run(ctx context.Context, opts Options) error {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
