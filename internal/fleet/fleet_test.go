@@ -484,3 +484,30 @@ func TestPortLimitedBansStayLocal(t *testing.T) {
 		t.Fatal("a ban on tcp/80 and tcp/443 only would be shared as a whole-host ban")
 	}
 }
+
+// A publication the bucket did not acknowledge is queued again, backing
+// off, at most maxRetries times; an unban drops the retries of its key.
+func TestUnacknowledgedBansAreRetriedAndUnbansWin(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := &publisher{f: &Fleet{now: func() time.Time { return now }}, prefix: "$KV.moat-bans.", retry: make(chan retryMsg, 16)}
+	m := &nats.Msg{Subject: "$KV.moat-bans." + Key(netip.MustParsePrefix("192.0.2.7/32")), Data: []byte("v"), Header: nats.Header{"Nats-TTL": []string{"3600s"}}}
+	for n := 1; n <= maxRetries; n++ {
+		p.again(m)
+		r := <-p.retry
+		if r.attempts != n || r.msg.Header.Get("Nats-TTL") != "3600s" || !r.at.Equal(now.Add(time.Second<<(n-1))) {
+			t.Fatalf("retry %d: %+v (header %v)", n, r, r.msg.Header)
+		}
+		m = r.msg
+	}
+	p.again(m)
+	if len(p.retry) != 0 {
+		t.Fatalf("a publication tried %d times queued again", maxRetries+1)
+	}
+	other := &nats.Msg{Subject: "$KV.moat-bans." + Key(netip.MustParsePrefix("192.0.2.8/32")), Header: nats.Header{}}
+	p.again(other)
+	p.again(&nats.Msg{Subject: m.Subject, Header: nats.Header{}})
+	left := p.forget(nil, m.Subject)
+	if len(left) != 1 || left[0].msg.Subject != other.Subject {
+		t.Fatalf("after the unban: %+v", left)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,9 +29,30 @@ type publisher struct {
 
 	mu   sync.Mutex
 	keys map[netip.Prefix]bool // keys seen in the replay under way
+
+	// retry holds publications the bucket did not acknowledge (a node
+	// lost, a stream leader being elected): they are sent again, a few
+	// times, backing off. A replay brings back the guards' bans the bucket
+	// lacks, but not manual ones (the store does not say which were
+	// shared), so a manual --fleet ban made during a failover would be
+	// lost without this.
+	retry chan retryMsg
 }
 
+// retryMsg is a publication to send again after at.
+type retryMsg struct {
+	msg      *nats.Msg
+	attempts int
+	at       time.Time
+}
+
+// maxRetries bounds the attempts after the first: 1+2+4+8+16 s, past
+// a NATS cluster's leader election, short of an outage (after one, the
+// replay at reconnect takes over for the guards' bans).
+const maxRetries = 5
+
 func newPublisher(nc *nats.Conn, f *Fleet) (*publisher, error) {
+	p := &publisher{f: f, prefix: "$KV." + f.cfg.Bucket + ".", keys: map[netip.Prefix]bool{}, retry: make(chan retryMsg, 1024)}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(maxPending),
 		jetstream.WithPublishAsyncTimeout(10*time.Second),
@@ -43,20 +65,87 @@ func newPublisher(nc *nats.Conn, f *Fleet) (*publisher, error) {
 			f.mu.Lock()
 			f.st.SendFailed++
 			f.mu.Unlock()
-			f.log.Debug("fleet: a shared ban was not acknowledged (it is published again at the next connect)", "subject", m.Subject, "err", err)
+			f.log.Debug("fleet: a shared ban was not acknowledged; sending it again", "subject", m.Subject, "err", err)
+			p.again(m)
 		}))
 	if err != nil {
 		return nil, err
 	}
-	return &publisher{f: f, js: js, prefix: "$KV." + f.cfg.Bucket + ".", keys: map[netip.Prefix]bool{}}, nil
+	p.js = js
+	return p, nil
+}
+
+// again queues m to be sent again, unless it was tried enough or the
+// queue is full (counted as dropped).
+func (p *publisher) again(m *nats.Msg) {
+	n := 0
+	if v := m.Header.Get(hdrAttempt); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	if n >= maxRetries {
+		return
+	}
+	r := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}
+	for k, vs := range m.Header {
+		r.Header[k] = append([]string(nil), vs...)
+	}
+	r.Header.Set(hdrAttempt, strconv.Itoa(n+1))
+	select {
+	case p.retry <- retryMsg{msg: r, attempts: n + 1, at: p.f.now().Add(time.Second << n)}:
+	default:
+		p.f.mu.Lock()
+		p.f.st.Dropped++
+		p.f.mu.Unlock()
+	}
+}
+
+// forget drops the retries queued for subject, those still in the
+// channel included.
+func (p *publisher) forget(pending []retryMsg, subject string) []retryMsg {
+	for {
+		select {
+		case r := <-p.retry:
+			pending = append(pending, r)
+			continue
+		default:
+		}
+		break
+	}
+	return slices.DeleteFunc(pending, func(r retryMsg) bool { return r.msg.Subject == subject })
+}
+
+// hdrAttempt counts a publication's attempts after the first.
+const hdrAttempt = "Moat-Attempt"
+
+// resend sends the retries that are due and keeps the others.
+func (p *publisher) resend(pending []retryMsg) []retryMsg {
+	now := p.f.now()
+	kept := pending[:0]
+	for _, r := range pending {
+		if r.at.After(now) {
+			kept = append(kept, r)
+			continue
+		}
+		if _, err := p.js.PublishMsgAsync(r.msg); err != nil {
+			p.again(r.msg)
+		}
+	}
+	return kept
 }
 
 // run publishes the bus's bans and unbans until ctx ends.
 func (p *publisher) run(ctx context.Context, kv jetstream.KeyValue, sub *events.Sub) error {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var pending []retryMsg
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case r := <-p.retry:
+			pending = append(pending, r)
+		case <-tick.C:
+			pending = p.resend(pending)
 		case ev, ok := <-sub.C:
 			if !ok {
 				return nil
@@ -66,6 +155,8 @@ func (p *publisher) run(ctx context.Context, kv jetstream.KeyValue, sub *events.
 				p.put(ev.Prefix, Value{Origin: ev.Origin, Reason: ev.Reason, Host: p.f.host, Count: max(ev.Count, 1),
 					Created: ev.Time, Until: ev.Until}, p.f.now())
 			case ev.Kind == events.Unban && ev.Origin == ban.OriginManual:
+				// A retry of the ban must not bring it back after the unban.
+				pending = p.forget(pending, p.prefix+Key(ev.Prefix))
 				// An unban here lifts the ban everywhere, whoever made it.
 				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				err := kv.Delete(dctx, Key(ev.Prefix))
