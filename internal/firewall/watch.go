@@ -53,6 +53,9 @@ func (a *Applier) Watch(ctx context.Context, changed func()) {
 			watched[r.name] = true
 		}
 	}
+	// Port-limited bans are bans too: a flush of their sets must bring
+	// the full read that puts them back.
+	watched[SetPortBan4], watched[SetPortBan6] = true, true
 	for ctx.Err() == nil {
 		s, err := a.openMonitor()
 		if err != nil {
