@@ -66,7 +66,7 @@ func (f *Fleet) Enabled() bool { return len(f.Servers) > 0 }
 
 var fleetKeys = []key{
 	{"servers", func(d *decoder, p string, v any) {
-		d.strList(p, v, `a list like ["nats://10.0.0.5:4222"]`, &d.cfg.Fleet.Servers)
+		d.strs(p, v, `a list like ["nats://10.0.0.5:4222"]`, &d.cfg.Fleet.Servers)
 	}},
 	{"host", func(d *decoder, p string, v any) { d.str(p, v, &d.cfg.Fleet.Host) }},
 	{"bucket", func(d *decoder, p string, v any) { d.str(p, v, &d.cfg.Fleet.Bucket) }},
@@ -83,13 +83,13 @@ var fleetKeys = []key{
 	{"tls_cert", func(d *decoder, p string, v any) { d.absPath(p, v, &d.cfg.Fleet.TLSCert) }},
 	{"tls_key", func(d *decoder, p string, v any) { d.absPath(p, v, &d.cfg.Fleet.TLSKey) }},
 	{"publish", func(d *decoder, p string, v any) {
-		d.strList(p, v, `a list like ["login", "scan"]`, &d.cfg.Fleet.Publish)
+		d.strs(p, v, `a list like ["login", "scan"]`, &d.cfg.Fleet.Publish)
 	}},
 	{"accept", func(d *decoder, p string, v any) {
-		d.strList(p, v, `a list like ["login", "scan"]`, &d.cfg.Fleet.Accept)
+		d.strs(p, v, `a list like ["login", "scan"]`, &d.cfg.Fleet.Accept)
 	}},
 	{"accept_hosts", func(d *decoder, p string, v any) {
-		d.strList(p, v, `a list of host names like ["web-1", "web-2"]`, &d.cfg.Fleet.AcceptHosts)
+		d.strs(p, v, `a list of host names like ["web-1", "web-2"]`, &d.cfg.Fleet.AcceptHosts)
 	}},
 	{"min_count", func(d *decoder, p string, v any) {
 		if n, ok := d.uint(p, v, 1, 1_000_000); ok {
@@ -102,22 +102,6 @@ var fleetKeys = []key{
 		}
 	}},
 	{"server_listen", func(d *decoder, p string, v any) { d.str(p, v, &d.cfg.Fleet.ServerListen) }},
-}
-
-// strList decodes a list of strings.
-func (d *decoder) strList(path string, v any, want string, dst *[]string) {
-	var out []string
-	ok := d.list(path, v, want, func(p string, e any) {
-		s, ok := e.(string)
-		if !ok {
-			d.badType(p, e, "a string in quotes")
-			return
-		}
-		out = append(out, s)
-	})
-	if ok {
-		*dst = out
-	}
 }
 
 // ValidHostName reports whether s may name a host in the fleet: what a
