@@ -642,7 +642,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "\nallows:    %d\n", st.Allows)
 	if len(st.Counters) > 0 {
 		fmt.Fprint(w, "dropped:  ")
-		for _, name := range append([]string{firewall.CounterBan, firewall.CounterClosed, firewall.CounterInvalid}, firewall.StealthReasons()...) {
+		for _, name := range append([]string{firewall.CounterBan, firewall.CounterClosed, firewall.CounterScanHold, firewall.CounterInvalid}, firewall.StealthReasons()...) {
 			if c, ok := st.Counters[name]; ok {
 				fmt.Fprintf(w, " %s %d", name, c.Packets)
 			}

@@ -239,6 +239,7 @@ func TestParseErrors(t *testing.T) {
 		{"use_dns value", "[login]\nmode = \"normal\"\nuse_dns = \"maybe\"\n", `line 3: login.use_dns "maybe": want "no", "warn" or "yes"`},
 		{"use_dns type", "[login]\nuse_dns = false\n", `line 2: login.use_dns`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
+		{"scan hold too short", "[scan]\nenabled = true\nhold = \"500ms\"\n", `line 3: scan.hold "500ms": want "0s" (no hold) or "1s" to "1h"`},
 		{"relative door log file", "\n[doors]\nlog_file = \"knock.log\"\n", `line 3: doors.log_file "knock.log": want an absolute path like "/var/log/moat-knock.log"`},
 		{"metrics on a host name", "\n[metrics]\nlisten = \"localhost:9733\"\n", `line 3: metrics.listen "localhost:9733": want an IP address and port`},
 		{"metrics on every address unasked", "\n[metrics]\nlisten = \":9733\"\n", `line 3: metrics.listen ":9733": want an IP address and port`},

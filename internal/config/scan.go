@@ -24,6 +24,9 @@ type Scan struct {
 	FirstBan          time.Duration // first_ban: length of a source's first scan ban
 	BanTimeMultiplier float64       // ban_time_multiplier: each repeat lasts this many times longer, up to block_for
 	MaxBansPerMinute  int           // max_bans_per_minute: scan bans made at most; the rest are counted, not made
+	// Hold is how long the kernel drops the crafted SYNs of a source that
+	// sprays them at closed ports, until the guard's ban lands (0: off).
+	Hold time.Duration // hold
 	// psad's report settings (report.go).
 	Danger      []ScanDanger // [[scan.danger]]: fixed danger levels by address (psad's auto_dl)
 	IgnorePorts []PortSpec   // ignore_ports: probes to these ports are not scored (psad's IGNORE_PORTS)
@@ -43,6 +46,7 @@ func defaultScan() Scan {
 		FirstBan:          10 * time.Minute,
 		BanTimeMultiplier: 6,
 		MaxBansPerMinute:  100,
+		Hold:              time.Minute,
 	}
 }
 
@@ -84,6 +88,7 @@ var scanKeys = append([]key{
 			d.cfg.Scan.MaxBansPerMinute = int(n)
 		}
 	}},
+	{"hold", func(d *decoder, p string, v any) { d.duration(p, v, &d.cfg.Scan.Hold) }},
 	{"retention", func(d *decoder, p string, v any) {
 		if n, ok := d.uint(p, v, 0, 1_000_000); ok {
 			d.cfg.Scan.Retention = int(n)
@@ -117,6 +122,9 @@ func (s *Scan) problems() []problem {
 	}
 	if s.FirstBan < time.Second {
 		out = append(out, problem{"scan.first_ban", strconv.Quote(s.FirstBan.String()), `too short; want at least "1s"`})
+	}
+	if s.Hold != 0 && (s.Hold < time.Second || s.Hold > time.Hour) {
+		out = append(out, problem{"scan.hold", strconv.Quote(s.Hold.String()), `want "0s" (no hold) or "1s" to "1h"`})
 	}
 	if s.BanTimeMultiplier < 1 {
 		out = append(out, problem{"scan.ban_time_multiplier", strconv.FormatFloat(s.BanTimeMultiplier, 'g', -1, 64), "want a number of at least 1 (1: every scan ban is first_ban long)"})

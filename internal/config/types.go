@@ -80,6 +80,12 @@ type Firewall struct {
 	SPAClientIDs [][8]byte
 	SPAFwknop    bool
 
+	// The scan guard's kernel hold, filled in by daemon.FirewallFor from
+	// [scan]: how long a source that sprays crafted SYNs at closed ports
+	// has them dropped (0: no hold), and the sources never put on hold.
+	ScanHold       time.Duration
+	ScanHoldIgnore []netip.Prefix
+
 	// Blocklists are the names of the [[blocklist]] entries, each with
 	// its sets and drop rules, filled in by daemon.FirewallFor.
 	Blocklists []string

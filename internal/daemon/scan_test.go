@@ -158,3 +158,31 @@ func TestScanGuardPublishesTheScanThenTheBan(t *testing.T) {
 		}
 	}
 }
+
+// The kernel's scan hold follows [scan]: on with the guard and its
+// blocking, with the guard's ignore list; off when the guard only alerts,
+// is off, or hold is "0s".
+func TestFirewallForScanHold(t *testing.T) {
+	ignore := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	for _, c := range []struct {
+		name    string
+		enabled bool
+		level   int
+		hold    time.Duration
+		want    time.Duration
+	}{
+		{"blocking", true, 3, time.Minute, time.Minute},
+		{"alerts only", true, 0, time.Minute, 0},
+		{"guard off", false, 3, time.Minute, 0},
+		{"hold off", true, 3, 0, 0},
+	} {
+		cfg := &config.Config{Scan: config.Scan{Enabled: c.enabled, BlockLevel: c.level, Hold: c.hold, Ignore: ignore}}
+		fw, err := FirewallFor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fw.ScanHold != c.want || c.want > 0 && !slices.Equal(fw.ScanHoldIgnore, ignore) {
+			t.Errorf("%s: hold %v ignore %v, want %v and the guard's ignore list", c.name, fw.ScanHold, fw.ScanHoldIgnore, c.want)
+		}
+	}
+}

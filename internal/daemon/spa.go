@@ -347,6 +347,9 @@ func udpPayload(b []byte, p *packet.Packet) ([]byte, bool) {
 func FirewallFor(cfg *config.Config) (config.Firewall, error) {
 	fw := cfg.Firewall
 	fw.Blocklists = blocklistNames(cfg)
+	if cfg.Scan.Enabled && cfg.Scan.BlockLevel > 0 {
+		fw.ScanHold, fw.ScanHoldIgnore = cfg.Scan.Hold, cfg.Scan.Ignore
+	}
 	if !cfg.SPA.Enabled() {
 		return fw, nil
 	}

@@ -49,7 +49,7 @@ func TestShowIsWhatTheKernelHolds(t *testing.T) {
 	netnstest.RequireCommands(t, "nft")
 	cases := map[string]config.Firewall{
 		"defaults": {Open: []config.PortSpec{{Proto: config.TCP, SSH: true}}, ClosedResponse: "drop",
-			Stealth: true, LogGroup: 7, LogRate: 20, LogBurst: 50, Forward: "untouched"},
+			Stealth: true, LogGroup: 7, LogRate: 20, LogBurst: 50, Forward: "untouched", ScanHold: time.Minute},
 		"everything": {
 			Interfaces: []string{"eth0", "wg*"},
 			Open: []config.PortSpec{{Proto: config.TCP, SSH: true}, {Proto: config.TCP, From: 443, To: 443},
@@ -62,7 +62,8 @@ func TestShowIsWhatTheKernelHolds(t *testing.T) {
 				{Port: config.PortSpec{Proto: config.TCP, From: 443, To: 443}},
 				{Port: config.PortSpec{Proto: config.TCP, From: 22, To: 22}, To: netip.MustParsePrefix("fd00:210::/48")},
 				{Port: config.PortSpec{Proto: config.TCP, From: 8000, To: 8100}, To: netip.MustParsePrefix("10.210.0.0/23")}},
-			Reject: []config.PortSpec{{Proto: config.TCP, From: 137, To: 139}, {Proto: config.UDP, From: 137, To: 139}, {Proto: config.UDP, From: 445, To: 445}}},
+			Reject: []config.PortSpec{{Proto: config.TCP, From: 137, To: 139}, {Proto: config.UDP, From: 137, To: 139}, {Proto: config.UDP, From: 445, To: 445}},
+			ScanHold: 90 * time.Second, ScanHoldIgnore: []netip.Prefix{netip.MustParsePrefix("10.210.3.0/24"), netip.MustParsePrefix("10.210.4.7/32"), netip.MustParsePrefix("fd00:210:3::/48")}},
 		"bare": {ClosedResponse: "reject", LogGroup: 7, LogRate: 1, LogBurst: 1, Forward: "ban",
 			Open: []config.PortSpec{{Proto: config.UDP, From: 5000, To: 5010}}},
 	}
@@ -448,5 +449,28 @@ func TestHostSetsGrowBeforeTheyFill(t *testing.T) {
 	}
 	if err := a.Update(firewall.Bans, nil, []firewall.Element{{Prefix: netip.MustParsePrefix("10.2.0.2/32")}}); err != nil {
 		t.Fatalf("a ban after the bigger install: %v", err)
+	}
+}
+
+// BenchmarkUpdateOneGrant times one door grant's netlink transaction, as a
+// knock or an SPA packet makes it. Needs root.
+func BenchmarkUpdateOneGrant(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.New(b)
+	a := firewall.NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	door := config.Door{Name: "d", Sequence: []config.PortSpec{{Proto: config.TCP, From: 7000, To: 7000}, {Proto: config.TCP, From: 8000, To: 8000}},
+		SeqTimeout: time.Second, Open: []config.PortSpec{{Proto: config.TCP, From: 2222, To: 2222}}, OpenFor: time.Minute, MaxPending: 16}
+	if err := a.Apply(firewall.Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil, door), nil, nil); err != nil {
+		b.Fatal(err)
+	}
+	add := make([]firewall.Grant, 1)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		add[0] = firewall.Grant{Addr: netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)}), Proto: 6, Port: 2222, Timeout: time.Minute}
+		if err := a.UpdateGrants(nil, add); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

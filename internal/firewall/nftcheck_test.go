@@ -46,10 +46,14 @@ func TestNftReadsBackWhatMoatWrites(t *testing.T) {
 	}
 	reject := def.Firewall
 	reject.ClosedResponse = "reject"
+	reject.ScanHold = def.Scan.Hold
 	// What the daemon fills in of [spa] (daemon.FirewallFor): the id
 	// match and fwknop's length match must round-trip through nft too.
 	example.Firewall.SPAPorts, example.Firewall.SPAFwknop = example.SPA.Ports, len(example.SPA.Fwknop) > 0
 	example.Firewall.SPAClientIDs = [][8]byte{{1, 2, 3, 4, 5, 6, 7, 8}}
+	// And of [scan]: the kernel's scan hold.
+	def.Firewall.ScanHold = def.Scan.Hold
+	example.Firewall.ScanHold, example.Firewall.ScanHoldIgnore = example.Scan.Hold, example.Scan.Ignore
 	for name, c := range map[string]struct {
 		fw    config.Firewall
 		doors []config.Door

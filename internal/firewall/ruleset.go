@@ -236,6 +236,11 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 	add(rule(saddrIn(SetAllow4, false), accept()),
 		rule(saddrIn(SetAllow6, true), accept()))
 	add(linkRules()...)
+	if fw.ScanHold > 0 {
+		rs.Sets = append(rs.Sets, scanHoldSets(fw)...)
+		rs.Counters = append(rs.Counters, CounterScanHold)
+		add(scanHoldDrops(fw, doors)...)
+	}
 	if fw.Ping {
 		add(rule(icmpType(8, "echo-request"), accept()),
 			rule(icmpv6Types([]byte{128}, map[byte]string{128: "echo-request"}), accept()))
@@ -280,6 +285,9 @@ func Build(fw config.Firewall, sshPorts []uint16, doors ...config.Door) *Ruleset
 		add(rule(jumpChain("knock")))
 	}
 	add(rejectRules(fw.Reject)...)
+	if fw.ScanHold > 0 {
+		add(scanHoldMeters(fw)...)
+	}
 	add(craftedSYNRule(fw))
 	add(rule(limitObj(LimitLog), nflog(LogPrefix(CounterClosed), fw.LogGroup, logSnaplen)))
 	if fw.ClosedResponse == "reject" {
