@@ -62,7 +62,7 @@ func TestShowIsWhatTheKernelHolds(t *testing.T) {
 				{Port: config.PortSpec{Proto: config.TCP, From: 443, To: 443}},
 				{Port: config.PortSpec{Proto: config.TCP, From: 22, To: 22}, To: netip.MustParsePrefix("fd00:210::/48")},
 				{Port: config.PortSpec{Proto: config.TCP, From: 8000, To: 8100}, To: netip.MustParsePrefix("10.210.0.0/23")}},
-			Reject: []config.PortSpec{{Proto: config.TCP, From: 137, To: 139}, {Proto: config.UDP, From: 137, To: 139}, {Proto: config.UDP, From: 445, To: 445}},
+			Reject:   []config.PortSpec{{Proto: config.TCP, From: 137, To: 139}, {Proto: config.UDP, From: 137, To: 139}, {Proto: config.UDP, From: 445, To: 445}},
 			ScanHold: 90 * time.Second, ScanHoldIgnore: []netip.Prefix{netip.MustParsePrefix("10.210.3.0/24"), netip.MustParsePrefix("10.210.4.7/32"), netip.MustParsePrefix("fd00:210:3::/48")}},
 		"bare": {ClosedResponse: "reject", LogGroup: 7, LogRate: 1, LogBurst: 1, Forward: "ban",
 			Open: []config.PortSpec{{Proto: config.UDP, From: 5000, To: 5010}}},

@@ -30,18 +30,18 @@ import (
 
 // Names of the hold's sets and counter.
 const (
-	SetScanHold4      = "scanhold4"
-	SetScanHold6      = "scanhold6"
-	SetScanMeter4     = "scanmeter4"
-	SetScanMeter6     = "scanmeter6"
-	SetScanIgnore4    = "scanignore4"
-	SetScanIgnore6    = "scanignore6"
-	CounterScanHold   = "scanhold"
-	scanHoldSetSize   = 32768
-	scanMeterSetSize  = 32768
-	scanMeterTimeout  = 10 * time.Second
-	scanMeterRate     = 10 // crafted SYNs per second to closed ports...
-	scanMeterBurst    = 3  // ... beyond a burst of 3 put the source on hold
+	SetScanHold4     = "scanhold4"
+	SetScanHold6     = "scanhold6"
+	SetScanMeter4    = "scanmeter4"
+	SetScanMeter6    = "scanmeter6"
+	SetScanIgnore4   = "scanignore4"
+	SetScanIgnore6   = "scanignore6"
+	CounterScanHold  = "scanhold"
+	scanHoldSetSize  = 32768
+	scanMeterSetSize = 32768
+	scanMeterTimeout = 10 * time.Second
+	scanMeterRate    = 10 // crafted SYNs per second to closed ports...
+	scanMeterBurst   = 3  // ... beyond a burst of 3 put the source on hold
 )
 
 func scanHoldSet(v6 bool) string {
