@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/daemon"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/latency"
 	"github.com/moat-fw/moat/internal/portscan"
 	"github.com/moat-fw/moat/internal/session"
 	"github.com/moat-fw/moat/internal/sshd"
@@ -655,6 +657,19 @@ func printStatus(w io.Writer, st daemon.Status) {
 		fmt.Fprintf(w, "knocks:    %d handed to daemon-mode doors, %d over the knock rate limits (knock_limited)\n",
 			c.Packets, st.Counters[firewall.CounterKnockLimited].Packets)
 	}
+	if l := st.KnockGrantLatency; l != nil {
+		fmt.Fprintf(w, "knock to grant: %s\n", latencyText(l))
+	}
+	if sp := st.SPA; sp != nil {
+		var refused uint64
+		for _, n := range sp.Refused {
+			refused += n
+		}
+		fmt.Fprintf(w, "spa:       %d accepted, %d refused\n", sp.Accepted, refused)
+		if l := sp.GrantLatency; l != nil {
+			fmt.Fprintf(w, "spa to grant: %s\n", latencyText(l))
+		}
+	}
 	if in := st.Intake; in != nil {
 		switch {
 		case in.Bound:
@@ -784,4 +799,11 @@ func printScanReport(w io.Writer, r portscan.Report) {
 		}
 		fmt.Fprintf(w, "  packets per log prefix: %s\n", strings.Join(ps, ", "))
 	}
+}
+
+// latencyText is a packet-to-grant summary: from the packet's arrival in
+// the kernel to the grant committed there.
+func latencyText(l *latency.Summary) string {
+	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
+	return fmt.Sprintf("p50 %s ms, p90 %s ms, p99 %s ms, max %s ms (last %d of %d)", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max), l.Of, l.Count)
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/fleet"
+	"github.com/moat-fw/moat/internal/latency"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -129,6 +130,9 @@ type Status struct {
 	Intake *IntakeStatus `json:"intake,omitempty"`
 	// SPA counts single packet authorization datagrams; nil while it is off.
 	SPA *SPAStatus `json:"spa,omitempty"`
+	// KnockGrantLatency is a daemon-mode door's last knock to its grant
+	// in the kernel (package latency); nil before the first.
+	KnockGrantLatency *latency.Summary `json:"knock_grant_latency,omitempty"`
 	// Report is what psad -S and fail2ban-client status show, gathered
 	// (report.go; docs/status.md).
 	Report *ReportStatus `json:"report,omitempty"`

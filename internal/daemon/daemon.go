@@ -97,6 +97,10 @@ const recentEvents = 1000
 
 // Daemon is a running moat.
 type Daemon struct {
+	// Packet to grant in the kernel, for SPA and daemon-mode doors; the
+	// engines a reload replaces share these.
+	spaLat, knockLat grantLatency
+
 	metrics metricsServer // the [metrics] endpoint
 	report  reportService // [report]: look-ups and tallies for status (report.go)
 	alerts  alertService  // [alert]: webhooks, syslog, e-mail (alert.go)
@@ -167,6 +171,7 @@ func Run(ctx context.Context, opts Options) error {
 	d := &Daemon{opts: opts, log: opts.Log, now: opts.Now, fw: firewall.NewApplier(),
 		wake: make(chan struct{}, 1), enforcing: true, sd: sdnotify.FromEnv(), events: events.New(recentEvents)}
 	defer d.fw.Close()
+	d.spaLat.clock, d.knockLat.clock = d.now, d.now
 	ld, err := LoadConfig(opts.ConfigPath, opts.Explicit)
 	if err != nil {
 		return err
@@ -284,13 +289,13 @@ func Run(ctx context.Context, opts Options) error {
 		ln.Close()
 		return err
 	}
-	d.doors.Store(eng)
+	d.storeDoors(eng)
 	// A start is not refused for SPA's keys: the host stays guarded, and
 	// the log says why SPA doors cannot open. Apply and reload refuse.
 	if se, err := newSPAEngine(d.log, d.fw, d.grants, st, ld.Cfg, d.sshPorts, nil, d.now(), d.uncleanStart); err != nil {
 		d.log.Error("SPA off: its keys do not load", "err", err)
 	} else {
-		d.spa.Store(se)
+		d.storeSPA(se)
 	}
 	d.startScan(ld.Cfg)
 	defer d.saveScan()
@@ -588,11 +593,11 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 		d.bans.Reconfigure(prev.Cfg.Firewall.Allow)
 		return err
 	}
-	d.spa.Store(se)
+	d.storeSPA(se)
 	if eng, err := newDoorEngine(d.log, d.fw, d.grants, ld.Cfg.Doors); err != nil {
 		d.log.Error("daemon-mode doors not reloaded", "err", err)
 	} else {
-		d.doors.Store(eng)
+		d.storeDoors(eng)
 	}
 	d.saveScan()
 	d.startScan(ld.Cfg)

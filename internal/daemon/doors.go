@@ -32,6 +32,7 @@ type doorEngine struct {
 	log  *slog.Logger
 	fw   *firewall.Applier
 	book *grantBook
+	lat  *grantLatency // the daemon's, set after construction; nil: not timed
 
 	mu     sync.Mutex
 	doors  []*daemonDoor
@@ -73,8 +74,9 @@ func newDoorEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, door
 	return e, nil
 }
 
-// packet feeds one knock-related packet to every daemon-mode door.
-func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
+// packet feeds one knock-related packet to every daemon-mode door; at is
+// when the kernel received it.
+func (e *doorEngine) packet(p *packet.Packet, now, at time.Time) {
 	if e == nil {
 		return
 	}
@@ -93,7 +95,7 @@ func (e *doorEngine) packet(p *packet.Packet, now time.Time) {
 			// forged SYNs locked a victim out of every door), while a
 			// correct sequence is the secret itself. A banned source
 			// never gets here: the ban sets drop its packets first.
-			e.open(d, p.Src, now)
+			e.open(d, p.Src, now, at)
 		case knock.Closed:
 			e.close(d, p.Src, now)
 		case knock.Reset:
@@ -118,7 +120,7 @@ func grantsFor(d config.Door, a netip.Addr, withTimeout bool) []firewall.Grant {
 	return out
 }
 
-func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now time.Time) {
+func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now, at time.Time) {
 	already := e.book.has(d.cfg.Name, a)
 	// A one-time sequence is spent before the door opens: once the knocker
 	// can connect, the file already says the sequence is used, and a crash
@@ -140,6 +142,7 @@ func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now time.Time) {
 		e.log.Error("door could not open", "door", d.cfg.Name, "addr", a, "err", err)
 		return
 	}
+	e.lat.since(at)
 	e.book.opened(store.Grant{Door: d.cfg.Name, Addr: a, Ports: doorPorts(d.cfg), Opened: now, Expires: now.Add(d.cfg.OpenFor),
 		StopCommand: d.cfg.StopCommand}, "knock verified by the daemon", now)
 	if !already {
@@ -314,7 +317,7 @@ func (d *Daemon) dispatch(m *nflog.Message, p *packet.Packet) {
 		return
 	}
 	if bytes.Equal(m.Prefix, knockPrefix) {
-		d.doors.Load().packet(p, now)
+		d.doors.Load().packet(p, now, m.Timestamp)
 		return
 	}
 	if bytes.Equal(m.Prefix, spaPrefix) {

@@ -39,7 +39,11 @@ func (d *Daemon) applyMetrics(cfg config.Metrics) {
 		d.log.Info("metrics endpoint off")
 		return
 	}
-	h, err := metrics.Handler(metrics.NewCollector(func(context.Context) metrics.Snapshot { return metricsSnapshot(d.snapshot()) }))
+	h, err := metrics.Handler(metrics.NewCollector(func(context.Context) metrics.Snapshot {
+		s := metricsSnapshot(d.snapshot())
+		s.SPAGrant, s.KnockGrant = d.spaLat.metric(), d.knockLat.metric()
+		return s
+	}))
 	if err != nil {
 		d.log.Error("no metrics endpoint", "err", err)
 		return
@@ -93,6 +97,7 @@ func metricsSnapshot(st Status) metrics.Snapshot {
 	if sp := st.SPA; sp != nil {
 		s.SPA = &metrics.SPA{Accepted: sp.Accepted, Refused: sp.Refused}
 	}
+
 	if in := st.Intake; in != nil {
 		s.NFLOG = &metrics.NFLOG{Bound: in.Bound, Received: in.Received, Lost: in.Lost, Overruns: in.Overruns,
 			Datagrams: in.Datagrams, Foreign: in.Foreign}

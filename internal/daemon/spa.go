@@ -12,6 +12,7 @@ import (
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/fwknop"
+	"github.com/moat-fw/moat/internal/latency"
 	"github.com/moat-fw/moat/internal/nflog"
 	"github.com/moat-fw/moat/internal/packet"
 	"github.com/moat-fw/moat/internal/spa"
@@ -42,6 +43,8 @@ type SPAStatus struct {
 	Fwknop   int               `json:"fwknop"` // [[spa.fwknop]] entries
 	Accepted uint64            `json:"accepted"`
 	Refused  map[string]uint64 `json:"refused"` // by reason
+	// GrantLatency is datagram to grant in the kernel (package latency).
+	GrantLatency *latency.Summary `json:"grant_latency,omitempty"`
 }
 
 // spaEngine verifies SPA datagrams (internal/spa) and opens what they ask
@@ -53,6 +56,8 @@ type spaEngine struct {
 	st    *store.Store
 	ports []string
 	doors map[string]config.Door
+
+	lat *grantLatency // the daemon's, set after construction; nil: not timed
 
 	mu       sync.Mutex // the verifier serializes; this guards the rest
 	v        *spa.Verifier
@@ -159,6 +164,9 @@ func newSPAEngine(log *slog.Logger, fw *firewall.Applier, book *grantBook, st *s
 				fk.RefuseUntil(now.Add(fwknopWindow))
 			}
 		}
+		if unclean && prev == nil {
+			fk.RefuseUntil(now.Add(fwknopWindow))
+		}
 	}
 	return e, nil
 }
@@ -221,7 +229,7 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 		return
 	}
 	if e.fk != nil && fwknop.Plausible(payload) {
-		e.fwknopPacket(payload, p.Src, now)
+		e.fwknopPacket(payload, p.Src, now, m.Timestamp)
 		return
 	}
 	g, err := e.v.Verify(payload, p.Src, now)
@@ -253,6 +261,9 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 		grants[i].Timeout = g.Duration
 	}
 	err = e.fw.UpdateGrants(nil, grants)
+	if err == nil {
+		e.lat.since(m.Timestamp)
+	}
 	// Spent whether or not the grant took (see metaSPAReplay).
 	if serr := e.st.SetMeta(metaSPAReplay, e.v.AppendSnapshot(nil, now)); serr != nil {
 		e.log.Error("SPA replay cache not saved; a restart within the window would accept this datagram again", "err", serr)
@@ -271,7 +282,7 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 
 // fwknopPacket verifies an fwknop packet; a forged one costs at most one
 // HMAC per [[spa.fwknop]] entry that takes its source.
-func (e *spaEngine) fwknopPacket(payload []byte, src netip.Addr, now time.Time) {
+func (e *spaEngine) fwknopPacket(payload []byte, src netip.Addr, now, at time.Time) {
 	g, err := e.fk.Verify(payload, src, now)
 	if err != nil {
 		label := err.Error()
@@ -282,17 +293,23 @@ func (e *spaEngine) fwknopPacket(payload []byte, src netip.Addr, now time.Time) 
 		e.refuse(src, g.Stanza, label, now)
 		return
 	}
-	// Spent before it opens anything, as moat's datagrams.
-	if err := e.st.SetMeta(metaFwknopReplay, e.fk.AppendSnapshot(nil, now)); err != nil {
-		e.log.Error("fwknop replay cache not saved; a restart within 120s would accept this packet again", "err", err)
-	}
 	var grants []firewall.Grant
 	var ports []store.GrantPort
 	for _, fp := range g.Ports {
 		grants = append(grants, firewall.Grant{Addr: g.Addr, Proto: fp.Proto, Port: fp.Port, Timeout: g.Duration})
 		ports = append(ports, store.GrantPort{Proto: fp.Proto, From: fp.Port, To: fp.Port})
 	}
-	if err := e.fw.UpdateGrants(nil, grants); err != nil {
+	err = e.fw.UpdateGrants(nil, grants)
+	if err == nil {
+		e.lat.since(at)
+	}
+	// Spent whether or not the grant took, after it as moat's datagrams
+	// (see metaSPAReplay; a start after a crash refuses fwknop packets for
+	// their window too).
+	if serr := e.st.SetMeta(metaFwknopReplay, e.fk.AppendSnapshot(nil, now)); serr != nil {
+		e.log.Error("fwknop replay cache not saved; a restart within 120s would accept this packet again", "err", serr)
+	}
+	if err != nil {
 		e.log.Error("fwknop grant could not open", "stanza", g.Stanza, "addr", g.Addr, "err", err)
 		return
 	}
@@ -321,6 +338,7 @@ func (e *spaEngine) status() *SPAStatus {
 	for k, v := range e.refused {
 		st.Refused[k] = v
 	}
+	st.GrantLatency = e.lat.summary()
 	return st
 }
 

@@ -266,6 +266,9 @@ open_for = "2s"
 	if out := h.moat("grant", "list", "--json"); !strings.Contains(out, `"door":"hook","addr":"`+h.link.B4.String()+`"`) {
 		t.Fatalf("grant list:\n%s", out)
 	}
+	if l := h.status(t).KnockGrantLatency; l == nil || l.Count != 1 || l.Max <= 0 || l.Max > 10*time.Second {
+		t.Fatalf("knock to grant latency %+v, want the one opening timed", l)
+	}
 	h.eventually("the grant to end", h.link.B4, closedPort, netnstest.TimedOut)
 	netnstest.Eventually(t, 5*time.Second, "the stop command", func() bool {
 		b, _ := os.ReadFile(hookLog)

@@ -92,8 +92,9 @@ func TestSPAOpensForTheSenderOnly(t *testing.T) {
 	send(h.link.A4, "--for", "3s")
 	h.eventually("the SPA grant", h.link.B4, closedPort, netnstest.Connected)
 	h.expect(second4, closedPort, netnstest.TimedOut)
-	if st := spaStatus(t, h); st.Accepted != 1 {
-		t.Fatalf("spa status %+v, want one accepted", st)
+	if st := spaStatus(t, h); st.Accepted != 1 || st.GrantLatency == nil || st.GrantLatency.Count != 1 ||
+		st.GrantLatency.Max <= 0 || st.GrantLatency.Max > 10*time.Second {
+		t.Fatalf("spa status %+v, want one accepted, its datagram to grant timed", st)
 	}
 	dgram, err := os.ReadFile(saved)
 	if err != nil {

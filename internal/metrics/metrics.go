@@ -48,6 +48,10 @@ type Snapshot struct {
 	// Alerts is nil while no [alert] destination is set.
 	Alerts *Alerts
 
+	// Packet to grant in the kernel, for SPA datagrams and daemon-mode
+	// knocks (package latency); nil before the first.
+	SPAGrant, KnockGrant *Latency
+
 	Blocklists []Blocklist
 }
 
@@ -56,6 +60,15 @@ type Snapshot struct {
 type Alerts struct {
 	Events, BusDropped, Throttled  uint64 // events read; lost by the bus; held back by the throttle
 	Sent, Failed, Retried, Dropped uint64
+}
+
+// Latency is a histogram of latencies: their count and sum, and the count
+// in each of Bounds' buckets (not cumulative), the last beyond them.
+type Latency struct {
+	Count   uint64
+	Sum     time.Duration
+	Bounds  []time.Duration
+	Buckets []uint64
 }
 
 // Counter is one nftables counter.
@@ -134,6 +147,8 @@ var (
 	dNFLOGForeign   = desc("nflog_foreign_packets_total", "Packets on moat's NFLOG group logged by another ruleset; not scored.")
 	dAlertEvents    = desc("alert_events_total", "Events the alert dispatcher read, and those the event bus dropped because it fell behind.", "result")
 	dAlerts         = desc("alerts_total", "Alerts by what became of them: sent, failed (after retries), retried (attempts), dropped (a full queue), throttled.", "result")
+	dSPAGrant       = desc("spa_grant_seconds", "From an accepted SPA datagram's arrival (its kernel timestamp) to its grant committed in the kernel.")
+	dKnockGrant     = desc("knock_grant_seconds", "From a daemon-mode door's last knock's arrival (its kernel timestamp) to the grant committed in the kernel.")
 )
 
 // Describe sends every metric's description.
@@ -141,7 +156,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dEnforcing, dTable, dKernelPackets, dKernelBytes, dBans, dAllows, dProtected, dLifted,
 		dReasserted, dRepaired, dStoreFailures, dLoginFailures, dLoginUnverif, dLoginBans, dLoginCounting, dScanPackets,
 		dScanSources, dScanEvicted, dScanBans, dScanCapped, dSPA, dNFLOGBound, dNFLOGPackets, dNFLOGLost, dNFLOGOverruns,
-		dNFLOGDatagrams, dNFLOGForeign, dAlertEvents, dAlerts} {
+		dNFLOGDatagrams, dNFLOGForeign, dAlertEvents, dAlerts, dSPAGrant, dKnockGrant} {
 		ch <- d
 	}
 	for _, d := range blocklistDescs {
@@ -218,6 +233,27 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	collectBlocklists(s.Blocklists, gauge)
+	for _, h := range []struct {
+		d *prometheus.Desc
+		l *Latency
+	}{{dSPAGrant, s.SPAGrant}, {dKnockGrant, s.KnockGrant}} {
+		if h.l != nil {
+			ch <- histogram(h.d, h.l)
+		}
+	}
+}
+
+// histogram turns l into Prometheus' cumulative buckets, in seconds.
+func histogram(d *prometheus.Desc, l *Latency) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(l.Bounds))
+	var cum uint64
+	for i, b := range l.Bounds {
+		if i < len(l.Buckets) {
+			cum += l.Buckets[i]
+		}
+		buckets[b.Seconds()] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, l.Count, l.Sum.Seconds(), buckets)
 }
 
 func b2f(b bool) float64 {

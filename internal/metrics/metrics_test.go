@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
@@ -20,7 +21,10 @@ func snapshot() Snapshot {
 		Scan:   &Scan{Probes: 40, SourcesByLevel: [6]int{0, 1, 0, 1}, Bans: 1},
 		SPA:    &SPA{Accepted: 2, Refused: map[string]uint64{"replay": 3}},
 		NFLOG:  &NFLOG{Bound: true, Received: 50, Datagrams: 5},
-		Alerts: &Alerts{Events: 6, Sent: 4, Throttled: 2}}
+		Alerts: &Alerts{Events: 6, Sent: 4, Throttled: 2},
+		SPAGrant: &Latency{Count: 3, Sum: 1500 * time.Microsecond, Bounds: []time.Duration{100 * time.Microsecond, time.Millisecond},
+			Buckets: []uint64{1, 1, 1}},
+		KnockGrant: &Latency{Count: 1, Sum: 700 * time.Microsecond, Bounds: []time.Duration{time.Millisecond}, Buckets: []uint64{1, 0}}}
 }
 
 // serve runs the endpoint on a free loopback port and returns its URL.
@@ -72,6 +76,11 @@ func TestMetricsFromSnapshot(t *testing.T) {
 		`moat_enforcing 1`,
 		`moat_alerts_total{result="sent"} 4`,
 		`moat_alert_events_total{result="read"} 6`,
+		`moat_spa_grant_seconds_bucket{le="0.0001"} 1`,
+		`moat_spa_grant_seconds_bucket{le="0.001"} 2`,
+		`moat_spa_grant_seconds_bucket{le="+Inf"} 3`,
+		`moat_spa_grant_seconds_sum 0.0015`,
+		`moat_spa_grant_seconds_count 3`,
 		"process_resident_memory_bytes",
 		"go_goroutines",
 	} {
