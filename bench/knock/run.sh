@@ -119,8 +119,27 @@ probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than se
 		-server "$server" -client "$client" -knocks "$knocks" -wait "$wait" -grant-dir "$work/grants" \
 		-flood-pps "$4" -flood-src "$src" -flood-exclude "$ex" -flood-cpus "${FLOOD_CPUS:-}" -flood "${6:-paced}" -warmup "${5:-6s}" 2>>"$work/detail" >>"$work/rows"
 }
+# own LABEL: the daemon's own figure for the row just run (moat status:
+# from each last knock's kernel timestamp to its grant's commit), which a
+# fresh daemon per row keeps to that row's knocks.
+own() {
+	"$work/moat" --config "$work/moat.toml" status --json | python3 -c '
+import json, sys
+l = json.load(sys.stdin).get("knock_grant_latency")
+ms = lambda k: "%.2f" % (l[k] / 1e6)
+print("| %s | %s | %s / %s / %s / %s ms |" % (sys.argv[1], l["count"], ms("p50_ns"), ms("p90_ns"), ms("p99_ns"), ms("max_ns")) if l else "| %s | 0 | |" % sys.argv[1])' "$1" >>"$work/own"
+}
+# daemon_row: probe's arguments, against a daemon started for the row.
+daemon_row() {
+	if [ -n "${ROWS:-}" ] && ! grep -Eq -- "$ROWS" <<<"$1"; then return; fi
+	start_moat
+	probe "$@"
+	own "$1"
+	stop
+}
 
 : >"$work/rows"
+: >"$work/own"
 moat_config ""
 # Each tool: no flood, the paced flood, then the generator's maximum (two
 # unpaced knockbench senders, random sources) and two `hping3 --flood`
@@ -135,9 +154,10 @@ start_moat
 rows4 "moat | kernel, IPv4" moat-kernel
 stop
 moat_config 'start_command = ["/bin/true"]'
-start_moat
-rows4 "moat | daemon, IPv4" moat-daemon
-stop
+daemon_row "moat | daemon, IPv4" moat-daemon 4 0
+daemon_row "moat | daemon, IPv4" moat-daemon 4 "$pps"
+daemon_row "moat | daemon, IPv4, flood at the maximum (2 senders)" moat-daemon 4 0 6s max
+daemon_row "moat | daemon, IPv4, 2 hping3 --flood" moat-daemon 4 0 6s hping3
 start_knockd
 rows4 "knockd $kv | IPv4" knockd
 stop
@@ -149,9 +169,7 @@ if [ "${V6:-1}" != 0 ]; then
 	probe "moat | kernel, IPv6" moat-kernel 6 "$pps"
 	stop
 	moat_config 'start_command = ["/bin/true"]'
-	start_moat
-	probe "moat | daemon, IPv6" moat-daemon 6 "$pps"
-	stop
+	daemon_row "moat | daemon, IPv6" moat-daemon 6 "$pps"
 	moat_config "" 10s
 	start_moat
 	probe "moat | kernel, IPv6, seq_timeout 10s (the default)" moat-kernel 6 "$pps" 11s
@@ -184,6 +202,14 @@ fi
 echo "| tool | mode | flood at the server (SYN/s) | knocks opened | knock to grant, p50 / p99 | RSS during the run (peak since start) | CPU, % of one core |"
 echo "|---|---|---|---|---|---|---|"
 cat "$work/rows"
+if [ -s "$work/own" ]; then
+	echo
+	echo "Daemon mode, moat's own figure (moat status: each last knock's kernel timestamp to its grant's commit):"
+	echo
+	echo "| tool | mode | grants timed | p50 / p90 / p99 / max |"
+	echo "|---|---|---|---|"
+	cat "$work/own"
+fi
 echo
 echo "Per knock (stderr of knockbench probe):"
 sed 's/^/    /' "$work/detail"

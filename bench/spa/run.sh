@@ -75,9 +75,26 @@ key_base64 = "$fwkey"
 hmac_key_base64 = "$fwhmac"
 max_duration = "5s"
 EOT
-ip netns exec "$S" "$work/moat" --config "$work/moat.toml" run >>"$work/moat.log" 2>&1 &
-pid=$!
-for _ in $(seq 200); do "$work/moat" --config "$work/moat.toml" status >/dev/null 2>&1 && break; sleep 0.05; done
+# A daemon per row, so its own figure (moat status: each datagram's kernel
+# timestamp to its grant's commit) is that row's.
+start_moat() {
+	ip netns exec "$S" "$work/moat" --config "$work/moat.toml" run >>"$work/moat.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 200); do "$work/moat" --config "$work/moat.toml" status >/dev/null 2>&1 && return; sleep 0.05; done
+	echo "moat did not start:" >&2; cat "$work/moat.log" >&2; exit 1
+}
+stop_moat() {
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+	pid=""
+}
+own() {
+	"$work/moat" --config "$work/moat.toml" status --json | python3 -c '
+import json, sys
+l = (json.load(sys.stdin).get("spa") or {}).get("grant_latency")
+ms = lambda k: "%.2f" % (l[k] / 1e6)
+print("| %s | %s | %s / %s / %s / %s ms |" % (sys.argv[1], l["count"], ms("p50_ns"), ms("p90_ns"), ms("p99_ns"), ms("max_ns")) if l else "| %s | 0 | |" % sys.argv[1])' "$1" >>"$work/own"
+}
 
 # probe LABEL FAMILY PPS [KIND [CLIENT [MODE [PID [FLOOD...]]]]]: KIND
 # paced or max; CLIENT moat (moat spa send), fwknop (the fwknop client) or
@@ -94,14 +111,18 @@ probe() {
 	esac
 	local flood=(-flood-udp 100)
 	if [ $# -gt 7 ]; then flood=("${@:8}"); fi
+	local daemon=""
+	if [ "${6:-moat-spa}" = moat-spa ]; then daemon=1; start_moat; fi
 	ip netns exec "$S" "$work/knockbench" probe -label "$1" -mode "${6:-moat-spa}" -pid "${7:-$pid}" -client-ns "$C" -iface "$ifs" \
 		-server "$server" -client "$client" -knocks "$knocks" -wait 2s -seq "62201:udp" -knock-cmd "$cmd" \
 		-flood-port 62201 "${flood[@]}" -flood-pps "$3" -flood "${4:-paced}" -flood-src "$src" -flood-exclude "$ex" \
 		2>>"$work/detail" >>"$work/rows"
+	if [ -n "$daemon" ]; then own "$1"; stop_moat; fi
 }
 b64=(-flood-udp 200 -flood-b64)
 
 : >"$work/rows"
+: >"$work/own"
 probe "moat | SPA, IPv4" 4 0
 probe "moat | SPA, IPv4" 4 "$pps"
 probe "moat | SPA, IPv4, flood at the maximum (2 senders)" 4 0 max
@@ -110,14 +131,13 @@ if [ "${V6:-1}" != 0 ]; then
 fi
 probe "moat | fwknop client (real), IPv4" 4 0 paced fwknop
 probe "moat | fwknop client (real), IPv4" 4 "$pps" paced fwknop
-probe "moat | fwknop client (real), IPv4, base64 flood" 4 "$pps" paced fwknop moat-spa "$pid" "${b64[@]}"
+probe "moat | fwknop client (real), IPv4, flood at the maximum (2 senders)" 4 0 max fwknop
+probe "moat | fwknop client (real), IPv4, base64 flood" 4 "$pps" paced fwknop moat-spa "" "${b64[@]}"
 
-# fwknopd: moat stops (its table goes with it, on_exit = "remove"), then
-# fwknopd runs in the server namespace with one stanza of the same keys;
-# a DROP rule closes tcp/2222 behind the jump fwknopd puts first in INPUT.
-kill "$pid"
-wait "$pid" 2>/dev/null || true
-pid=""
+# fwknopd: moat is stopped after each row (its table goes with it,
+# on_exit = "remove"); fwknopd runs in the server namespace with one stanza
+# of the same keys; a DROP rule closes tcp/2222 behind the jump fwknopd puts
+# first in INPUT.
 if [ -z "${ROWS:-}" ] || grep -Eq -- "$ROWS" <<<"fwknopd"; then
 	cat >"$work/access.conf" <<EOT
 SOURCE ANY
@@ -142,6 +162,14 @@ fi
 echo "| tool | mode | flood at the server (datagrams/s) | opened | datagram to grant, p50 / p99 | RSS during the run (peak since start) | CPU, % of one core |"
 echo "|---|---|---|---|---|---|---|"
 cat "$work/rows"
+if [ -s "$work/own" ]; then
+	echo
+	echo "moat's own figure (moat status: each datagram's kernel timestamp to its grant's commit):"
+	echo
+	echo "| tool | mode | grants timed | p50 / p90 / p99 / max |"
+	echo "|---|---|---|---|"
+	cat "$work/own"
+fi
 echo
 echo "Per request (stderr of knockbench probe):"
 sed 's/^/    /' "$work/detail"
