@@ -126,8 +126,10 @@ func TestGrantsSurviveReloadApplyAndRestart(t *testing.T) {
 		dst  netip.Addr
 		port uint16
 	}{{h.link.B4, h.link.A4, closedPort}, {h.link.B6, h.link.A6, hookPort}} {
+		// A patient dial: a quick one can time out on a loaded machine
+		// while the grant still holds, which would pass for its end.
 		netnstest.Eventually(t, 30*time.Second, fmt.Sprintf("the grant to %d to end", c.port), func() bool {
-			return h.client.DialTCP(t, c.src, netip.AddrPortFrom(c.dst, c.port), quick) == netnstest.TimedOut
+			return h.client.DialTCP(t, c.src, netip.AddrPortFrom(c.dst, c.port), patient) == netnstest.TimedOut
 		})
 	}
 	if time.Since(opened) < 24*time.Second {
