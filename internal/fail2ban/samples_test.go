@@ -148,13 +148,14 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 		for _, p := range c.Patterns {
 			if p.Err != nil {
 				st.reasons[p.Err.Error()]++
-				continue
 			}
-			r, err := authlog.CompileRule(p.Pattern)
-			if err != nil {
-				t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
+			for _, pat := range p.Moat {
+				r, err := authlog.CompileRule(pat)
+				if err != nil {
+					t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
+				}
+				v.rules = append(v.rules, r)
 			}
-			v.rules = append(v.rules, r)
 		}
 		return v
 	}
