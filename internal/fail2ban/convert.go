@@ -233,6 +233,10 @@ func convertBranch(date, pref, g string) ([]string, error) {
 	var errs []error
 	for _, v := range variants {
 		if _, err := authlog.CompileRule(v); err != nil {
+			if n, ok := narrowSide(v); ok {
+				out = append(out, n)
+				continue
+			}
 			msg := err.Error()
 			if i := strings.Index(msg, "\": "); strings.HasPrefix(msg, "login rule \"") && i > 0 {
 				msg = msg[i+3:]
@@ -320,7 +324,7 @@ func hostVariants(p string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("as Go RE2: %w", err)
 	}
-	if tree.Op == syntax.OpConcat && n == 1 {
+	if tree.Op == syntax.OpConcat && n == 1 && !holds(tree, isLookahead) {
 		for _, s := range tree.Sub {
 			if isHost(s) {
 				return []string{p}, nil // already at a fixed place
@@ -332,6 +336,7 @@ func hostVariants(p string) ([]string, error) {
 		return nil, err
 	}
 	var out []string
+	var errs []error
 	seen := map[string]bool{}
 	for _, seq := range seqs {
 		hosts := 0
@@ -343,6 +348,11 @@ func hostVariants(p string) ([]string, error) {
 		if hosts != 1 {
 			continue // no address here (or twice): not a ban
 		}
+		seq, err := resolveLookaheads(seq)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		re := &syntax.Regexp{Op: syntax.OpConcat, Sub: seq}
 		v := strings.ReplaceAll(re.String(), hostPlaceholder, "<HOST>")
 		if !seen[v] {
@@ -351,33 +361,145 @@ func hostVariants(p string) ([]string, error) {
 		}
 	}
 	if len(out) == 0 {
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
 		return nil, fmt.Errorf("the address tag appears %d times, and no way through the regex passes exactly one: moat needs the address at one fixed place", n)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
+}
+
+// narrowSide retries a pattern the shape check refused with the
+// character classes that repeat on one side of <HOST> ([^[]*, [^)]+)
+// made to exclude white space. fail2ban writes such classes for fields
+// the service fills with one word (postfix's "from host[1.2.3.4]"); left
+// as they are they can hold a client's "from 6.6.6.6 port 22", which is
+// why the shape check refuses them. Without white space they cannot, and
+// the pattern matches a subset of the lines fail2ban's does: a line whose
+// field holds a space is missed, never given another address. The before
+// side is tried first, then the after side; the result must pass the
+// shape check, unchanged, like any other pattern.
+func narrowSide(p string) (string, bool) {
+	tree, err := syntax.Parse(strings.ReplaceAll(p, "<HOST>", hostPlaceholder), syntax.Perl)
+	if err != nil || tree.Op != syntax.OpConcat {
+		return "", false
+	}
+	hostAt := slices.IndexFunc(tree.Sub, isHost)
+	if hostAt < 0 {
+		return "", false
+	}
+	for _, side := range [][2]int{{0, hostAt}, {hostAt + 1, len(tree.Sub)}} {
+		seq := slices.Clone(tree.Sub)
+		changed := false
+		for i := side[0]; i < side[1]; i++ {
+			var c bool
+			seq[i], c = withoutSpaceRuns(seq[i])
+			changed = changed || c
+		}
+		if !changed {
+			continue
+		}
+		re := &syntax.Regexp{Op: syntax.OpConcat, Sub: seq}
+		v := strings.ReplaceAll(re.String(), hostPlaceholder, "<HOST>")
+		if _, err := authlog.CompileRule(v); err == nil {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// withoutSpaceRuns returns re with every repeated character class that
+// admits a space (and more than white space) narrowed to exclude ASCII
+// white space, and whether it changed anything. re is not modified.
+func withoutSpaceRuns(re *syntax.Regexp) (*syntax.Regexp, bool) {
+	switch re.Op {
+	case syntax.OpStar, syntax.OpPlus, syntax.OpRepeat:
+		if c := re.Sub[0]; c.Op == syntax.OpCharClass && (re.Op != syntax.OpRepeat || re.Max != 1) {
+			if n, ok := classWithoutSpace(c); ok {
+				cp := *re
+				cp.Sub = []*syntax.Regexp{n}
+				cp.Sub0 = [1]*syntax.Regexp{}
+				return &cp, true
+			}
+		}
+	}
+	if len(re.Sub) == 0 {
+		return re, false
+	}
+	changed := false
+	subs := make([]*syntax.Regexp, len(re.Sub))
+	for i, s := range re.Sub {
+		var c bool
+		subs[i], c = withoutSpaceRuns(s)
+		changed = changed || c
+	}
+	if !changed {
+		return re, false
+	}
+	cp := *re
+	cp.Sub = subs
+	cp.Sub0 = [1]*syntax.Regexp{}
+	return &cp, true
+}
+
+// classWithoutSpace returns the class c less \t-\r and " ", when c
+// holds a space and something else.
+func classWithoutSpace(c *syntax.Regexp) (*syntax.Regexp, bool) {
+	hasSpace := false
+	var out []rune
+	for i := 0; i+1 < len(c.Rune); i += 2 {
+		lo, hi := c.Rune[i], c.Rune[i+1]
+		for _, gap := range [][2]rune{{'\t', '\r'}, {' ', ' '}} {
+			if lo <= gap[1] && gap[0] <= hi {
+				hasSpace = hasSpace || gap[0] == ' '
+				if lo < gap[0] {
+					out = append(out, lo, gap[0]-1)
+				}
+				lo = gap[1] + 1
+			}
+		}
+		if lo <= hi {
+			out = append(out, lo, hi)
+		}
+	}
+	if !hasSpace || len(out) == 0 {
+		return nil, false
+	}
+	cp := *c
+	cp.Rune = out
+	cp.Rune0 = [2]rune{}
+	return &cp, true
 }
 
 func isHost(re *syntax.Regexp) bool {
 	return re.Op == syntax.OpCapture && re.Name == "moathostplaceholder"
 }
 
-func holdsHost(re *syntax.Regexp) bool {
-	if isHost(re) {
+func holdsHost(re *syntax.Regexp) bool { return holds(re, isHost) }
+
+// holds reports whether re or a part of it is one that is.
+func holds(re *syntax.Regexp, is func(*syntax.Regexp) bool) bool {
+	if is(re) {
 		return true
 	}
 	for _, s := range re.Sub {
-		if holdsHost(s) {
+		if holds(s, is) {
 			return true
 		}
 	}
 	return false
 }
 
+// isAtom tells the parts flatten brings to the top: the address and the
+// lookaheads (which are rewritten with what follows them).
+func isAtom(re *syntax.Regexp) bool { return isHost(re) || isLookahead(re) }
+
 // flatten returns the ways through re as sequences of parts in which the
-// address, where there is one, is a part of its own: alternatives and
-// optional groups that hold it are written out, groups that hold it are
-// opened. Parts without the address are kept as they are.
+// address and each lookahead, where there are some, are parts of their
+// own: alternatives and optional groups that hold them are written out,
+// groups that hold them are opened. Other parts are kept as they are.
 func flatten(re *syntax.Regexp) ([][]*syntax.Regexp, error) {
-	if isHost(re) || !holdsHost(re) {
+	if isAtom(re) || !holds(re, isAtom) {
 		return [][]*syntax.Regexp{{re}}, nil
 	}
 	switch re.Op {
@@ -421,6 +543,9 @@ func flatten(re *syntax.Regexp) ([][]*syntax.Regexp, error) {
 			}
 		}
 		return out, nil
+	}
+	if !holdsHost(re) {
+		return nil, errLookahead // in a repetition: nothing fixed follows it
 	}
 	return nil, errors.New("the address is inside a repetition: moat needs it at one fixed place")
 }

@@ -89,11 +89,15 @@ func TestTranslatePython(t *testing.T) {
 			t.Errorf("%s: got %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
+	// A negative lookahead becomes a group for convertRegex to rewrite
+	// (lookahead.go).
+	if got, err := translatePython(`x(?!y)`); err != nil || !strings.HasPrefix(got, "x(?P<"+lookaheadName) {
+		t.Errorf("x(?!y): got %q, %v", got, err)
+	}
 	refused := []struct{ in, construct string }{
 		{`(?<=x)y`, "lookbehind"},
 		{`(?<!x)y`, "lookbehind"},
 		{`x(?=y)`, "lookahead"},
-		{`x(?!y)`, "lookahead"},
 		{`(a)\1`, `backreference \1`},
 		{`(?P<a>x)(?P=a)`, "backreference"},
 		{`(?(1)a|b)`, "conditional"},

@@ -244,6 +244,9 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 					}
 				case want && !matched:
 					st.missed++
+					if os.Getenv("MOAT_F2B_MISSES") != "" {
+						t.Logf("%s: missed: %s", name, line)
+					}
 				case want && matched && host != "" && got != exp.Unmap():
 					st.wrong++
 					t.Logf("%s: took %v, want %v: %s", name, got, exp, line)
