@@ -225,12 +225,14 @@ func convertBranch(date, pref, g string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Some ways through the regex may be refused (a lookahead of no
+	// fixed words) while others convert.
 	variants, err := hostVariants(full)
-	if err != nil {
-		return nil, err
-	}
 	var out []string
 	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, v := range variants {
 		if _, err := authlog.CompileRule(v); err != nil {
 			if n, ok := narrowSide(v); ok {
@@ -324,7 +326,7 @@ func hostVariants(p string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("as Go RE2: %w", err)
 	}
-	if tree.Op == syntax.OpConcat && n == 1 && !holds(tree, isLookahead) {
+	if tree.Op == syntax.OpConcat && n == 1 && !holds(tree, isLookahead) && !holds(tree, isPositive) {
 		for _, s := range tree.Sub {
 			if isHost(s) {
 				return []string{p}, nil // already at a fixed place
@@ -492,7 +494,7 @@ func holds(re *syntax.Regexp, is func(*syntax.Regexp) bool) bool {
 
 // isAtom tells the parts flatten brings to the top: the address and the
 // lookaheads (which are rewritten with what follows them).
-func isAtom(re *syntax.Regexp) bool { return isHost(re) || isLookahead(re) }
+func isAtom(re *syntax.Regexp) bool { return isHost(re) || isLookahead(re) || isPositive(re) }
 
 // flatten returns the ways through re as sequences of parts in which the
 // address and each lookahead, where there are some, are parts of their
@@ -545,6 +547,9 @@ func flatten(re *syntax.Regexp) ([][]*syntax.Regexp, error) {
 		return out, nil
 	}
 	if !holdsHost(re) {
+		if holds(re, isPositive) {
+			return nil, errPositive
+		}
 		return nil, errLookahead // in a repetition: nothing fixed follows it
 	}
 	return nil, errors.New("the address is inside a repetition: moat needs it at one fixed place")

@@ -22,8 +22,12 @@ import (
 // lookahead sits in a repetition, or its words are not fixed text, the
 // failregex is refused as before.
 
-// lookaheadName prefixes the group names translatePython gives (?!...).
-const lookaheadName = "moatnla"
+// lookaheadName prefixes the group names translatePython gives (?!...),
+// positiveName those of (?=...).
+const (
+	lookaheadName = "moatnla"
+	positiveName  = "moatpla"
+)
 
 // maxWords bounds the words a lookahead may expand to, and maxSeqs the
 // alternatives its rewrite may produce.
@@ -34,8 +38,14 @@ const (
 
 var errLookahead = errors.New("lookahead (?!...): Go's RE2 has no equivalent, and no exact rewrite was found here")
 
+var errPositive = errors.New("lookahead (?=...): Go's RE2 has no equivalent")
+
 func isLookahead(re *syntax.Regexp) bool {
 	return re.Op == syntax.OpCapture && strings.HasPrefix(re.Name, lookaheadName)
+}
+
+func isPositive(re *syntax.Regexp) bool {
+	return re.Op == syntax.OpCapture && strings.HasPrefix(re.Name, positiveName)
 }
 
 // lookaheadWords returns the fixed words a lookahead's body matches.
@@ -96,6 +106,9 @@ func lookaheadWords(re *syntax.Regexp) ([]string, bool) {
 func resolveLookaheads(seq []*syntax.Regexp) ([]*syntax.Regexp, error) {
 	// Right to left: the rewrite of a lookahead must not meet another.
 	for i := len(seq) - 1; i >= 0; i-- {
+		if isPositive(seq[i]) {
+			return nil, errPositive
+		}
 		if !isLookahead(seq[i]) {
 			continue
 		}
@@ -360,6 +373,9 @@ func expand(x *syntax.Regexp) ([]part, error) {
 		}
 		if isLookahead(x) {
 			return nil, errLookahead
+		}
+		if isPositive(x) {
+			return nil, errPositive
 		}
 		return []part{{seq: x.Sub}}, nil
 	case syntax.OpAlternate:

@@ -23,9 +23,10 @@ func (e *UnsupportedError) Error() string {
 // flags carry over; \Z becomes \z; {,n} becomes {0,n}; (?#...) comments
 // and the u/a/L flags are dropped; \uXXXX becomes \x{XXXX}. Lookaround,
 // backreferences, conditionals, atomic groups and verbose mode are
-// refused with an *UnsupportedError, except a negative lookahead (?!...),
-// which becomes a group named lookaheadName+n for convertRegex to
-// rewrite (lookahead.go). fail2ban's <TAGS> pass through as
+// refused with an *UnsupportedError, except lookaheads: (?!...) becomes
+// a group named lookaheadName+n for convertRegex to rewrite, (?=...) one
+// named positiveName+n that convertRegex refuses in the alternatives
+// that go through it (lookahead.go). fail2ban's <TAGS> pass through as
 // literal text.
 func translatePython(p string) (string, error) {
 	var b strings.Builder
@@ -107,7 +108,10 @@ func translatePython(p string) (string, error) {
 				fmt.Fprintf(&b, "(?P<%s%d>", lookaheadName, lookaheadSeq.Add(1))
 				i += 2
 			case strings.HasPrefix(rest, "="):
-				return "", &UnsupportedError{Construct: "lookahead (?" + rest[:1] + "...)", Offset: i}
+				// Refused where convertRegex meets it, so that the
+				// alternatives without it still convert.
+				fmt.Fprintf(&b, "(?P<%s%d>", positiveName, lookaheadSeq.Add(1))
+				i += 2
 			case strings.HasPrefix(rest, "P="):
 				return "", &UnsupportedError{Construct: "backreference (?P=...)", Offset: i}
 			case strings.HasPrefix(rest, "("):

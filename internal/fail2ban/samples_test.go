@@ -65,13 +65,25 @@ func TestFail2banSamples(t *testing.T) {
 	var tot sampleStats
 	var b strings.Builder
 	b.WriteString("| filter | failregexes imported | annotated lines | agree | missed | extra matches | wrong address | host names | skipped |\n|---|---|---|---|---|---|---|---|---|\n")
+	over95 := 0
 	for _, s := range all {
 		pct := "–"
 		if d := s.lines - s.names; d > 0 && s.imported > 0 {
 			pct = fmt.Sprintf("%.1f%%", 100*float64(s.agree)/float64(d))
 		}
-		fmt.Fprintf(&b, "| %s | %d/%d | %d | %s | %d | %d | %d | %d | %d |\n", s.filter, s.imported, s.failregexes, s.lines, pct, s.missed, s.extra, s.wrong, s.names, s.skipped)
-		if s.imported > 0 {
+		name := s.filter
+		if s.filter == "sshd" {
+			// moat import fail2ban never converts the sshd jail: moat's
+			// own parser reads sshd (internal/authlog's
+			// TestFail2banSamples measures it on this same log). The
+			// row is for information and stays out of the totals.
+			name = "sshd (not imported: moat's parser)"
+		}
+		fmt.Fprintf(&b, "| %s | %d/%d | %d | %s | %d | %d | %d | %d | %d |\n", name, s.imported, s.failregexes, s.lines, pct, s.missed, s.extra, s.wrong, s.names, s.skipped)
+		if s.imported > 0 && s.filter != "sshd" {
+			if d := s.lines - s.names; d == 0 || 100*s.agree >= 95*d {
+				over95++
+			}
 			tot.lines += s.lines
 			tot.agree += s.agree
 			tot.names += s.names
@@ -84,8 +96,8 @@ func TestFail2banSamples(t *testing.T) {
 			t.Errorf("%s: %d wrong addresses", s.filter, s.wrong)
 		}
 	}
-	fmt.Fprintf(&b, "\nFilters that import at least one failregex: %d of %d. On their annotated lines: %d of %d agree (%.1f%%; host names left out: %d), %d missed, %d extra matches, %d wrong addresses.\n",
-		tot.imported, len(all), tot.agree, tot.lines-tot.names, 100*float64(tot.agree)/float64(max(1, tot.lines-tot.names)), tot.names, tot.missed, tot.extra, tot.wrong)
+	fmt.Fprintf(&b, "\nFilters that import at least one failregex (sshd left out): %d of %d; %d of them agree on at least 95%% of their lines. On their annotated lines: %d of %d agree (%.1f%%; host names left out: %d), %d missed, %d extra matches, %d wrong addresses.\n",
+		tot.imported, len(all)-1, over95, tot.agree, tot.lines-tot.names, 100*float64(tot.agree)/float64(max(1, tot.lines-tot.names)), tot.names, tot.missed, tot.extra, tot.wrong)
 	// Why failregexes did not import, over all filters (default options),
 	// offsets and regexes left out so that kinds add up.
 	kinds := map[string]int{}
