@@ -58,7 +58,7 @@ func ConvertFilter(f *Filter) *Converted {
 		if dateErr != nil {
 			p.Err = dateErr
 		} else {
-			p.Moat, p.Err = convertRegex(date, pref, fr)
+			p.Moat, p.Err = convertRegex(date, pref, serviceFields(f.Name, fr))
 		}
 		out.Patterns = append(out.Patterns, p)
 	}
@@ -235,10 +235,6 @@ func convertBranch(date, pref, g string) ([]string, error) {
 	}
 	for _, v := range variants {
 		if _, err := authlog.CompileRule(v); err != nil {
-			if n, ok := narrowSide(v); ok {
-				out = append(out, n)
-				continue
-			}
 			msg := err.Error()
 			if i := strings.Index(msg, "\": "); strings.HasPrefix(msg, "login rule \"") && i > 0 {
 				msg = msg[i+3:]
@@ -249,6 +245,29 @@ func convertBranch(date, pref, g string) ([]string, error) {
 		out = append(out, v)
 	}
 	return out, errors.Join(errs...)
+}
+
+// postfixClient is postfix's "client name[address]" as fail2ban's postfix
+// filter matches it, and postfixClientNarrow the same without white
+// space in the name. The name is open text there, so the shape check
+// refuses every postfix failregex (the client's HELO, sender and
+// recipient follow the address). Postfix's smtpd logs a name only after
+// valid_hostname() accepted it (letters, digits, "-", "_", ".") and
+// "unknown" otherwise, so the narrow form matches every line postfix
+// writes; it is applied to postfix's filters only, where that holds.
+const (
+	postfixClient       = `[^[]*\[<HOST>\]`
+	postfixClientNarrow = `[^[\s]*\[<HOST>\]`
+)
+
+// serviceFields narrows, in the failregex of filter name, the fields the
+// service itself writes without white space that fail2ban matches more
+// loosely (see postfixClient).
+func serviceFields(name, fr string) string {
+	if name == "postfix" || strings.HasPrefix(name, "postfix-") {
+		return strings.ReplaceAll(fr, postfixClient, postfixClientNarrow)
+	}
+	return fr
 }
 
 // syslogLevel is fail2ban's __prefix_line part for a syslog
@@ -369,108 +388,6 @@ func hostVariants(p string) ([]string, error) {
 		return nil, fmt.Errorf("the address tag appears %d times, and no way through the regex passes exactly one: moat needs the address at one fixed place", n)
 	}
 	return out, errors.Join(errs...)
-}
-
-// narrowSide retries a pattern the shape check refused with the
-// character classes that repeat on one side of <HOST> ([^[]*, [^)]+)
-// made to exclude white space. fail2ban writes such classes for fields
-// the service fills with one word (postfix's "from host[1.2.3.4]"); left
-// as they are they can hold a client's "from 6.6.6.6 port 22", which is
-// why the shape check refuses them. Without white space they cannot, and
-// the pattern matches a subset of the lines fail2ban's does: a line whose
-// field holds a space is missed, never given another address. The before
-// side is tried first, then the after side; the result must pass the
-// shape check, unchanged, like any other pattern.
-func narrowSide(p string) (string, bool) {
-	tree, err := syntax.Parse(strings.ReplaceAll(p, "<HOST>", hostPlaceholder), syntax.Perl)
-	if err != nil || tree.Op != syntax.OpConcat {
-		return "", false
-	}
-	hostAt := slices.IndexFunc(tree.Sub, isHost)
-	if hostAt < 0 {
-		return "", false
-	}
-	for _, side := range [][2]int{{0, hostAt}, {hostAt + 1, len(tree.Sub)}} {
-		seq := slices.Clone(tree.Sub)
-		changed := false
-		for i := side[0]; i < side[1]; i++ {
-			var c bool
-			seq[i], c = withoutSpaceRuns(seq[i])
-			changed = changed || c
-		}
-		if !changed {
-			continue
-		}
-		re := &syntax.Regexp{Op: syntax.OpConcat, Sub: seq}
-		v := strings.ReplaceAll(re.String(), hostPlaceholder, "<HOST>")
-		if _, err := authlog.CompileRule(v); err == nil {
-			return v, true
-		}
-	}
-	return "", false
-}
-
-// withoutSpaceRuns returns re with every repeated character class that
-// admits a space (and more than white space) narrowed to exclude ASCII
-// white space, and whether it changed anything. re is not modified.
-func withoutSpaceRuns(re *syntax.Regexp) (*syntax.Regexp, bool) {
-	switch re.Op {
-	case syntax.OpStar, syntax.OpPlus, syntax.OpRepeat:
-		if c := re.Sub[0]; c.Op == syntax.OpCharClass && (re.Op != syntax.OpRepeat || re.Max != 1) {
-			if n, ok := classWithoutSpace(c); ok {
-				cp := *re
-				cp.Sub = []*syntax.Regexp{n}
-				cp.Sub0 = [1]*syntax.Regexp{}
-				return &cp, true
-			}
-		}
-	}
-	if len(re.Sub) == 0 {
-		return re, false
-	}
-	changed := false
-	subs := make([]*syntax.Regexp, len(re.Sub))
-	for i, s := range re.Sub {
-		var c bool
-		subs[i], c = withoutSpaceRuns(s)
-		changed = changed || c
-	}
-	if !changed {
-		return re, false
-	}
-	cp := *re
-	cp.Sub = subs
-	cp.Sub0 = [1]*syntax.Regexp{}
-	return &cp, true
-}
-
-// classWithoutSpace returns the class c less \t-\r and " ", when c
-// holds a space and something else.
-func classWithoutSpace(c *syntax.Regexp) (*syntax.Regexp, bool) {
-	hasSpace := false
-	var out []rune
-	for i := 0; i+1 < len(c.Rune); i += 2 {
-		lo, hi := c.Rune[i], c.Rune[i+1]
-		for _, gap := range [][2]rune{{'\t', '\r'}, {' ', ' '}} {
-			if lo <= gap[1] && gap[0] <= hi {
-				hasSpace = hasSpace || gap[0] == ' '
-				if lo < gap[0] {
-					out = append(out, lo, gap[0]-1)
-				}
-				lo = gap[1] + 1
-			}
-		}
-		if lo <= hi {
-			out = append(out, lo, hi)
-		}
-	}
-	if !hasSpace || len(out) == 0 {
-		return nil, false
-	}
-	cp := *c
-	cp.Rune = out
-	cp.Rune0 = [2]rune{}
-	return &cp, true
 }
 
 func isHost(re *syntax.Regexp) bool {
