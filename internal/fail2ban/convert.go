@@ -110,7 +110,7 @@ func stripAnchors(p string) (flags, body string, start, end bool) {
 // ((?:IPv6:<IP6>|<IP4>)) gives one pattern per place. Each pattern passes
 // the shape check on its own. The error names what was refused, also
 // when some branches were imported.
-func convertRegex(date, pref, fr string) ([]string, error) {
+func convertRegex(date dates, pref, fr string) ([]string, error) {
 	switch {
 	case strings.Contains(fr, "<SKIPLINES>") || strings.Contains(fr, `\n`):
 		return nil, errors.New("spans several lines (<SKIPLINES> or \\n): moat rules match one line")
@@ -180,7 +180,7 @@ func splitTop(p string) []string {
 
 // convertBranch converts a failregex (translated, without a top-level
 // alternation) into moat's patterns.
-func convertBranch(date, pref, g string) ([]string, error) {
+func convertBranch(date dates, pref, g string) ([]string, error) {
 	flags, body, start, end := stripAnchors(g)
 	if !start {
 		body = ".*?" + body // fail2ban searches: anything may precede
@@ -208,20 +208,30 @@ func convertBranch(date, pref, g string) ([]string, error) {
 	// fail2ban cuts only the date out of the line: "[Sun Jan 23 ...] x"
 	// reaches the regex as "[] x", which filters match with
 	// <__date_ambit>, (?:\[\])?. Put the date back between the brackets.
-	dated := date
-	if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
-		lbody = b
+	var full string
+	if i := strings.Index(lbody, `\[\]`); date.mid != "" && i > 0 && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(?:\[\])?`) && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(\[\])?`) {
+		// A date in the middle of the line (an access log's
+		// "- - [18/Nov/2018:...]") reaches the failregex as "[]" there.
+		full = "^" + lflags + lbody[:i] + `\[` + date.mid + `\]` + lbody[i+len(`\[\]`):] + "$"
+	} else {
+		if date.start == "" {
+			return nil, errors.New("the datepattern takes the date from the first [brackets] of the line, and this failregex has no [] where it was")
+		}
+		dated := date.start
+		if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
+			lbody = b
+		}
+		switch {
+		case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
+			lbody = lbody[strings.Index(lbody, ")?")+2:]
+			dated = `(?:\[` + date.start + `\]|` + date.start + `)`
+		case strings.HasPrefix(lbody, `\[\]`):
+			lbody = lbody[len(`\[\]`):]
+			dated = `\[` + date.start + `\]`
+		}
+		full = "^" + dated + lflags + lbody + "$"
 	}
-	switch {
-	case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
-		lbody = lbody[strings.Index(lbody, ")?")+2:]
-		dated = `(?:\[` + date + `\]|` + date + `)`
-	case strings.HasPrefix(lbody, `\[\]`):
-		lbody = lbody[len(`\[\]`):]
-		dated = `\[` + date + `\]`
-	}
-	full := "^" + dated + lflags + narrowPrefix(lbody) + "$"
-	full, err := fTags(full)
+	full, err := fTags(narrowPrefix(full))
 	if err != nil {
 		return nil, err
 	}

@@ -218,9 +218,9 @@ func FuzzTranslatePython(f *testing.F) {
 		if _, err := regexp.Compile(g); err != nil {
 			t.Fatalf("%q became %q, which Go refuses: %v", p, g, err)
 		}
-		if _, err := convertRegex(defaultDate, "", p); err == nil {
+		if _, err := convertRegex(anyDate, "", p); err == nil {
 			// Whatever converts must pass the daemon's check.
-			if _, err := convertRegex(defaultDate, "", p); err != nil {
+			if _, err := convertRegex(anyDate, "", p); err != nil {
 				t.Fatal("not deterministic")
 			}
 		}
