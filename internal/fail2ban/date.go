@@ -154,4 +154,3 @@ func oneOf(alts []string) string {
 	}
 	return `(?:` + strings.Join(alts, `|`) + `)`
 }
-
