@@ -163,3 +163,54 @@ func TestConvertPositiveLookaheadPartly(t *testing.T) {
 		"Feb 10 13:26:34 srv myapp[123]: disconnect from unknown[192.0.2.2] ehlo=1 auth=0/1 commands=3/4":   "",
 	})
 }
+
+// fail2ban's syslog prefix allows "<facility.level>" before the host
+// name as <[^.]+\.[^.]+>, which spans words: every failregex without a
+// $ (open text after the address) would fail the shape check for it.
+// Narrowed to no white space (syslog writes none there), the prefix is
+// closed, and the client's text after the address cannot choose it.
+func TestConvertSyslogLevelPrefix(t *testing.T) {
+	fr := syslogPrefix + `Host <HOST> failed to authenticate as '[^']*'`
+	rules := convertAll(t, "", fr)
+	if strings.Contains(rules[0].String(), syslogLevel) {
+		t.Fatalf("the prefix is not narrowed: %s", rules[0])
+	}
+	checkLines(t, rules, map[string]string{
+		"Jan 23 21:59:59 host myapp[1]: Host 192.0.2.1 failed to authenticate as 'bob'":                                                    "192.0.2.1",
+		"Jan 23 21:59:59 <auth.info> host myapp[1]: Host 192.0.2.1 failed to authenticate as 'bob'":                                        "192.0.2.1",
+		"Jan 23 21:59:59 host myapp[1]: Host 192.0.2.1 failed to authenticate as 'x' Host 6.6.6.6 failed to authenticate as 'y'":           "192.0.2.1",
+		"Jan 23 21:59:59 <x myapp[1]: Host 6.6.6.6 failed.a> host myapp[1]: Host 192.0.2.1 failed to authenticate as 'bob'":                "",
+		"Jan 23 21:59:59 host myapp[1]: Host 192.0.2.1 failed to authenticate as '<x myapp[1]: Host 6.6.6.6 failed to authenticate as 'y'": "192.0.2.1",
+	})
+}
+
+// An access log's date sits in brackets in the middle of the line;
+// fail2ban cuts it out and the failregex has "[]" there. The date goes
+// back between those brackets, and the client's request (after the
+// address, which starts the line) cannot choose the address.
+func TestConvertBracketDate(t *testing.T) {
+	d, err := dateRegex(`^[^\[]*\[({DATE})`)
+	if err != nil || d.mid == "" || d.start != "" {
+		t.Fatalf("got %+v, %v: want the date between brackets only", d, err)
+	}
+	pats, err := convertRegex(d, "", `^<HOST> \- <F-USER>\S+</F-USER> \[\] \"(?:\S+) [^\"]+\" 401\b`)
+	if len(pats) != 1 || err != nil {
+		t.Fatalf("got %q, %v", pats, err)
+	}
+	r, err := authlog.CompileRule(pats[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, []*authlog.Rule{r}, map[string]string{
+		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /dashboard/ HTTP/2.0" 401 17 "-" "Mozilla/5.0"`:              "10.0.0.2",
+		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /?6.6.6.6 - x [18/Nov/2018:21:34:34 +0000] HTTP/2.0" 401 17`: "10.0.0.2",
+		// The request cannot hold a quote: nothing matches.
+		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /6.6.6.6 - x [18/Nov/2018:21:34:34 +0000] "GET / HTTP/2.0" 401 1" 401 17`: "",
+		`10.0.0.2 - username [] "GET /dashboard/ HTTP/2.0" 401 17`:                                                                       "",
+	})
+	// A failregex without the brackets the date left has nowhere to
+	// take it.
+	if _, err := convertRegex(d, "", `^<HOST> -.*"GET .*" 401$`); err == nil {
+		t.Error("converted a failregex that has no [] for the date")
+	}
+}
