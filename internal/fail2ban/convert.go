@@ -141,7 +141,7 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 		}
 	}
 	if len(errs) > 0 && len(out) > 0 {
-		return out, fmt.Errorf("%d of %d alternatives not imported: %w", len(errs), len(errs)+len(out), errors.Join(errs...))
+		return out, fmt.Errorf("some alternatives: %w", errors.Join(errs...))
 	}
 	return out, errors.Join(errs...)
 }
@@ -384,8 +384,7 @@ func hostVariants(p string) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		re := &syntax.Regexp{Op: syntax.OpConcat, Sub: seq}
-		v := strings.ReplaceAll(re.String(), hostPlaceholder, "<HOST>")
+		v := strings.ReplaceAll(render(seq), hostPlaceholder, "<HOST>")
 		if !seen[v] {
 			seen[v] = true
 			out = append(out, v)
@@ -398,6 +397,27 @@ func hostVariants(p string) ([]string, error) {
 		return nil, fmt.Errorf("the address tag appears %d times, and no way through the regex passes exactly one: moat needs the address at one fixed place", n)
 	}
 	return out, errors.Join(errs...)
+}
+
+// render writes a way through a pattern as a pattern again: each part
+// as Go prints it (with its own flags), an alternation in a group, and
+// the anchors as ^ and $, which moat's configuration wants to see at the
+// ends of a rule's text.
+func render(seq []*syntax.Regexp) string {
+	var b strings.Builder
+	for _, s := range seq {
+		switch s.Op {
+		case syntax.OpBeginText:
+			b.WriteString("^")
+		case syntax.OpEndText:
+			b.WriteString("$")
+		case syntax.OpAlternate:
+			b.WriteString("(?:" + s.String() + ")")
+		default:
+			b.WriteString(s.String())
+		}
+	}
+	return b.String()
 }
 
 func isHost(re *syntax.Regexp) bool {
@@ -700,11 +720,15 @@ func (r *Result) Report() string {
 				fmt.Fprintf(&b, "  note: %s\n", n)
 			}
 			for i, p := range c.Patterns {
-				switch {
-				case p.Err != nil && len(p.Moat) > 0:
-					fmt.Fprintf(&b, "  failregex %d partly imported (%d patterns): %v\n    %s\n", i+1, len(p.Moat), p.Err, p.FailRegex)
-				case p.Err != nil:
-					fmt.Fprintf(&b, "  failregex %d not imported: %v\n    %s\n", i+1, p.Err, p.FailRegex)
+				if p.Err == nil {
+					continue
+				}
+				// errors.Join writes one reason a line.
+				why := strings.ReplaceAll(p.Err.Error(), "\n", "; ")
+				if len(p.Moat) > 0 {
+					fmt.Fprintf(&b, "  failregex %d partly imported (%d patterns): %s\n    %s\n", i+1, len(p.Moat), why, p.FailRegex)
+				} else {
+					fmt.Fprintf(&b, "  failregex %d not imported: %s\n    %s\n", i+1, why, p.FailRegex)
 				}
 			}
 		} else {

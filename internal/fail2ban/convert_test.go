@@ -28,6 +28,9 @@ func convertAll(t *testing.T, pref, fr string) []*authlog.Rule {
 	}
 	var rules []*authlog.Rule
 	for _, p := range pats {
+		if !strings.HasPrefix(p, "^") || !strings.HasSuffix(p, "$") {
+			t.Fatalf("not written from ^ to $, as moat's configuration wants: %s", p)
+		}
 		r, err := authlog.CompileRule(p)
 		if err != nil {
 			t.Fatalf("%s: converted pattern refused: %v", p, err)

@@ -104,6 +104,7 @@ func TestFail2banSamples(t *testing.T) {
 	offset := regexp.MustCompile(` at offset \d+|datepattern "[^"]*"|"[^"]*"`)
 	for _, s := range all {
 		for r, n := range s.reasons {
+			r = strings.ReplaceAll(r, "\n", "; ")
 			if len(r) > 110 {
 				r = r[:110] + "..."
 			}
@@ -162,6 +163,10 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 				st.reasons[p.Err.Error()]++
 			}
 			for _, pat := range p.Moat {
+				// moat's configuration wants the anchors in the text.
+				if !strings.HasPrefix(pat, "^") || !strings.HasSuffix(pat, "$") {
+					t.Fatalf("%s: an imported pattern is not written from ^ to $: %s", name, pat)
+				}
 				r, err := authlog.CompileRule(pat)
 				if err != nil {
 					t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
