@@ -163,8 +163,9 @@ func TestImportFixture(t *testing.T) {
 		t.Errorf("myapp: %+v", my)
 	}
 	other := byName["other"]
-	// aggressive mode: 2 imported failregexes, times 2 log files.
-	if len(other) != 4 || other[0].FindTime != 90*time.Minute || other[0].BanTime != 0 || other[0].Ports[0].String() != "tcp/8000-8100" {
+	// aggressive mode: 3 imported failregexes, one of them written out
+	// for IPv6 and IPv4 (4 patterns), times 2 log files.
+	if len(other) != 8 || other[0].FindTime != 90*time.Minute || other[0].BanTime != 0 || other[0].Ports[0].String() != "tcp/8000-8100" {
 		t.Errorf("other: %+v", other)
 	}
 	if len(byName["sshd"]) != 0 {
