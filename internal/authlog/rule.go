@@ -31,7 +31,7 @@ type Rule struct {
 const (
 	octetRE = `(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])`
 	ipv4RE  = octetRE + `(?:\.` + octetRE + `){3}`
-	ipv6RE  = `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|` + ipv4RE + `)?(?:%[0-9A-Za-z_.@-]+)?`
+	ipv6RE  = `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:` + ipv4RE + `|[0-9A-Fa-f]{1,4})?(?:%[0-9A-Za-z_.@-]+)?`
 	hostRE  = `(?P<host>` + ipv4RE + `|` + ipv6RE + `)`
 	userRE  = `(?P<user>.*?)`
 )
@@ -112,21 +112,35 @@ func checkShape(re *syntax.Regexp) error {
 		}
 		return errors.New("<HOST> is missing")
 	}
-	before := false
+	var before, after *syntax.Regexp
 	for _, s := range re.Sub[:hostAt] {
-		before = before || openText(s)
+		if before == nil {
+			before = openText(s)
+		}
 	}
-	after := false
 	for _, s := range re.Sub[hostAt+1:] {
-		after = after || openText(s)
+		if after == nil {
+			after = openText(s)
+		}
 	}
-	if before && after {
-		return errors.New("open text (.*, .+, <USER>, or any repetition that can span spaces) " +
-			"stands on both sides of <HOST>: the client could write a line where a fake address " +
-			"sits in either part. Make one side fixed text: write what the service itself " +
-			"prints between <HOST> and the end of the line (or the start)")
+	if before != nil && after != nil {
+		return fmt.Errorf("open text (.*, .+, <USER>, or any repetition that can span spaces) "+
+			"stands on both sides of <HOST>: the client could write a line where a fake address "+
+			"sits in either part. Make one side fixed text: write what the service itself "+
+			"prints between <HOST> and the end of the line (or the start) (open before it: %s; after it: %s)",
+			shortRE(before), shortRE(after))
 	}
 	return nil
+}
+
+// shortRE prints a piece of a pattern for an error message, cut to a
+// readable length.
+func shortRE(re *syntax.Regexp) string {
+	s := re.String()
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return "`" + s + "`"
 }
 
 func hasCapture(re *syntax.Regexp, name string) bool {
@@ -141,29 +155,31 @@ func hasCapture(re *syntax.Regexp, name string) bool {
 	return false
 }
 
-// openText reports whether re contains a repetition of something that can
+// openText finds in re a repetition of something that can
 // match a space: text in which a client can write "from 6.6.6.6 port 22".
 // A bound does not make it safe: (?: \S+){0,3} or .{0,60} carries a fake
 // address as well as .* does. A run of white space alone (\s*, " +") is
 // not open: it cannot hold an address's digits, and fail2ban's filters,
 // which `moat import fail2ban` converts, put \s* and \s+ everywhere.
-func openText(re *syntax.Regexp) bool {
+//
+// It returns the first such repetition, or nil.
+func openText(re *syntax.Regexp) *syntax.Regexp {
 	switch re.Op {
 	case syntax.OpStar, syntax.OpPlus:
 		if matchesSpace(re.Sub[0]) && !onlySpace(re.Sub[0]) {
-			return true
+			return re
 		}
 	case syntax.OpRepeat:
 		if re.Max != 1 && matchesSpace(re.Sub[0]) && !onlySpace(re.Sub[0]) {
-			return true
+			return re
 		}
 	}
 	for _, s := range re.Sub {
-		if openText(s) {
-			return true
+		if o := openText(s); o != nil {
+			return o
 		}
 	}
-	return false
+	return nil
 }
 
 // onlySpace reports whether re matches nothing but ASCII white space.

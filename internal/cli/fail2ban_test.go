@@ -14,7 +14,7 @@ func TestImportFail2ban(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "[[login.rule]]\nname = \"myapp\"") || !strings.Contains(out, `ports = ["tcp/8000-8100"]`) {
 		t.Fatalf("import fail2ban: %d\n%s\n%s", code, out, errs)
 	}
-	if !strings.Contains(errs, "jail other (filter myapp): 2 of 4 failregexes imported") || !strings.Contains(errs, "lookbehind (?<=...)") {
+	if !strings.Contains(errs, "jail other (filter myapp): 3 of 5 failregexes imported") || !strings.Contains(errs, "lookbehind (?<=...)") {
 		t.Errorf("the report must say per filter what did not import and why:\n%s", errs)
 	}
 	// What it prints is a config that config check accepts.

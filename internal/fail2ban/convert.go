@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,8 +17,11 @@ import (
 // Pattern is one failregex converted for moat, or the reason it was not.
 type Pattern struct {
 	FailRegex string // as fail2ban has it, tags substituted
-	Pattern   string // moat's whole-line pattern; "" when refused
-	Err       error  // why it was refused
+	// Moat holds moat's whole-line patterns: one, or one per place the
+	// failregex's alternatives put the address (moat wants <HOST> at one
+	// fixed place). Empty when refused.
+	Moat []string
+	Err  error // why it (or some of its alternatives) was refused
 }
 
 // Converted is a filter's failregexes converted to moat patterns.
@@ -27,7 +31,7 @@ type Converted struct {
 	Notes    []string // what does not carry over, for the whole filter
 }
 
-// ConvertFilter turns each failregex of f into a moat pattern: the
+// ConvertFilter turns each failregex of f into moat patterns: the
 // filter's date (datepattern) at the line's start, then the prefregex
 // with the failregex at its <F-CONTENT>, translated to RE2 with
 // fail2ban's tags replaced by moat's, then checked by
@@ -54,7 +58,7 @@ func ConvertFilter(f *Filter) *Converted {
 		if dateErr != nil {
 			p.Err = dateErr
 		} else {
-			p.Pattern, p.Err = convertRegex(date, pref, fr)
+			p.Moat, p.Err = convertRegex(date, pref, serviceFields(f.Name, fr))
 		}
 		out.Patterns = append(out.Patterns, p)
 	}
@@ -65,7 +69,7 @@ func ConvertFilter(f *Filter) *Converted {
 func (c *Converted) Imported() int {
 	n := 0
 	for _, p := range c.Patterns {
-		if p.Err == nil {
+		if len(p.Moat) > 0 {
 			n++
 		}
 	}
@@ -99,36 +103,85 @@ func stripAnchors(p string) (flags, body string, start, end bool) {
 	return flags, body, start, end
 }
 
-// topAlternation reports whether a Go pattern is an alternation at its
-// top level, where stripping or adding anchors would change only one
-// branch.
-func topAlternation(p string) bool {
-	re, err := syntax.Parse(strings.NewReplacer("<HOST>", "h").Replace(p), syntax.Perl)
-	return err == nil && re.Op == syntax.OpAlternate
-}
-
-func convertRegex(date, pref, fr string) (string, error) {
+// convertRegex converts one failregex into moat's whole-line patterns.
+// fail2ban's regex is Python's, searched in the line less its date; an
+// alternation at its top level (^a|b$) is one regex per branch, each with
+// its own anchors; an address that alternatives put at different places
+// ((?:IPv6:<IP6>|<IP4>)) gives one pattern per place. Each pattern passes
+// the shape check on its own. The error names what was refused, also
+// when some branches were imported.
+func convertRegex(date dates, pref, fr string) ([]string, error) {
 	switch {
 	case strings.Contains(fr, "<SKIPLINES>") || strings.Contains(fr, `\n`):
-		return "", errors.New("spans several lines (<SKIPLINES> or \\n): moat rules match one line")
+		return nil, errors.New("spans several lines (<SKIPLINES> or \\n): moat rules match one line")
 	case strings.Contains(fr, "<F-NOFAIL>") || strings.Contains(fr, "<F-MLFFORGET>") || strings.Contains(fr, "<F-MLFGAINED>"):
-		return "", errors.New("marks a line for fail2ban's multi-line bookkeeping (<F-NOFAIL>/<F-MLFFORGET>/<F-MLFGAINED>), not a failure")
+		return nil, errors.New("marks a line for fail2ban's multi-line bookkeeping (<F-NOFAIL>/<F-MLFFORGET>/<F-MLFGAINED>), not a failure")
 	}
 	if m := refusedTagRe.FindStringSubmatch(fr); m != nil {
-		return "", fmt.Errorf("<%s>: moat bans addresses only, at one fixed place", m[1])
+		return nil, fmt.Errorf("<%s>: moat bans addresses only, at one fixed place", m[1])
 	}
 	g, err := translatePython(fr)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	flags, body, start, end := stripAnchors(g)
-	if topAlternation(body) {
-		if !start && !end {
-			body = "(?:" + body + ")"
-		} else {
-			return "", errors.New("alternation (a|b) at the top level with anchors: write each branch as its own failregex")
+	// fail2ban turns <F-NAME>...</F-NAME> into a group before it compiles
+	// the regex: "<F-USER>\S+|.*?</F-USER>" is an alternation inside a
+	// group, not at the top level.
+	if g, err = fTags(g); err != nil {
+		return nil, err
+	}
+	flags := leadFlagsRe.FindString(g)
+	var out []string
+	var errs []error
+	for _, branch := range splitTop(g[len(flags):]) {
+		ps, err := convertBranch(date, pref, flags+branch)
+		out = append(out, ps...)
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
+	if len(errs) > 0 && len(out) > 0 {
+		return out, fmt.Errorf("some alternatives: %w", errors.Join(errs...))
+	}
+	return out, errors.Join(errs...)
+}
+
+// splitTop splits a Go pattern at the "|" of its top level.
+func splitTop(p string) []string {
+	var out []string
+	depth, inClass, start := 0, false, 0
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+			// "]" first in a class is a literal.
+			if strings.HasPrefix(p[i+1:], "^]") {
+				i += 2
+			} else if strings.HasPrefix(p[i+1:], "]") {
+				i++
+			}
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == '|' && depth == 0:
+			out = append(out, p[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, p[start:])
+}
+
+// convertBranch converts a failregex (translated, without a top-level
+// alternation) into moat's patterns.
+func convertBranch(date dates, pref, g string) ([]string, error) {
+	flags, body, start, end := stripAnchors(g)
 	if !start {
 		body = ".*?" + body // fail2ban searches: anything may precede
 	}
@@ -141,7 +194,7 @@ func convertRegex(date, pref, fr string) (string, error) {
 	if pref != "" {
 		line = flags + body
 		if !contentRe.MatchString(pref) {
-			return "", errors.New("prefregex has no <F-CONTENT>...</F-CONTENT>")
+			return nil, errors.New("prefregex has no <F-CONTENT>...</F-CONTENT>")
 		}
 		line = contentRe.ReplaceAllLiteralString(pref, line)
 	}
@@ -155,42 +208,108 @@ func convertRegex(date, pref, fr string) (string, error) {
 	// fail2ban cuts only the date out of the line: "[Sun Jan 23 ...] x"
 	// reaches the regex as "[] x", which filters match with
 	// <__date_ambit>, (?:\[\])?. Put the date back between the brackets.
-	dated := date
-	if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
-		lbody = b
-	}
-	switch {
-	case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
-		lbody = lbody[strings.Index(lbody, ")?")+2:]
-		dated = `(?:\[` + date + `\]|` + date + `)`
-	case strings.HasPrefix(lbody, `\[\]`):
-		lbody = lbody[len(`\[\]`):]
-		dated = `\[` + date + `\]`
-	}
-	full := "^" + dated + lflags + lbody + "$"
-	full, err = moatTags(full)
-	if err != nil {
-		return "", err
-	}
-	if _, err := authlog.CompileRule(full); err != nil {
-		msg := err.Error()
-		if i := strings.Index(msg, "\": "); strings.HasPrefix(msg, "login rule \"") && i > 0 {
-			msg = msg[i+3:]
+	var full string
+	if i := strings.Index(lbody, `\[\]`); date.mid != "" && i > 0 && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(?:\[\])?`) && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(\[\])?`) {
+		// A date in the middle of the line (an access log's
+		// "- - [18/Nov/2018:...]") reaches the failregex as "[]" there.
+		full = "^" + lflags + lbody[:i] + `\[` + date.mid + `\]` + lbody[i+len(`\[\]`):] + "$"
+	} else {
+		if date.start == "" {
+			return nil, errors.New("the datepattern takes the date from the first [brackets] of the line, and this failregex has no [] where it was")
 		}
-		return "", fmt.Errorf("moat's shape check: %s", msg)
+		dated := date.start
+		if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
+			lbody = b
+		}
+		switch {
+		case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
+			lbody = lbody[strings.Index(lbody, ")?")+2:]
+			dated = `(?:\[` + date.start + `\]|` + date.start + `)`
+		case strings.HasPrefix(lbody, `\[\]`):
+			lbody = lbody[len(`\[\]`):]
+			dated = `\[` + date.start + `\]`
+		}
+		full = "^" + dated + lflags + lbody + "$"
 	}
-	return full, nil
+	full, err := fTags(narrowPrefix(full))
+	if err != nil {
+		return nil, err
+	}
+	// Some ways through the regex may be refused (a lookahead of no
+	// fixed words) while others convert.
+	variants, err := hostVariants(full)
+	var out []string
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, v := range variants {
+		if _, err := authlog.CompileRule(v); err != nil {
+			msg := err.Error()
+			if i := strings.Index(msg, "\": "); strings.HasPrefix(msg, "login rule \"") && i > 0 {
+				msg = msg[i+3:]
+			}
+			errs = append(errs, fmt.Errorf("moat's shape check: %s", msg))
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, errors.Join(errs...)
 }
 
-// moatTags replaces fail2ban's tags with moat's: the address tags with
-// <HOST>, <F-NAME>...</F-NAME> captures with plain groups (moat keeps
-// only the address), <F-ID/> and <F-PORT/> with their expressions.
-func moatTags(p string) (string, error) {
+// postfixClient is postfix's "client name[address]" as fail2ban's postfix
+// filter matches it, and postfixClientNarrow the same without white
+// space in the name. The name is open text there, so the shape check
+// refuses every postfix failregex (the client's HELO, sender and
+// recipient follow the address). Postfix's smtpd logs a name only after
+// valid_hostname() accepted it (letters, digits, "-", "_", ".") and
+// "unknown" otherwise, so the narrow form matches every line postfix
+// writes; it is applied to postfix's filters only, where that holds.
+const (
+	postfixClient       = `[^[]*\[<HOST>\]`
+	postfixClientNarrow = `[^[\s]*\[<HOST>\]`
+)
+
+// serviceFields narrows, in the failregex of filter name, the fields the
+// service itself writes without white space that fail2ban matches more
+// loosely (see postfixClient).
+func serviceFields(name, fr string) string {
+	if name == "postfix" || strings.HasPrefix(name, "postfix-") {
+		return strings.ReplaceAll(fr, postfixClient, postfixClientNarrow)
+	}
+	return fr
+}
+
+// syslogLevel is fail2ban's __prefix_line part for a syslog
+// "<facility.level>" before the host name (common.conf), and
+// syslogLevelNarrow the same without white space or ">" inside the
+// brackets. fail2ban's form lets the brackets span words ("<a b.c d>"),
+// which makes everything before <HOST> open text for the shape check;
+// a facility and level never hold a space, so the narrow form matches
+// the same syslog lines and leaves no room for a client's words.
+const (
+	syslogLevel       = `<[^.]+\.[^.]+>`
+	syslogLevelNarrow = `<[^.>\s]+\.[^.>\s]+>`
+)
+
+// narrowPrefix narrows fail2ban's syslog prefix (see syslogLevel). The
+// result matches a subset of the lines, so it can take no address the
+// original would not; the shape check still judges it.
+func narrowPrefix(p string) string {
+	return strings.ReplaceAll(p, syslogLevel, syslogLevelNarrow)
+}
+
+// fTags replaces fail2ban's <F-NAME>...</F-NAME> captures with plain
+// groups (moat keeps only the address), <F-ID/> and <F-PORT/> with their
+// expressions, <F-IP4/>... with <HOST>.
+func fTags(p string) (string, error) {
 	var err error
 	p = fTagRe.ReplaceAllStringFunc(p, func(t string) string {
 		m := fTagRe.FindStringSubmatch(t)
 		name := m[2]
 		switch {
+		case name == "CONTENT":
+			return t // the prefregex's slot, filled by convertBranch
 		case m[3] == "/": // self-closing <F-ID/>
 			switch name {
 			case "ID":
@@ -207,19 +326,180 @@ func moatTags(p string) (string, error) {
 		}
 		return "(?:"
 	})
-	if err != nil {
-		return "", err
-	}
+	return p, err
+}
+
+// hostPlaceholder stands for <HOST> while a pattern is parsed: a named
+// group, so that the parser neither merges it with the text around it
+// nor factors it out of alternatives.
+const hostPlaceholder = `(?P<moathostplaceholder>0)`
+
+// maxVariants bounds the patterns one failregex may become.
+const maxVariants = 16
+
+// hostVariants turns fail2ban's address tags (<HOST>, <ADDR>, <IP4>,
+// <IP6>) into moat's <HOST>, at one fixed place per pattern: where the
+// address sits inside alternatives ((?:IPv6:<IP6>|<IP4>)) or an optional
+// group, the pattern is written out once per alternative, an exact
+// rewrite (a(b|c)d matches what abd and acd match together). The
+// alternatives without an address are dropped: moat bans the address.
+func hostVariants(p string) ([]string, error) {
 	// fail2ban's <HOST> and <ADDR> allow [brackets] around the address.
 	p = hostTagRe.ReplaceAllLiteralString(p, `\[?<HOST>\]?`)
 	p = ipTagRe.ReplaceAllLiteralString(p, `<HOST>`)
-	switch n := strings.Count(p, "<HOST>"); {
-	case n == 0:
-		return "", errors.New("no address on this line (fail2ban takes it from another line with <F-MLFID>): moat rules match one line")
-	case n > 1:
-		return "", fmt.Errorf("the address tag appears %d times (alternatives): moat needs the address at one fixed place", n)
+	n := strings.Count(p, "<HOST>")
+	if n == 0 {
+		return nil, errors.New("no address on this line (fail2ban takes it from another line with <F-MLFID>): moat rules match one line")
 	}
-	return p, nil
+	tree, err := syntax.Parse(strings.ReplaceAll(p, "<HOST>", hostPlaceholder), syntax.Perl)
+	if err != nil {
+		return nil, fmt.Errorf("as Go RE2: %w", err)
+	}
+	if tree.Op == syntax.OpConcat && n == 1 && !holds(tree, isLookahead) && !holds(tree, isPositive) {
+		for _, s := range tree.Sub {
+			if isHost(s) {
+				return []string{p}, nil // already at a fixed place
+			}
+		}
+	}
+	seqs, err := flatten(tree)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	var errs []error
+	seen := map[string]bool{}
+	for _, seq := range seqs {
+		hosts := 0
+		for _, s := range seq {
+			if isHost(s) {
+				hosts++
+			}
+		}
+		if hosts != 1 {
+			continue // no address here (or twice): not a ban
+		}
+		seq, err := resolveLookaheads(seq)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		v := strings.ReplaceAll(render(seq), hostPlaceholder, "<HOST>")
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		return nil, fmt.Errorf("the address tag appears %d times, and no way through the regex passes exactly one: moat needs the address at one fixed place", n)
+	}
+	return out, errors.Join(errs...)
+}
+
+// render writes a way through a pattern as a pattern again: each part
+// as Go prints it (with its own flags), an alternation in a group, and
+// the anchors as ^ and $, which moat's configuration wants to see at the
+// ends of a rule's text.
+func render(seq []*syntax.Regexp) string {
+	var b strings.Builder
+	for _, s := range seq {
+		switch s.Op {
+		case syntax.OpBeginText:
+			b.WriteString("^")
+		case syntax.OpEndText:
+			b.WriteString("$")
+		case syntax.OpAlternate:
+			b.WriteString("(?:" + s.String() + ")")
+		default:
+			b.WriteString(s.String())
+		}
+	}
+	return b.String()
+}
+
+func isHost(re *syntax.Regexp) bool {
+	return re.Op == syntax.OpCapture && re.Name == "moathostplaceholder"
+}
+
+func holdsHost(re *syntax.Regexp) bool { return holds(re, isHost) }
+
+// holds reports whether re or a part of it is one that is.
+func holds(re *syntax.Regexp, is func(*syntax.Regexp) bool) bool {
+	if is(re) {
+		return true
+	}
+	for _, s := range re.Sub {
+		if holds(s, is) {
+			return true
+		}
+	}
+	return false
+}
+
+// isAtom tells the parts flatten brings to the top: the address and the
+// lookaheads (which are rewritten with what follows them).
+func isAtom(re *syntax.Regexp) bool { return isHost(re) || isLookahead(re) || isPositive(re) }
+
+// flatten returns the ways through re as sequences of parts in which the
+// address and each lookahead, where there are some, are parts of their
+// own: alternatives and optional groups that hold them are written out,
+// groups that hold them are opened. Other parts are kept as they are.
+func flatten(re *syntax.Regexp) ([][]*syntax.Regexp, error) {
+	if isAtom(re) || !holds(re, isAtom) {
+		return [][]*syntax.Regexp{{re}}, nil
+	}
+	switch re.Op {
+	case syntax.OpConcat:
+		out := [][]*syntax.Regexp{nil}
+		for _, s := range re.Sub {
+			ways, err := flatten(s)
+			if err != nil {
+				return nil, err
+			}
+			var next [][]*syntax.Regexp
+			for _, a := range out {
+				for _, w := range ways {
+					next = append(next, append(slices.Clip(a), w...))
+				}
+			}
+			if len(next) > maxVariants {
+				return nil, fmt.Errorf("the address sits in more than %d alternatives: moat needs it at one fixed place", maxVariants)
+			}
+			out = next
+		}
+		return out, nil
+	case syntax.OpCapture:
+		return flatten(re.Sub[0])
+	case syntax.OpQuest:
+		ways, err := flatten(re.Sub[0])
+		if err != nil {
+			return nil, err
+		}
+		return append(ways, nil), nil
+	case syntax.OpAlternate:
+		var out [][]*syntax.Regexp
+		for _, s := range re.Sub {
+			ways, err := flatten(s)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ways...)
+			if len(out) > maxVariants {
+				return nil, fmt.Errorf("the address sits in more than %d alternatives: moat needs it at one fixed place", maxVariants)
+			}
+		}
+		return out, nil
+	}
+	if !holdsHost(re) {
+		if holds(re, isPositive) {
+			return nil, errPositive
+		}
+		return nil, errLookahead // in a repetition: nothing fixed follows it
+	}
+	return nil, errors.New("the address is inside a repetition: moat needs it at one fixed place")
 }
 
 // Rule is one [[login.rule]] to print.
@@ -309,12 +589,11 @@ func Import(dir, servicesFile string) (*Result, error) {
 			ban = 0
 		}
 		for _, p := range jr.Converted.Patterns {
-			if p.Err != nil {
-				continue
-			}
-			for _, src := range sources {
-				jr.Rules = append(jr.Rules, Rule{Name: j.Name, Source: src, Pattern: p.Pattern,
-					MaxRetry: j.MaxRetry, FindTime: j.FindTime, BanTime: ban, Ports: ports})
+			for _, pat := range p.Moat {
+				for _, src := range sources {
+					jr.Rules = append(jr.Rules, Rule{Name: j.Name, Source: src, Pattern: pat,
+						MaxRetry: j.MaxRetry, FindTime: j.FindTime, BanTime: ban, Ports: ports})
+				}
 			}
 		}
 		res.Jails = append(res.Jails, jr)
@@ -441,8 +720,15 @@ func (r *Result) Report() string {
 				fmt.Fprintf(&b, "  note: %s\n", n)
 			}
 			for i, p := range c.Patterns {
-				if p.Err != nil {
-					fmt.Fprintf(&b, "  failregex %d not imported: %v\n    %s\n", i+1, p.Err, p.FailRegex)
+				if p.Err == nil {
+					continue
+				}
+				// errors.Join writes one reason a line.
+				why := strings.ReplaceAll(p.Err.Error(), "\n", "; ")
+				if len(p.Moat) > 0 {
+					fmt.Fprintf(&b, "  failregex %d partly imported (%d patterns): %s\n    %s\n", i+1, len(p.Moat), why, p.FailRegex)
+				} else {
+					fmt.Fprintf(&b, "  failregex %d not imported: %s\n    %s\n", i+1, why, p.FailRegex)
 				}
 			}
 		} else {

@@ -63,21 +63,41 @@ var strftimeRe = regexp.MustCompile(`%(Ex[YymdHkIlMSzZ]|[YymdHkIlMSfpzZaAbBjs%])
 // a date.
 var sepBackref = regexp.MustCompile(`\(\?P<_sep>(\[[^\]]*\])\)`)
 
-// dateRegex converts a filter's datepattern (one template a line) into a
-// Go regexp for the date at the start of the line, without the leading ^.
-// It refuses a date pattern that keeps text outside the date (a capture
-// group, or a date not at the line's start): fail2ban cuts only the date
-// out of the line and matches the failregex on the rest, which a
-// whole-line pattern cannot mirror.
-func dateRegex(datepattern string) (string, error) {
+// dates is where a filter's datepattern finds the date, as Go regexps
+// without anchors: at the start of the line (start), and between the
+// brackets that fail2ban leaves as "[]" in the middle of the line once it
+// has cut the date out (mid: an access log's "- - [18/Nov/2018:...]").
+// Either may be empty.
+type dates struct{ start, mid string }
+
+// anyDate is fail2ban's default: its templates are searched anywhere in
+// the line.
+var anyDate = dates{start: defaultDate, mid: defaultDate}
+
+// bracketDate is a template that takes the date in the first brackets of
+// the line: "^[^\[]*\[(...)" keeps the text up to "[" and cuts the
+// group, so the failregex sees "[]" there.
+var bracketDate = regexp.MustCompile(`^\^\[\^\\\[\]\*\\\[\((.*)\)$`)
+
+// dateRegex converts a filter's datepattern (one template a line) into
+// Go regexps for the date (see dates). It refuses a date pattern that
+// keeps other text outside the date (another capture group, or a date
+// searched anywhere that is not fail2ban's default): fail2ban cuts only
+// the date out of the line and matches the failregex on the rest, which
+// a whole-line pattern cannot mirror in general.
+func dateRegex(datepattern string) (dates, error) {
 	if strings.TrimSpace(datepattern) == "" {
-		return defaultDate, nil
+		return anyDate, nil
 	}
-	var alts []string
+	var alts, mids []string
 	for _, t := range strings.Split(datepattern, "\n") {
 		t = strings.TrimSpace(t)
 		if t == "" {
 			continue
+		}
+		mid := false
+		if m := bracketDate.FindStringSubmatch(t); m != nil {
+			t, mid = "^"+m[1], true
 		}
 		anchored := false
 		for _, pre := range []string{"{^LN-BEG}", "^"} {
@@ -97,10 +117,10 @@ func dateRegex(datepattern string) (string, error) {
 			continue
 		}
 		if !anchored {
-			return "", fmt.Errorf("datepattern %q is not anchored at the line's start: fail2ban finds it anywhere and matches the rest", t)
+			return dates{}, fmt.Errorf("datepattern %q is not anchored at the line's start: fail2ban finds it anywhere and matches the rest", t)
 		}
 		if strings.Contains(strings.ReplaceAll(strings.ReplaceAll(t, `\(`, ``), "(?", ""), "(") {
-			return "", fmt.Errorf("datepattern %q keeps text around the date (a capture group): fail2ban matches that text with the failregex", t)
+			return dates{}, fmt.Errorf("datepattern %q keeps text around the date (a capture group): fail2ban matches that text with the failregex", t)
 		}
 		sep := ""
 		if m := sepBackref.FindStringSubmatch(t); m != nil {
@@ -113,12 +133,24 @@ func dateRegex(datepattern string) (string, error) {
 		t = strings.ReplaceAll(t, "\x00", defaultDate)
 		g, err := translatePython(t)
 		if err != nil {
-			return "", fmt.Errorf("datepattern %q: %w", t, err)
+			return dates{}, fmt.Errorf("datepattern %q: %w", t, err)
+		}
+		if mid {
+			mids = append(mids, g)
+			continue
 		}
 		alts = append(alts, g)
 	}
-	if len(alts) == 1 {
-		return alts[0], nil
+	return dates{start: oneOf(alts), mid: oneOf(mids)}, nil
+}
+
+// oneOf is an alternation of regexps, "" for none.
+func oneOf(alts []string) string {
+	switch len(alts) {
+	case 0:
+		return ""
+	case 1:
+		return alts[0]
 	}
-	return `(?:` + strings.Join(alts, `|`) + `)`, nil
+	return `(?:` + strings.Join(alts, `|`) + `)`
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync/atomic"
 )
 
 // UnsupportedError names a Python regex construct that Go's RE2 cannot
@@ -22,7 +23,10 @@ func (e *UnsupportedError) Error() string {
 // flags carry over; \Z becomes \z; {,n} becomes {0,n}; (?#...) comments
 // and the u/a/L flags are dropped; \uXXXX becomes \x{XXXX}. Lookaround,
 // backreferences, conditionals, atomic groups and verbose mode are
-// refused with an *UnsupportedError. fail2ban's <TAGS> pass through as
+// refused with an *UnsupportedError, except lookaheads: (?!...) becomes
+// a group named lookaheadName+n for convertRegex to rewrite, (?=...) one
+// named positiveName+n that convertRegex refuses in the alternatives
+// that go through it (lookahead.go). fail2ban's <TAGS> pass through as
 // literal text.
 func translatePython(p string) (string, error) {
 	var b strings.Builder
@@ -98,8 +102,16 @@ func translatePython(p string) (string, error) {
 			case strings.HasPrefix(rest, "<"):
 				b.WriteString("(?P")
 				i++
-			case strings.HasPrefix(rest, "="), strings.HasPrefix(rest, "!"):
-				return "", &UnsupportedError{Construct: "lookahead (?" + rest[:1] + "...)", Offset: i}
+			case strings.HasPrefix(rest, "!"):
+				// A group that convertRegex rewrites with what follows
+				// it, where an exact RE2 form exists (lookahead.go).
+				fmt.Fprintf(&b, "(?P<%s%d>", lookaheadName, lookaheadSeq.Add(1))
+				i += 2
+			case strings.HasPrefix(rest, "="):
+				// Refused where convertRegex meets it, so that the
+				// alternatives without it still convert.
+				fmt.Fprintf(&b, "(?P<%s%d>", positiveName, lookaheadSeq.Add(1))
+				i += 2
 			case strings.HasPrefix(rest, "P="):
 				return "", &UnsupportedError{Construct: "backreference (?P=...)", Offset: i}
 			case strings.HasPrefix(rest, "("):
@@ -159,6 +171,10 @@ func translatePython(p string) (string, error) {
 }
 
 var openBoundRe = regexp.MustCompile(`^\{,\d+\}`)
+
+// lookaheadSeq numbers the groups that stand for (?!...): Go wants
+// group names unique, and a prefregex and its failregex are joined.
+var lookaheadSeq atomic.Uint64
 
 // isQuantifierEnd reports whether p[i] ends a quantifier (*, +, ?, {m,n}),
 // so that a "+" after it is possessive. A "?" after a quantifier is lazy

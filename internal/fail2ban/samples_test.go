@@ -65,13 +65,25 @@ func TestFail2banSamples(t *testing.T) {
 	var tot sampleStats
 	var b strings.Builder
 	b.WriteString("| filter | failregexes imported | annotated lines | agree | missed | extra matches | wrong address | host names | skipped |\n|---|---|---|---|---|---|---|---|---|\n")
+	over95 := 0
 	for _, s := range all {
 		pct := "–"
 		if d := s.lines - s.names; d > 0 && s.imported > 0 {
 			pct = fmt.Sprintf("%.1f%%", 100*float64(s.agree)/float64(d))
 		}
-		fmt.Fprintf(&b, "| %s | %d/%d | %d | %s | %d | %d | %d | %d | %d |\n", s.filter, s.imported, s.failregexes, s.lines, pct, s.missed, s.extra, s.wrong, s.names, s.skipped)
-		if s.imported > 0 {
+		name := s.filter
+		if s.filter == "sshd" {
+			// moat import fail2ban never converts the sshd jail: moat's
+			// own parser reads sshd (internal/authlog's
+			// TestFail2banSamples measures it on this same log). The
+			// row is for information and stays out of the totals.
+			name = "sshd (not imported: moat's parser)"
+		}
+		fmt.Fprintf(&b, "| %s | %d/%d | %d | %s | %d | %d | %d | %d | %d |\n", name, s.imported, s.failregexes, s.lines, pct, s.missed, s.extra, s.wrong, s.names, s.skipped)
+		if s.imported > 0 && s.filter != "sshd" {
+			if d := s.lines - s.names; d == 0 || 100*s.agree >= 95*d {
+				over95++
+			}
 			tot.lines += s.lines
 			tot.agree += s.agree
 			tot.names += s.names
@@ -84,14 +96,15 @@ func TestFail2banSamples(t *testing.T) {
 			t.Errorf("%s: %d wrong addresses", s.filter, s.wrong)
 		}
 	}
-	fmt.Fprintf(&b, "\nFilters that import at least one failregex: %d of %d. On their annotated lines: %d of %d agree (%.1f%%; host names left out: %d), %d missed, %d extra matches, %d wrong addresses.\n",
-		tot.imported, len(all), tot.agree, tot.lines-tot.names, 100*float64(tot.agree)/float64(max(1, tot.lines-tot.names)), tot.names, tot.missed, tot.extra, tot.wrong)
+	fmt.Fprintf(&b, "\nFilters that import at least one failregex (sshd left out): %d of %d; %d of them agree on at least 95%% of their lines. On their annotated lines: %d of %d agree (%.1f%%; host names left out: %d), %d missed, %d extra matches, %d wrong addresses.\n",
+		tot.imported, len(all)-1, over95, tot.agree, tot.lines-tot.names, 100*float64(tot.agree)/float64(max(1, tot.lines-tot.names)), tot.names, tot.missed, tot.extra, tot.wrong)
 	// Why failregexes did not import, over all filters (default options),
 	// offsets and regexes left out so that kinds add up.
 	kinds := map[string]int{}
 	offset := regexp.MustCompile(` at offset \d+|datepattern "[^"]*"|"[^"]*"`)
 	for _, s := range all {
 		for r, n := range s.reasons {
+			r = strings.ReplaceAll(r, "\n", "; ")
 			if len(r) > 110 {
 				r = r[:110] + "..."
 			}
@@ -105,7 +118,7 @@ func TestFail2banSamples(t *testing.T) {
 	sort.Slice(ks, func(i, j int) bool {
 		return kinds[ks[i]] > kinds[ks[j]] || kinds[ks[i]] == kinds[ks[j]] && ks[i] < ks[j]
 	})
-	b.WriteString("\n| failregexes not imported | why |\n|---|---|\n")
+	b.WriteString("\n| failregexes not imported (\"some alternatives\": partly) | why |\n|---|---|\n")
 	for _, k := range ks {
 		fmt.Fprintf(&b, "| %d | %s |\n", kinds[k], strings.ReplaceAll(k, "|", `\|`))
 	}
@@ -148,13 +161,18 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 		for _, p := range c.Patterns {
 			if p.Err != nil {
 				st.reasons[p.Err.Error()]++
-				continue
 			}
-			r, err := authlog.CompileRule(p.Pattern)
-			if err != nil {
-				t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
+			for _, pat := range p.Moat {
+				// moat's configuration wants the anchors in the text.
+				if !strings.HasPrefix(pat, "^") || !strings.HasSuffix(pat, "$") {
+					t.Fatalf("%s: an imported pattern is not written from ^ to $: %s", name, pat)
+				}
+				r, err := authlog.CompileRule(pat)
+				if err != nil {
+					t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
+				}
+				v.rules = append(v.rules, r)
 			}
-			v.rules = append(v.rules, r)
 		}
 		return v
 	}
@@ -243,6 +261,9 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 					}
 				case want && !matched:
 					st.missed++
+					if os.Getenv("MOAT_F2B_MISSES") != "" {
+						t.Logf("%s: missed: %s", name, line)
+					}
 				case want && matched && host != "" && got != exp.Unmap():
 					st.wrong++
 					t.Logf("%s: took %v, want %v: %s", name, got, exp, line)

@@ -1,0 +1,219 @@
+package fail2ban
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moat-fw/moat/internal/authlog"
+)
+
+// syslogPrefix is fail2ban's __prefix_line for a daemon (common.conf),
+// as filters have it after tag substitution.
+const syslogPrefix = `^(?:\[\])?\s*(?:<[^.]+\.[^.]+>\s+)?(?:\S+\s+)?(?:(?:(?:\[\d+\])?:\s+[\[\(]?myapp(?:\(\S+\))?[\]\)]?:?|[\[\(]?myapp(?:\(\S+\))?[\]\)]?:?(?:\[\d+\])?:?)\s+)?`
+
+// convertAll converts a failregex (with an optional prefregex) and
+// compiles the result, failing the test when nothing converts.
+func convertAll(t *testing.T, pref, fr string) []*authlog.Rule {
+	t.Helper()
+	if pref != "" {
+		p, err := translatePython(pref)
+		if err != nil {
+			t.Fatalf("prefregex %s: %v", pref, err)
+		}
+		pref = p
+	}
+	pats, err := convertRegex(anyDate, pref, fr)
+	if len(pats) == 0 {
+		t.Fatalf("%s: nothing converted: %v", fr, err)
+	}
+	var rules []*authlog.Rule
+	for _, p := range pats {
+		if !strings.HasPrefix(p, "^") || !strings.HasSuffix(p, "$") {
+			t.Fatalf("not written from ^ to $, as moat's configuration wants: %s", p)
+		}
+		r, err := authlog.CompileRule(p)
+		if err != nil {
+			t.Fatalf("%s: converted pattern refused: %v", p, err)
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+// firstMatch is what the login guard does with a jail's rules: the first
+// rule that matches gives the address.
+func firstMatch(rules []*authlog.Rule, line string) string {
+	for _, r := range rules {
+		if a, ok := r.Match([]byte(line)); ok {
+			return a.String()
+		}
+	}
+	return ""
+}
+
+// checkLines runs lines through rules: want "" means no match.
+func checkLines(t *testing.T, rules []*authlog.Rule, lines map[string]string) {
+	t.Helper()
+	for line, want := range lines {
+		if got := firstMatch(rules, line); got != want {
+			t.Errorf("%s\n  got %q, want %q", line, got, want)
+		}
+	}
+}
+
+// Alternatives that put the address at different places become one
+// pattern per place; each passes the shape check on its own, and a
+// client's text cannot choose the address.
+func TestConvertAddressAlternatives(t *testing.T) {
+	rules := convertAll(t, "", syslogPrefix+`AUTH failure \([^\)]+\): authentication failure: [^,]*, relay=(?:\S+ )?\[(?:IPv6:<IP6>|<IP4>)\](?: \(may be forged\))?$`)
+	if len(rules) != 2 {
+		t.Fatalf("%d patterns, want one per alternative (2)", len(rules))
+	}
+	checkLines(t, rules, map[string]string{
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: checkpass failed, relay=x.example [192.0.2.7]":       "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: checkpass failed, relay=[IPv6:2001:db8::7]":          "2001:db8::7",
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: checkpass failed, relay=[192.0.2.7] (may be forged)": "192.0.2.7",
+		// The client's text (the SASL message) carries a fake relay:
+		// the address is still the one the daemon wrote last, fixed to
+		// the end of the line.
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: relay=[6.6.6.6], relay=[192.0.2.7]":   "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: relay=[IPv6:::6], relay=[192.0.2.7]":  "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: x, relay=[6.6.6.6] [192.0.2.7]":       "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: x, relay=[192.0.2.7] relay=[6.6.6.6]": "",
+		// The bracket fixed to the end is the address; what comes
+		// before it is the relay's name.
+		"Jan 23 21:59:59 host myapp[1]: AUTH failure (LOGIN): authentication failure: x, relay=[192.0.2.7] [IPv6:2001:db8::6]": "2001:db8::6",
+	})
+}
+
+// fail2ban writes <F-USER>\S+|.*?</F-USER>: an alternation inside the
+// user's group, not at the top of the regex, so the failregex is judged
+// as a whole: the user's open text before the address with the open port
+// list after it is refused.
+func TestConvertUserGroupAlternation(t *testing.T) {
+	fr := syslogPrefix + `User <F-USER>\S+|.*?</F-USER> from <HOST> not allowed because not listed in AllowUsers(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$`
+	pats, err := convertRegex(anyDate, "", fr)
+	if len(pats) != 0 || err == nil || !strings.Contains(err.Error(), "open text") {
+		t.Fatalf("got %q, %v: want the shape check's refusal", pats, err)
+	}
+	// With the port list fixed to the end, the user's text is the only
+	// open part, and the failregex imports.
+	rules := convertAll(t, "", strings.Replace(fr, `(?: (?:port \d+|on \S+|\[preauth\])){0,3}`, `(?: port \d+)?`, 1))
+	checkLines(t, rules, map[string]string{
+		"Jan 23 21:59:59 host myapp[1]: User bob from 192.0.2.7 not allowed because not listed in AllowUsers":                                                         "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: User bob smith from 192.0.2.7 not allowed because not listed in AllowUsers port 22":                                           "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: User x from 6.6.6.6 not allowed because not listed in AllowUsers from 192.0.2.7 not allowed because not listed in AllowUsers": "192.0.2.7",
+		"Jan 23 21:59:59 host myapp[1]: User x from 192.0.2.7 not allowed because not listed in AllowUsers from 6.6.6.6 x":                                            "",
+	})
+}
+
+// postfix's client name is open text in fail2ban's filter ([^[]*), which
+// makes every postfix failregex fail the shape check; postfix writes a
+// validated host name there (or "unknown"), and the postfix filters are
+// imported with the name's class without white space. The client's
+// HELO, sender and recipient after the address cannot choose it, and a
+// name with a space (which postfix never writes) matches nothing.
+func TestConvertPostfixClient(t *testing.T) {
+	const fr = `^NOQUEUE: reject: RCPT from [^[]*\[<HOST>\](?::\d+)?: 554 5\.7\.1 (?:<[^>]*>: )?Relay access denied\b`
+	if pats, err := convertRegex(anyDate, "", syslogPrefix+fr[1:]); len(pats) != 0 || err == nil {
+		t.Fatalf("as fail2ban writes it: got %q, %v: want the shape check's refusal", pats, err)
+	}
+	if serviceFields("dovecot", fr) != fr {
+		t.Error("the postfix client name narrowed in another filter")
+	}
+	rules := convertAll(t, "", syslogPrefix+serviceFields("postfix", fr)[1:])
+	checkLines(t, rules, map[string]string{
+		"Jul 12 07:47:48 saturn myapp[8738]: NOQUEUE: reject: RCPT from 1-2-3-4.example.com[192.0.2.4]: 554 5.7.1 <a@example.org>: Relay access denied; from=<j@example.com> to=<a@example.org> proto=SMTP": "192.0.2.4",
+		// The sender, recipient and HELO are the client's: a whole fake
+		// reject after the real one.
+		"Jul 12 07:47:48 saturn myapp[8738]: NOQUEUE: reject: RCPT from unknown[192.0.2.4]: 554 5.7.1 <a@example.org>: Relay access denied; from=<x> helo=<NOQUEUE: reject: RCPT from y[6.6.6.6]: 554 5.7.1 Relay access denied>": "192.0.2.4",
+		"Jul 12 07:47:48 saturn myapp[8738]: NOQUEUE: reject: RCPT from unknown[192.0.2.4]: 554 5.7.1 <x from y[6.6.6.6]: 554 5.7.1 Relay access denied>: Relay access denied; from=<x>":                                          "192.0.2.4",
+		"Jul 12 07:47:48 saturn myapp[8738]: NOQUEUE: reject: RCPT from evil RCPT from y[6.6.6.6]: 554 5.7.1 Relay access denied [192.0.2.4]: 554 5.7.1 Relay access denied":                                                      "",
+	})
+}
+
+// A negative lookahead of fixed words is rewritten exactly: the line
+// apache's mod_evasive writes is not counted, the others are, and a
+// client's URL cannot bring its own "[client ...]".
+func TestConvertLookahead(t *testing.T) {
+	const pref = `^\[\]\s\[(:?error|(?!evasive)\S+:\S+)\]( \[pid \d+(:\S+ \d+)?\])? \[client <HOST>(:\d{1,5})?\] (?:AH\d+: )?<F-CONTENT>.+</F-CONTENT>$`
+	rules := convertAll(t, pref, `^user <F-USER>(?:\S*|.*?)</F-USER> (?:auth(?:oriz|entic)ation failure|not found|denied by provider)\b`)
+	checkLines(t, rules, map[string]string{
+		"[Sat Jun 01 02:17:42 2013] [error] [client 192.0.2.1] user bob: authentication failure for \"/\": Password Mismatch": "192.0.2.1",
+		"[Sat Jun 01 02:17:42 2013] [auth_basic:error] [pid 1:tid 2] [client 192.0.2.1:4711] AH01617: user bob not found: /":  "192.0.2.1",
+		"[Sat Jun 01 02:17:42 2013] [evasive20:error] [client 192.0.2.1] user bob not found: /":                               "",
+		"[Sat Jun 01 02:17:42 2013] [evasiveX:error] [client 192.0.2.1] user bob not found: /":                                "",
+		"[Sat Jun 01 02:17:42 2013] [evasi:error] [client 192.0.2.1] user bob not found: /":                                   "192.0.2.1",
+		"[Sat Jun 01 02:17:42 2013] [error] [client 192.0.2.1] user x] [client 6.6.6.6] user y not found: /":                  "192.0.2.1",
+	})
+}
+
+// (?=...) is refused only in the alternatives that go through it.
+func TestConvertPositiveLookaheadPartly(t *testing.T) {
+	const pref = syslogPrefix + `(?:lost connection after(?! DATA) [A-Z]+|disconnect(?= from \S+(?: \S+=\d+)* auth=0/\d+)) <F-CONTENT>.+</F-CONTENT>$`
+	p, err := translatePython(pref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pats, err := convertRegex(anyDate, p, serviceFields("postfix", `^from [^[]*\[<HOST>\](?::\d+)?:?`))
+	if len(pats) == 0 || err == nil || !strings.Contains(err.Error(), "(?=") {
+		t.Fatalf("got %q, %v: want the lookahead-free alternative, and the other refused", pats, err)
+	}
+	rules := convertAll(t, pref, serviceFields("postfix", `^from [^[]*\[<HOST>\](?::\d+)?:?`))
+	checkLines(t, rules, map[string]string{
+		"Feb 18 09:45:10 xxx myapp[42]: lost connection after CONNECT from spammer.example.com[192.0.2.10]": "192.0.2.10",
+		"Feb 18 09:45:10 xxx myapp[42]: lost connection after DATA from spammer.example.com[192.0.2.10]":    "",
+		"Feb 10 13:26:34 srv myapp[123]: disconnect from unknown[192.0.2.2] ehlo=1 auth=0/1 commands=3/4":   "",
+	})
+}
+
+// fail2ban's syslog prefix allows "<facility.level>" before the host
+// name as <[^.]+\.[^.]+>, which spans words: every failregex without a
+// $ (open text after the address) would fail the shape check for it.
+// Narrowed to no white space (syslog writes none there), the prefix is
+// closed, and the client's text after the address cannot choose it.
+func TestConvertSyslogLevelPrefix(t *testing.T) {
+	fr := syslogPrefix + `Host <HOST> failed to authenticate as '[^']*'`
+	rules := convertAll(t, "", fr)
+	if strings.Contains(rules[0].String(), syslogLevel) {
+		t.Fatalf("the prefix is not narrowed: %s", rules[0])
+	}
+	checkLines(t, rules, map[string]string{
+		"Jan 23 21:59:59 host myapp[1]: Host 192.0.2.1 failed to authenticate as 'bob'":                                                    "192.0.2.1",
+		"Jan 23 21:59:59 <auth.info> host myapp[1]: Host 192.0.2.1 failed to authenticate as 'bob'":                                        "192.0.2.1",
+		"Jan 23 21:59:59 host myapp[1]: Host 192.0.2.1 failed to authenticate as 'x' Host 6.6.6.6 failed to authenticate as 'y'":           "192.0.2.1",
+		"Jan 23 21:59:59 <x myapp[1]: Host 6.6.6.6 failed.a> host myapp[1]: Host 192.0.2.1 failed to authenticate as 'bob'":                "",
+		"Jan 23 21:59:59 host myapp[1]: Host 192.0.2.1 failed to authenticate as '<x myapp[1]: Host 6.6.6.6 failed to authenticate as 'y'": "192.0.2.1",
+	})
+}
+
+// An access log's date sits in brackets in the middle of the line;
+// fail2ban cuts it out and the failregex has "[]" there. The date goes
+// back between those brackets, and the client's request (after the
+// address, which starts the line) cannot choose the address.
+func TestConvertBracketDate(t *testing.T) {
+	d, err := dateRegex(`^[^\[]*\[({DATE})`)
+	if err != nil || d.mid == "" || d.start != "" {
+		t.Fatalf("got %+v, %v: want the date between brackets only", d, err)
+	}
+	pats, err := convertRegex(d, "", `^<HOST> \- <F-USER>\S+</F-USER> \[\] \"(?:\S+) [^\"]+\" 401\b`)
+	if len(pats) != 1 || err != nil {
+		t.Fatalf("got %q, %v", pats, err)
+	}
+	r, err := authlog.CompileRule(pats[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, []*authlog.Rule{r}, map[string]string{
+		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /dashboard/ HTTP/2.0" 401 17 "-" "Mozilla/5.0"`:              "10.0.0.2",
+		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /?6.6.6.6 - x [18/Nov/2018:21:34:34 +0000] HTTP/2.0" 401 17`: "10.0.0.2",
+		// The request cannot hold a quote: nothing matches.
+		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /6.6.6.6 - x [18/Nov/2018:21:34:34 +0000] "GET / HTTP/2.0" 401 1" 401 17`: "",
+		`10.0.0.2 - username [] "GET /dashboard/ HTTP/2.0" 401 17`:                                                                       "",
+	})
+	// A failregex without the brackets the date left has nowhere to
+	// take it.
+	if _, err := convertRegex(d, "", `^<HOST> -.*"GET .*" 401$`); err == nil {
+		t.Error("converted a failregex that has no [] for the date")
+	}
+}
