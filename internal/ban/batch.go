@@ -3,6 +3,8 @@ package ban
 import (
 	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moat-fw/moat/internal/firewall"
@@ -65,9 +67,9 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		}
 	}
 	m.mu.Lock()
-	var es []store.Entry
-	var idx []int
-	var delta kernelDelta
+	es := make([]store.Entry, 0, len(rs))
+	idx := make([]int, 0, len(rs))
+	delta := kernelDelta{plain: make([]firewall.Element, 0, len(rs))}
 	for i, r := range rs {
 		if out[i].Skipped != "" {
 			continue
@@ -99,12 +101,62 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 	for i := chunk; i < len(add) && kerr == nil; i += chunk {
 		kerr = m.enf.Update(firewall.Bans, nil, add[i:min(len(add), i+chunk)])
 	}
-	wait, done := m.storeTurn()
-	report := m.storeErr
+	m.queueRemote(es)
 	m.mu.Unlock()
+	for j, i := range idx {
+		out[i].Entry = es[j]
+	}
+	if kerr != nil {
+		return out, fmt.Errorf("%d fleet bans are not yet in the kernel (moat retries at the next reconcile): %w", len(es), kerr)
+	}
+	return out, nil
+}
+
+// remoteWrites gathers the store writes of AddRemote: the bans of every
+// AddRemote made while a write waits for its turn join that write, so a
+// stream of small batches (a fleet publishing thousands of bans a second)
+// costs one store transaction, and one fsync, per write rather than per
+// batch. A write is joined only while its turn is still the last one
+// queued: a Del queued after it must land after everything in it.
+// mu guards the fields and is never held while waiting for anything (a
+// write in its turn takes it, while Del may hold the manager's lock
+// waiting for that turn).
+type remoteWrites struct {
+	mu      sync.Mutex
+	cur     *remoteWrite
+	backlog atomic.Int64 // bans queued and not yet written
+}
+
+// remoteWrite is one store write of fleet bans.
+type remoteWrite struct {
+	es     []store.Entry
+	turn   chan struct{} // the manager's turn when it was queued
+	closed bool          // its writer took es: no more joins
+}
+
+// queueRemote queues the store write of es; call it holding mu.
+func (m *Manager) queueRemote(es []store.Entry) {
+	q := &m.remote
+	q.backlog.Add(int64(len(es)))
+	q.mu.Lock()
+	if w := q.cur; w != nil && !w.closed && w.turn == m.turn {
+		w.es = append(w.es, es...)
+		q.mu.Unlock()
+		return
+	}
+	wait, done := m.storeTurn()
+	w := &remoteWrite{es: es, turn: m.turn}
+	q.cur = w
+	q.mu.Unlock()
+	report := m.storeErr
 	// Owned by the turn chain: Flush waits for it.
 	go func() {
 		wait()
+		q.mu.Lock()
+		w.closed = true
+		es := w.es
+		w.es = nil
+		q.mu.Unlock()
 		var stored []store.Entry
 		var serr error
 		for i := 0; i < len(es) && serr == nil; i += chunk {
@@ -115,6 +167,7 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		// The turn ends before mu is taken: Del and Allow hold mu while
 		// they wait for their turn.
 		done()
+		q.backlog.Add(-int64(len(es)))
 		if serr != nil {
 			if report != nil {
 				report(fmt.Errorf("%d fleet bans are in the kernel but %w (they are lost if moat restarts before they expire, until the fleet's replay brings them back): %w", len(es), ErrNotPersisted, serr))
@@ -129,14 +182,12 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		}
 		m.mu.Unlock()
 	}()
-	for j, i := range idx {
-		out[i].Entry = es[j]
-	}
-	if kerr != nil {
-		return out, fmt.Errorf("%d fleet bans are not yet in the kernel (moat retries at the next reconcile): %w", len(es), kerr)
-	}
-	return out, nil
 }
+
+// RemoteBacklog says how many fleet bans applied by AddRemote wait for
+// their store write: a caller applying a million (a fleet's replay) waits
+// (Flush) when it grows, so that the bans waiting for the disk stay few.
+func (m *Manager) RemoteBacklog() int { return int(m.remote.backlog.Load()) }
 
 // DelRemote lifts the fleet ban on p, if the ban here is one: a remote
 // unban never lifts what this host's own guards or its administrator
@@ -175,14 +226,27 @@ var chunk = 100_000 // a variable for tests
 // kernelDelta folds the kernel changes of several puts into one
 // transaction: an element added and then deleted within the batch never
 // reaches the kernel (deleting it there would fail: it is not in the set).
+// Until a put deletes something the additions are all different (a
+// prefix put twice in a batch deletes its first element), so they are
+// only listed; the maps that fold them are built at the first deletion.
 type kernelDelta struct {
+	plain    []firewall.Element // the additions, while nothing was deleted
 	del, add map[netip.Prefix]firewall.Element
 	order    []netip.Prefix // adds in the order made, for a stable transaction
 }
 
 func (k *kernelDelta) merge(del, add []firewall.Element) {
 	if k.add == nil {
-		k.del, k.add = map[netip.Prefix]firewall.Element{}, map[netip.Prefix]firewall.Element{}
+		if len(del) == 0 {
+			k.plain = append(k.plain, add...)
+			return
+		}
+		k.del, k.add = map[netip.Prefix]firewall.Element{}, make(map[netip.Prefix]firewall.Element, len(k.plain))
+		for _, e := range k.plain {
+			k.add[e.Prefix] = e
+			k.order = append(k.order, e.Prefix)
+		}
+		k.plain = nil
 	}
 	for _, e := range del {
 		if _, ok := k.add[e.Prefix]; ok {
@@ -203,6 +267,9 @@ func (k *kernelDelta) merge(del, add []firewall.Element) {
 // a deleted element first: when the additions are split over several
 // transactions, the first (with the deletions) must put them back.
 func (k *kernelDelta) lists() (del, add []firewall.Element) {
+	if k.add == nil {
+		return nil, k.plain
+	}
 	for _, e := range k.del {
 		del = append(del, e)
 	}

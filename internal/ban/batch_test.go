@@ -118,6 +118,23 @@ func TestKernelDeltaCancelsAddThenDelete(t *testing.T) {
 	}
 }
 
+// Until something is deleted the additions are listed as made; the first
+// deletion folds them.
+func TestKernelDeltaListsUntilADeletion(t *testing.T) {
+	var k kernelDelta
+	a, b := firewall.Element{Prefix: mp("10.0.0.1/32")}, firewall.Element{Prefix: mp("10.0.0.2/32")}
+	k.merge(nil, []firewall.Element{a})
+	k.merge(nil, []firewall.Element{b})
+	if del, add := k.lists(); len(del) != 0 || len(add) != 2 || add[0] != a || add[1] != b {
+		t.Fatalf("del %v add %v; want a, b", del, add)
+	}
+	a2 := firewall.Element{Prefix: a.Prefix, Timeout: time.Hour}
+	k.merge([]firewall.Element{a}, []firewall.Element{a2}) // a put again in the batch
+	if del, add := k.lists(); len(del) != 0 || len(add) != 2 || add[0] != a2 || add[1] != b {
+		t.Fatalf("del %v add %v; want a with its new timeout, and b", del, add)
+	}
+}
+
 // A remote ban's store write, still under way, must not deadlock with an
 // unban that holds the lock while waiting for its turn.
 func TestAddRemoteThenDelDuringStoreWrite(t *testing.T) {
