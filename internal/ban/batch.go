@@ -42,9 +42,9 @@ type Outcome struct {
 // their host recorded. Policy is the guards': a remote ban never covers a
 // protected address or the allow list, whatever its source said, and it
 // never shortens a ban already here. Everything applied goes into the
-// kernel in one transaction and into the store in one write (up to chunk
-// bans each): a host joining a fleet with many live bans installs them at
-// once, not one by one.
+// kernel in one transaction (up to chunk bans each) and joins the store
+// write waiting for its turn (see remoteWrites): a host joining a fleet
+// with many live bans installs them at once, not one by one.
 // AddRemote returns once the kernel has them; the store write follows in
 // its turn, as for the guards' NoWait bans, and a failure goes to the
 // handler set with OnStoreError: the next remote ban must not wait for an
@@ -164,10 +164,10 @@ func (m *Manager) queueRemote(es []store.Entry) {
 			part, serr = m.store.PutBans(es[i:min(len(es), i+chunk)])
 			stored = append(stored, part...)
 		}
+		q.backlog.Add(-int64(len(es)))
 		// The turn ends before mu is taken: Del and Allow hold mu while
 		// they wait for their turn.
 		done()
-		q.backlog.Add(-int64(len(es)))
 		if serr != nil {
 			if report != nil {
 				report(fmt.Errorf("%d fleet bans are in the kernel but %w (they are lost if moat restarts before they expire, until the fleet's replay brings them back): %w", len(es), ErrNotPersisted, serr))

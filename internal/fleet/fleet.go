@@ -5,9 +5,10 @@
 // host publishes its guards' bans from the events bus (never slowing
 // them: a bounded queue, drops counted) and watches the bucket, applying
 // what others banned through the ban policy, where local protection always
-// wins. On every connect it replays the bucket's current state in one
-// batch, so a host that was away, or joins with a million bans live in the
-// fleet, catches up in one kernel transaction.
+// wins. On every connect it replays the bucket's current state, applied
+// as it is read in chunks of tens of thousands (one kernel transaction
+// each), so a host that was away, or joins with a million bans live in
+// the fleet, catches up in a few dozen transactions and bounded memory.
 package fleet
 
 import (
@@ -65,6 +66,7 @@ type Fleet struct {
 	// Owned by the applier of the watch under way (one at a time).
 	reasons map[reasonKey]string // ban reasons as written here, by what they are made of
 	req     []ban.Remote
+	puts    []update
 
 	mu    sync.Mutex
 	st    Status
@@ -462,7 +464,7 @@ func (f *Fleet) startReplay(pub *publisher) *replay {
 
 // replayChunk applies part of the bucket's state.
 func (f *Fleet) replayChunk(rp *replay, us []update) {
-	puts := rp.puts[:0]
+	puts := slices.Grow(rp.puts[:0], len(us))
 	for _, u := range us {
 		k := pkeyOf(u.p)
 		if u.del {
@@ -519,7 +521,8 @@ func (f *Fleet) finishReplay(rp *replay, pub *publisher, read time.Duration) {
 // live applies updates as they arrive.
 func (f *Fleet) live(us []update) {
 	now := f.now()
-	var puts []update
+	puts := f.puts[:0]
+	defer func() { clear(puts); f.puts = puts[:0] }()
 	for _, u := range us {
 		if !u.del {
 			if u.v.Host == f.host {

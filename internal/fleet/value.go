@@ -81,13 +81,23 @@ func (d *decoder) value(b []byte) (Value, error) {
 	}
 	v, ok := d.direct(b)
 	if !ok {
-		v = Value{}
-		if err := json.Unmarshal(b, &v); err != nil {
-			return Value{}, fmt.Errorf("value: %w", err)
+		var err error
+		if v, err = decodeJSON(b); err != nil {
+			return Value{}, err
 		}
 	}
 	if err := check(v); err != nil {
 		return Value{}, err
+	}
+	return v, nil
+}
+
+// decodeJSON is the general path, apart so that the direct one's value
+// stays off the heap.
+func decodeJSON(b []byte) (Value, error) {
+	var v Value
+	if err := json.Unmarshal(b, &v); err != nil {
+		return Value{}, fmt.Errorf("value: %w", err)
 	}
 	return v, nil
 }
