@@ -238,7 +238,8 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 	t.Logf("BENCH join: d replayed %d keys, applied %d: replay %s (bucket read and kernel and store), `moat run` to done (polled every 1s) <= %s",
 		r.Keys, r.Applied, time.Duration(r.Took).Round(time.Millisecond), took.Round(time.Millisecond))
 	ds := d.status(t)
-	t.Logf("BENCH join: d holds %d bans", ds.Bans)
+	t.Logf("BENCH join: d holds %d bans; d's peak RSS %d MB, read of the bucket %s", ds.Bans, vmHWM(t, d.proc.Pid())>>20,
+		time.Duration(r.Read).Round(time.Millisecond))
 	// Spot checks in the kernel, read over netlink (`nft get element` lists
 	// the whole set to answer: minutes for a million).
 	ap := firewall.NewApplier(nftables.WithNetNSFd(d.server.Fd()))
