@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,8 +182,10 @@ func (p *benchPublisher) flush(t *testing.T) {
 
 func benchSustained(t *testing.T, p *benchPublisher, hosts []*fleetHost, rate int, d time.Duration) {
 	before := make([]uint64, len(hosts))
+	cpu0 := make([]time.Duration, len(hosts))
 	for i, h := range hosts {
 		before[i] = h.fleet().Received
+		cpu0[i] = procCPU(t, h.proc.Pid())
 	}
 	total := int(float64(rate) * d.Seconds())
 	start := time.Now()
@@ -205,9 +209,11 @@ func benchSustained(t *testing.T, p *benchPublisher, hosts []*fleetHost, rate in
 			return false
 		})
 		st := h.fleet()
-		t.Logf("BENCH sustained: %s applied %d bans %s after the first was published (%.0f/s); lag of the last %d: p50 %s p99 %s max %s; refused %v",
+		cpu := procCPU(t, h.proc.Pid()) - cpu0[i]
+		t.Logf("BENCH sustained: %s applied %d bans %s after the first was published (%.0f/s); lag of the last %d: p50 %s p99 %s max %s; refused %v; moat's CPU time %s (%.1f µs a ban)",
 			h.name, st.Received-before[i], done.Round(time.Millisecond), float64(total)/done.Seconds(), st.Lag.Samples,
-			time.Duration(st.Lag.P50), time.Duration(st.Lag.P99), time.Duration(st.Lag.Max), st.Refused)
+			time.Duration(st.Lag.P50), time.Duration(st.Lag.P99), time.Duration(st.Lag.Max), st.Refused,
+			cpu.Round(time.Millisecond), float64(cpu.Microseconds())/float64(total))
 	}
 }
 
@@ -238,8 +244,8 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 	t.Logf("BENCH join: d replayed %d keys, applied %d: replay %s (bucket read and kernel and store), `moat run` to done (polled every 1s) <= %s",
 		r.Keys, r.Applied, time.Duration(r.Took).Round(time.Millisecond), took.Round(time.Millisecond))
 	ds := d.status(t)
-	t.Logf("BENCH join: d holds %d bans; d's peak RSS %d MB, read of the bucket %s", ds.Bans, vmHWM(t, d.proc.Pid())>>20,
-		time.Duration(r.Read).Round(time.Millisecond))
+	t.Logf("BENCH join: d holds %d bans; d's peak RSS %d MB, CPU time %s; read of the bucket %s", ds.Bans, vmHWM(t, d.proc.Pid())>>20,
+		procCPU(t, d.proc.Pid()).Round(time.Millisecond), time.Duration(r.Read).Round(time.Millisecond))
 	// Spot checks in the kernel, read over netlink (`nft get element` lists
 	// the whole set to answer: minutes for a million).
 	ap := firewall.NewApplier(nftables.WithNetNSFd(d.server.Fd()))
@@ -259,4 +265,20 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 			t.Errorf("ban %d (%s) not in d's kernel", i, quiet(4, i))
 		}
 	}
+}
+
+// procCPU is a process's CPU time so far (user and system, from
+// /proc/PID/stat), which the machine's load changes less than the wall
+// clock.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command's name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
