@@ -294,8 +294,8 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 	case <-resync:
 	default:
 	}
-	t0 := time.Now()
 	rp := f.startReplay(pub)
+	t0 := rp.t0
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
@@ -447,10 +447,11 @@ type replay struct {
 	own           map[pkey]store.Entry
 	keys, applied int
 	puts          []update
+	t0            time.Time // when the watch began, for status
 }
 
 func (f *Fleet) startReplay(pub *publisher) *replay {
-	rp := &replay{here: map[pkey]struct{}{}, own: map[pkey]store.Entry{}}
+	rp := &replay{here: map[pkey]struct{}{}, own: map[pkey]store.Entry{}, t0: time.Now()}
 	f.bans.Each(f.now(), func(e store.Entry) {
 		switch {
 		case e.Origin == ban.OriginFleet:
@@ -507,7 +508,7 @@ func (f *Fleet) finishReplay(rp *replay, pub *publisher, read time.Duration) {
 		own = append(own, e)
 	}
 	republished := pub.missing(own, now)
-	took := read + f.now().Sub(now)
+	took := time.Since(rp.t0)
 	f.mu.Lock()
 	f.st.Removed += uint64(lifted)
 	f.st.Replays++
