@@ -63,6 +63,8 @@ type Fleet struct {
 	log  *slog.Logger
 	now  func() time.Time
 
+	expect func(keys int) // see OnReplay
+
 	// Owned by the applier of the watch under way (one at a time).
 	reasons map[reasonKey]string // ban reasons as written here, by what they are made of
 	req     []ban.Remote
@@ -83,6 +85,11 @@ func New(cfg config.Fleet, host string, bans Bans, bus *events.Bus, log *slog.Lo
 		Refused: map[string]uint64{}, hosts: map[string]*HostSeen{}}
 	return f
 }
+
+// OnReplay sets fn to be told, before a replay applies anything, how
+// many keys the bucket holds: the daemon makes room in the kernel's sets
+// for them at once. Call it before Run.
+func (f *Fleet) OnReplay(fn func(keys int)) { f.expect = fn }
 
 // Run takes part in the fleet until ctx ends: it connects (retrying while
 // the servers are unreachable or too old; local protection goes on
@@ -318,7 +325,7 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 	}()
 	defer func() { stop(); <-stopped }()
 	var d decoder
-	initial := true
+	initial, asked := true, false
 	for {
 		var e jetstream.KeyValueEntry
 		var ok bool
@@ -333,6 +340,10 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 			}
 		}
 		u := update{caughtUp: true, read: time.Since(t0)}
+		if e != nil && !asked && f.expect != nil {
+			f.expect(int(e.Delta()) + 1) // this entry and those after it
+		}
+		asked = true
 		if e != nil {
 			if u, ok = f.decode(&d, e); !ok {
 				continue
