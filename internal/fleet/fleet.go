@@ -87,8 +87,9 @@ func New(cfg config.Fleet, host string, bans Bans, bus *events.Bus, log *slog.Lo
 }
 
 // OnReplay sets fn to be told, before a replay applies anything, how
-// many keys the bucket holds: the daemon makes room in the kernel's sets
-// for them at once. Call it before Run.
+// many keys the bucket holds beyond the fleet bans this host already has:
+// the daemon makes room in the kernel's sets for them at once. Call it
+// before Run.
 func (f *Fleet) OnReplay(fn func(keys int)) { f.expect = fn }
 
 // Run takes part in the fleet until ctx ends: it connects (retrying while
@@ -302,7 +303,7 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 	default:
 	}
 	rp := f.startReplay(pub)
-	t0 := rp.t0
+	t0, here := rp.t0, len(rp.here) // before the applier owns rp
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
@@ -341,7 +342,9 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 		}
 		u := update{caughtUp: true, read: time.Since(t0)}
 		if e != nil && !asked && f.expect != nil {
-			f.expect(int(e.Delta()) + 1) // this entry and those after it
+			// This entry and those after it, less the fleet bans already
+			// here (a reconnect replays what this host mostly has).
+			f.expect(max(int(e.Delta())+1-here, 0))
 		}
 		asked = true
 		if e != nil {

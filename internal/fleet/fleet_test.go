@@ -333,6 +333,9 @@ func TestReplayOnJoinInOneTransactionAndOnReconnect(t *testing.T) {
 	if !c.kernel.has(ps[1]) {
 		t.Error("c lost a ban over the restart")
 	}
+	if n := <-c.replays; n > 2 {
+		t.Errorf("OnReplay told of %d keys at the restart; c had all but the new ban and the unban", n)
+	}
 	eventually(t, "a replays after reconnecting", 5*time.Second, func() bool { return a.fleet.Status().Replays >= 2 })
 }
 
