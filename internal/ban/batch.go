@@ -203,20 +203,6 @@ func (m *Manager) DelRemote(p netip.Prefix, now time.Time) (bool, error) {
 	return m.Del(p, now)
 }
 
-// FleetBans returns the live fleet bans.
-func (m *Manager) FleetBans(now time.Time) []store.Entry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []store.Entry
-	n := nanos(now)
-	m.bans.each(func(r *rec) {
-		if alive(r.expires, n) && m.bans.strs.originName(r.origin) == OriginFleet {
-			out = append(out, m.bans.entryOf(r))
-		}
-	})
-	return out
-}
-
 // chunk bounds one kernel or store transaction of AddRemote: encoding a
 // netlink transaction costs about 3 KB per element at its peak, so a
 // million remote bans at once would need gigabytes. A host joining a
