@@ -3,6 +3,8 @@ package ban
 import (
 	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moat-fw/moat/internal/firewall"
@@ -40,9 +42,9 @@ type Outcome struct {
 // their host recorded. Policy is the guards': a remote ban never covers a
 // protected address or the allow list, whatever its source said, and it
 // never shortens a ban already here. Everything applied goes into the
-// kernel in one transaction and into the store in one write (up to chunk
-// bans each): a host joining a fleet with many live bans installs them at
-// once, not one by one.
+// kernel in one transaction (up to chunk bans each) and joins the store
+// write waiting for its turn (see remoteWrites): a host joining a fleet
+// with many live bans installs them at once, not one by one.
 // AddRemote returns once the kernel has them; the store write follows in
 // its turn, as for the guards' NoWait bans, and a failure goes to the
 // handler set with OnStoreError: the next remote ban must not wait for an
@@ -65,9 +67,9 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		}
 	}
 	m.mu.Lock()
-	var es []store.Entry
-	var idx []int
-	var delta kernelDelta
+	es := make([]store.Entry, 0, len(rs))
+	idx := make([]int, 0, len(rs))
+	delta := kernelDelta{plain: make([]firewall.Element, 0, len(rs))}
 	for i, r := range rs {
 		if out[i].Skipped != "" {
 			continue
@@ -99,12 +101,62 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 	for i := chunk; i < len(add) && kerr == nil; i += chunk {
 		kerr = m.enf.Update(firewall.Bans, nil, add[i:min(len(add), i+chunk)])
 	}
-	wait, done := m.storeTurn()
-	report := m.storeErr
+	m.queueRemote(es)
 	m.mu.Unlock()
+	for j, i := range idx {
+		out[i].Entry = es[j]
+	}
+	if kerr != nil {
+		return out, fmt.Errorf("%d fleet bans are not yet in the kernel (moat retries at the next reconcile): %w", len(es), kerr)
+	}
+	return out, nil
+}
+
+// remoteWrites gathers the store writes of AddRemote: the bans of every
+// AddRemote made while a write waits for its turn join that write, so a
+// stream of small batches (a fleet publishing thousands of bans a second)
+// costs one store transaction, and one fsync, per write rather than per
+// batch. A write is joined only while its turn is still the last one
+// queued: a Del queued after it must land after everything in it.
+// mu guards the fields and is never held while waiting for anything (a
+// write in its turn takes it, while Del may hold the manager's lock
+// waiting for that turn).
+type remoteWrites struct {
+	mu      sync.Mutex
+	cur     *remoteWrite
+	backlog atomic.Int64 // bans queued and not yet written
+}
+
+// remoteWrite is one store write of fleet bans.
+type remoteWrite struct {
+	es     []store.Entry
+	turn   chan struct{} // the manager's turn when it was queued
+	closed bool          // its writer took es: no more joins
+}
+
+// queueRemote queues the store write of es; call it holding mu.
+func (m *Manager) queueRemote(es []store.Entry) {
+	q := &m.remote
+	q.backlog.Add(int64(len(es)))
+	q.mu.Lock()
+	if w := q.cur; w != nil && !w.closed && w.turn == m.turn {
+		w.es = append(w.es, es...)
+		q.mu.Unlock()
+		return
+	}
+	wait, done := m.storeTurn()
+	w := &remoteWrite{es: es, turn: m.turn}
+	q.cur = w
+	q.mu.Unlock()
+	report := m.storeErr
 	// Owned by the turn chain: Flush waits for it.
 	go func() {
 		wait()
+		q.mu.Lock()
+		w.closed = true
+		es := w.es
+		w.es = nil
+		q.mu.Unlock()
 		var stored []store.Entry
 		var serr error
 		for i := 0; i < len(es) && serr == nil; i += chunk {
@@ -112,6 +164,7 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 			part, serr = m.store.PutBans(es[i:min(len(es), i+chunk)])
 			stored = append(stored, part...)
 		}
+		q.backlog.Add(-int64(len(es)))
 		// The turn ends before mu is taken: Del and Allow hold mu while
 		// they wait for their turn.
 		done()
@@ -129,14 +182,12 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 		}
 		m.mu.Unlock()
 	}()
-	for j, i := range idx {
-		out[i].Entry = es[j]
-	}
-	if kerr != nil {
-		return out, fmt.Errorf("%d fleet bans are not yet in the kernel (moat retries at the next reconcile): %w", len(es), kerr)
-	}
-	return out, nil
 }
+
+// RemoteBacklog says how many fleet bans applied by AddRemote wait for
+// their store write: a caller applying a million (a fleet's replay) waits
+// (Flush) when it grows, so that the bans waiting for the disk stay few.
+func (m *Manager) RemoteBacklog() int { return int(m.remote.backlog.Load()) }
 
 // DelRemote lifts the fleet ban on p, if the ban here is one: a remote
 // unban never lifts what this host's own guards or its administrator
@@ -152,20 +203,6 @@ func (m *Manager) DelRemote(p netip.Prefix, now time.Time) (bool, error) {
 	return m.Del(p, now)
 }
 
-// FleetBans returns the live fleet bans.
-func (m *Manager) FleetBans(now time.Time) []store.Entry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []store.Entry
-	n := nanos(now)
-	m.bans.each(func(r *rec) {
-		if alive(r.expires, n) && m.bans.strs.originName(r.origin) == OriginFleet {
-			out = append(out, m.bans.entryOf(r))
-		}
-	})
-	return out
-}
-
 // chunk bounds one kernel or store transaction of AddRemote: encoding a
 // netlink transaction costs about 3 KB per element at its peak, so a
 // million remote bans at once would need gigabytes. A host joining a
@@ -175,14 +212,27 @@ var chunk = 100_000 // a variable for tests
 // kernelDelta folds the kernel changes of several puts into one
 // transaction: an element added and then deleted within the batch never
 // reaches the kernel (deleting it there would fail: it is not in the set).
+// Until a put deletes something the additions are all different (a
+// prefix put twice in a batch deletes its first element), so they are
+// only listed; the maps that fold them are built at the first deletion.
 type kernelDelta struct {
+	plain    []firewall.Element // the additions, while nothing was deleted
 	del, add map[netip.Prefix]firewall.Element
 	order    []netip.Prefix // adds in the order made, for a stable transaction
 }
 
 func (k *kernelDelta) merge(del, add []firewall.Element) {
 	if k.add == nil {
-		k.del, k.add = map[netip.Prefix]firewall.Element{}, map[netip.Prefix]firewall.Element{}
+		if len(del) == 0 {
+			k.plain = append(k.plain, add...)
+			return
+		}
+		k.del, k.add = map[netip.Prefix]firewall.Element{}, make(map[netip.Prefix]firewall.Element, len(k.plain))
+		for _, e := range k.plain {
+			k.add[e.Prefix] = e
+			k.order = append(k.order, e.Prefix)
+		}
+		k.plain = nil
 	}
 	for _, e := range del {
 		if _, ok := k.add[e.Prefix]; ok {
@@ -203,6 +253,9 @@ func (k *kernelDelta) merge(del, add []firewall.Element) {
 // a deleted element first: when the additions are split over several
 // transactions, the first (with the deletions) must put them back.
 func (k *kernelDelta) lists() (del, add []firewall.Element) {
+	if k.add == nil {
+		return nil, k.plain
+	}
 	for _, e := range k.del {
 		del = append(del, e)
 	}

@@ -3,6 +3,7 @@ package ban
 import (
 	"maps"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func TestAddRemoteAppliesPolicyInOneTransaction(t *testing.T) {
 	if e.Origin != OriginFleet || e.Host != "b" || !e.Expires.IsZero() {
 		t.Errorf("stored %+v", e)
 	}
-	if n := len(m.FleetBans(t0)); n != 5 {
+	if n := fleetBans(m, t0); n != 5 {
 		t.Errorf("%d fleet bans, want 5", n)
 	}
 
@@ -115,6 +116,23 @@ func TestKernelDeltaCancelsAddThenDelete(t *testing.T) {
 	del, add := k.lists()
 	if len(del) != 1 || del[0] != old || len(add) != 2 || add[0] != old || add[1] != b {
 		t.Fatalf("del %v add %v; want the replacement of the deleted element first", del, add)
+	}
+}
+
+// Until something is deleted the additions are listed as made; the first
+// deletion folds them.
+func TestKernelDeltaListsUntilADeletion(t *testing.T) {
+	var k kernelDelta
+	a, b := firewall.Element{Prefix: mp("10.0.0.1/32")}, firewall.Element{Prefix: mp("10.0.0.2/32")}
+	k.merge(nil, []firewall.Element{a})
+	k.merge(nil, []firewall.Element{b})
+	if del, add := k.lists(); len(del) != 0 || len(add) != 2 || add[0] != a || add[1] != b {
+		t.Fatalf("del %v add %v; want a, b", del, add)
+	}
+	a2 := firewall.Element{Prefix: a.Prefix, Timeout: time.Hour}
+	k.merge([]firewall.Element{a}, []firewall.Element{a2}) // a put again in the batch
+	if del, add := k.lists(); len(del) != 0 || len(add) != 2 || add[0] != a2 || add[1] != b {
+		t.Fatalf("del %v add %v; want a with its new timeout, and b", del, add)
 	}
 }
 
@@ -208,7 +226,7 @@ func TestFleetHostKeptInRecords(t *testing.T) {
 		if !maps.Equal(hosts, want) {
 			t.Fatalf("%s: hosts %v, want %v", when, hosts, want)
 		}
-		if got := len(m.FleetBans(t0)); got != 2 {
+		if got := fleetBans(m, t0); got != 2 {
 			t.Fatalf("%s: %d fleet bans, want 2", when, got)
 		}
 	}
@@ -218,4 +236,117 @@ func TestFleetHostKeptInRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(m2, "after a restart")
+}
+
+// batchStore records the bans of each PutBans call, and holds the first
+// until gate is closed (a slow fsync).
+type batchStore struct {
+	*memStore
+	gate    chan struct{}
+	mu      sync.Mutex
+	batches [][]netip.Prefix
+}
+
+func (s *batchStore) PutBans(es []store.Entry) ([]store.Entry, error) {
+	s.mu.Lock()
+	first := len(s.batches) == 0
+	var ps []netip.Prefix
+	for _, e := range es {
+		ps = append(ps, e.Prefix)
+	}
+	s.batches = append(s.batches, ps)
+	s.mu.Unlock()
+	if first {
+		<-s.gate
+	}
+	return s.memStore.PutBans(es)
+}
+
+// writing waits until the first write is under way (held at the gate).
+func (s *batchStore) writing(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		n := len(s.batches)
+		s.mu.Unlock()
+		if n > 0 {
+			return
+		}
+	}
+	t.Fatal("the first store write did not start")
+}
+
+func remote(p string, until time.Time) []Remote {
+	return []Remote{{Prefix: mp(p), Until: until, Host: "a"}}
+}
+
+// While a store write is under way, the fleet bans applied meanwhile wait
+// in one write: three AddRemote calls, one transaction.
+func TestAddRemoteStoreWritesJoin(t *testing.T) {
+	st := &batchStore{memStore: newMemStore(), gate: make(chan struct{})}
+	m, err := New(st, newEnforcer(), nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []string{"10.210.1.1/32", "10.210.1.2/32", "10.210.1.3/32", "10.210.1.4/32"} {
+		if _, err := m.AddRemote(remote(p, t0.Add(time.Hour)), t0); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			st.writing(t)
+		}
+	}
+	if n := m.RemoteBacklog(); n != 4 {
+		t.Errorf("backlog %d, want 4", n)
+	}
+	close(st.gate)
+	m.Flush()
+	if len(st.batches) != 2 || len(st.batches[0]) != 1 || len(st.batches[1]) != 3 {
+		t.Errorf("store writes %v; want the first alone and the three applied during it together", st.batches)
+	}
+	if n := m.RemoteBacklog(); n != 0 {
+		t.Errorf("backlog %d after Flush, want 0", n)
+	}
+}
+
+// A fleet ban applied after a guard's ban of the same address was queued
+// for the store does not join an earlier write: the store ends as memory
+// does (the longer fleet ban replaced the guard's).
+func TestAddRemoteStoreWriteKeepsOrder(t *testing.T) {
+	st := &batchStore{memStore: newMemStore(), gate: make(chan struct{})}
+	m, err := New(st, newEnforcer(), nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AddRemote(remote("10.210.1.1/32", t0.Add(time.Hour)), t0); err != nil { // writing, held
+		t.Fatal(err)
+	}
+	st.writing(t)
+	if _, err := m.AddRemote(remote("10.210.1.2/32", t0.Add(time.Hour)), t0); err != nil { // waiting for its turn
+		t.Fatal(err)
+	}
+	p := mp("10.210.1.3/32")
+	if _, err := m.Add(Request{Prefix: p, For: time.Minute, Origin: "login", NoWait: true}, t0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.AddRemote(remote("10.210.1.3/32", t0.Add(time.Hour)), t0)
+	if err != nil || out[0].Skipped != "" {
+		t.Fatalf("%+v %v", out, err)
+	}
+	close(st.gate)
+	m.Flush()
+	if e := st.bans[p]; e.Origin != OriginFleet {
+		t.Errorf("store holds %+v for %s; memory holds the fleet ban", e, p)
+	}
+}
+
+// fleetBans counts the live fleet bans.
+func fleetBans(m *Manager, now time.Time) int {
+	n := 0
+	m.Each(now, func(e store.Entry) {
+		if e.Origin == OriginFleet {
+			n++
+		}
+	})
+	return n
 }

@@ -135,6 +135,8 @@ type Manager struct {
 	pmu     sync.Mutex
 	pending Pending
 	unsaved int
+	// remote gathers AddRemote's store writes (see remoteWrite).
+	remote remoteWrites
 }
 
 // Pending is the log of bans in the kernel whose store write may not have

@@ -68,6 +68,14 @@ func (d *Daemon) applyFleet(cfg config.Fleet) {
 	}
 	hostname, _ := os.Hostname()
 	f := fleet.New(cfg, cfg.HostOrDefault(hostname), d.bans, d.events, d.log, d.now)
+	f.OnReplay(func(keys int) {
+		// Room in the host sets for the whole bucket before the replay
+		// fills them: one install now, not one each time they fill up.
+		if d.fw.Expect(keys) {
+			d.log.Info("fleet: installing the table again with room for the bucket's bans", "keys", keys)
+			d.check(false)
+		}
+	})
 	ctx, cancel := context.WithCancel(r.ctx)
 	done := make(chan struct{})
 	go func() {

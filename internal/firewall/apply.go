@@ -99,6 +99,10 @@ type Applier struct {
 	// hostLen how many elements moat has put in them since, deletions
 	// taken off but timeouts not: an upper bound (see Crowded).
 	hostCap, hostLen [2]int
+	// reserve is how many more host bans are on their way (a fleet's
+	// replay, see Expect), by family unknown: the next install makes room
+	// for them in both host sets.
+	reserve int
 }
 
 // minHostSet is the least size of a host set. The kernel sizes a hash set
@@ -129,12 +133,32 @@ func b2i(b bool) int {
 func (a *Applier) Crowded() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.crowded()
+}
+
+func (a *Applier) crowded() bool {
 	for i := range a.hostCap {
-		if a.hostCap[i] > 0 && a.hostLen[i] > a.hostCap[i]*3/4 {
+		if a.hostCap[i] > 0 && a.hostLen[i]+a.reserve > a.hostCap[i]*3/4 {
 			return true
 		}
 	}
 	return false
+}
+
+// Expect says that n more host bans are about to come (a fleet's replay
+// of a bucket with a million), and reports whether the host sets are then
+// Crowded: the caller installs the table again, once, with room for them,
+// rather than the sets overflowing and being installed again and again
+// (five times, each with every ban, on the way to a million).
+func (a *Applier) Expect(n int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reserve = n
+	if !a.crowded() {
+		a.reserve = 0
+		return false
+	}
+	return true
 }
 
 // NewApplier returns an applier; opts select the namespace (tests).
@@ -285,7 +309,8 @@ func (a *Applier) ApplyEach(rs *Ruleset, bans, allows Seq, grants ...Grant) erro
 	for range allows {
 		nets++
 	}
-	a.hostCap, a.hostLen = [2]int{hostSetSize(hosts[0]), hostSetSize(hosts[1])}, hosts
+	a.hostCap, a.hostLen = [2]int{hostSetSize(hosts[0] + a.reserve), hostSetSize(hosts[1] + a.reserve)}, hosts
+	a.reserve = 0
 	contents := map[string][]nftables.SetElement{}
 	for _, g := range grants {
 		name := grantSet(g.Addr.Unmap().Is6()).Name

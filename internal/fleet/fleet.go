@@ -5,9 +5,10 @@
 // host publishes its guards' bans from the events bus (never slowing
 // them: a bounded queue, drops counted) and watches the bucket, applying
 // what others banned through the ban policy, where local protection always
-// wins. On every connect it replays the bucket's current state in one
-// batch, so a host that was away, or joins with a million bans live in the
-// fleet, catches up in one kernel transaction.
+// wins. On every connect it replays the bucket's current state, applied
+// as it is read in chunks of tens of thousands (one kernel transaction
+// each), so a host that was away, or joins with a million bans live in
+// the fleet, catches up in a few dozen transactions and bounded memory.
 package fleet
 
 import (
@@ -35,8 +36,9 @@ import (
 type Bans interface {
 	AddRemote(rs []ban.Remote, now time.Time) ([]ban.Outcome, error)
 	DelRemote(p netip.Prefix, now time.Time) (bool, error)
-	FleetBans(now time.Time) []store.Entry
-	List(now time.Time) []store.Entry
+	Each(now time.Time, fn func(store.Entry))
+	RemoteBacklog() int
+	Flush()
 }
 
 var _ Bans = (*ban.Manager)(nil)
@@ -49,10 +51,6 @@ const (
 	RefuseInvalid  = "bad_value" // the key or value does not decode
 )
 
-// liveBatch is how many updates the watcher applies at once when they
-// arrive faster than it applies them (one kernel transaction each batch).
-const liveBatch = 4096
-
 // lagSamples is how many recent propagation delays status summarizes.
 const lagSamples = 1024
 
@@ -64,6 +62,13 @@ type Fleet struct {
 	bus  *events.Bus
 	log  *slog.Logger
 	now  func() time.Time
+
+	expect func(keys int) // see OnReplay
+
+	// Owned by the applier of the watch under way (one at a time).
+	reasons map[reasonKey]string // ban reasons as written here, by what they are made of
+	req     []ban.Remote
+	puts    []update
 
 	mu    sync.Mutex
 	st    Status
@@ -80,6 +85,12 @@ func New(cfg config.Fleet, host string, bans Bans, bus *events.Bus, log *slog.Lo
 		Refused: map[string]uint64{}, hosts: map[string]*HostSeen{}}
 	return f
 }
+
+// OnReplay sets fn to be told, before a replay applies anything, how
+// many keys the bucket holds beyond the fleet bans this host already has:
+// the daemon makes room in the kernel's sets for them at once. Call it
+// before Run.
+func (f *Fleet) OnReplay(fn func(keys int)) { f.expect = fn }
 
 // Run takes part in the fleet until ctx ends: it connects (retrying while
 // the servers are unreachable or too old; local protection goes on
@@ -198,21 +209,101 @@ func (f *Fleet) session(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValu
 // errResync ends a watch so that the next replays the bucket.
 var errResync = errors.New("resync")
 
-// remote is one key from the bucket.
-type remote struct {
-	p netip.Prefix
-	v Value
+// update is one bucket entry as a watch's reader hands it to its applier.
+type update struct {
+	p        netip.Prefix
+	v        Value         // a put's
+	del      bool          // an unban at some host
+	caughtUp bool          // the bucket's state when the watch began is all in
+	read     time.Duration // with caughtUp: how long reading it took
+}
+
+// Sizes of the hand-over from a watch's reader to its applier.
+const (
+	// replayChunk: while the bucket's state is read, the applier takes
+	// updates by this many at least (one kernel transaction and one store
+	// write each), bounding the memory of a join of a million bans.
+	replayChunk = 32768
+	// inboxMax bounds the updates waiting for the applier; past it the
+	// reader waits, and with it the server (flow control).
+	inboxMax = 2 * replayChunk
+	// storeBacklog bounds the applied bans waiting for the store: past it
+	// the applier waits for the disk instead of piling them up in memory.
+	storeBacklog = 4 * replayChunk
+	// liveBuf is the most updates whose buffer the applier keeps between
+	// live batches.
+	liveBuf = 4096
+)
+
+// inbox hands decoded updates from a watch's reader to its applier. The
+// reader goes on decoding while the applier waits for the kernel, and the
+// applier takes everything waiting at once: a burst costs one kernel
+// transaction, and a lone ban after a quiet spell goes through the moment
+// it arrives, never held back to fill a batch.
+type inbox struct {
+	mu    sync.Mutex
+	items []update
+	ready chan struct{} // a token: items are worth taking
+	room  chan struct{} // a token: the applier took items
+}
+
+func newInbox() *inbox {
+	return &inbox{ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+// put queues u, waiting while the inbox is full. wake says whether the
+// applier should take it now (false while a replay chunk fills). It
+// reports false if ctx ended first.
+func (q *inbox) put(ctx context.Context, u update, wake bool) bool {
+	for {
+		q.mu.Lock()
+		if len(q.items) < inboxMax {
+			q.items = append(q.items, u)
+			wake = wake || len(q.items) >= replayChunk
+			q.mu.Unlock()
+			if wake {
+				signal(q.ready)
+			}
+			return true
+		}
+		q.mu.Unlock()
+		signal(q.ready)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-q.room:
+		}
+	}
+}
+
+// take returns the waiting updates and keeps buf, emptied, for the next.
+func (q *inbox) take(buf []update) []update {
+	q.mu.Lock()
+	out := q.items
+	q.items = buf[:0]
+	q.mu.Unlock()
+	signal(q.room)
+	return out
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // watch replays the bucket's state, then applies updates, until resync
-// (a reconnect), an error or ctx's end.
+// (a reconnect), an error or ctx's end. A reader goroutine (this one)
+// decodes what the watcher delivers; an applier applies it.
 func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher, resync <-chan struct{}) error {
 	// Drop a resync asked before this watch: it replays anyway.
 	select {
 	case <-resync:
 	default:
 	}
-	t0 := time.Now()
+	rp := f.startReplay(pub)
+	t0, here := rp.t0, len(rp.here) // before the applier owns rp
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
@@ -226,9 +317,16 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 			w.Stop()
 		}
 	}()
-	var snapshot []remote
-	present := map[netip.Prefix]bool{}
-	initial := true
+	q := newInbox()
+	actx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f.applier(actx, q, rp, pub)
+	}()
+	defer func() { stop(); <-stopped }()
+	var d decoder
+	initial, asked := true, false
 	for {
 		var e jetstream.KeyValueEntry
 		var ok bool
@@ -242,61 +340,48 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 				return errors.New("watcher ended")
 			}
 		}
-		if e == nil { // the bucket's current state is all in
-			initial = false
-			f.replay(snapshot, present, pub, time.Since(t0))
-			snapshot, present = nil, nil
-			continue
+		u := update{caughtUp: true, read: time.Since(t0)}
+		if e != nil && !asked && f.expect != nil {
+			// This entry and those after it, less the fleet bans already
+			// here (a reconnect replays what this host mostly has).
+			f.expect(max(int(e.Delta())+1-here, 0))
 		}
-		r, ok := f.decode(e)
-		if !ok {
-			continue
-		}
-		if initial {
-			if e.Operation() == jetstream.KeyValuePut {
-				pub.mine(r.p)
-				if r.v.Host != f.host && f.accepted(r.v) == "" {
-					present[r.p] = true
-					snapshot = append(snapshot, r)
-				}
-			}
-			continue
-		}
-		// Live: gather what else is already waiting, to apply at once.
-		batch := []jetstream.KeyValueEntry{e}
-	drain:
-		for len(batch) < liveBatch {
-			select {
-			case e2, ok := <-w.Updates():
-				if !ok || e2 == nil {
-					break drain
-				}
-				batch = append(batch, e2)
-			default:
-				break drain
+		asked = true
+		if e != nil {
+			if u, ok = f.decode(&d, e); !ok {
+				continue
 			}
 		}
-		f.live(batch)
+		if !q.put(actx, u, !initial || u.caughtUp) {
+			return nil
+		}
+		initial = initial && !u.caughtUp
 	}
 }
 
-// decode reads a bucket entry; deletes carry no value.
-func (f *Fleet) decode(e jetstream.KeyValueEntry) (remote, bool) {
+// decode reads a bucket entry: a put or a delete (an unban). A purge (a
+// TTL running out, or an operator's purge) is skipped: the ban here
+// times out on its own.
+func (f *Fleet) decode(d *decoder, e jetstream.KeyValueEntry) (update, bool) {
 	p, err := ParseKey(e.Key())
 	if err != nil {
 		f.refuse(RefuseInvalid, 1)
-		return remote{}, false
+		return update{}, false
 	}
-	if e.Operation() != jetstream.KeyValuePut {
-		return remote{p: p}, true
+	switch e.Operation() {
+	case jetstream.KeyValuePut:
+	case jetstream.KeyValueDelete:
+		return update{p: p, del: true}, true
+	default:
+		return update{}, false
 	}
-	v, err := DecodeValue(e.Value())
+	v, err := d.value(e.Value())
 	if err != nil {
 		f.refuse(RefuseInvalid, 1)
 		f.log.Debug("fleet: bad value", "key", e.Key(), "err", err)
-		return remote{}, false
+		return update{}, false
 	}
-	return remote{p: p, v: v}, true
+	return update{p: p, v: v}, true
 }
 
 // accepted says why the config refuses v, or "".
@@ -312,71 +397,175 @@ func (f *Fleet) accepted(v Value) string {
 	return ""
 }
 
-// replay applies the bucket's state in one batch and lifts the fleet bans
-// here that the bucket no longer has (unbanned while this host was away).
-// It also publishes this host's own bans that the bucket lacks (made while
-// NATS was unreachable).
-func (f *Fleet) replay(snapshot []remote, present map[netip.Prefix]bool, pub *publisher, took time.Duration) {
-	now := f.now()
-	applied := f.apply(snapshot, now, false)
-	lifted := 0
-	for _, e := range f.bans.FleetBans(now) {
-		if !present[e.Prefix] {
-			if ok, err := f.bans.DelRemote(e.Prefix, now); err != nil {
-				f.log.Warn("fleet: lifting a ban the fleet no longer has", "addr", ban.PrefixString(e.Prefix), "err", err)
-			} else if ok {
-				lifted++
+// applier applies what the reader hands over, until ctx ends: the
+// replay's chunks until the caught-up mark, live updates after it.
+func (f *Fleet) applier(ctx context.Context, q *inbox, rp *replay, pub *publisher) {
+	var buf []update
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.ready:
+		}
+		all := q.take(buf)
+		us := all
+		for rp != nil && len(us) > 0 {
+			i := slices.IndexFunc(us, func(u update) bool { return u.caughtUp })
+			if i < 0 {
+				f.replayChunk(rp, us)
+				us = nil
+				break
 			}
+			f.replayChunk(rp, us[:i])
+			f.finishReplay(rp, pub, us[i].read)
+			rp, us = nil, us[i+1:]
+		}
+		if len(us) > 0 {
+			f.live(us)
+		}
+		clear(all) // let go of the values' strings
+		buf = all
+		if rp == nil && cap(buf) > liveBuf {
+			buf = nil // the replay's big buffer goes; a live burst grows another
 		}
 	}
-	republished := pub.missing(f.bans.List(now), now)
+}
+
+// pkey is a prefix as a map key without a pointer (a netip.Prefix holds
+// one), so a set of a million is never scanned by the collector.
+type pkey struct {
+	a    [16]byte
+	bits uint8
+	v6   bool
+}
+
+func pkeyOf(p netip.Prefix) pkey {
+	return pkey{a: p.Addr().As16(), bits: uint8(p.Bits()), v6: p.Addr().Is6()}
+}
+
+func (k pkey) prefix() netip.Prefix {
+	if k.v6 {
+		return netip.PrefixFrom(netip.AddrFrom16(k.a), int(k.bits))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(k.a).Unmap(), int(k.bits))
+}
+
+// replay is a replay of the bucket under way.
+type replay struct {
+	// here holds the fleet bans here when the watch began, and own this
+	// host's bans the fleet should have; each key the bucket shows is
+	// struck off. What is left of here at the end was unbanned while this
+	// host was away (lifted); what is left of own, the bucket lacks
+	// (published again).
+	here          map[pkey]struct{}
+	own           map[pkey]store.Entry
+	keys, applied int
+	puts          []update
+	t0            time.Time // when the watch began, for status
+}
+
+func (f *Fleet) startReplay(pub *publisher) *replay {
+	rp := &replay{here: map[pkey]struct{}{}, own: map[pkey]store.Entry{}, t0: time.Now()}
+	f.bans.Each(f.now(), func(e store.Entry) {
+		switch {
+		case e.Origin == ban.OriginFleet:
+			rp.here[pkeyOf(e.Prefix)] = struct{}{}
+		case pub.publishable(e):
+			rp.own[pkeyOf(e.Prefix)] = e
+		}
+	})
+	return rp
+}
+
+// replayChunk applies part of the bucket's state.
+func (f *Fleet) replayChunk(rp *replay, us []update) {
+	puts := slices.Grow(rp.puts[:0], len(us))
+	for _, u := range us {
+		k := pkeyOf(u.p)
+		if u.del {
+			// Unbanned since the watch began (a delete reads after the
+			// put it ends): lifted at the end if it is a fleet ban here.
+			rp.here[k] = struct{}{}
+			continue
+		}
+		if len(rp.own) > 0 {
+			delete(rp.own, k)
+		}
+		if u.v.Host == f.host || f.accepted(u.v) != "" {
+			continue
+		}
+		delete(rp.here, k)
+		puts = append(puts, u)
+	}
+	rp.keys += len(puts)
+	rp.applied += f.apply(puts, f.now(), false)
+	clear(puts)
+	rp.puts = puts[:0]
+}
+
+// finishReplay lifts the fleet bans here that the bucket no longer has
+// (unbanned while this host was away) and publishes this host's own bans
+// that the bucket lacks (made while NATS was unreachable).
+func (f *Fleet) finishReplay(rp *replay, pub *publisher, read time.Duration) {
+	now := f.now()
+	lifted := 0
+	for k := range rp.here {
+		p := k.prefix()
+		if ok, err := f.bans.DelRemote(p, now); err != nil {
+			f.log.Warn("fleet: lifting a ban the fleet no longer has", "addr", ban.PrefixString(p), "err", err)
+		} else if ok {
+			lifted++
+		}
+	}
+	own := make([]store.Entry, 0, len(rp.own))
+	for _, e := range rp.own {
+		own = append(own, e)
+	}
+	republished := pub.missing(own, now)
+	took := time.Since(rp.t0)
 	f.mu.Lock()
 	f.st.Removed += uint64(lifted)
 	f.st.Replays++
-	f.st.LastReplay = &Replay{At: now, Keys: len(snapshot), Applied: applied, Lifted: lifted, Republished: republished,
-		Read: Duration(took), Took: Duration(took + time.Since(now))}
+	f.st.LastReplay = &Replay{At: now, Keys: rp.keys, Applied: rp.applied, Lifted: lifted, Republished: republished,
+		Read: Duration(read), Took: Duration(took)}
 	f.mu.Unlock()
-	f.log.Info("fleet: replayed the bucket", "keys", len(snapshot), "applied", applied, "lifted", lifted, "republished", republished)
+	f.log.Info("fleet: replayed the bucket", "keys", rp.keys, "applied", rp.applied, "lifted", lifted, "republished", republished,
+		"read", read.Round(time.Millisecond), "took", took.Round(time.Millisecond))
 }
 
 // live applies updates as they arrive.
-func (f *Fleet) live(batch []jetstream.KeyValueEntry) {
+func (f *Fleet) live(us []update) {
 	now := f.now()
-	var puts []remote
-	for _, e := range batch {
-		r, ok := f.decode(e)
-		if !ok {
-			continue
-		}
-		switch e.Operation() {
-		case jetstream.KeyValuePut:
-			if r.v.Host == f.host {
+	puts := f.puts[:0]
+	defer func() { clear(puts); f.puts = puts[:0] }()
+	for _, u := range us {
+		if !u.del {
+			if u.v.Host == f.host {
 				continue
 			}
-			f.seen(r.v.Host, now)
-			if why := f.accepted(r.v); why != "" {
+			f.seen(u.v.Host, now)
+			if why := f.accepted(u.v); why != "" {
 				f.refuse(why, 1)
 				continue
 			}
-			puts = append(puts, r)
-		case jetstream.KeyValueDelete:
-			// An unban at some host. (A purge is a TTL running out or an
-			// operator's purge: the ban here times out on its own.)
-			if len(puts) > 0 {
-				f.apply(puts, now, true)
-				puts = nil
-			}
-			ok, err := f.bans.DelRemote(r.p, now)
-			if err != nil {
-				f.log.Warn("fleet: remote unban", "addr", ban.PrefixString(r.p), "err", err)
-			}
-			if ok {
-				f.mu.Lock()
-				f.st.Removed++
-				f.mu.Unlock()
-				f.bus.Publish(events.Event{Time: now, Kind: events.Unban, Prefix: r.p, Origin: ban.OriginFleet})
-				f.log.Info("fleet: unbanned by the fleet", "addr", ban.PrefixString(r.p))
-			}
+			puts = append(puts, u)
+			continue
+		}
+		// An unban at some host: what came before it goes first.
+		if len(puts) > 0 {
+			f.apply(puts, now, true)
+			puts = puts[:0]
+		}
+		ok, err := f.bans.DelRemote(u.p, now)
+		if err != nil {
+			f.log.Warn("fleet: remote unban", "addr", ban.PrefixString(u.p), "err", err)
+		}
+		if ok {
+			f.mu.Lock()
+			f.st.Removed++
+			f.mu.Unlock()
+			f.bus.Publish(events.Event{Time: now, Kind: events.Unban, Prefix: u.p, Origin: ban.OriginFleet})
+			f.log.Info("fleet: unbanned by the fleet", "addr", ban.PrefixString(u.p))
 		}
 	}
 	if len(puts) > 0 {
@@ -384,20 +573,41 @@ func (f *Fleet) live(batch []jetstream.KeyValueEntry) {
 	}
 }
 
+// reasonKey is what a remote ban's reason here is made of.
+type reasonKey struct{ origin, host, reason string }
+
+// reason words a remote ban's reason, keeping the few a fleet repeats.
+func (f *Fleet) reason(v Value) string {
+	k := reasonKey{v.Origin, v.Host, v.Reason}
+	if s, ok := f.reasons[k]; ok {
+		return s
+	}
+	s := fmt.Sprintf("%s at %s: %s", v.Origin, v.Host, v.Reason)
+	if f.reasons == nil || len(f.reasons) >= maxInterned {
+		f.reasons = map[reasonKey]string{}
+	}
+	f.reasons[k] = s
+	return s
+}
+
 // apply hands remote bans to the policy and counts what it did. live
 // bans are announced on the bus and their delay recorded.
-func (f *Fleet) apply(rs []remote, now time.Time, live bool) int {
+func (f *Fleet) apply(rs []update, now time.Time, live bool) int {
 	if len(rs) == 0 {
 		return 0
 	}
-	req := make([]ban.Remote, len(rs))
-	for i, r := range rs {
-		req[i] = ban.Remote{Prefix: r.p, Until: r.v.Until, Host: r.v.Host,
-			Reason: fmt.Sprintf("%s at %s: %s", r.v.Origin, r.v.Host, r.v.Reason)}
+	req := f.req[:0]
+	for _, r := range rs {
+		req = append(req, ban.Remote{Prefix: r.p, Until: r.v.Until, Host: r.v.Host, Reason: f.reason(r.v)})
 	}
 	out, err := f.bans.AddRemote(req, now)
+	clear(req)
+	f.req = req[:0]
 	if err != nil {
 		f.log.Error("fleet: applying remote bans", "err", err)
+	}
+	if f.bans.RemoteBacklog() > storeBacklog {
+		f.bans.Flush()
 	}
 	applied := 0
 	f.mu.Lock()

@@ -89,6 +89,8 @@ type member struct {
 	bus    *events.Bus
 	fleet  *Fleet
 	stop   func()
+	// replays records what OnReplay was told, when set before start.
+	replays chan int
 }
 
 func newMember(t *testing.T, name string, cfg config.Fleet, protected ...netip.Addr) *member {
@@ -118,6 +120,9 @@ func (h *member) start(t *testing.T, cfg config.Fleet) {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("host", h.name)
 	}
 	h.fleet = New(cfg, h.name, h.bans, h.bus, log, time.Now)
+	if h.replays != nil {
+		h.fleet.OnReplay(func(keys int) { h.replays <- keys })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.fleet.Run(ctx); close(done) }()
@@ -279,8 +284,10 @@ func TestReplayOnJoinInOneTransactionAndOnReconnect(t *testing.T) {
 	}
 	eventually(t, "a's bans acknowledged", 10*time.Second, func() bool { return a.fleet.Status().Sent == 200 })
 
-	// c joins: everything in one kernel transaction.
+	// c joins: everything in one kernel transaction, the daemon told
+	// first how many keys are coming.
 	c := newMember(t, "c", cfg)
+	c.replays = make(chan int, 10)
 	c.start(t, cfg)
 	eventually(t, "c replays", 10*time.Second, connected(c))
 	for _, p := range ps {
@@ -290,6 +297,9 @@ func TestReplayOnJoinInOneTransactionAndOnReconnect(t *testing.T) {
 	}
 	if c.kernel.calls != 1 {
 		t.Errorf("c installed 200 bans in %d kernel transactions, want 1", c.kernel.calls)
+	}
+	if n := <-c.replays; n != 200 {
+		t.Errorf("OnReplay told of %d keys, want 200", n)
 	}
 
 	// c stops; a's administrator unbans one address; then NATS goes away.
@@ -322,6 +332,9 @@ func TestReplayOnJoinInOneTransactionAndOnReconnect(t *testing.T) {
 	eventually(t, "c catches up", 15*time.Second, func() bool { return c.kernel.has(down) && !c.kernel.has(ps[0]) })
 	if !c.kernel.has(ps[1]) {
 		t.Error("c lost a ban over the restart")
+	}
+	if n := <-c.replays; n > 2 {
+		t.Errorf("OnReplay told of %d keys at the restart; c had all but the new ban and the unban", n)
 	}
 	eventually(t, "a replays after reconnecting", 5*time.Second, func() bool { return a.fleet.Status().Replays >= 2 })
 }

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -80,10 +81,20 @@ func TestValue(t *testing.T) {
 func FuzzDecodeValue(f *testing.F) {
 	f.Add(Value{Origin: "scan", Host: "h", Created: time.Unix(1, 0)}.Encode())
 	f.Add([]byte(`{"v":1}`))
+	f.Add(Value{Origin: "login", Reason: "r", Host: "h", Count: 3, Created: time.Unix(1, 5), Until: time.Unix(9, 0).In(time.FixedZone("x", 3600))}.Encode())
+	f.Add([]byte(`{"v":1,"origin":"scan","host":"h","count":01,"created":"2026-12-06T18:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		v, err := DecodeValue(b)
 		if err != nil {
 			return
+		}
+		// The direct path reads what it accepts as encoding/json does.
+		var d decoder
+		if direct, ok := d.direct(b); ok {
+			var slow Value
+			if err := json.Unmarshal(b, &slow); err != nil || !sameValue(direct, slow) {
+				t.Fatalf("%q: direct %+v, encoding/json %+v (%v)", b, direct, slow, err)
+			}
 		}
 		// What decodes survives re-encoding.
 		again, err := DecodeValue(v.Encode())
@@ -91,4 +102,40 @@ func FuzzDecodeValue(f *testing.F) {
 			t.Fatalf("%+v re-decoded as %+v, %v", v, again, err)
 		}
 	})
+}
+
+// sameValue compares values field by field, times by instant and offset.
+func sameValue(a, b Value) bool {
+	sameTime := func(x, y time.Time) bool {
+		_, ox := x.Zone()
+		_, oy := y.Zone()
+		return x.Equal(y) && ox == oy && x.IsZero() == y.IsZero()
+	}
+	return a.V == b.V && a.Origin == b.Origin && a.Reason == b.Reason && a.Host == b.Host && a.Count == b.Count &&
+		sameTime(a.Created, b.Created) && sameTime(a.Until, b.Until)
+}
+
+// TestDecodeValueDirect: what Encode writes takes the direct path, with
+// or without the optional fields, and reads back the same.
+func TestDecodeValueDirect(t *testing.T) {
+	now := time.Date(2026, 12, 6, 18, 0, 0, 123456789, time.UTC)
+	for _, v := range []Value{
+		{V: 1, Origin: "scan", Host: "web-1", Count: 1, Created: now},
+		{V: 1, Origin: "login", Reason: "sshd: 5 failures in 10m0s", Host: "h.example.org", Count: 12, Created: now, Until: now.Add(time.Hour)},
+		{V: 1, Origin: "manual", Host: "b", Count: 0, Created: now.In(time.FixedZone("", -5*3600)), Until: now.Add(time.Minute)},
+	} {
+		var d decoder
+		got, ok := d.direct(v.Encode())
+		if !ok || !sameValue(got, v) {
+			t.Errorf("direct(%s) = %+v, %v; want %+v", v.Encode(), got, ok, v)
+		}
+	}
+	// A reason with a quote or non-ASCII is escaped or left to encoding/json.
+	v := Value{Origin: "login", Reason: `user "root" — ünknown <x>`, Host: "a", Count: 1, Created: now}
+	if _, ok := new(decoder).direct(v.Encode()); ok {
+		t.Errorf("direct path took an escaped reason: %s", v.Encode())
+	}
+	if got, err := DecodeValue(v.Encode()); err != nil || got.Reason != v.Reason {
+		t.Errorf("DecodeValue(%s) = %+v, %v", v.Encode(), got, err)
+	}
 }

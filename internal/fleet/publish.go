@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,9 +25,6 @@ type publisher struct {
 	f      *Fleet
 	js     jetstream.JetStream // with the ack counters
 	prefix string              // "$KV.<bucket>."
-
-	mu   sync.Mutex
-	keys map[netip.Prefix]bool // keys seen in the replay under way
 
 	// retry holds publications the bucket did not acknowledge (a node
 	// lost, a stream leader being elected): they are sent again, a few
@@ -52,7 +48,7 @@ type retryMsg struct {
 const maxRetries = 5
 
 func newPublisher(nc *nats.Conn, f *Fleet) (*publisher, error) {
-	p := &publisher{f: f, prefix: "$KV." + f.cfg.Bucket + ".", keys: map[netip.Prefix]bool{}, retry: make(chan retryMsg, 1024)}
+	p := &publisher{f: f, prefix: "$KV." + f.cfg.Bucket + ".", retry: make(chan retryMsg, 1024)}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(maxPending),
 		jetstream.WithPublishAsyncTimeout(10*time.Second),
@@ -211,26 +207,19 @@ func (p *publisher) put(pfx netip.Prefix, v Value, now time.Time) bool {
 	return true
 }
 
-// mine records a key seen in a replay.
-func (p *publisher) mine(pfx netip.Prefix) {
-	p.mu.Lock()
-	p.keys[pfx] = true
-	p.mu.Unlock()
+// publishable says whether a local ban in the store is one the fleet
+// should have (see missing). Manual bans are not: whether one was meant for
+// the fleet is not kept.
+func (p *publisher) publishable(e store.Entry) bool {
+	return e.Host == "" && len(e.Ports) == 0 && e.Origin != ban.OriginManual && e.Origin != ban.OriginFleet &&
+		slices.Contains(p.f.cfg.Publish, e.Origin)
 }
 
 // missing publishes the live local bans the bucket lacks: those made while
-// NATS was unreachable, or whose publication was lost. Manual bans are not
-// among them: whether one was meant for the fleet is not kept.
+// NATS was unreachable, or whose publication was lost.
 func (p *publisher) missing(bans []store.Entry, now time.Time) int {
-	p.mu.Lock()
-	have := p.keys
-	p.keys = map[netip.Prefix]bool{}
-	p.mu.Unlock()
 	n := 0
 	for _, e := range bans {
-		if e.Host != "" || len(e.Ports) > 0 || e.Origin == ban.OriginManual || !slices.Contains(p.f.cfg.Publish, e.Origin) || have[e.Prefix] {
-			continue
-		}
 		if p.put(e.Prefix, Value{Origin: e.Origin, Reason: e.Reason, Host: p.f.host, Count: max(e.Count, 1), Created: e.Created, Until: e.Expires}, now) {
 			n++
 		}
