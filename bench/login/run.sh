@@ -90,7 +90,7 @@ for ns in "${all_ns[@]}"; do ip netns add "$ns"; ip -n "$ns" link set lo up; don
 k=241
 for ns in "$ns_m" "$ns_t" "$ns_f" "$ns_e"; do pairlink "$ns" "$ns_c" "m$k" "c$k" "$k"; k=$((k + 1)); done
 for k in $(seq 1 $((1 + ((nbans > 500 ? nbans : 500) - 1) / 250))) 250; do ip -n "$ns_c" route add local "10.210.$k.0/24" dev lo; done
-sshd_port=$(sshd -T 2>/dev/null | awk '$1 == "port" { print $2; exit }')
+sshd_port=$(sshd -T 2>/dev/null | awk '$1 == "port" && !p { print $2; p = 1 }' || true)
 sshd_port=${sshd_port:-22} # what moat watches (it asks sshd -T too)
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
