@@ -183,7 +183,7 @@ for n in $sizes; do
 		fi
 		l=$(load)
 		echo "peers.sh: $t, $n bans (load $l)" >&2
-		res=$("run_$t" "$n")
+		res=$("run_$t" "$n") || res="result=failed after=? in_kernel=?"
 		echo "peers.sh:   $res" >&2
 		field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$res"; }
 		case $res in
