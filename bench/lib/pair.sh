@@ -4,13 +4,17 @@
 # fd00:210:N::2) in C. The server's default route points at the client,
 # as a host's uplink does, so reverse-path checks pass for any source and
 # nothing answers a spoofed source anywhere but into the client namespace,
-# which does not forward.
+# which does not forward. pairlink S C IFS IFC N does the same between two
+# namespaces that exist (one client namespace can serve several servers).
 pair() {
+	ip netns add "$1"
+	ip netns add "$2"
+	ip -n "$1" link set lo up
+	ip -n "$2" link set lo up
+	pairlink "$@"
+}
+pairlink() {
 	local s=$1 c=$2 ifs=$3 ifc=$4 n=$5
-	ip netns add "$s"
-	ip netns add "$c"
-	ip -n "$s" link set lo up
-	ip -n "$c" link set lo up
 	ip -n "$s" link add "$ifs" type veth peer name "$ifc" netns "$c"
 	ip -n "$s" addr add "10.210.$n.1/24" dev "$ifs"
 	ip -n "$c" addr add "10.210.$n.2/24" dev "$ifc"

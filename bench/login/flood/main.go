@@ -7,6 +7,11 @@
 //
 // One failure per address means nothing is banned: the run measures what
 // counting costs, in time and (read by the caller from /proc) in memory.
+// moat counts a line from a syslog file only for an address the kernel saw
+// complete a TCP handshake with sshd (issue 10), which these addresses
+// never do: such lines show up as unverified in moat's status, and the run
+// ends when every line was either counted or refused, and says how many of
+// each (unverified=).
 //
 // Usage: flood -file AUTH_LOG [-socket MOAT_SOCKET] [-n 1000000]
 package main
@@ -102,14 +107,14 @@ func run(file, sock string, n int, timeout time.Duration) error {
 		if ls, err = status(); err != nil {
 			return err
 		}
-		if ls.Events >= want {
+		if ls.Events+ls.Unverified >= want+before.Unverified {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	took := time.Since(t0)
-	fmt.Printf("lines=%d bytes=%d written_s=%.3f counted_s=%.3f lines_per_s=%.0f events=%d counting=%d banned=%d\n",
+	fmt.Printf("lines=%d bytes=%d written_s=%.3f counted_s=%.3f lines_per_s=%.0f events=%d counting=%d banned=%d unverified=%d\n",
 		n, len(lines), written.Seconds(), took.Seconds(), float64(n)/took.Seconds(),
-		ls.Events-before.Events, ls.Counting, ls.Banned-before.Banned)
+		ls.Events-before.Events, ls.Counting, ls.Banned-before.Banned, ls.Unverified-before.Unverified)
 	return nil
 }

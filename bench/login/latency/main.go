@@ -14,7 +14,23 @@
 // by the monitor's own wakeup (microseconds). Targets take turns address by
 // address, so machine noise falls on all of them alike.
 //
+// moat counts a line read from a syslog file only if the kernel saw its
+// address complete a TCP handshake with sshd's port (issue 10: a forged
+// line must not ban anyone), so an attacker's lines must come with its
+// connection, as a real attacker's do. For a target given -handshake
+// NAME=ADDR:PORT the driver listens on ADDR:PORT inside the target's
+// namespace (a stand-in for sshd: only the handshake matters), and before
+// each batch of attacking addresses is attacked it connects from every one
+// of them to that port, out of the -client namespace, where the addresses
+// are local (the script routes them there), paced under the ruleset's
+// 1,000 reports a second; the connection is made and closed before the
+// address's first line, outside the measured time. Elements of moat's
+// sshpeer sets, which record those handshakes, are not bans and are
+// ignored.
+//
 // Usage: latency -target moat=NS:FILE -target sshguard=NS:FILE [-n 1000]
+//
+//	[-client NS -handshake moat=ADDR:PORT]
 package main
 
 import (
@@ -22,6 +38,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -32,6 +49,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/moat-fw/moat/internal/firewall"
 )
 
 type targets []string
@@ -56,6 +75,9 @@ type target struct {
 	// early counts bans seen before the third line was written: the
 	// guard banned on fewer failures than asked, and the run is invalid.
 	early int
+	// sshd is where the attacking addresses connect before their lines
+	// (-handshake), or the zero value.
+	sshd netip.AddrPort
 }
 
 func main() {
@@ -66,18 +88,34 @@ func main() {
 	gap := flag.Duration("gap", 20*time.Millisecond, "pause after the first two failure lines, so the guards have read them before t0")
 	timeout := flag.Duration("timeout", 10*time.Second, "longest wait for a ban (then counted as not seen)")
 	raw := flag.String("raw", "", "directory to write each target's samples to (NAME.txt: t0 in ms since the start, latency in µs)")
+	var hs targets
+	flag.Var(&hs, "handshake", "NAME=ADDR:PORT: the attacking addresses complete a TCP handshake with ADDR:PORT in NAME's namespace before their lines (repeat)")
+	client := flag.String("client", "", "network namespace the -handshake connections come from (the attacking addresses are local there)")
 	flag.Parse()
 	if len(ts) == 0 || *n < 1 || *n > 60000 {
 		fmt.Fprintln(os.Stderr, "usage: latency -target NAME=NETNS:FILE [-target ...] [-n N (1-60000)] [-warmup N] [-raw DIR]")
 		os.Exit(2)
 	}
-	if err := run(ts, *n, *warm, *gap, *timeout, *raw); err != nil {
+	if len(hs) > 0 && *client == "" {
+		fmt.Fprintln(os.Stderr, "latency: -handshake needs -client")
+		os.Exit(2)
+	}
+	if err := run(ts, hs, *client, *n, *warm, *gap, *timeout, *raw); err != nil {
 		fmt.Fprintln(os.Stderr, "latency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(specs []string, n, warm int, gap, timeout time.Duration, raw string) error {
+func run(specs, hs []string, client string, n, warm int, gap, timeout time.Duration, raw string) error {
+	sshd := map[string]netip.AddrPort{}
+	for _, h := range hs {
+		name, ap, ok := strings.Cut(h, "=")
+		a, err := netip.ParseAddrPort(ap)
+		if !ok || err != nil {
+			return fmt.Errorf("-handshake %q: want NAME=ADDR:PORT", h)
+		}
+		sshd[name] = a
+	}
 	var tg []*target
 	for _, s := range specs {
 		name, rest, ok1 := strings.Cut(s, "=")
@@ -96,14 +134,39 @@ func run(specs []string, n, warm int, gap, timeout time.Duration, raw string) er
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		defer c.Close()
+		if a, ok := sshd[name]; ok {
+			t.sshd = a
+			delete(sshd, name)
+			ln, err := listenIn(ns, a)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			defer ln.Close()
+		}
 		tg = append(tg, t)
+	}
+	for name := range sshd {
+		return fmt.Errorf("-handshake %s: no -target of that name", name)
+	}
+	var d *dialer
+	if client != "" {
+		var err error
+		if d, err = newDialer(client); err != nil {
+			return err
+		}
+		defer d.close()
 	}
 
 	w := writer{start: time.Now()}
 	// Warm-up addresses come from 10.210.250.0/24, measured ones from
 	// 10.210.1.0 up: every address is new to every guard.
+	warmAddr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 210, 250, byte(1 + i%250)}) }
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 210, byte(1 + i/250), byte(1 + i%250)}) }
+	if err := handshakes(d, tg, warmAddr, 0, min(warm, 250)); err != nil {
+		return err
+	}
 	for i := range warm {
-		a := netip.AddrFrom4([4]byte{10, 210, 250, byte(1 + i%250)})
+		a := warmAddr(i)
 		if err := attack(tg, &w, a, gap, timeout, false, i); err != nil {
 			return err
 		}
@@ -118,7 +181,12 @@ func run(specs []string, n, warm int, gap, timeout time.Duration, raw string) er
 		t.miss = 0
 	}
 	for i := range n {
-		a := netip.AddrFrom4([4]byte{10, 210, byte(1 + i/250), byte(1 + i%250)})
+		if i%250 == 0 {
+			if err := handshakes(d, tg, addr, i, min(n, i+250)); err != nil {
+				return err
+			}
+		}
+		a := addr(i)
 		if err := attack(tg, &w, a, gap, timeout, true, i); err != nil {
 			return err
 		}
@@ -292,6 +360,11 @@ func starts(b []byte) []netip.Addr {
 		return nil
 	}
 	for ad.Next() {
+		if ad.Type() == unix.NFTA_SET_ELEM_LIST_SET {
+			if s := ad.String(); s == firewall.SetSSHPeer4 || s == firewall.SetSSHPeer6 {
+				return nil // handshakes moat recorded, not bans
+			}
+		}
 		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
 			continue
 		}
@@ -342,3 +415,130 @@ func pct(l []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+// handshakeGap paces the connections: the ruleset reports at most 1,000
+// new peers a second (a burst of 1,000), and a report the limit holds back
+// is lost for a connection that sends nothing more.
+const handshakeGap = 2 * time.Millisecond
+
+// handshakeSettle is how long the daemon gets to record the last reports
+// (NFLOG, queue threshold 1) before the batch's first line.
+const handshakeSettle = 300 * time.Millisecond
+
+// handshakes connects from addr(from) ... addr(to-1) to every target's
+// sshd (those given -handshake), one after another.
+func handshakes(d *dialer, tg []*target, addr func(int) netip.Addr, from, to int) error {
+	made := 0
+	for _, t := range tg {
+		if !t.sshd.IsValid() {
+			continue
+		}
+		for i := from; i < to; i++ {
+			if err := d.handshake(addr(i), t.sshd); err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			made++
+			time.Sleep(handshakeGap)
+		}
+	}
+	if made > 0 {
+		time.Sleep(handshakeSettle)
+	}
+	return nil
+}
+
+// inNetNS runs fn on a thread moved into network namespace ns, which is
+// left there (the thread ends with its goroutine): sockets fn makes belong
+// to ns.
+func inNetNS(ns string, fn func()) error {
+	f, err := os.Open(filepath.Join("/run/netns", ns))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering %s: %w", ns, err)
+			return
+		}
+		errc <- nil
+		fn()
+	}()
+	return <-errc
+}
+
+// listenIn listens on a inside network namespace ns and closes every
+// connection it accepts: the handshake, which the kernel completes, is
+// what the guard asks for.
+func listenIn(ns string, a netip.AddrPort) (net.Listener, error) {
+	lc := make(chan net.Listener, 1)
+	errc := make(chan error, 1)
+	err := inNetNS(ns, func() {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a))
+		if err != nil {
+			errc <- fmt.Errorf("listening on %s in %s: %w", a, ns, err)
+			return
+		}
+		lc <- ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case ln := <-lc:
+		return ln, nil
+	case err := <-errc:
+		return nil, err
+	}
+}
+
+// dialer makes connections from a network namespace, on one thread that
+// stays in it.
+type dialer struct {
+	req chan dialReq
+}
+
+type dialReq struct {
+	from netip.Addr
+	to   netip.AddrPort
+	done chan error
+}
+
+func newDialer(ns string) (*dialer, error) {
+	d := &dialer{req: make(chan dialReq)}
+	err := inNetNS(ns, func() {
+		for r := range d.req {
+			nd := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(r.from, 0))}
+			c, err := nd.Dial("tcp", r.to.String())
+			if err == nil {
+				c.Close()
+			}
+			r.done <- err
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// handshake connects from a to sshd and closes the connection.
+func (d *dialer) handshake(a netip.Addr, sshd netip.AddrPort) error {
+	done := make(chan error, 1)
+	d.req <- dialReq{a, sshd, done}
+	if err := <-done; err != nil {
+		return fmt.Errorf("connecting from %s to %s: %w", a, sshd, err)
+	}
+	return nil
+}
+
+func (d *dialer) close() { close(d.req) }
