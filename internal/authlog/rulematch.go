@@ -1,7 +1,6 @@
 package authlog
 
 import (
-	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"regexp/syntax"
@@ -34,12 +33,24 @@ import (
 // bigger keeps to the regexp.
 const maxDFAStates = 4000
 
-// dfa is a deterministic automaton over ASCII: state 0 is dead, 1 the
-// start; next[s<<7|c] is the state after byte c.
+// dfa is a deterministic automaton over ASCII. Bytes fall in classes
+// (cls; the last class is every byte from 0x80, which no state consumes
+// here); a state is a row of next, one entry per class. An entry is the
+// next state as the offset of its row, with acceptBit when that state
+// accepts: 0 is the dead state, badEntry says "a byte that is not ASCII".
+// The walk is one table load per byte.
 type dfa struct {
-	next   []uint16
-	accept []bool
+	cls   [256]uint8
+	ncls  uint32
+	next  []uint32
+	start uint32 // entry of the start state
 }
+
+const (
+	acceptBit = 1 << 31
+	badEntry  = 1 << 30
+	offMask   = badEntry - 1
+)
 
 // splitMatcher is a rule's split path.
 type splitMatcher struct {
@@ -176,7 +187,6 @@ func newDFA(re *syntax.Regexp) *dfa {
 		slices.Sort(set)
 		return set
 	}
-	d := &dfa{next: make([]uint16, 2<<7), accept: make([]bool, 2)}
 	ids := map[string]uint16{}
 	states := [][]uint32{nil} // 0: dead
 	var key []byte
@@ -197,15 +207,10 @@ func newDFA(re *syntax.Regexp) *dfa {
 		id := uint16(len(states))
 		ids[string(key)] = id
 		states = append(states, slices.Clone(pcs))
-		if int(id) >= len(d.accept) {
-			d.accept = append(d.accept, false)
-			d.next = append(d.next, make([]uint16, 1<<7)...)
-		}
-		d.accept[id] = pcs[len(pcs)-1] == uint32(n)
 		return id, true
 	}
 	if id, _ := add(closure([]uint32{uint32(prog.Start)})); id == 0 {
-		return d // matches nothing: state 1 stays a dead end
+		return &dfa{ncls: 1, next: []uint32{0}} // matches nothing
 	}
 	// Bytes that the same instructions consume are one class: the
 	// automaton is built per class, then spread over the class's bytes.
@@ -232,7 +237,13 @@ func newDFA(re *syntax.Regexp) *dfa {
 		}
 	}
 	nexts := make([][]uint32, len(classes))
-	for s := 1; s < len(states); s++ {
+	var trans [][]uint16 // per state, per class
+	for s := 0; s < len(states); s++ {
+		row := make([]uint16, len(classes))
+		trans = append(trans, row)
+		if s == 0 {
+			continue // dead stays dead
+		}
 		for k := range nexts {
 			nexts[k] = nexts[k][:0]
 		}
@@ -252,11 +263,38 @@ func newDFA(re *syntax.Regexp) *dfa {
 			if !ok {
 				return nil
 			}
-			for _, c := range classes[k] {
-				d.next[s<<7|int(c)] = id
-			}
+			row[k] = id
 		}
 	}
+	// Pack: rows of len(classes)+1 entries, the last for bytes >= 0x80.
+	d := &dfa{ncls: uint32(len(classes) + 1)}
+	for c := range d.cls {
+		d.cls[c] = uint8(len(classes))
+	}
+	for k, class := range classes {
+		for _, c := range class {
+			d.cls[c] = uint8(k)
+		}
+	}
+	entry := func(s uint16) uint32 {
+		e := uint32(s) * d.ncls
+		if s != 0 && states[s][len(states[s])-1] == uint32(n) {
+			e |= acceptBit
+		}
+		return e
+	}
+	d.next = make([]uint32, len(states)*int(d.ncls))
+	for s, row := range trans {
+		if s == 0 {
+			continue
+		}
+		base := s * int(d.ncls)
+		for k, id := range row {
+			d.next[base+k] = entry(id)
+		}
+		d.next[base+len(classes)] = badEntry
+	}
+	d.start = entry(1)
 	return d
 }
 
@@ -277,13 +315,17 @@ func (m *splitMatcher) find(line []byte) (int, int, splitResult) {
 	// <HOST> or S walk, goes to the regexp (linear in the line) instead.
 	budget := 4*len(line) + 512
 	hs, he, found := 0, 0, 0
-	p := uint16(1)
+	pn, pc := m.p.next, &m.p.cls
+	hn, hc := m.h.next, &m.h.cls
+	p := m.p.start
 	for i := 0; ; i++ {
-		if m.p.accept[p] {
-			h := uint16(1)
+		if p&acceptBit != 0 {
+			h := m.h.start
 			for j := i; ; j++ {
-				if m.h.accept[h] {
-					switch m.s.whole(line, j, &budget) {
+				if h&acceptBit != 0 {
+					var res splitResult
+					res, budget = m.s.whole(line[j:], budget)
+					switch res {
 					case splitOne:
 						if found++; found > 1 {
 							return 0, 0, splitFallback
@@ -296,11 +338,11 @@ func (m *splitMatcher) find(line []byte) (int, int, splitResult) {
 				if j == len(line) {
 					break
 				}
-				c := line[j]
-				if c >= 0x80 {
-					return 0, 0, splitFallback
-				}
-				if h = m.h.next[uint(h)<<7|uint(c)]; h == 0 {
+				h = hn[h&offMask+uint32(hc[line[j]])]
+				if h&offMask == 0 {
+					if h == badEntry {
+						return 0, 0, splitFallback
+					}
 					break
 				}
 				if budget--; budget < 0 {
@@ -311,15 +353,12 @@ func (m *splitMatcher) find(line []byte) (int, int, splitResult) {
 		if i == len(line) {
 			break
 		}
-		c := line[i]
-		if c >= 0x80 {
-			return 0, 0, splitFallback
-		}
-		if p = m.p.next[uint(p)<<7|uint(c)]; p == 0 {
+		p = pn[p&offMask+uint32(pc[line[i]])]
+		if p&offMask == 0 {
+			if p == badEntry {
+				return 0, 0, splitFallback
+			}
 			break
-		}
-		if budget--; budget < 0 {
-			return 0, 0, splitFallback
 		}
 	}
 	if found == 0 {
@@ -328,26 +367,31 @@ func (m *splitMatcher) find(line []byte) (int, int, splitResult) {
 	return hs, he, splitOne
 }
 
-// whole reports whether d accepts line[from:] (splitOne) or not
-// (splitNone), or splitFallback on a byte that is not ASCII or when the
-// budget runs out.
-func (d *dfa) whole(line []byte, from int, budget *int) splitResult {
-	s := uint16(1)
-	for _, c := range line[from:] {
-		if c >= 0x80 {
-			return splitFallback
+// whole reports whether d accepts all of b (splitOne) or not (splitNone),
+// or splitFallback on a byte that is not ASCII or when the budget runs
+// out; it returns what is left of the budget.
+func (d *dfa) whole(b []byte, budget int) (splitResult, int) {
+	next, cls := d.next, &d.cls
+	e := d.start
+	if e&offMask == 0 {
+		return splitNone, budget
+	}
+	for _, c := range b {
+		e = next[e&offMask+uint32(cls[c])]
+		if e&offMask == 0 {
+			if e == badEntry {
+				return splitFallback, budget
+			}
+			return splitNone, budget
 		}
-		if s = d.next[uint(s)<<7|uint(c)]; s == 0 {
-			return splitNone
-		}
-		if *budget--; *budget < 0 {
-			return splitFallback
+		if budget--; budget < 0 {
+			return splitFallback, budget
 		}
 	}
-	if d.accept[s] {
-		return splitOne
+	if e&acceptBit != 0 {
+		return splitOne, budget
 	}
-	return splitNone
+	return splitNone, budget
 }
 
 // matchSplit is MatchUser by the split path, the regexp where the split
@@ -371,11 +415,6 @@ func (r *Rule) matchSplit(m *splitMatcher, line []byte, wantUser bool) (netip.Ad
 // match is Match and MatchUser: the required literals, then the split
 // path, or the regexp for a pattern the split path does not suit.
 func (r *Rule) match(line []byte, wantUser bool) (netip.Addr, []byte, bool) {
-	for _, n := range r.need {
-		if !bytes.Contains(line, n) {
-			return netip.Addr{}, nil, false
-		}
-	}
 	r.splitOnce.Do(func() { r.split = newSplitMatcher(r.re.String()) })
 	if r.split == nil {
 		return r.matchRegexp(line)
