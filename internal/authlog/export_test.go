@@ -26,3 +26,10 @@ func (r *Rule) SplitFind(line []byte) int {
 	_, _, res := r.split.find(line)
 	return int(res)
 }
+
+// CPUTime and ReportCPU are cpuTime and reportCPU for the benchmarks of
+// package authlog_test.
+var (
+	CPUTime   = cpuTime
+	ReportCPU = reportCPU
+)
