@@ -162,7 +162,7 @@ func TestRuleSplitAgrees(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := bytes.Split(common, []byte("\n"))
-	gen, err := exec.Command("python3", filepath.Join("..", "..", "bench", "nginx", "gen_errorlog.py"), "3000", "1").Output()
+	gen, err := exec.Command("python3", filepath.Join("..", "..", "bench", "nginx", "gen_errorlog.py"), "1000", "1").Output()
 	if err != nil {
 		t.Fatalf("bench/nginx/gen_errorlog.py: %v", err)
 	}
