@@ -33,3 +33,10 @@ var (
 	CPUTime   = cpuTime
 	ReportCPU = reportCPU
 )
+
+// SplitPrefilter reports whether the rule's split path is preceded by the
+// required-literal searches.
+func (r *Rule) SplitPrefilter() bool {
+	r.splitOnce.Do(func() { r.split = newSplitMatcher(r.re.String()) })
+	return r.split != nil && r.split.prefilter
+}

@@ -260,3 +260,30 @@ func FuzzRuleSplit(f *testing.F) {
 		sameAnswer(t, pattern, r, []byte(line))
 	})
 }
+
+// A pattern that opens with text that runs on (.*, \S+) keeps the literal
+// searches in front of its walk, which would otherwise go through every
+// line; one that opens with a date does not need them.
+func TestRuleSplitPrefilter(t *testing.T) {
+	for _, c := range []struct {
+		pattern string
+		want    bool
+	}{
+		{`^.*Authentication failure for <USER> from <HOST>$`, true},
+		{`^\S+ \S+ \S+ \S+ dovecot: auth: passwd-file\(<USER>,<HOST>\): unknown user$`, true},
+		{`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[error\] \d+#\d+: \*\d+ user "[^"]*": password mismatch, client: <HOST>, server: \S*$`, false},
+		{`^login failed from <HOST> for .*$`, false},
+	} {
+		r, err := authlog.CompileRule(c.pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.SplitPrefilter(); got != c.want {
+			t.Errorf("%s: prefilter %v, want %v", c.pattern, got, c.want)
+		}
+	}
+	rules := importedRules(t, "nginx-http-auth")
+	if len(rules) != 1 || rules[0].SplitPrefilter() {
+		t.Errorf("nginx-http-auth: %d rules, want 1 without prefilter", len(rules))
+	}
+}
