@@ -252,6 +252,18 @@ func FuzzRuleSplit(f *testing.F) {
 	} {
 		f.Add(s[0], s[1])
 	}
+	// The imported nginx filter on lines of its log, where installed.
+	if _, err := os.Stat(filepath.Join(f2bDir, "filter.d", "nginx-http-auth.conf")); err == nil {
+		for _, r := range importedRules(f, "nginx-http-auth") {
+			for _, l := range []string{
+				`2025/12/14 05:46:41 [error] 1200#1200: *1005 user "guest": password mismatch, client: 192.0.2.4, server: example.com, request: "GET /private/report.pdf HTTP/1.1", host: "example.com"`,
+				`2025/12/14 05:46:49 [error] 1200#1200: *1017 user "x"y" was not found in "/etc/nginx/.htpasswd", client: [2001:db8::1], server: www.example.com, request: "GET /wp-login.php HTTP/1.1", host: "www.example.com", referrer: "https://www.example.com/login"`,
+				`2025/12/14 05:46:41 [error] 1200#1200: *1005 user "a", client: 6.6.6.6, server: x": password mismatch, client: 192.0.2.4, server: example.com, request: "GET / HTTP/1.1", host: "example.com"`,
+			} {
+				f.Add(r.String(), l)
+			}
+		}
+	}
 	f.Fuzz(func(t *testing.T, pattern, line string) {
 		r, err := authlog.CompileRule(pattern)
 		if err != nil {
