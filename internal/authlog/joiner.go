@@ -28,7 +28,7 @@ import (
 // is forgotten first). It is not safe for concurrent use.
 type Joiner struct {
 	cfg   JoinerConfig
-	index map[uint32]int32 // PID to slot
+	index pidIndex // PID to slot
 	slots []proc
 	// LRU list through the slots: head is the most recently seen.
 	head, tail int32
@@ -95,7 +95,7 @@ func NewJoiner(cfg JoinerConfig) *Joiner {
 	if cfg.PendingTTL <= 0 {
 		cfg.PendingTTL = time.Minute
 	}
-	return &Joiner{cfg: cfg, index: make(map[uint32]int32), head: noSlot, tail: noSlot, free: noSlot}
+	return &Joiner{cfg: cfg, index: newPIDIndex(cfg.MaxProcs), head: noSlot, tail: noSlot, free: noSlot}
 }
 
 // Line takes one syslog line (any format ParseSSHD reads) seen at now and
@@ -133,7 +133,7 @@ func (j *Joiner) LineOrMessage(line []byte, now time.Time, out []Event) []Event 
 }
 
 // Len is how many processes the Joiner remembers.
-func (j *Joiner) Len() int { return len(j.index) }
+func (j *Joiner) Len() int { return j.index.len() }
 
 func (j *Joiner) join(res parseResult, ev *Event, now time.Time, out []Event) []Event {
 	switch res {
@@ -241,7 +241,7 @@ func (j *Joiner) flush(p *proc, a netip.Addr, port uint16, now time.Time, out []
 // the least recently seen process when full). State older than TTL is
 // reset: the PID may have been reused.
 func (j *Joiner) get(pid uint32, now time.Time, create bool) *proc {
-	if i, ok := j.index[pid]; ok {
+	if i, ok := j.index.get(pid); ok {
 		p := &j.slots[i]
 		if now.Sub(p.seen) > j.cfg.TTL {
 			p.addr, p.port, p.npend = netip.Addr{}, 0, 0
@@ -265,23 +265,23 @@ func (j *Joiner) get(pid uint32, now time.Time, create bool) *proc {
 	default:
 		i = j.tail
 		j.unlink(i)
-		delete(j.index, j.slots[i].pid)
+		j.index.delete(j.slots[i].pid)
 	}
 	p := &j.slots[i]
 	p.pid, p.seen, p.addr, p.port, p.npend = pid, now, netip.Addr{}, 0, 0
-	j.index[pid] = i
+	j.index.set(pid, i)
 	j.pushFront(i)
 	return &j.slots[i]
 }
 
 // drop forgets pid: its connection ended.
 func (j *Joiner) drop(pid uint32) {
-	i, ok := j.index[pid]
+	i, ok := j.index.get(pid)
 	if !ok {
 		return
 	}
 	j.unlink(i)
-	delete(j.index, pid)
+	j.index.delete(pid)
 	// The pending failures' storage is left alone: events just flushed
 	// alias it until the next call.
 	p := &j.slots[i]

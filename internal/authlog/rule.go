@@ -9,6 +9,7 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Rule is a compiled generic login rule: a Go regexp matching one whole
@@ -24,6 +25,10 @@ type Rule struct {
 	// them is refused by substring searches, far cheaper than the regexp,
 	// whose long alternations (fail2ban's dates) make it slow on every line.
 	need [][]byte
+	// split is the faster path to the regexp's answer (rulematch.go),
+	// built on first use; nil when the pattern does not suit it.
+	splitOnce sync.Once
+	split     *splitMatcher
 }
 
 // hostRE is what <HOST> stands for: a strict IPv4 address, or something
@@ -247,13 +252,18 @@ func (r *Rule) String() string { return r.pattern }
 // Match reports whether line matches the rule and returns the address at
 // <HOST>, unmapped and without zone.
 func (r *Rule) Match(line []byte) (netip.Addr, bool) {
-	a, _, ok := r.MatchUser(line)
+	a, _, ok := r.match(line, false)
 	return a, ok
 }
 
 // MatchUser is Match that also returns the text at <USER> (nil without
 // <USER>), aliasing line.
 func (r *Rule) MatchUser(line []byte) (netip.Addr, []byte, bool) {
+	return r.match(line, true)
+}
+
+// matchRegexp is MatchUser by the whole pattern's regexp.
+func (r *Rule) matchRegexp(line []byte) (netip.Addr, []byte, bool) {
 	// A line without the pattern's required text is refused by
 	// substring searches; then Match: it does not allocate, and most
 	// lines do not match.

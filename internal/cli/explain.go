@@ -93,12 +93,12 @@ func (a *app) explainCmd() *cobra.Command {
 
 // explainLine is one matched line in `explain --json`.
 type explainLine struct {
-	Line     int    `json:"line"`
-	Rule     string `json:"rule"`
-	Kind     string `json:"kind,omitempty"`
-	IP       string `json:"ip"`
-	User     string `json:"user,omitempty"`
-	WouldBan bool   `json:"would_ban"`
+	Line     int        `json:"line"`
+	Rule     string     `json:"rule"`
+	Kind     string     `json:"kind,omitempty"`
+	IP       netip.Addr `json:"ip"` // zero: "" (as MarshalText has it)
+	User     jsonText   `json:"user,omitempty"`
+	WouldBan bool       `json:"would_ban"`
 	// Prefix is the /64 also banned when the line's ban escalates.
 	Prefix  string `json:"prefix,omitempty"`
 	Ignored string `json:"ignored,omitempty"` // why the failure is not counted
@@ -106,6 +106,13 @@ type explainLine struct {
 	// IP is then the address it was counted for, or empty.
 	Host string `json:"host,omitempty"`
 }
+
+// jsonText is text that encodes as a JSON string, as a string would: the
+// user name as the line holds it, not copied into a string for each of a
+// million lines.
+type jsonText []byte
+
+func (t jsonText) MarshalJSON() ([]byte, error) { return json.Marshal(string(t)) }
 
 type explainOptions struct {
 	login config.Login
@@ -163,7 +170,7 @@ type explainRule struct {
 	name     string
 	re       *authlog.Rule // nil: the built-in sshd parser
 	matched  int
-	kinds    map[string]int
+	kinds    map[authlog.Kind]int
 	failures map[netip.Addr]int
 	ignored  map[string]int // why → lines
 	// epilogues are lines that close a connection whose failure was
@@ -197,7 +204,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 		return fmt.Errorf("--rule %q: the config has no such rule; choose one of %s", o.rule, strings.Join(names, ", "))
 	}
 	for _, r := range rules {
-		r.kinds, r.failures, r.ignored = map[string]int{}, map[netip.Addr]int{}, map[string]int{}
+		r.kinds, r.failures, r.ignored = map[authlog.Kind]int{}, map[netip.Addr]int{}, map[string]int{}
 	}
 	g, dry := newExplainGuard(o.login, o.allow)
 
@@ -230,7 +237,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 		names = noNames{}
 	}
 	handle := func(r *explainRule, ev *authlog.Event, t time.Time) error {
-		j := explainLine{Line: n, Rule: r.name, User: string(ev.User)}
+		j := explainLine{Line: n, Rule: r.name, User: ev.User}
 		if r.re == nil {
 			j.Kind = ev.Kind.String()
 		}
@@ -256,7 +263,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 				}
 				r.matched++
 				if r.re == nil {
-					r.kinds[j.Kind]++
+					r.kinds[ev.Kind]++
 				}
 				j.Ignored = why
 				r.ignored[why]++
@@ -269,7 +276,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 			e.Addr, e.Host = a, nil
 			ev = &e
 		}
-		j.IP = ev.Addr.Unmap().String()
+		j.IP = ev.Addr.Unmap()
 		if ev.Kind == authlog.Accepted {
 			// The daemon honors an Accepted line from a log file only
 			// while a logged-in sshd holds that very connection (a forged
@@ -286,7 +293,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 		}
 		r.matched++
 		if r.re == nil {
-			r.kinds[j.Kind]++
+			r.kinds[ev.Kind]++
 		}
 		if len(decs) == 1 && decs[0].Action == login.Skip {
 			j.Ignored = decs[0].Why
@@ -378,12 +385,12 @@ func printRuleSummary(w io.Writer, r *explainRule, cfg config.Login) {
 	}
 	fmt.Fprintf(w, ")\n  lines matched:      %d\n", r.matched)
 	if len(r.kinds) > 0 {
-		ks := make([]string, 0, len(r.kinds))
+		ks := make([]authlog.Kind, 0, len(r.kinds))
 		for k := range r.kinds {
 			ks = append(ks, k)
 		}
 		sort.Slice(ks, func(i, j int) bool {
-			return r.kinds[ks[i]] > r.kinds[ks[j]] || r.kinds[ks[i]] == r.kinds[ks[j]] && ks[i] < ks[j]
+			return r.kinds[ks[i]] > r.kinds[ks[j]] || r.kinds[ks[i]] == r.kinds[ks[j]] && ks[i].String() < ks[j].String()
 		})
 		for _, k := range ks {
 			fmt.Fprintf(w, "    %-28s %d\n", k, r.kinds[k])

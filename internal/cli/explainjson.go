@@ -21,8 +21,15 @@ func (l *explainLine) appendJSON(b []byte) []byte {
 		b = appendJSONString(b, l.Kind)
 	}
 	b = append(b, `,"ip":`...)
-	b = appendJSONString(b, l.IP)
-	if l.User != "" {
+	if l.IP.Zone() == "" {
+		// Digits, hex, dots and colons: nothing to escape.
+		b = append(b, '"')
+		b = l.IP.AppendTo(b)
+		b = append(b, '"')
+	} else {
+		b = appendJSONString(b, l.IP.String())
+	}
+	if len(l.User) > 0 {
 		b = append(b, `,"user":`...)
 		b = appendJSONString(b, l.User)
 	}
@@ -50,7 +57,7 @@ const hexDigits = "0123456789abcdef"
 // (as encoding/json escapes them), U+2028/U+2029 and invalid UTF-8
 // (as U+FFFD) are escaped, so a line of output is always one valid
 // JSON object.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[T ~string | ~[]byte](b []byte, s T) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -81,7 +88,8 @@ func appendJSONString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		var rb [utf8.UTFMax]byte
+		r, size := utf8.DecodeRune(rb[:copy(rb[:], s[i:])])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)

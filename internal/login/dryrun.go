@@ -2,6 +2,7 @@ package login
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -12,6 +13,12 @@ type DryRun struct {
 	spared func(p netip.Prefix) (why string, ok bool)
 	banFor func(n int) time.Duration // the length of a prefix's n-th ban
 	bans   map[netip.Prefix]dryBan
+	// lens are the prefix lengths among bans, so that Banned looks an
+	// address up once per length instead of walking every ban (explain
+	// asks on every line of an address at its threshold); unmasked: a ban
+	// whose prefix has host bits set, which only the walk finds.
+	lens     []int
+	unmasked bool
 }
 
 type dryBan struct {
@@ -40,6 +47,21 @@ func (d *DryRun) Exempt(a netip.Addr, _ time.Time) (string, bool) {
 
 // Banned implements Policy.
 func (d *DryRun) Banned(a netip.Addr, now time.Time) bool {
+	if !d.unmasked {
+		if !a.IsValid() || a.Zone() != "" {
+			return false // as Prefix.Contains
+		}
+		for _, n := range d.lens {
+			p, err := a.Prefix(n)
+			if err != nil {
+				continue // longer than the address: another family
+			}
+			if b, ok := d.bans[p]; ok && now.Before(b.until) {
+				return true
+			}
+		}
+		return false
+	}
 	for p, b := range d.bans {
 		if now.Before(b.until) && p.Contains(a) {
 			return true
@@ -74,7 +96,13 @@ func (d *DryRun) Apply(decs []Decision, now time.Time) []Decision {
 				continue
 			}
 		}
-		b := d.bans[dec.Prefix]
+		b, ok := d.bans[dec.Prefix]
+		if !ok {
+			if n := dec.Prefix.Bits(); !slices.Contains(d.lens, n) {
+				d.lens = append(d.lens, n)
+			}
+			d.unmasked = d.unmasked || dec.Prefix != dec.Prefix.Masked()
+		}
 		b.n++
 		b.until = now.Add(d.banFor(b.n))
 		d.bans[dec.Prefix] = b

@@ -1,6 +1,7 @@
 package login
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -342,5 +343,55 @@ func TestDryRunSpares(t *testing.T) {
 	}
 	if !dry.Banned(netip.MustParseAddr("2001:db8:1::77"), t0) || dry.Banned(netip.MustParseAddr("2001:db8:1::77"), t0.Add(time.Hour)) {
 		t.Fatal("the /64 ban does not last its hour")
+	}
+}
+
+// DryRun.Banned looks an address up per ban length; it must answer as a
+// walk over every ban does, for both families, mapped and zoned
+// addresses, /64s, expired bans, and a ban with host bits set.
+func TestDryRunBannedLikeAWalk(t *testing.T) {
+	walk := func(d *DryRun, a netip.Addr, now time.Time) bool {
+		for p, b := range d.bans {
+			if now.Before(b.until) && p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	addr := func() netip.Addr {
+		switch rng.IntN(4) {
+		case 0:
+			return netip.AddrFrom4([4]byte{203, 0, 113, byte(rng.IntN(8))})
+		case 1:
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rng.IntN(8)), 7: byte(rng.IntN(2))})
+		case 2:
+			return netip.AddrFrom16(netip.AddrFrom4([4]byte{203, 0, 113, byte(rng.IntN(8))}).As16())
+		}
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rng.IntN(8))}).WithZone("eth0")
+	}
+	for _, unmasked := range []bool{false, true} {
+		dry := NewDryRun(nil, func(n int) time.Duration { return time.Duration(n) * time.Minute })
+		for i := range 300 {
+			now := t0.Add(time.Duration(i) * 10 * time.Second)
+			a := addr().WithZone("")
+			p := netip.PrefixFrom(a, a.BitLen())
+			if a.Is6() && rng.IntN(3) == 0 {
+				p = netip.PrefixFrom(a, 64)
+				if !unmasked {
+					p = p.Masked()
+				}
+			}
+			dry.Apply([]Decision{{Action: Ban, Prefix: p}}, now)
+			for range 20 {
+				q := addr()
+				if got, want := dry.Banned(q, now), walk(dry, q, now); got != want {
+					t.Fatalf("Banned(%v) = %v after %d bans, a walk says %v", q, got, i+1, want)
+				}
+			}
+		}
+		if dry.unmasked != unmasked {
+			t.Fatalf("unmasked = %v, want %v", dry.unmasked, unmasked)
+		}
 	}
 }
