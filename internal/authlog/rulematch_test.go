@@ -33,14 +33,15 @@ func importedRules(tb testing.TB, name string) []*authlog.Rule {
 	}
 	var rules []*authlog.Rule
 	for _, p := range fail2ban.ConvertFilter(f).Patterns {
-		if p.Err != nil {
-			continue
+		// One failregex may become several patterns, one per place its
+		// alternatives put the address; a refused one has none.
+		for _, pat := range p.Moat {
+			r, err := authlog.CompileRule(pat)
+			if err != nil {
+				tb.Fatalf("filter %s: an imported pattern does not compile: %v", name, err)
+			}
+			rules = append(rules, r)
 		}
-		r, err := authlog.CompileRule(p.Pattern)
-		if err != nil {
-			tb.Fatalf("filter %s: an imported pattern does not compile: %v", name, err)
-		}
-		rules = append(rules, r)
 	}
 	return rules
 }
@@ -197,9 +198,11 @@ func TestRuleSplitAgrees(t *testing.T) {
 	}
 	t.Logf("%d imported rules, %d with a split path; %d lines, %d matched; split path: %d none, %d one, %d to the regexp, %d without split path",
 		rules, split, lines, matched, outcomes[authlog.SplitNone], outcomes[authlog.SplitOne], outcomes[authlog.SplitFallback], outcomes[authlog.SplitAbsent])
-	// The comparison means something only if the split path answers (a
-	// few filters' automata would be too big: they keep to the regexp).
-	if split*5 < rules*4 || outcomes[authlog.SplitOne] < 1000 {
+	// The comparison means something only if the split path answers (some
+	// rules' automata would be too big: they keep to the regexp; 120 of
+	// the 154 rules fail2ban's filters import to since alternatives are
+	// written out one pattern per place of the address).
+	if split*10 < rules*7 || outcomes[authlog.SplitOne] < 1000 {
 		t.Errorf("the split path answered too little: %d of %d rules have one, %d matches by it", split, rules, outcomes[authlog.SplitOne])
 	}
 }
