@@ -36,6 +36,15 @@ func (n *NS) SpoofSYNs(t testing.TB, rate int, probes []Probe) {
 // too big to hold in a slice.
 func (n *NS) SpoofSYNsFunc(t testing.TB, rate, count int, probe func(i int) Probe) {
 	t.Helper()
+	if err := n.SpoofSYNsErr(rate, count, probe); err != nil {
+		t.Fatalf("netnstest: %v", err)
+	}
+}
+
+// SpoofSYNsErr is SpoofSYNsFunc returning its error, for senders run side
+// by side in goroutines (where a test must not call Fatal): one sender on
+// a 2-core machine reaches fewer packets a second than some floods need.
+func (n *NS) SpoofSYNsErr(rate, count int, probe func(i int) Probe) error {
 	for i := range count {
 		p := probe(i)
 		err := checkRawAddrs(p.Src, p.Dst)
@@ -43,7 +52,7 @@ func (n *NS) SpoofSYNsFunc(t testing.TB, rate, count int, probe func(i int) Prob
 			err = fmt.Errorf("%s and %s are of different families", p.Src, p.Dst)
 		}
 		if err != nil {
-			t.Fatalf("netnstest: SpoofSYNs: probe %d: %v", i, err)
+			return fmt.Errorf("SpoofSYNs: probe %d: %w", i, err)
 		}
 	}
 	err := n.Do(func() error {
@@ -69,8 +78,9 @@ func (n *NS) SpoofSYNsFunc(t testing.TB, rate, count int, probe func(i int) Prob
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("netnstest: SpoofSYNs in %s: %v", n.Name, err)
+		return fmt.Errorf("SpoofSYNs in %s: %w", n.Name, err)
 	}
+	return nil
 }
 
 // PortScan is n probes from src to dst's ports first, first+1, ...
