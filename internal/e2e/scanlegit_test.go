@@ -58,10 +58,12 @@ func TestScanGuardSparesLegitimateClients(t *testing.T) {
 		}
 	}
 	// nmap's probes are crafted SYNs: the kernel sent each at once, in a
-	// datagram of its own, rather than batching the burst.
+	// datagram of its own, rather than batching the burst, until the scan
+	// hold took the source (at its fourth); the held ones come in the
+	// kernel's batches, since nothing waits on them.
 	in := st.Intake
 	got, dgrams := in.Received-before.Received, in.Datagrams-before.Datagrams
-	if got == 0 || dgrams != got {
-		t.Fatalf("the scan's logged packets came in %d datagrams for %d packets; want one each", dgrams, got)
+	if got == 0 || dgrams < min(got, 4) {
+		t.Fatalf("the scan's logged packets came in %d datagrams for %d packets; want the first 4 one each", dgrams, got)
 	}
 }
