@@ -270,6 +270,15 @@ func TestSSHPeerReportPrecedesLogLine(t *testing.T) {
 			defer mu.Unlock()
 			return len(lines) > 0
 		})
+		// The report may still wait in the socket for the reader goroutine
+		// to get a CPU (CI saw none read yet once): its order against the
+		// line is the kernel timestamps', below, not the reading's.
+		netnstest.Eventually(t, 2*time.Second, "the sshpeer report to be read", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(reports) > 0
+		})
+		time.Sleep(50 * time.Millisecond) // a second report, if the rule sent one
 		mu.Lock()
 		if len(reports) != 1 {
 			mu.Unlock()
