@@ -123,4 +123,20 @@ require_source_address = true
 		return spaStatus(t, h).Refused["fwknop_replay"] >= 1
 	})
 	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
+
+	// A crash: the replay cache is saved after the grant, so a packet
+	// accepted just before a kill -9 may be missing from it. The start
+	// after the crash refuses every packet stamped within fwknop's 120 s,
+	// a fresh one too, rather than accept one that could be a replay.
+	h.proc.Kill9()
+	_ = h.proc.Wait(5 * time.Second)
+	h.start()
+	fwknopClient(t, h, key, hmacKey, h.link.B4, h.link.A4, filepath.Join(h.dir, "crash.pkt"))
+	netnstest.Eventually(t, 5*time.Second, "a fresh packet after the crash refused", func() bool {
+		return spaStatus(t, h).Refused["fwknop_stale"] >= 1
+	})
+	if st := spaStatus(t, h); st.Accepted != 0 {
+		t.Fatalf("after an unclean start moat accepted an fwknop packet within its window: %+v", st)
+	}
+	h.expect(h.link.B4, closedPort, netnstest.TimedOut)
 }
