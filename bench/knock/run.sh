@@ -43,6 +43,7 @@ if [ -n "${MOAT_BIN:-}" ]; then cp "$MOAT_BIN" "$work/moat"; else CGO_ENABLED=0 
 go build -o "$work/knockbench" ./bench/knock/knockbench
 
 . bench/lib/pair.sh
+. bench/lib/grantlatency.sh
 pair "$S" "$C" "$ifs" "$ifc" 77
 
 moat_config() { # $1: extra door keys, $2: seq_timeout (default 5s)
@@ -123,11 +124,7 @@ probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than se
 # from each last knock's kernel timestamp to its grant's commit), which a
 # fresh daemon per row keeps to that row's knocks.
 own() {
-	"$work/moat" --config "$work/moat.toml" status --json | python3 -c '
-import json, sys
-l = json.load(sys.stdin).get("knock_grant_latency")
-ms = lambda k: "%.2f" % (l[k] / 1e6)
-print("| %s | %s | %s / %s / %s / %s ms |" % (sys.argv[1], l["count"], ms("p50_ns"), ms("p90_ns"), ms("p99_ns"), ms("max_ns")) if l else "| %s | 0 | |" % sys.argv[1])' "$1" >>"$work/own"
+	"$work/moat" --config "$work/moat.toml" status --json | grant_latency_row "$1" knock_grant_latency >>"$work/own"
 }
 # daemon_row: probe's arguments, against a daemon started for the row.
 daemon_row() {

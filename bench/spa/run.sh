@@ -44,6 +44,7 @@ if [ -n "${MOAT_BIN:-}" ]; then cp "$MOAT_BIN" "$work/moat"; else CGO_ENABLED=0 
 go build -o "$work/knockbench" ./bench/knock/knockbench
 
 . bench/lib/pair.sh
+. bench/lib/grantlatency.sh
 pair "$S" "$C" "$ifs" "$ifc" 78
 
 "$work/moat" spa keygen --out "$work/server.key" >"$work/server.pub"
@@ -89,11 +90,7 @@ stop_moat() {
 	pid=""
 }
 own() {
-	"$work/moat" --config "$work/moat.toml" status --json | python3 -c '
-import json, sys
-l = (json.load(sys.stdin).get("spa") or {}).get("grant_latency")
-ms = lambda k: "%.2f" % (l[k] / 1e6)
-print("| %s | %s | %s / %s / %s / %s ms |" % (sys.argv[1], l["count"], ms("p50_ns"), ms("p90_ns"), ms("p99_ns"), ms("max_ns")) if l else "| %s | 0 | |" % sys.argv[1])' "$1" >>"$work/own"
+	"$work/moat" --config "$work/moat.toml" status --json | grant_latency_row "$1" spa.grant_latency >>"$work/own"
 }
 
 # probe LABEL FAMILY PPS [KIND [CLIENT [MODE [PID [FLOOD...]]]]]: KIND
