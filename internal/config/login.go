@@ -291,8 +291,8 @@ func (l *Login) problems() []problem {
 			bad(joinKey(p, "kind"), q(r.Kind), "want %s", quotedOr(loginRuleKindValues))
 		case kind != RuleFailure && !hasID:
 			bad(joinKey(p, "kind"), q(r.Kind), "a %s rule records or clears what a connection id stands for: its pattern needs the id, (?P<id>...); see docs/login-rules.md", kind)
-		case kind == RuleNote && hosts == 0:
-			bad(joinKey(p, "kind"), q(r.Kind), "a note records the address of a connection id: its pattern needs <HOST>")
+		case kind == RuleNote && hosts == 0 && !r.Forget:
+			bad(joinKey(p, "kind"), q(r.Kind), "a note records the address of a connection id: its pattern needs <HOST> (or forget = true, for a line that ends the connection)")
 		}
 		if r.Forget && !hasID {
 			bad(joinKey(p, "forget"), "true", "forget clears a connection id: the pattern needs the id, (?P<id>...); see docs/login-rules.md")
