@@ -48,7 +48,7 @@ func TestRuleMatchLineID(t *testing.T) {
 	}
 	// The client's user name holds another connection's id and an
 	// address: the rule takes the id where the service writes it.
-	m, ok := r.MatchLine([]byte(`h app[42]: failed for x app[7]: 203.0.113.9`))
+	m, ok := r.MatchLine([]byte(`h app[42]: failed for x app[7]: 203.0.113.9`), true)
 	if !ok || string(m.ID) != "42" || m.Addr.IsValid() || string(m.User) != "x app[7]: 203.0.113.9" {
 		t.Fatalf("got %+v %v", m, ok)
 	}
@@ -56,14 +56,14 @@ func TestRuleMatchLineID(t *testing.T) {
 		t.Error("Match of a rule without <HOST> matched: it has no address to give")
 	}
 	long := `h app[` + strings.Repeat("1", maxIDLen+1) + `]: failed for x`
-	if _, ok := r.MatchLine([]byte(long)); ok {
+	if _, ok := r.MatchLine([]byte(long), true); ok {
 		t.Error("took an id longer than maxIDLen")
 	}
 	h, err := CompileRule(`^\S+ app\[(?P<id>\d+)\]: connect from <HOST> user .*$`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, ok = h.MatchLine([]byte(`h app[42]: connect from 192.0.2.1 user app[7]: connect from 203.0.113.9`))
+	m, ok = h.MatchLine([]byte(`h app[42]: connect from 192.0.2.1 user app[7]: connect from 203.0.113.9`), true)
 	if !ok || string(m.ID) != "42" || m.Addr.String() != "192.0.2.1" {
 		t.Fatalf("got %+v %v", m, ok)
 	}
@@ -72,7 +72,7 @@ func TestRuleMatchLineID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, ok = p.MatchLine([]byte(`h app: failed for bob from 192.0.2.2`))
+	m, ok = p.MatchLine([]byte(`h app: failed for bob from 192.0.2.2`), true)
 	if !ok || m.ID != nil || m.Addr.String() != "192.0.2.2" || string(m.User) != "bob" {
 		t.Fatalf("got %+v %v", m, ok)
 	}

@@ -117,7 +117,7 @@ func FuzzRule(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if m, ok := r.MatchLine([]byte(line)); ok {
+		if m, ok := r.MatchLine([]byte(line), true); ok {
 			if r.HasID() && (len(m.ID) == 0 || len(m.ID) > maxIDLen) {
 				t.Fatalf("%q on %q: id %q", pattern, line, m.ID)
 			}

@@ -46,7 +46,7 @@ func newIDFeed(t *testing.T, cfg config.Login) *idFeed {
 }
 
 func (f *idFeed) line(source, line string, now time.Time) string {
-	f.ms = f.rules.Match(source, []byte(line), f.ms[:0])
+	f.ms = f.rules.Match(source, []byte(line), true, f.ms[:0])
 	got := ""
 	for i := range f.ms {
 		if ev, ok := f.g.Attribute(&f.ms[i], now); ok {
@@ -169,13 +169,13 @@ func TestMultiLineIDsApart(t *testing.T) {
 	// The line recorded id 1 for both jails that read app.log; forget it
 	// in "app" only.
 	f.line("/var/log/app.log", "app[7]: connect from 192.0.2.7", t0)
-	f.ms = f.rules.Match("/var/log/app.log", []byte("app[7]: disconnect"), f.ms[:0])
+	f.ms = f.rules.Match("/var/log/app.log", []byte("app[7]: disconnect"), true, f.ms[:0])
 	for i := range f.ms {
 		if f.ms[i].Rule == "app" {
 			f.g.Attribute(&f.ms[i], t0)
 		}
 	}
-	f.ms = f.rules.Match("/var/log/app.log", []byte("app[7]: auth failed for bob"), f.ms[:0])
+	f.ms = f.rules.Match("/var/log/app.log", []byte("app[7]: auth failed for bob"), true, f.ms[:0])
 	var got []string
 	for i := range f.ms {
 		if ev, ok := f.g.Attribute(&f.ms[i], t0); ok {
@@ -228,7 +228,7 @@ func TestMultiLineBan(t *testing.T) {
 	var bans []string
 	for i := range 3 {
 		f.line("/l", fmt.Sprintf("app[%d]: connect from 192.0.2.5", 10+i), t0)
-		f.ms = f.rules.Match("/l", []byte(fmt.Sprintf("app[%d]: auth failed for bob", 10+i)), f.ms[:0])
+		f.ms = f.rules.Match("/l", []byte(fmt.Sprintf("app[%d]: auth failed for bob", 10+i)), true, f.ms[:0])
 		if len(f.ms) != 1 {
 			t.Fatalf("%d matches for one jail", len(f.ms))
 		}

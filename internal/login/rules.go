@@ -45,6 +45,9 @@ func CompileRules(cfg config.Login) (*RuleSet, error) {
 	return s, nil
 }
 
+// Len is the number of rules.
+func (s *RuleSet) Len() int { return len(s.rules) }
+
 // Sources lists the files the rules read, each once, in the config's
 // order.
 func (s *RuleSet) Sources() []string {
@@ -61,8 +64,11 @@ func (s *RuleSet) Sources() []string {
 // explain reads one file with all of them) take from line: for each rule
 // name, the first of its rules that matches, as fail2ban tries a jail's
 // failregexes in order and takes the first that matches. A line counts
-// once per jail however many of its patterns match it.
-func (s *RuleSet) Match(source string, line []byte, out []RuleLine) []RuleLine {
+// once per jail however many of its patterns match it. The user name is
+// taken when wantUser (explain shows it) and for rules with an id, whose
+// bookkeeping looks at it; the daemon leaves it, which keeps the faster
+// path (authlog.Rule.MatchLine).
+func (s *RuleSet) Match(source string, line []byte, wantUser bool, out []RuleLine) []RuleLine {
 	start := len(out)
 	for i := range s.rules {
 		r := &s.rules[i]
@@ -72,7 +78,7 @@ func (s *RuleSet) Match(source string, line []byte, out []RuleLine) []RuleLine {
 		if slices.ContainsFunc(out[start:], func(m RuleLine) bool { return m.Rule == r.name }) {
 			continue
 		}
-		m, ok := r.re.MatchLine(line)
+		m, ok := r.re.MatchLine(line, wantUser)
 		if !ok {
 			continue
 		}
