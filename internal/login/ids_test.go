@@ -124,6 +124,19 @@ func TestMultiLineAttribution(t *testing.T) {
 			{"app[1]: connect from 192.0.2.9", "", time.Second},
 			{"app[1]: auth failed for bob", "192.0.2.9", time.Second},
 		}},
+		// A failure waiting for its address belongs to its connection:
+		// once that connection's id is forgotten or has aged out, a later
+		// connection that reuses the id does not inherit it.
+		{"a forgotten id's waiting failure is gone", []l{
+			{"app[1]: auth failed for bob", "", 0},
+			{"app[1]: disconnect", "", 0},
+			{"app[1]: connect from 192.0.2.9", "", time.Second},
+		}},
+		{"a waiting failure ages out", []l{
+			{"app[1]: auth failed for bob", "", 0},
+			{"app[1]: connect from 192.0.2.9", "", 10*time.Minute + time.Second},
+			{"app[1]: auth failed for bob", "192.0.2.9", 10*time.Minute + time.Second},
+		}},
 		// A client writes the service's words into its user name: the
 		// rules take the id and the address where the service writes
 		// them, so the line neither records a fake address nor counts
