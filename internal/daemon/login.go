@@ -207,9 +207,10 @@ func (g *loginGuard) ruleLine(m *login.RuleLine, now time.Time) {
 	}
 }
 
+// rule takes a one-line failure of rule name for a, through ruleLine.
 func (g *loginGuard) rule(name string, a netip.Addr, now time.Time) {
-	ev := authlog.Event{Addr: a, Count: 1}
-	g.observe(name, &ev, now)
+	m := login.RuleLine{Rule: name, Kind: config.RuleFailure, RuleMatch: authlog.RuleMatch{Addr: a}}
+	g.ruleLine(&m, now)
 }
 
 func (g *loginGuard) observe(rule string, ev *authlog.Event, now time.Time) {

@@ -294,3 +294,29 @@ func FuzzMultiLine(f *testing.F) {
 		}
 	})
 }
+
+// A failure line of a known id, and a one-line failure: neither
+// allocates. (Run: go test ./internal/login -run - -bench Attribute -benchmem.)
+func BenchmarkAttribute(b *testing.B) {
+	cfg := testConfig()
+	cfg.Rules = appRules("/l")
+	rs, err := CompileRules(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := New(cfg, &fakePolicy{banned: map[netip.Prefix]bool{}})
+	note := rs.Match("/l", []byte("app[1]: connect from 192.0.2.1"), false, nil)
+	g.Attribute(&note[0], t0)
+	fail := rs.Match("/l", []byte("app[1]: auth failed for bob"), false, nil)
+	one := RuleLine{Rule: "app", Kind: config.RuleFailure}
+	one.Addr = netip.MustParseAddr("192.0.2.2")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := g.Attribute(&fail[0], t0); !ok {
+			b.Fatal("not attributed")
+		}
+		if _, ok := g.Attribute(&one, t0); !ok {
+			b.Fatal("not counted")
+		}
+	}
+}
