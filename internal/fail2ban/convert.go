@@ -264,6 +264,9 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := reservedGroups(g + pref); err != nil {
+		return nil, err
+	}
 	// fail2ban turns <F-NAME>...</F-NAME> into a group before it compiles
 	// the regex: "<F-USER>\S+|.*?</F-USER>" is an alternation inside a
 	// group, not at the top level.
@@ -284,6 +287,19 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 		return out, fmt.Errorf("some alternatives: %w", errors.Join(errs...))
 	}
 	return out, errors.Join(errs...)
+}
+
+// reservedGroupRe finds groups whose names mean something to moat: id (the
+// connection id, which only <F-MLFID> may write) and moat... (the
+// converter's own placeholders).
+var reservedGroupRe = regexp.MustCompile(`\(\?P?<(id|moat[a-z]*)>`)
+
+// reservedGroups refuses a filter's own group of a name moat reserves.
+func reservedGroups(p string) error {
+	if m := reservedGroupRe.FindStringSubmatch(p); m != nil {
+		return fmt.Errorf("a group named %q: moat reserves the name (the connection id comes from <F-MLFID> only)", m[1])
+	}
+	return nil
 }
 
 // splitTop splits a Go pattern at the "|" of its top level.

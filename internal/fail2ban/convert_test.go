@@ -260,6 +260,9 @@ func TestConvertBookkeeping(t *testing.T) {
 		{"", `^<F-NOFAIL>connect from <HOST></F-NOFAIL>$`, "without <F-MLFID>"},
 		{"", `^auth failed for \S+$`, "no address on this line, and no connection id"},
 		{pref, `^<F-NOFAIL>hello</F-NOFAIL>$`, "without an address"},
+		// A filter's own group named id would pass for the connection id.
+		{"", `^(?P<id>\S+) failed$`, "moat reserves the name"},
+		{"", `^(?P<moatnofail>x) from <HOST>$`, "moat reserves the name"},
 	} {
 		pats, _, err := conv(tt.pref, tt.fr)
 		if len(pats) != 0 || err == nil || !strings.Contains(err.Error(), tt.want) {
