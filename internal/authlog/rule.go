@@ -18,8 +18,9 @@ import (
 type Rule struct {
 	pattern string
 	re      *regexp.Regexp
-	host    int // submatch index of <HOST>
+	host    int // submatch index of <HOST>, or -1 (a rule with an id only)
 	user    int // submatch index of <USER>, or -1
+	id      int // submatch index of (?P<id>...), or -1
 	// need is text every matching line contains (the literals among the
 	// pattern's top-level parts, longest first): a line without one of
 	// them is refused by substring searches, far cheaper than the regexp,
@@ -47,14 +48,28 @@ var errUnanchored = errors.New("it must match the whole line, from ^ to $: " +
 	"can carry its own \"from 1.2.3.4\" and get that address banned. " +
 	"Start the pattern with ^ and end it with $")
 
+// idGroupRe finds the connection id's group, (?P<id>...) or (?<id>...).
+var idGroupRe = regexp.MustCompile(`\(\?P?<id>`)
+
+// maxIDLen bounds an id: a longer one is not taken (see MatchLine).
+const maxIDLen = 256
+
 // CompileRule compiles a generic rule. pattern is a Go regexp
 // (https://golang.org/s/re2syntax) that contains <HOST> exactly once and
 // <USER> at most once, starts with ^ and ends with $, and does not let
 // open-ended text ("(.*)", "(.+)", <USER>) stand on both sides of <HOST>.
-// See docs/login-rules.md.
+// A rule may also mark a connection id with a group named id, (?P<id>...),
+// under the same shape check, with no open text inside; a rule with an id
+// may leave <HOST> out: its address comes from another line of that id
+// (package login keeps the table). See docs/login-rules.md.
 func CompileRule(pattern string) (*Rule, error) {
-	if n := strings.Count(pattern, "<HOST>"); n != 1 {
-		return nil, fmt.Errorf("login rule %q: <HOST> appears %d times: it must appear exactly once, where the service writes the client's address", pattern, n)
+	ids := len(idGroupRe.FindAllStringIndex(pattern, -1))
+	if ids > 1 {
+		return nil, fmt.Errorf("login rule %q: the group id appears %d times: at most once, where the service writes the connection's id", pattern, ids)
+	}
+	if n := strings.Count(pattern, "<HOST>"); n > 1 || n == 0 && ids == 0 {
+		return nil, fmt.Errorf("login rule %q: <HOST> appears %d times: it must appear exactly once, where the service writes the client's address "+
+			"(or not at all in a rule with a connection id, (?P<id>...), whose address another line of that id gives)", pattern, n)
 	}
 	if n := strings.Count(pattern, "<USER>"); n > 1 {
 		return nil, fmt.Errorf("login rule %q: <USER> appears %d times: at most once", pattern, n)
@@ -77,16 +92,75 @@ func CompileRule(pattern string) (*Rule, error) {
 	if err := checkShape(tree); err != nil {
 		return nil, fmt.Errorf("login rule %q: %w", pattern, err)
 	}
-	r := &Rule{pattern: pattern, re: re, host: -1, user: -1, need: requiredLiterals(tree)}
+	r := &Rule{pattern: pattern, re: re, host: -1, user: -1, id: -1, need: requiredLiterals(tree)}
 	for i, name := range re.SubexpNames() {
 		switch name {
 		case "host":
 			r.host = i
 		case "user":
 			r.user = i
+		case "id":
+			r.id = i
 		}
 	}
 	return r, nil
+}
+
+// HasHost reports whether the rule takes an address from its line.
+func (r *Rule) HasHost() bool { return r.host >= 0 }
+
+// HasID reports whether the rule takes a connection id from its line.
+func (r *Rule) HasID() bool { return r.id >= 0 }
+
+// RuleMatch is what a rule took from a line. ID and User alias the line.
+type RuleMatch struct {
+	Addr netip.Addr // at <HOST>, unmapped, without zone; invalid for a rule without <HOST>
+	ID   []byte     // at (?P<id>...); nil for a rule without one
+	User []byte     // at <USER>; nil without one
+}
+
+// MatchLine reports whether line matches the rule and returns what the
+// rule takes from it; the user only when wantUser, or for a rule with an
+// id (which needs it: see package login), as extracting it costs the
+// faster path. A rule with an id whose id comes out empty or longer than
+// 256 bytes does not match: an id names one connection in package
+// login's table, which keeps ids short.
+func (r *Rule) MatchLine(line []byte, wantUser bool) (RuleMatch, bool) {
+	if r.id < 0 {
+		a, user, ok := r.match(line, wantUser)
+		return RuleMatch{Addr: a, User: user}, ok
+	}
+	for _, n := range r.need {
+		if !bytes.Contains(line, n) {
+			return RuleMatch{}, false
+		}
+	}
+	if !r.re.Match(line) {
+		return RuleMatch{}, false
+	}
+	m := r.re.FindSubmatchIndex(line)
+	if m == nil || m[2*r.id] < 0 {
+		return RuleMatch{}, false
+	}
+	var out RuleMatch
+	out.ID = line[m[2*r.id]:m[2*r.id+1]]
+	if len(out.ID) == 0 || len(out.ID) > maxIDLen {
+		return RuleMatch{}, false
+	}
+	if r.host >= 0 {
+		if m[2*r.host] < 0 {
+			return RuleMatch{}, false
+		}
+		a, ok := parseAddr(line[m[2*r.host]:m[2*r.host+1]])
+		if !ok {
+			return RuleMatch{}, false
+		}
+		out.Addr = a
+	}
+	if r.user >= 0 && m[2*r.user] >= 0 {
+		out.User = line[m[2*r.user]:m[2*r.user+1]]
+	}
+	return out, true
 }
 
 // checkShape checks that the pattern is anchored at both ends and that
@@ -103,19 +177,42 @@ func checkShape(re *syntax.Regexp) error {
 		}
 		return errUnanchored
 	}
-	// Find <HOST>'s capture among the top-level items.
+	if hasCapture(re, "id") {
+		if err := checkPlace(re, "id", "the connection id (?P<id>...)"); err != nil {
+			return err
+		}
+		for _, s := range re.Sub {
+			if s.Op == syntax.OpCapture && s.Name == "id" {
+				if o := openText(s.Sub[0]); o != nil {
+					return fmt.Errorf("the connection id (?P<id>...) holds open text (%s): the client could write another connection's id there; "+
+						"match only what the service writes for the id (a number, a queue id, \\S+)", shortRE(o))
+				}
+			}
+		}
+		if !hasCapture(re, "host") {
+			return nil
+		}
+	}
+	return checkPlace(re, "host", "<HOST>")
+}
+
+// checkPlace checks that the capture name sits at the pattern's top
+// level, and that open text does not stand on both sides of it: then
+// one side is the service's text all the way to an anchor, and the
+// client's text cannot move what the capture takes.
+func checkPlace(re *syntax.Regexp, name, what string) error {
 	hostAt := -1
 	for i, s := range re.Sub {
-		if s.Op == syntax.OpCapture && s.Name == "host" {
+		if s.Op == syntax.OpCapture && s.Name == name {
 			hostAt = i
 		}
 	}
 	if hostAt < 0 {
-		if hasCapture(re, "host") {
-			return errors.New("<HOST> must not be inside a group, an alternation or a repetition: " +
-				"it must be at one fixed place in the line")
+		if hasCapture(re, name) {
+			return fmt.Errorf("%s must not be inside a group, an alternation or a repetition: "+
+				"it must be at one fixed place in the line", what)
 		}
-		return errors.New("<HOST> is missing")
+		return fmt.Errorf("%s is missing", what)
 	}
 	var before, after *syntax.Regexp
 	for _, s := range re.Sub[:hostAt] {
@@ -130,10 +227,10 @@ func checkShape(re *syntax.Regexp) error {
 	}
 	if before != nil && after != nil {
 		return fmt.Errorf("open text (.*, .+, <USER>, or any repetition that can span spaces) "+
-			"stands on both sides of <HOST>: the client could write a line where a fake address "+
+			"stands on both sides of %s: the client could write a line where a fake one "+
 			"sits in either part. Make one side fixed text: write what the service itself "+
-			"prints between <HOST> and the end of the line (or the start) (open before it: %s; after it: %s)",
-			shortRE(before), shortRE(after))
+			"prints between %s and the end of the line (or the start) (open before it: %s; after it: %s)",
+			what, what, shortRE(before), shortRE(after))
 	}
 	return nil
 }
@@ -264,6 +361,9 @@ func (r *Rule) MatchUser(line []byte) (netip.Addr, []byte, bool) {
 
 // matchRegexp is MatchUser by the whole pattern's regexp.
 func (r *Rule) matchRegexp(line []byte) (netip.Addr, []byte, bool) {
+	if r.host < 0 {
+		return netip.Addr{}, nil, false // an id only: see MatchLine
+	}
 	// A line without the pattern's required text is refused by
 	// substring searches; then Match: it does not allocate, and most
 	// lines do not match.

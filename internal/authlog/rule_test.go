@@ -110,10 +110,20 @@ func FuzzRule(f *testing.F) {
 	f.Add(`^.*for <USER> from <HOST>$`, "x for a from 6.6.6.6 from 203.0.113.6")
 	f.Add(`^\S+ <HOST> \d+$`, "x ::1 5")
 	f.Add(`Failed <HOST>`, "Failed 1.2.3.4")
+	f.Add(`^\S+ app\[(?P<id>\d+)\]: failed for .*$`, "h app[42]: failed for x app[7]")
+	f.Add(`^\S+ app\[(?P<id>\d+)\]: from <HOST>$`, "h app[42]: from 192.0.2.1")
 	f.Fuzz(func(t *testing.T, pattern, line string) {
 		r, err := CompileRule(pattern)
 		if err != nil {
 			return
+		}
+		if m, ok := r.MatchLine([]byte(line), true); ok {
+			if r.HasID() && (len(m.ID) == 0 || len(m.ID) > maxIDLen) {
+				t.Fatalf("%q on %q: id %q", pattern, line, m.ID)
+			}
+			if r.HasHost() != m.Addr.IsValid() || !r.re.MatchString(line) {
+				t.Fatalf("%q on %q: inconsistent %+v", pattern, line, m)
+			}
 		}
 		a, ok := r.Match([]byte(line))
 		if !ok {

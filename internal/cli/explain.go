@@ -167,9 +167,13 @@ func (d *dnsNames) lookup(name string) ([]netip.Addr, error) {
 
 // explainRule is one rule's matcher and what it found.
 type explainRule struct {
-	name     string
-	re       *authlog.Rule // nil: the built-in sshd parser
-	matched  int
+	name    string
+	sshd    bool // the built-in sshd parser, not a [[login.rule]] name
+	matched int
+	// notes are lines of the rule's multi-line bookkeeping that are not
+	// failures (yet): an id's address recorded, forgotten, or a failure
+	// waiting for its id's address.
+	notes    int
 	kinds    map[authlog.Kind]int
 	failures map[netip.Addr]int
 	ignored  map[string]int // why → lines
@@ -184,17 +188,21 @@ type explainRule struct {
 func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error {
 	var rules []*explainRule
 	if o.rule == "" || o.rule == login.SSHD {
-		rules = append(rules, &explainRule{name: login.SSHD})
+		rules = append(rules, &explainRule{name: login.SSHD, sshd: true})
 	}
+	// The daemon's matcher: a line counts once per rule name, through
+	// the guard's bookkeeping of connection ids.
+	set, err := login.CompileRules(o.login)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*explainRule{}
 	for _, r := range o.login.Rules {
-		if o.rule != "" && o.rule != r.Name {
+		if o.rule != "" && o.rule != r.Name || byName[r.Name] != nil {
 			continue
 		}
-		re, err := authlog.CompileRule(r.Pattern)
-		if err != nil {
-			return fmt.Errorf("config: [[login.rule]] %q: %w", r.Name, err)
-		}
-		rules = append(rules, &explainRule{name: r.Name, re: re})
+		byName[r.Name] = &explainRule{name: r.Name}
+		rules = append(rules, byName[r.Name])
 	}
 	if len(rules) == 0 {
 		names := []string{login.SSHD}
@@ -232,13 +240,14 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 	// One joiner for the file, as the daemon keeps one per source.
 	jn := authlog.NewJoiner(authlog.JoinerConfig{Names: true})
 	var evs []authlog.Event
+	var ms []login.RuleLine
 	names := o.names
 	if names == nil {
 		names = noNames{}
 	}
 	handle := func(r *explainRule, ev *authlog.Event, t time.Time) error {
 		j := explainLine{Line: n, Rule: r.name, User: ev.User}
-		if r.re == nil {
+		if r.sshd {
 			j.Kind = ev.Kind.String()
 		}
 		if !ev.Addr.IsValid() {
@@ -262,7 +271,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 					return nil
 				}
 				r.matched++
-				if r.re == nil {
+				if r.sshd {
 					r.kinds[ev.Kind]++
 				}
 				j.Ignored = why
@@ -292,7 +301,7 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 			return nil // a login, or a kind this mode does not count
 		}
 		r.matched++
-		if r.re == nil {
+		if r.sshd {
 			r.kinds[ev.Kind]++
 		}
 		if len(decs) == 1 && decs[0].Action == login.Skip {
@@ -320,22 +329,43 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 		n++
 		line := sc.Bytes()
 		for _, r := range rules {
-			if r.re == nil {
-				// The joiner's clock is the log's: the last line's time.
-				evs = jn.LineOrMessage(line, lineTime(time.Time{}, false), evs[:0])
-				for i := range evs {
-					if err := handle(r, &evs[i], lineTime(authlog.InferYear(evs[i].Time, now), true)); err != nil {
+			if !r.sshd {
+				continue
+			}
+			// The joiner's clock is the log's: the last line's time.
+			evs = jn.LineOrMessage(line, lineTime(time.Time{}, false), evs[:0])
+			for i := range evs {
+				if err := handle(r, &evs[i], lineTime(authlog.InferYear(evs[i].Time, now), true)); err != nil {
+					return err
+				}
+			}
+		}
+		if len(byName) == 0 {
+			continue
+		}
+		ms = set.Match("", line, true, ms[:0])
+		for i := range ms {
+			m := &ms[i]
+			r := byName[m.Rule]
+			if r == nil {
+				continue // not the --rule asked for
+			}
+			t := lineTime(kernlog.Time(line, now))
+			ev, ok := g.Attribute(m, t)
+			if !ok {
+				r.notes++
+				if o.json {
+					j := explainLine{Line: n, Rule: r.name, Kind: "waiting", IP: m.Addr, User: m.User}
+					if m.Kind != config.RuleFailure {
+						j.Kind = m.Kind
+					}
+					if err := encode(&j); err != nil {
 						return err
 					}
 				}
 				continue
 			}
-			a, user, ok := r.re.MatchUser(line)
-			if !ok {
-				continue
-			}
-			ev := authlog.Event{Addr: a, User: user, Count: 1}
-			if err := handle(r, &ev, lineTime(kernlog.Time(line, now))); err != nil {
+			if err := handle(r, &ev, t); err != nil {
 				return err
 			}
 		}
@@ -380,7 +410,7 @@ func newExplainGuard(cfg config.Login, allow []netip.Prefix) (*login.Guard, *log
 
 func printRuleSummary(w io.Writer, r *explainRule, cfg config.Login) {
 	fmt.Fprintf(w, "\nrule %s (max_retry %d in %s", r.name, login.RuleMaxRetry(cfg, r.name), cfg.FindTime)
-	if r.re == nil {
+	if r.sshd {
 		fmt.Fprintf(w, ", mode %s", cfg.Mode)
 	}
 	fmt.Fprintf(w, ")\n  lines matched:      %d\n", r.matched)
@@ -398,6 +428,9 @@ func printRuleSummary(w io.Writer, r *explainRule, cfg config.Login) {
 	}
 	for why, c := range r.ignored {
 		fmt.Fprintf(w, "  not counted (%s): %d\n", why, c)
+	}
+	if r.notes > 0 {
+		fmt.Fprintf(w, "  connection id bookkeeping, not failures (yet): %d\n", r.notes)
 	}
 	if r.epilogues > 0 {
 		fmt.Fprintf(w, "  not counted (closes a connection whose failure counted): %d\n", r.epilogues)

@@ -236,6 +236,12 @@ func TestParseErrors(t *testing.T) {
 		{"rule named sshd", "[[login.rule]]\nname = \"sshd\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n", `line 2: login.rule[0].name "sshd": "sshd" names the built-in sshd parser`},
 		{"rules of one name that disagree", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\n[[login.rule]]\nname = \"x\"\nsource = \"/var/log/y.log\"\npattern = '^y <HOST>$'\nmax_retry = 9\n", `line 6: login.rule[1].name "x": another [[login.rule]] of this name has other max_retry, find_time, ban_time or ports`},
 		{"rule unknown key", "[[login.rule]]\nname = \"x\"\npatern = \"^<HOST>$\"\n", `line 3: login.rule[0].patern: unknown key (did you mean "pattern"?)`},
+		{"rule kind", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nkind = \"nofail\"\n", `line 5: login.rule[0].kind "nofail": want "failure", "note" or "success"`},
+		{"rule note without id", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nkind = \"note\"\n", `line 5: login.rule[0].kind "note": a note rule records or clears what a connection id stands for`},
+		{"rule note without host", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x\\[(?P<id>\\d+)\\]: hello$'\nkind = \"note\"\n", `line 5: login.rule[0].kind "note": a note records the address of a connection id: its pattern needs <HOST>`},
+		{"rule forget without id", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nforget = true\n", `line 5: login.rule[0].forget true: forget clears a connection id`},
+		{"rule without host or id", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x failed$'\n", `line 4: login.rule[0].pattern "^x failed$": want exactly one <HOST>`},
+		{"rule id open text", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x\\[(?P<id>[^]]+)\\]: failed$'\n", `line 4: login.rule[0].pattern "^x\\[(?P<id>[^]]+)\\]: failed$": the connection id (?P<id>...) holds open text`},
 		{"use_dns value", "[login]\nmode = \"normal\"\nuse_dns = \"maybe\"\n", `line 3: login.use_dns "maybe": want "no", "warn" or "yes"`},
 		{"use_dns type", "[login]\nuse_dns = false\n", `line 2: login.use_dns`},
 		{"multiplier below 1", "[login]\nban_time_multiplier = 0.5\n", `line 2: login.ban_time_multiplier 0.5: want a number of at least 1`},
@@ -781,6 +787,12 @@ func render(c *Config) string {
 				ps = append(ps, q(p.String()))
 			}
 			fmt.Fprintf(&b, "ports = %s\n", list(ps))
+		}
+		if r.Kind != "" {
+			fmt.Fprintf(&b, "kind = %s\n", q(r.Kind))
+		}
+		if r.Forget {
+			b.WriteString("forget = true\n")
 		}
 	}
 	sc := c.Scan

@@ -44,6 +44,30 @@ type LoginRule struct {
 	FindTime time.Duration // find_time: overrides [login] find_time when > 0
 	BanTime  time.Duration // ban_time: overrides [login] ban_time when > 0
 	Ports    []PortSpec    // ports: the service's ports; its bans drop only these (port-limited bans)
+	// Multi-line bookkeeping, fail2ban's <F-MLFID> (docs/login-rules.md,
+	// "Failures spread over lines"): a rule whose pattern marks a
+	// connection id, (?P<id>...), may be a failure without an address,
+	// attributed to the address its id recorded, or a line that only
+	// records or forgets.
+	Kind   string // kind: "failure" (default), "note" (records id -> address) or "success" (cancels the id's failures waiting for an address)
+	Forget bool   // forget: after this line, the id is forgotten
+}
+
+// Rule kinds ([[login.rule]] kind).
+const (
+	RuleFailure = "failure"
+	RuleNote    = "note"
+	RuleSuccess = "success"
+)
+
+var loginRuleKindValues = []string{RuleFailure, RuleNote, RuleSuccess}
+
+// RuleKind is the rule's kind, "failure" when it says none.
+func (r LoginRule) RuleKind() string {
+	if r.Kind == "" {
+		return RuleFailure
+	}
+	return r.Kind
 }
 
 var loginModeValues = []string{"normal", "aggressive"}
@@ -127,6 +151,8 @@ var loginRuleKeys = []key{
 	{"ports", func(d *decoder, p string, v any) {
 		d.portList(p, v, `a list like ["tcp/80", "tcp/443"]`, portForms, true, &d.lastRule().Ports)
 	}},
+	{"kind", func(d *decoder, p string, v any) { d.enum(p, v, loginRuleKindValues, &d.lastRule().Kind) }},
+	{"forget", func(d *decoder, p string, v any) { d.bool(p, v, &d.lastRule().Forget) }},
 }
 
 func (d *decoder) lastRule() *LoginRule { return &d.cfg.Login.Rules[len(d.cfg.Login.Rules)-1] }
@@ -190,6 +216,9 @@ func (d *decoder) tables(path string, v any, keys []key, add func()) {
 // anchored reports whether a rule pattern is anchored at both ends, so
 // text an attacker controls cannot sit around <HOST> unchecked.
 var anchoredRe = regexp.MustCompile(`^\^.*\$$`)
+
+// ruleIDRe finds a rule pattern's connection id group.
+var ruleIDRe = regexp.MustCompile(`\(\?P?<id>`)
 
 func (l *Login) problems() []problem {
 	var out []problem
@@ -255,9 +284,22 @@ func (l *Login) problems() []problem {
 		if r.BanTime != 0 && r.BanTime < time.Second {
 			bad(joinKey(p, "ban_time"), q(r.BanTime.String()), `too short; want at least "1s"`)
 		}
+		hosts, hasID := strings.Count(r.Pattern, "<HOST>"), ruleIDRe.MatchString(r.Pattern)
+		kind := r.RuleKind()
 		switch {
-		case strings.Count(r.Pattern, "<HOST>") != 1:
-			bad(joinKey(p, "pattern"), q(r.Pattern), "want exactly one <HOST> where the service writes the client address")
+		case !slices.Contains(loginRuleKindValues, kind):
+			bad(joinKey(p, "kind"), q(r.Kind), "want %s", quotedOr(loginRuleKindValues))
+		case kind != RuleFailure && !hasID:
+			bad(joinKey(p, "kind"), q(r.Kind), "a %s rule records or clears what a connection id stands for: its pattern needs the id, (?P<id>...); see docs/login-rules.md", kind)
+		case kind == RuleNote && hosts == 0 && !r.Forget:
+			bad(joinKey(p, "kind"), q(r.Kind), "a note records the address of a connection id: its pattern needs <HOST> (or forget = true, for a line that ends the connection)")
+		}
+		if r.Forget && !hasID {
+			bad(joinKey(p, "forget"), "true", "forget clears a connection id: the pattern needs the id, (?P<id>...); see docs/login-rules.md")
+		}
+		switch {
+		case hosts > 1 || hosts == 0 && !hasID:
+			bad(joinKey(p, "pattern"), q(r.Pattern), "want exactly one <HOST> where the service writes the client address (none only with a connection id, (?P<id>...), whose address another line gives)")
 		case !anchoredRe.MatchString(r.Pattern):
 			bad(joinKey(p, "pattern"), q(r.Pattern), "must start with ^ and end with $: unanchored, text an attacker controls (a user name) could supply the address; see docs/login-rules.md")
 		default:

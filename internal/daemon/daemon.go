@@ -788,7 +788,7 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 		d.log.Info(n)
 	}
 	srcs := plan.Sources
-	if len(cfg.Sources) == 0 && len(rules) == 0 {
+	if len(cfg.Sources) == 0 && rules.Len() == 0 {
 		d.log.Warn("login guard watches nothing: [login] sources is empty and there is no [[login.rule]]; set [login] sources, or enabled = false")
 	}
 	g := newLoginGuard(cfg, d.log, d.bans)
@@ -820,8 +820,8 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	switch {
 	case len(srcs) > 0:
 		d.log.Info("login guard on", "sources", srcs, "max_retry", cfg.MaxRetry, "find_time", cfg.FindTime, "mode", cfg.Mode)
-	case len(rules) > 0:
-		d.log.Warn("login guard follows no sshd log, only the logs of its [[login.rule]] tables: sshd's failed logins are not counted; set [login] sources to \"journal\" or the file sshd logs to", "rules", len(rules))
+	case rules.Len() > 0:
+		d.log.Warn("login guard follows no sshd log, only the logs of its [[login.rule]] tables: sshd's failed logins are not counted; set [login] sources to \"journal\" or the file sshd logs to", "rules", rules.Len())
 	case len(cfg.Sources) > 0: // empty sources was warned about above
 		d.log.Warn("login guard follows no log and counts nothing: set [login] sources to \"journal\" or the file sshd logs to (e.g. /var/log/auth.log), or [login] enabled = false")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/login"
 	"github.com/moat-fw/moat/internal/store"
 )
 
@@ -127,5 +128,43 @@ func TestLoginRuleOwnTimes(t *testing.T) {
 	}
 	if rules := g.det.Rules(); len(rules) != 2 {
 		t.Fatalf("counters %v: want sshd and one for the jail", rules)
+	}
+}
+
+// The daemon's path for a [[login.rule]] line (login.RuleSet, then
+// loginGuard.ruleLine, as followLogin calls them for each line of a rule's
+// file) bans from failures whose address another line of the same
+// connection id wrote.
+func TestLoginRuleTwoLineBan(t *testing.T) {
+	bans := &fakeBans{active: map[netip.Prefix]bool{}}
+	rule := func(kind, pattern string) config.LoginRule {
+		return config.LoginRule{Name: "app", Source: "/var/log/app.log", Kind: kind, MaxRetry: 2, Pattern: pattern}
+	}
+	cfg := config.Login{Enabled: true, Mode: "normal", MaxRetry: 5, FindTime: time.Hour, BanTime: time.Hour,
+		BanTimeMultiplier: 2, MaxBanTime: 24 * time.Hour, MaxTracked: 100,
+		Rules: []config.LoginRule{
+			rule("note", `^app\[(?P<id>\d+)\]: connect from <HOST>$`),
+			rule("", `^app\[(?P<id>\d+)\]: auth failed for \S+$`),
+		}}
+	rules, err := compileRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newLoginGuard(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), bans)
+	var ms []login.RuleLine
+	for _, l := range []string{
+		"app[1]: connect from 192.0.2.1",
+		"app[2]: auth failed for bob", // no address yet: waits
+		"app[1]: auth failed for bob",
+		"app[3]: connect from 192.0.2.3",
+		"app[1]: auth failed for bob",
+	} {
+		ms = rules.Match("/var/log/app.log", []byte(l), false, ms[:0])
+		for i := range ms {
+			g.ruleLine(&ms[i], t0)
+		}
+	}
+	if len(bans.reqs) != 1 || bans.reqs[0].Prefix != netip.MustParsePrefix("192.0.2.1/32") {
+		t.Fatalf("requests %+v, want one ban of 192.0.2.1", bans.reqs)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -197,9 +196,21 @@ func (g *loginGuard) sshd(ev *authlog.Event, now time.Time) {
 }
 
 // rule handles a line that [[login.rule]] name matched, naming a.
+// ruleLine takes a [[login.rule]]'s match: the guard's bookkeeping of
+// connection ids says which failure, if any, it stands for.
+func (g *loginGuard) ruleLine(m *login.RuleLine, now time.Time) {
+	g.mu.Lock()
+	ev, ok := g.det.Attribute(m, now)
+	g.mu.Unlock()
+	if ok {
+		g.observe(m.Rule, &ev, now)
+	}
+}
+
+// rule takes a one-line failure of rule name for a, through ruleLine.
 func (g *loginGuard) rule(name string, a netip.Addr, now time.Time) {
-	ev := authlog.Event{Addr: a, Count: 1}
-	g.observe(name, &ev, now)
+	m := login.RuleLine{Rule: name, Kind: config.RuleFailure, RuleMatch: authlog.RuleMatch{Addr: a}}
+	g.ruleLine(&m, now)
 }
 
 func (g *loginGuard) observe(rule string, ev *authlog.Event, now time.Time) {
@@ -304,7 +315,7 @@ const metaJournalCursor = "login.journal_cursor"
 // follow runs the followers of every source until ctx ends, restarting one
 // that fails after a pause. Positions are saved as lines are handled so a
 // restart neither repeats nor misses lines.
-func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []string, rules []compiledRule) error {
+func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []string, rules *login.RuleSet) error {
 	var wg sync.WaitGroup
 	run := func(name string, fn func(context.Context) error) {
 		wg.Go(func() {
@@ -349,11 +360,16 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 			})
 		})
 	}
-	for _, r := range rules {
-		run(r.name, func(ctx context.Context) error {
-			return d.followFile(ctx, r.source, func(line []byte, now time.Time) {
-				if a, ok := r.rule.Match(line); ok {
-					g.rule(r.name, a, now)
+	// One follower per rule file, whose lines go through every rule that
+	// reads it, in the file's order: a jail's connection ids (fail2ban's
+	// <F-MLFID>) are recorded by one line and used by a later one.
+	for _, src := range rules.Sources() {
+		var ms []login.RuleLine
+		run(src, func(ctx context.Context) error {
+			return d.followFile(ctx, src, func(line []byte, now time.Time) {
+				ms = rules.Match(src, line, false, ms[:0])
+				for i := range ms {
+					g.ruleLine(&ms[i], now)
 				}
 			})
 		})
@@ -362,21 +378,9 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	return nil
 }
 
-type compiledRule struct {
-	name, source string
-	rule         *authlog.Rule
-}
-
-func compileRules(cfg config.Login) ([]compiledRule, error) {
-	var out []compiledRule
-	for _, r := range cfg.Rules {
-		cr, err := authlog.CompileRule(r.Pattern)
-		if err != nil {
-			return nil, fmt.Errorf("config: [[login.rule]] %q: %w", r.Name, err)
-		}
-		out = append(out, compiledRule{name: r.Name, source: r.Source, rule: cr})
-	}
-	return out, nil
+// compileRules compiles cfg's [[login.rule]] patterns, as explain does.
+func compileRules(cfg config.Login) (*login.RuleSet, error) {
+	return login.CompileRules(cfg)
 }
 
 // positionSaveEvery bounds how many lines a crash can replay.

@@ -20,13 +20,16 @@ import (
 // bans from the same lines: every sshd log in internal/authlog/testdata,
 // three "Failed password" lines each followed by its own "Connection
 // closed" (one attempt each, which explain once counted twice), a
-// [[login.rule]] with its own max_retry, and [login] ignore.
+// [[login.rule]] with its own max_retry, [login] ignore, and a jail whose
+// failures and addresses are on different lines of one connection id
+// (fail2ban's <F-MLFID>), which the daemon bans from.
 func TestExplainAgreesWithTheDaemon(t *testing.T) {
 	const group = 7
 	h := newHost(t, fmt.Sprintf("open = [\"tcp/%d\"]\nlog_group = %d", openPort, group))
 	authPath := filepath.Join(h.dir, "auth.log")
 	appPath := filepath.Join(h.dir, "myapp.log")
-	for _, p := range []string{authPath, appPath} {
+	mailPath := filepath.Join(h.dir, "mailer.log")
+	for _, p := range []string{authPath, appPath, mailPath} {
 		if err := os.WriteFile(p, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +61,28 @@ name = "myapp"
 source = %q
 pattern = '^\w{3} +\d+ [\d:]+ \S+ myapp\[\d+\]: auth failure for \S+ from <HOST>$'
 max_retry = 2
-`, openPort, group, authPath, appPath))
+
+[[login.rule]]
+name = "mailer"
+source = %[5]q
+kind = "note"
+pattern = '^\w{3} +\d+ [\d:]+ \S+ mailer\[(?P<id>\d+)\]: connect from <HOST>$'
+max_retry = 2
+
+[[login.rule]]
+name = "mailer"
+source = %[5]q
+pattern = '^\w{3} +\d+ [\d:]+ \S+ mailer\[(?P<id>\d+)\]: auth failed for .*$'
+max_retry = 2
+
+[[login.rule]]
+name = "mailer"
+source = %[5]q
+kind = "note"
+forget = true
+pattern = '^\w{3} +\d+ [\d:]+ \S+ mailer\[(?P<id>\d+)\]: disconnect$'
+max_retry = 2
+`, openPort, group, authPath, appPath, mailPath))
 	h.start()
 	netnstest.Eventually(t, 5*time.Second, "status to report no intake", func() bool {
 		st := h.status(t)
@@ -129,6 +153,27 @@ max_retry = 2
 	fmt.Fprintf(&app, "%s web myapp[7]: auth failure for bob from 198.51.100.80\n", stamp)
 	fmt.Fprintf(&app, "%s web myapp[7]: auth failure for x from 198.51.100.81 from 198.51.100.82\n", stamp)
 	fmt.Fprintf(&app, "%s web myapp[7]: auth failure for bob from 198.51.100.80\n", stamp)
+	// Two-line failures: the address on the connection's first line, the
+	// failure on a later one (or before it: it waits for the address); a
+	// user name that writes another connection's note; a forgotten id.
+	var mail strings.Builder
+	for _, l := range []string{
+		"mailer[100]: connect from 198.51.100.70",
+		"mailer[100]: auth failed for bob",
+		"mailer[101]: auth failed for bob",
+		"mailer[101]: connect from 198.51.100.70",
+		"mailer[102]: connect from 198.51.100.72",
+		"mailer[102]: auth failed for x mailer[103]: connect from 198.51.100.71",
+		"mailer[103]: auth failed for bob",
+		"mailer[102]: disconnect",
+		"mailer[102]: auth failed for bob",
+		"mailer[200]: connect from 198.51.100.97",
+		"mailer[200]: auth failed for bob",
+		"mailer[201]: connect from 198.51.100.97",
+		"mailer[201]: auth failed for bob",
+	} {
+		fmt.Fprintf(&mail, "%s mx %s\n", stamp, l)
+	}
 	// A sentinel at the end of each file: once it is banned, the daemon
 	// has read every line before it.
 	for i := range 4 {
@@ -137,14 +182,14 @@ max_retry = 2
 	for range 2 {
 		fmt.Fprintf(&app, "%s web myapp[7]: auth failure for bob from 198.51.100.98\n", stamp)
 	}
-	for p, text := range map[string]string{authPath: auth.String(), appPath: app.String()} {
+	for p, text := range map[string]string{authPath: auth.String(), appPath: app.String(), mailPath: mail.String()} {
 		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	netnstest.Eventually(t, 10*time.Second, "the sentinels' bans", func() bool {
 		l := h.bans(t)
-		return hasBan(l, "198.51.100.99", "login") && hasBan(l, "198.51.100.98", "login")
+		return hasBan(l, "198.51.100.99", "login") && hasBan(l, "198.51.100.98", "login") && hasBan(l, "198.51.100.97", "login")
 	})
 	var daemonBans []string
 	for _, e := range h.bans(t) {
@@ -154,7 +199,7 @@ max_retry = 2
 	}
 
 	var explainBans []string
-	for _, run := range [][2]string{{"sshd", authPath}, {"myapp", appPath}} {
+	for _, run := range [][2]string{{"sshd", authPath}, {"myapp", appPath}, {"mailer", mailPath}} {
 		out, err := h.moatErr("explain", "--json", "--rule", run[0], run[1])
 		if err != nil {
 			t.Fatalf("explain --rule %s: %v\n%s", run[0], err, out)
@@ -185,14 +230,14 @@ max_retry = 2
 	if !slices.Equal(daemonBans, explainBans) {
 		t.Fatalf("the daemon banned %v, explain would ban %v", daemonBans, explainBans)
 	}
-	for _, want := range []string{"203.0.113.11", "198.51.100.80", "198.51.100.61", "198.51.100.62", "198.51.100.64", "198.51.100.65"} {
+	for _, want := range []string{"203.0.113.11", "198.51.100.80", "198.51.100.61", "198.51.100.62", "198.51.100.64", "198.51.100.65", "198.51.100.70"} {
 		if !slices.Contains(daemonBans, want) {
 			t.Errorf("%s was not banned: the comparison proves little", want)
 		}
 	}
-	for _, never := range []string{"203.0.113.16", "198.51.100.77", "198.51.100.82", "198.51.100.63"} {
+	for _, never := range []string{"203.0.113.16", "198.51.100.77", "198.51.100.82", "198.51.100.63", "198.51.100.71", "198.51.100.72"} {
 		if slices.Contains(daemonBans, never) {
-			t.Errorf("%s was banned (in [login] ignore, three one-attempt connections, forged in the user field, or an earlier client of a reused PID)", never)
+			t.Errorf("%s was banned (in [login] ignore, three one-attempt connections, forged in the user field, an earlier client of a reused PID, or one failure before its id was forgotten)", never)
 		}
 	}
 	if st := h.status(t); st.Login == nil || st.Login.Names.NotResolved < 4 {

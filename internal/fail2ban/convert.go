@@ -21,7 +21,18 @@ type Pattern struct {
 	// failregex's alternatives put the address (moat wants <HOST> at one
 	// fixed place). Empty when refused.
 	Moat []string
-	Err  error // why it (or some of its alternatives) was refused
+	// Marks says, for each of Moat, what fail2ban's multi-line
+	// bookkeeping tags made of it: the [[login.rule]]'s kind and forget.
+	Marks []Marks
+	Err   error // why it (or some of its alternatives) was refused
+}
+
+// Marks are a rule's kind and forget, from fail2ban's <F-NOFAIL>,
+// <F-MLFGAINED> and <F-MLFFORGET> (see docs/login-rules.md, "Failures
+// spread over lines").
+type Marks struct {
+	Kind   string // "" (a failure), "note" or "success"
+	Forget bool
 }
 
 // Converted is a filter's failregexes converted to moat patterns.
@@ -59,10 +70,141 @@ func ConvertFilter(f *Filter) *Converted {
 			p.Err = dateErr
 		} else {
 			p.Moat, p.Err = convertRegex(date, pref, serviceFields(f.Name, fr))
+			p.Moat, p.Marks, p.Err = bookkeeping(p.Moat, p.Err)
 		}
 		out.Patterns = append(out.Patterns, p)
 	}
+	out.dropUnusedIDs()
 	return out
+}
+
+// Placeholders for fail2ban's bookkeeping tags while a failregex is
+// converted: named groups, which the parser keeps where they are.
+var markGroups = []struct{ tag, group string }{
+	{"NOFAIL", "moatnofail"},
+	{"MLFFORGET", "moatforget"},
+	{"MLFGAINED", "moatgained"},
+}
+
+// bookkeeping turns the bookkeeping tags left in converted patterns into
+// each one's Marks, and refuses the patterns where moat cannot carry
+// them exactly: a tag inside an alternative or an optional part (whether
+// the line records or fails would depend on the way the regex went), a
+// tag without fail2ban's connection id, a note without an address.
+func bookkeeping(pats []string, err error) ([]string, []Marks, error) {
+	var out []string
+	var marks []Marks
+	errs := []error{err}
+	for _, p := range pats {
+		m, q, err := marksOf(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out, marks = append(out, q), append(marks, m)
+	}
+	err = errors.Join(errs...)
+	if len(out) > 0 && len(out) < len(pats) {
+		err = fmt.Errorf("some alternatives: %w", err)
+	}
+	return out, marks, err
+}
+
+// hoistMarks checks that the bookkeeping tags of a converted pattern
+// (the groups fTags made of them) are on every way through it, and moves
+// each to an empty group at the pattern's start, where the rewriting of
+// the address's alternatives (hostVariants) keeps it, for bookkeeping to
+// read. A tag wrapped around <HOST> would otherwise be opened with the
+// groups that hold the address.
+func hoistMarks(p string) (string, error) {
+	if !strings.Contains(p, "(?P<moat") {
+		return p, nil
+	}
+	tree, err := syntax.Parse(p, syntax.Perl)
+	if err != nil {
+		return "", fmt.Errorf("as Go RE2: %w", err)
+	}
+	var hoisted string
+	for _, g := range markGroups {
+		named := func(re *syntax.Regexp) bool { return re.Op == syntax.OpCapture && re.Name == g.group }
+		if !holds(tree, named) {
+			continue
+		}
+		if !unconditional(tree, named) {
+			return "", fmt.Errorf("<F-%s> is inside an alternative or an optional part: whether fail2ban takes the line as a failure depends on the way its regex went, which a moat rule cannot say", g.tag)
+		}
+		p = strings.ReplaceAll(p, "(?P<"+g.group+">", "(?:")
+		hoisted += "(?P<" + g.group + ">)"
+	}
+	rest, ok := strings.CutPrefix(p, "^")
+	if !ok {
+		return "", errors.New("the converted pattern does not start with ^") // convertBranch writes it so
+	}
+	return "^" + hoisted + rest, nil
+}
+
+// marksOf reads and removes what hoistMarks left in a pattern.
+func marksOf(p string) (Marks, string, error) {
+	var m Marks
+	has := map[string]bool{}
+	for _, g := range markGroups {
+		empty := "(?P<" + g.group + ">)"
+		if strings.Contains(p, empty) {
+			has[g.tag] = true
+			p = strings.ReplaceAll(p, empty, "")
+		}
+	}
+	if len(has) > 0 && !strings.Contains(p, "(?P<id>") {
+		return m, "", errors.New("multi-line bookkeeping tags (<F-NOFAIL>, <F-MLFFORGET>, <F-MLFGAINED>) without <F-MLFID>: there is no connection id to keep")
+	}
+	switch {
+	case has["MLFGAINED"]:
+		m.Kind = "success"
+	case has["NOFAIL"]:
+		m.Kind = "note"
+	}
+	m.Forget = has["MLFFORGET"]
+	if m.Kind == "note" && !m.Forget && !strings.Contains(p, "<HOST>") {
+		return m, "", errors.New("<F-NOFAIL> on a line without an address: it records nothing moat keeps")
+	}
+	return m, p, nil
+}
+
+// unconditional reports whether a part that is is on every way through
+// re: reached through sequences and groups only.
+func unconditional(re *syntax.Regexp, is func(*syntax.Regexp) bool) bool {
+	if is(re) {
+		return true
+	}
+	switch re.Op {
+	case syntax.OpConcat, syntax.OpCapture:
+		for _, s := range re.Sub {
+			if unconditional(s, is) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dropUnusedIDs removes the connection id from a filter's patterns when
+// its bookkeeping cannot change what they count: every pattern a failure
+// with its own address, none that records or forgets (sendmail-auth's
+// <F-MLFID> in its prefregex). The id only slows the match then: a rule
+// with an id takes the regexp's slower path (authlog.Rule.MatchLine).
+func (c *Converted) dropUnusedIDs() {
+	for _, p := range c.Patterns {
+		for i, q := range p.Moat {
+			if p.Marks[i] != (Marks{}) || !strings.Contains(q, "<HOST>") {
+				return
+			}
+		}
+	}
+	for _, p := range c.Patterns {
+		for i := range p.Moat {
+			p.Moat[i] = strings.ReplaceAll(p.Moat[i], "(?P<id>", "(?:")
+		}
+	}
 }
 
 // Imported counts the patterns that converted.
@@ -114,14 +256,15 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 	switch {
 	case strings.Contains(fr, "<SKIPLINES>") || strings.Contains(fr, `\n`):
 		return nil, errors.New("spans several lines (<SKIPLINES> or \\n): moat rules match one line")
-	case strings.Contains(fr, "<F-NOFAIL>") || strings.Contains(fr, "<F-MLFFORGET>") || strings.Contains(fr, "<F-MLFGAINED>"):
-		return nil, errors.New("marks a line for fail2ban's multi-line bookkeeping (<F-NOFAIL>/<F-MLFFORGET>/<F-MLFGAINED>), not a failure")
 	}
 	if m := refusedTagRe.FindStringSubmatch(fr); m != nil {
 		return nil, fmt.Errorf("<%s>: moat bans addresses only, at one fixed place", m[1])
 	}
 	g, err := translatePython(fr)
 	if err != nil {
+		return nil, err
+	}
+	if err := reservedGroups(g + pref); err != nil {
 		return nil, err
 	}
 	// fail2ban turns <F-NAME>...</F-NAME> into a group before it compiles
@@ -144,6 +287,19 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 		return out, fmt.Errorf("some alternatives: %w", errors.Join(errs...))
 	}
 	return out, errors.Join(errs...)
+}
+
+// reservedGroupRe finds groups whose names mean something to moat: id (the
+// connection id, which only <F-MLFID> may write) and moat... (the
+// converter's own placeholders).
+var reservedGroupRe = regexp.MustCompile(`\(\?P?<(id|moat[a-z]*)>`)
+
+// reservedGroups refuses a filter's own group of a name moat reserves.
+func reservedGroups(p string) error {
+	if m := reservedGroupRe.FindStringSubmatch(p); m != nil {
+		return fmt.Errorf("a group named %q: moat reserves the name (the connection id comes from <F-MLFID> only)", m[1])
+	}
+	return nil
 }
 
 // splitTop splits a Go pattern at the "|" of its top level.
@@ -235,6 +391,9 @@ func convertBranch(date dates, pref, g string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if full, err = hoistMarks(full); err != nil {
+		return nil, err
+	}
 	// Some ways through the regex may be refused (a lookahead of no
 	// fixed words) while others convert.
 	variants, err := hostVariants(full)
@@ -323,6 +482,13 @@ func fTags(p string) (string, error) {
 			return t
 		case m[1] == "/":
 			return ")"
+		case name == "MLFID":
+			return "(?P<id>" // the connection id: see bookkeeping
+		}
+		for _, g := range markGroups {
+			if name == g.tag {
+				return "(?P<" + g.group + ">"
+			}
 		}
 		return "(?:"
 	})
@@ -349,7 +515,10 @@ func hostVariants(p string) ([]string, error) {
 	p = ipTagRe.ReplaceAllLiteralString(p, `<HOST>`)
 	n := strings.Count(p, "<HOST>")
 	if n == 0 {
-		return nil, errors.New("no address on this line (fail2ban takes it from another line with <F-MLFID>): moat rules match one line")
+		if strings.Contains(p, "(?P<id>") {
+			return []string{p}, nil // the address comes from another line of the id
+		}
+		return nil, errors.New("no address on this line, and no connection id (<F-MLFID>) to take it from another line")
 	}
 	tree, err := syntax.Parse(strings.ReplaceAll(p, "<HOST>", hostPlaceholder), syntax.Perl)
 	if err != nil {
@@ -508,6 +677,7 @@ type Rule struct {
 	MaxRetry              int
 	FindTime, BanTime     time.Duration
 	Ports                 []string
+	Marks                 // kind and forget, from fail2ban's bookkeeping tags
 }
 
 // JailReport is what became of one enabled jail.
@@ -589,10 +759,10 @@ func Import(dir, servicesFile string) (*Result, error) {
 			ban = 0
 		}
 		for _, p := range jr.Converted.Patterns {
-			for _, pat := range p.Moat {
+			for i, pat := range p.Moat {
 				for _, src := range sources {
 					jr.Rules = append(jr.Rules, Rule{Name: j.Name, Source: src, Pattern: pat,
-						MaxRetry: j.MaxRetry, FindTime: j.FindTime, BanTime: ban, Ports: ports})
+						MaxRetry: j.MaxRetry, FindTime: j.FindTime, BanTime: ban, Ports: ports, Marks: p.Marks[i]})
 				}
 			}
 		}
@@ -687,6 +857,12 @@ func (r *Result) TOML() string {
 		}
 		for _, rule := range j.Rules {
 			fmt.Fprintf(&b, "[[login.rule]]\nname = %s\nsource = %s\npattern = %s\n", strconv.Quote(rule.Name), tomlString(rule.Source), tomlString(rule.Pattern))
+			if rule.Kind != "" {
+				fmt.Fprintf(&b, "kind = %q\n", rule.Kind)
+			}
+			if rule.Forget {
+				b.WriteString("forget = true\n")
+			}
 			if rule.MaxRetry > 0 {
 				fmt.Fprintf(&b, "max_retry = %d\n", rule.MaxRetry)
 			}

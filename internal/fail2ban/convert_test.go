@@ -217,3 +217,65 @@ func TestConvertBracketDate(t *testing.T) {
 		t.Error("converted a failregex that has no [] for the date")
 	}
 }
+
+// fail2ban's multi-line bookkeeping converts into rules with a connection
+// id and their kind; what moat cannot carry exactly is refused, saying
+// why.
+func TestConvertBookkeeping(t *testing.T) {
+	pref, err := translatePython(`^<F-MLFID>\S+ myapp\[\d+\]: </F-MLFID><F-CONTENT>.+</F-CONTENT>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := func(pref, fr string) ([]string, []Marks, error) {
+		pats, err := convertRegex(anyDate, pref, fr)
+		return bookkeeping(pats, err)
+	}
+	for fr, want := range map[string]Marks{
+		`^<F-NOFAIL>connect from <HOST></F-NOFAIL>$`:                                    {Kind: "note"},
+		`^auth failed for \S+$`:                                                         {},
+		`^auth failed for \S+ from <HOST>$`:                                             {},
+		`^<F-NOFAIL><F-MLFFORGET>disconnect</F-MLFFORGET></F-NOFAIL>$`:                  {Kind: "note", Forget: true},
+		`^<F-MLFFORGET><F-MLFGAINED>accepted</F-MLFGAINED></F-MLFFORGET> for \S+$`:      {Kind: "success", Forget: true},
+		`^too many failures, <F-MLFFORGET>bye</F-MLFFORGET>$`:                           {Forget: true},
+		`^<F-NOFAIL>connect from (?:IPv6:<IP6>|<IP4>)</F-NOFAIL> port \d+$`:             {Kind: "note"},
+		`^<F-NOFAIL><F-MLFFORGET>closed</F-MLFFORGET></F-NOFAIL> by <HOST>(?: \[x\])?$`: {Kind: "note", Forget: true},
+	} {
+		pats, marks, err := conv(pref, fr)
+		if err != nil || len(pats) == 0 {
+			t.Errorf("%s: %v", fr, err)
+			continue
+		}
+		for i, p := range pats {
+			if marks[i] != want || !strings.Contains(p, "(?P<id>") || strings.Contains(p, "moat") {
+				t.Errorf("%s: %s %+v, want %+v", fr, p, marks[i], want)
+			}
+			if _, err := authlog.CompileRule(p); err != nil {
+				t.Errorf("%s: %v", p, err)
+			}
+		}
+	}
+	for _, tt := range []struct{ pref, fr, want string }{
+		{pref, `^(?:<F-NOFAIL>publickey</F-NOFAIL>|\S+) failed from <HOST>$`, "<F-NOFAIL> is inside an alternative"},
+		{pref, `^failed from <HOST>(?: <F-MLFFORGET>bye</F-MLFFORGET>)?$`, "<F-MLFFORGET> is inside an alternative"},
+		{"", `^<F-NOFAIL>connect from <HOST></F-NOFAIL>$`, "without <F-MLFID>"},
+		{"", `^auth failed for \S+$`, "no address on this line, and no connection id"},
+		{pref, `^<F-NOFAIL>hello</F-NOFAIL>$`, "without an address"},
+		// A filter's own group named id would pass for the connection id.
+		{"", `^(?P<id>\S+) failed$`, "moat reserves the name"},
+		{"", `^(?P<moatnofail>x) from <HOST>$`, "moat reserves the name"},
+	} {
+		pats, _, err := conv(tt.pref, tt.fr)
+		if len(pats) != 0 || err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %q %v, want an error about %q", tt.fr, pats, err, tt.want)
+		}
+	}
+	// An id that the client's text could write is refused by the shape
+	// check: fail2ban's id here spans open text.
+	open, err := translatePython(`^<F-MLFID>.*? myapp\[\d+\]: </F-MLFID><F-CONTENT>.+</F-CONTENT>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pats, _, err := conv(open, `^auth failed for \S+$`); len(pats) != 0 || err == nil || !strings.Contains(err.Error(), "holds open text") {
+		t.Errorf("an open id: %q %v", pats, err)
+	}
+}

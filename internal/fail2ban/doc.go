@@ -10,7 +10,9 @@
 // construct, what it cannot (lookaround, backreferences). Every converted
 // pattern must then pass moat's hostile-input shape check
 // (authlog.CompileRule): a fail2ban regex that lets client text reach the
-// address is reported, not imported.
+// address is reported, not imported. fail2ban's multi-line bookkeeping
+// (<F-MLFID>, <F-NOFAIL>, <F-MLFFORGET>, <F-MLFGAINED>) becomes rules with
+// a connection id and a kind, which package login's guard keeps.
 //
 // It only reads and translates text: the host's fail2ban files are read at
 // import time, and none of them is copied into moat.

@@ -227,3 +227,20 @@ func FuzzTranslatePython(f *testing.F) {
 		}
 	})
 }
+
+// The kind and forget of rules converted from fail2ban's bookkeeping
+// tags reach the written configuration.
+func TestTOMLBookkeeping(t *testing.T) {
+	res := &Result{Dir: "/etc/fail2ban", Jails: []JailReport{{Jail: Jail{Name: "mailer"}, Rules: []Rule{
+		{Name: "mailer", Source: "/var/log/mail.log", Pattern: `^x\[(?P<id>\d+)\]: closed by <HOST>$`, Marks: Marks{Kind: "note", Forget: true}},
+		{Name: "mailer", Source: "/var/log/mail.log", Pattern: `^x\[(?P<id>\d+)\]: failed$`},
+	}}}}
+	cfg, err := moatconfig.Parse([]byte(res.TOML()), "imported.toml")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.TOML())
+	}
+	r := cfg.Login.Rules
+	if len(r) != 2 || r[0].Kind != "note" || !r[0].Forget || r[1].Kind != "" || r[1].Forget {
+		t.Errorf("rules %+v", r)
+	}
+}

@@ -11,8 +11,10 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/moat-fw/moat/internal/authlog"
+	moatconfig "github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/login"
 )
 
 // fail2ban's own annotated sample logs and filters, as the Debian package
@@ -132,8 +134,15 @@ func TestFail2banSamples(t *testing.T) {
 
 func measureFilter(t *testing.T, name string) *sampleStats {
 	st := &sampleStats{filter: name, reasons: map[string]int{}}
+	// A variant is one set of filter options: its rules, run through
+	// the login guard's matcher and multi-line bookkeeping (connection
+	// ids), with a state of its own, as fail2ban keeps one filter object
+	// (and its id cache) per set of options.
 	type variant struct {
-		rules []*authlog.Rule
+		cfg   moatconfig.Login
+		set   *login.RuleSet
+		guard *login.Guard
+		ms    []login.RuleLine
 	}
 	cache := map[string]*variant{}
 	load := func(opts map[string]any) *variant {
@@ -162,19 +171,46 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 			if p.Err != nil {
 				st.reasons[p.Err.Error()]++
 			}
-			for _, pat := range p.Moat {
+			for i, pat := range p.Moat {
 				// moat's configuration wants the anchors in the text.
 				if !strings.HasPrefix(pat, "^") || !strings.HasSuffix(pat, "$") {
 					t.Fatalf("%s: an imported pattern is not written from ^ to $: %s", name, pat)
 				}
-				r, err := authlog.CompileRule(pat)
-				if err != nil {
-					t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
-				}
-				v.rules = append(v.rules, r)
+				v.cfg.Rules = append(v.cfg.Rules, moatconfig.LoginRule{Name: name, Source: "/f2b", Pattern: pat,
+					Kind: p.Marks[i].Kind, Forget: p.Marks[i].Forget})
 			}
 		}
+		// fail2ban's id cache lives five minutes of wall clock: the whole
+		// sample. The lines are fed at one time, so nothing ages out.
+		v.cfg.FindTime, v.cfg.MaxRetry, v.cfg.MaxTracked = 100*365*24*time.Hour, 1000, 1000
+		// The rules as moat import fail2ban writes them must pass config
+		// check (name "f2b-" + name: the sshd filter's rules may not be
+		// named "sshd").
+		var jr JailReport
+		for _, r := range v.cfg.Rules {
+			jr.Rules = append(jr.Rules, Rule{Name: "f2b-" + name, Source: r.Source, Pattern: r.Pattern, Marks: Marks{Kind: r.Kind, Forget: r.Forget}})
+		}
+		if _, err := moatconfig.Parse([]byte((&Result{Jails: []JailReport{jr}}).TOML()), name+".toml"); err != nil {
+			t.Fatalf("%s: config check refuses the imported rules: %v", name, err)
+		}
+		set, err := login.CompileRules(v.cfg)
+		if err != nil {
+			t.Fatalf("%s: an imported pattern does not compile: %v", name, err)
+		}
+		v.set, v.guard = set, login.New(v.cfg, login.NewDryRun(nil, func(int) time.Duration { return time.Hour }))
 		return v
+	}
+	// match runs line through v as the daemon does: the jail's first
+	// pattern that matches, then the bookkeeping, which says whether the
+	// line counts a failure and for which address.
+	t0 := time.Unix(1_700_000_000, 0)
+	match := func(v *variant, line string) (netip.Addr, bool) {
+		v.ms = v.set.Match("", []byte(line), true, v.ms[:0])
+		if len(v.ms) == 0 {
+			return netip.Addr{}, false
+		}
+		ev, ok := v.guard.Attribute(&v.ms[0], t0)
+		return ev.Addr, ok
 	}
 	variants := []*variant{load(nil)}
 	files := []string{name}
@@ -231,6 +267,13 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 				continue
 			}
 			if pending == nil {
+				// fail2ban reads the lines without annotation too:
+				// their ids count for the lines after them.
+				if !skipBlock && line != "" && !strings.HasPrefix(line, "#") {
+					for _, v := range variants {
+						match(v, line)
+					}
+				}
 				continue
 			}
 			fd := pending
@@ -243,14 +286,7 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 			host, _ := fd["host"].(string)
 			for _, v := range variants {
 				st.lines++
-				var got netip.Addr
-				matched := false
-				for _, r := range v.rules {
-					if a, ok := r.Match([]byte(line)); ok {
-						got, matched = a, true
-						break
-					}
-				}
+				got, matched := match(v, line)
 				exp, err := netip.ParseAddr(host)
 				switch {
 				case want && host != "" && err != nil:

@@ -2,7 +2,10 @@
 // (sshd's, and matches of fail2ban-style [[login.rule]] patterns) into ban
 // decisions. It counts failures per address in bounded memory, leaves alone
 // the addresses it must never count, folds a connection's closing message
-// into the failure before it, and escalates IPv6 bans to the /64.
+// into the failure before it, and escalates IPv6 bans to the /64. For
+// [[login.rule]] lines it keeps fail2ban's multi-line bookkeeping: a
+// bounded table of connection id -> address, through which a failure line
+// without an address is counted for the address its id recorded (ids.go).
 //
 // It also plans where sshd's lines are read from (PlanSources), from what
 // sshd -T says about its logging.
@@ -82,11 +85,12 @@ type Guard struct {
 	events   uint64              // failures seen, not exempt
 	counted  uint64              // of those, the ones counted: not a connection's epilogue
 	buf      [2]Decision         // Observe's result, reused
+	ids      map[idKey]*idTable  // connection ids per jail and file (ids.go)
 }
 
 // New returns a guard for cfg that asks policy about addresses.
 func New(cfg config.Login, policy Policy) *Guard {
-	g := &Guard{cfg: cfg, policy: policy, counters: map[string]*Counter{}, users: map[string]*int{}}
+	g := &Guard{cfg: cfg, policy: policy, counters: map[string]*Counter{}, users: map[string]*int{}, ids: map[idKey]*idTable{}}
 	g.counters[SSHD] = NewCounter(cfg.MaxRetry, cfg.FindTime, cfg.MaxTracked)
 	for _, r := range cfg.Rules {
 		// Rules of one name are one jail (config check makes them agree):
