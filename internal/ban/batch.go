@@ -1,8 +1,11 @@
 package ban
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,7 +104,13 @@ func (m *Manager) AddRemote(rs []Remote, now time.Time) ([]Outcome, error) {
 	for i := chunk; i < len(add) && kerr == nil; i += chunk {
 		kerr = m.enf.Update(firewall.Bans, nil, add[i:min(len(add), i+chunk)])
 	}
-	m.queueRemote(es)
+	if m.remote.hold {
+		for _, e := range es {
+			m.remote.held = append(m.remote.held, keyOf(e.Prefix))
+		}
+	} else {
+		m.queueRemote(es)
+	}
 	m.mu.Unlock()
 	for j, i := range idx {
 		out[i].Entry = es[j]
@@ -125,6 +134,14 @@ type remoteWrites struct {
 	mu      sync.Mutex
 	cur     *remoteWrite
 	backlog atomic.Int64 // bans queued and not yet written
+
+	// While hold is set (a fleet's replay: HoldRemoteWrites), AddRemote
+	// notes the keys of what it applied in held instead of queueing their
+	// store writes; the manager's mu guards both. releasing counts the
+	// writers of released holds, which Flush waits for.
+	hold      bool
+	held      []key
+	releasing sync.WaitGroup
 }
 
 // remoteWrite is one store write of fleet bans.
@@ -182,6 +199,92 @@ func (m *Manager) queueRemote(es []store.Entry) {
 		}
 		m.mu.Unlock()
 	}()
+}
+
+// HoldRemoteWrites defers the store writes of the fleet bans AddRemote
+// applies until ReleaseRemoteWrites (or Flush). A host joining a fleet
+// applies a whole bucket of them, a million perhaps, and the disk copy
+// is for a restart while the fleet is unreachable, not for enforcement:
+// written as they come, in the bucket's order, every store transaction
+// touched leaves all over a growing tree (about 4 µs of CPU a ban),
+// competing with the kernel's inserts for the CPU and holding back the
+// replay whenever the backlog grew. Held, they are written once the
+// replay is in the kernel, in key order, in transactions that each touch
+// one stretch of the tree. Until then the bucket is their durable copy:
+// a restart replays it. Memory while held: one 18-byte key a ban.
+func (m *Manager) HoldRemoteWrites() {
+	m.mu.Lock()
+	m.remote.hold = true
+	m.mu.Unlock()
+}
+
+// ReleaseRemoteWrites ends a hold: the held bans are written to the
+// store in the background, in key order, by chunks, each with the ban's
+// state in memory when its chunk is queued (a held ban since lifted or
+// replaced by one of this host's own is skipped: its own store write or
+// delete already came in its turn). Flush waits for them. saved, if not
+// nil, is called once they are written (or at once if none are held),
+// from the writer's goroutine.
+func (m *Manager) ReleaseRemoteWrites(saved func()) {
+	m.mu.Lock()
+	held := m.remote.held
+	m.remote.hold, m.remote.held = false, nil
+	if len(held) > 0 {
+		m.remote.releasing.Add(1)
+	}
+	m.mu.Unlock()
+	if len(held) == 0 {
+		if saved != nil {
+			saved()
+		}
+		return
+	}
+	go func() {
+		defer m.remote.releasing.Done()
+		m.writeHeld(held)
+		if saved != nil {
+			saved()
+		}
+	}()
+}
+
+// writeHeld writes the fleet bans held under keys, as ReleaseRemoteWrites
+// says. One chunk is built, queued and written before the next, so the
+// entries in memory at once are one chunk's.
+func (m *Manager) writeHeld(keys []key) {
+	slices.SortFunc(keys, compareStoreKeys)
+	keys = slices.Compact(keys)
+	for i := 0; i < len(keys); i += chunk {
+		part := keys[i:min(len(keys), i+chunk)]
+		m.mu.Lock()
+		es := make([]store.Entry, 0, len(part))
+		for _, k := range part {
+			if e, ok := m.bans.entry(k.prefix()); ok && e.Origin == OriginFleet {
+				es = append(es, e)
+			}
+		}
+		if len(es) > 0 {
+			m.queueRemote(es)
+		}
+		m.mu.Unlock()
+		m.waitStore()
+	}
+}
+
+// compareStoreKeys orders keys as the store's keys sort (IPv4 first, then
+// the address's bytes, then the length), so that consecutive bans are
+// neighbours in the store's tree.
+func compareStoreKeys(a, b key) int {
+	if a.v6 != b.v6 {
+		if a.v6 {
+			return 1
+		}
+		return -1
+	}
+	if c := bytes.Compare(a.a[:], b.a[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.bits, b.bits)
 }
 
 // RemoteBacklog says how many fleet bans applied by AddRemote wait for

@@ -3,6 +3,7 @@ package ban
 import (
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -349,4 +350,82 @@ func fleetBans(m *Manager, now time.Time) int {
 		}
 	})
 	return n
+}
+
+// A replay's fleet bans are held from the store until released, then
+// written in the store's key order by chunks, as memory holds them then:
+// one lifted meanwhile is not written, one a guard replaced keeps the
+// guard's record. Flush releases a hold (a daemon stopping mid-replay).
+func TestHeldRemoteWrites(t *testing.T) {
+	defer func(n int) { chunk = n }(chunk)
+	chunk = 2
+	st := &batchStore{memStore: newMemStore(), gate: make(chan struct{})}
+	close(st.gate)
+	m, err := New(st, newEnforcer(), nil, t0, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.HoldRemoteWrites()
+	hour := t0.Add(time.Hour)
+	var rs []Remote
+	for _, p := range []string{"fd00:210::9/128", "10.210.9.9/32", "10.210.1.1/32", "10.210.5.0/24", "10.210.5.5/32", "10.210.1.1/32"} {
+		rs = append(rs, remote(p, hour)...)
+	}
+	if _, err := m.AddRemote(rs, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AddRemote(remote("10.210.3.3/32", hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(st.batches); n != 0 || m.RemoteBacklog() != 0 {
+		t.Fatalf("%d store writes and a backlog of %d while held, want none", n, m.RemoteBacklog())
+	}
+	if ok, err := m.DelRemote(mp("10.210.9.9/32"), t0); !ok || err != nil {
+		t.Fatalf("DelRemote: %v %v", ok, err)
+	}
+	local := mp("10.210.3.3/32")
+	if _, err := m.Add(Request{Prefix: local, For: 48 * time.Hour, Origin: "login"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	saved := make(chan struct{})
+	m.ReleaseRemoteWrites(func() { close(saved) })
+	<-saved
+	var got []string
+	for _, b := range st.batches {
+		for _, p := range b {
+			got = append(got, p.String())
+		}
+	}
+	want := []string{"10.210.1.1/32", "10.210.5.0/24", "10.210.5.5/32", "fd00:210::9/128"}
+	if !slices.Equal(got, want) {
+		t.Errorf("written %v, want %v (key order, lifted and replaced ones left out)", got, want)
+	}
+	// Chunks of two keys, 10.210.3.3 and 10.210.9.9 left out of theirs.
+	if len(st.batches) != 3 {
+		t.Errorf("%d store writes %v, want 3 (chunks of 2 keys)", len(st.batches), st.batches)
+	}
+	if e := st.bans[local]; e.Origin != "login" {
+		t.Errorf("store holds %+v for %s, want the guard's ban", e, local)
+	}
+	if _, ok := st.bans[mp("10.210.9.9/32")]; ok {
+		t.Error("a fleet ban lifted while held was written")
+	}
+
+	// Flush releases a hold that was never released.
+	m.HoldRemoteWrites()
+	if _, err := m.AddRemote(remote("10.210.7.7/32", hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	m.Flush()
+	if _, ok := st.bans[mp("10.210.7.7/32")]; !ok {
+		t.Error("Flush left a held fleet ban unwritten")
+	}
+	// Released, AddRemote writes as before.
+	if _, err := m.AddRemote(remote("10.210.8.8/32", hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	m.Flush()
+	if _, ok := st.bans[mp("10.210.8.8/32")]; !ok {
+		t.Error("a fleet ban after the hold was not written")
+	}
 }

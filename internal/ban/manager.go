@@ -528,9 +528,17 @@ func (m *Manager) OnStoreError(fn func(error)) {
 	m.storeErr = fn
 }
 
-// Flush waits until every store write queued so far is done, so that the
-// store can be closed (or marked complete) without losing a NoWait ban.
+// Flush waits until every store write queued so far is done, held fleet
+// bans included (see HoldRemoteWrites), so that the store can be closed
+// (or marked complete) without losing a NoWait ban.
 func (m *Manager) Flush() {
+	m.ReleaseRemoteWrites(nil)
+	m.remote.releasing.Wait()
+	m.waitStore()
+}
+
+// waitStore waits for the store writes queued so far.
+func (m *Manager) waitStore() {
 	m.mu.Lock()
 	wait, done := m.storeTurn()
 	m.mu.Unlock()

@@ -122,8 +122,12 @@ func printFleet(w io.Writer, st *fleet.Status) {
 		fmt.Fprintf(w, "  delay:    ban at its host to applied here, last %d: p50 %s, p99 %s, max %s\n", l.Samples, ms(l.P50), ms(l.P99), ms(l.Max))
 	}
 	if r := st.LastReplay; r != nil {
-		fmt.Fprintf(w, "  replay:   %d times; last at %s: %d keys, %d applied, %d lifted, %d of this host's bans published again, in %s\n",
-			st.Replays, r.At.Local().Format(time.DateTime), r.Keys, r.Applied, r.Lifted, r.Republished, ms(r.Took))
+		saved := "saving"
+		if r.Saved > 0 {
+			saved = "saved in " + ms(r.Saved)
+		}
+		fmt.Fprintf(w, "  replay:   %d times; last at %s: %d keys, %d applied, %d lifted, %d of this host's bans published again, in the kernel in %s, %s\n",
+			st.Replays, r.At.Local().Format(time.DateTime), r.Keys, r.Applied, r.Lifted, r.Republished, ms(r.Took), saved)
 	}
 	for _, h := range st.Hosts {
 		fmt.Fprintf(w, "  host %-20s %d bans applied, last seen %s\n", h.Name, h.Received, h.Last.Local().Format(time.DateTime))

@@ -278,6 +278,16 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 	ds := d.status(t)
 	t.Logf("BENCH join: d holds %d bans; d's peak RSS %d MB, CPU time %s; read of the bucket %s", ds.Bans, vmHWM(t, d.proc.Pid())>>20,
 		procCPU(t, d.proc.Pid()).Round(time.Millisecond), time.Duration(r.Read).Round(time.Millisecond))
+	// The store writes follow the replay (ban.Manager.HoldRemoteWrites).
+	netnstest.Eventually(t, 600*time.Second, "d to save the replayed bans", func() bool {
+		out, err := d.moatErr("fleet", "status", "--json")
+		if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+			return false
+		}
+		return st.LastReplay != nil && st.LastReplay.Saved > 0
+	})
+	t.Logf("BENCH join: the replayed bans saved %s after the replay began; d's peak RSS %d MB, CPU time %s", time.Duration(st.LastReplay.Saved).Round(time.Millisecond),
+		vmHWM(t, d.proc.Pid())>>20, procCPU(t, d.proc.Pid()).Round(time.Millisecond))
 	// Spot checks in the kernel, read over netlink (`nft get element` lists
 	// the whole set to answer: minutes for a million).
 	ap := firewall.NewApplier(nftables.WithNetNSFd(d.server.Fd()))

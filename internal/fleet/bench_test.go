@@ -60,6 +60,8 @@ func TestReplayCost(t *testing.T) {
 	eventually(t, "replay", 600*time.Second, func() bool { return c.fleet.Status().LastReplay != nil })
 	r := c.fleet.Status().LastReplay
 	fmt.Printf("replay of %d: read %s, total %s (wall %s), kernel transactions %d\n", r.Keys, time.Duration(r.Read), time.Duration(r.Took), time.Since(t0), c.kernel.calls)
+	eventually(t, "saved", 600*time.Second, func() bool { return c.fleet.Status().LastReplay.Saved > 0 })
+	fmt.Printf("saved %s after the replay began\n", time.Duration(c.fleet.Status().LastReplay.Saved))
 }
 
 // entry is a bucket entry as the KV watcher delivers it.

@@ -39,6 +39,8 @@ type Bans interface {
 	Each(now time.Time, fn func(store.Entry))
 	RemoteBacklog() int
 	Flush()
+	HoldRemoteWrites()
+	ReleaseRemoteWrites(saved func())
 }
 
 var _ Bans = (*ban.Manager)(nil)
@@ -304,6 +306,11 @@ func (f *Fleet) watch(ctx context.Context, kv jetstream.KeyValue, pub *publisher
 	}
 	rp := f.startReplay(pub)
 	t0, here := rp.t0, len(rp.here) // before the applier owns rp
+	// The replay's store writes wait until it is in the kernel (see
+	// ban.Manager.HoldRemoteWrites); a watch that ends before that
+	// releases them here (the applier has stopped by then).
+	f.bans.HoldRemoteWrites()
+	defer f.bans.ReleaseRemoteWrites(nil)
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
@@ -523,12 +530,25 @@ func (f *Fleet) finishReplay(rp *replay, pub *publisher, read time.Duration) {
 	}
 	republished := pub.missing(own, now)
 	took := time.Since(rp.t0)
+	last := &Replay{At: now, Keys: rp.keys, Applied: rp.applied, Lifted: lifted, Republished: republished,
+		Read: Duration(read), Took: Duration(took)}
 	f.mu.Lock()
 	f.st.Removed += uint64(lifted)
 	f.st.Replays++
-	f.st.LastReplay = &Replay{At: now, Keys: rp.keys, Applied: rp.applied, Lifted: lifted, Republished: republished,
-		Read: Duration(read), Took: Duration(took)}
+	f.st.LastReplay = last
 	f.mu.Unlock()
+	t0, keys := rp.t0, rp.applied
+	f.bans.ReleaseRemoteWrites(func() {
+		saved := time.Since(t0)
+		f.mu.Lock()
+		if f.st.LastReplay == last { // not a later replay's
+			c := *last // readers hold copies of the old one
+			c.Saved = Duration(saved)
+			f.st.LastReplay = &c
+		}
+		f.mu.Unlock()
+		f.log.Info("fleet: the replayed bans are saved", "applied", keys, "since the replay began", saved.Round(time.Millisecond))
+	})
 	f.log.Info("fleet: replayed the bucket", "keys", rp.keys, "applied", rp.applied, "lifted", lifted, "republished", republished,
 		"read", read.Round(time.Millisecond), "took", took.Round(time.Millisecond))
 }
@@ -747,7 +767,8 @@ type Replay struct {
 	Lifted      int       `json:"lifted"`      // fleet bans here the bucket no longer had
 	Republished int       `json:"republished"` // this host's bans the bucket lacked
 	Read        Duration  `json:"read_ms"`     // reading the bucket
-	Took        Duration  `json:"took_ms"`     // reading it and applying it all
+	Took        Duration  `json:"took_ms"`     // reading it and applying it all: all of it in the kernel
+	Saved       Duration  `json:"saved_ms"`    // till all of it was in the store too (0: not yet)
 }
 
 // Status returns a snapshot of the counters.

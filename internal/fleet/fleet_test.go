@@ -89,6 +89,7 @@ type member struct {
 	bus    *events.Bus
 	fleet  *Fleet
 	stop   func()
+	store  *store.Store
 	// replays records what OnReplay was told, when set before start.
 	replays chan int
 }
@@ -110,7 +111,7 @@ func newMember(t *testing.T, name string, cfg config.Fleet, protected ...netip.A
 		es = append(es, protect.Host(a, protect.WhyRouter))
 	}
 	m.SetProtector(setProtector{protect.New(es)})
-	return &member{name: name, bans: m, kernel: k, bus: events.New(10)}
+	return &member{name: name, bans: m, kernel: k, bus: events.New(10), store: st}
 }
 
 func (h *member) start(t *testing.T, cfg config.Fleet) {
@@ -305,6 +306,12 @@ func TestReplayOnJoinInOneTransactionAndOnReconnect(t *testing.T) {
 	// c stops; a's administrator unbans one address; then NATS goes away.
 	// A local ban at a goes on regardless.
 	port := s.Addr().(*net.TCPAddr).Port
+	// The replay's store writes, held until it was in the kernel, follow
+	// it on their own: a restart with NATS away keeps the bans.
+	eventually(t, "c saves the replayed bans", 5*time.Second, func() bool {
+		saved, err := c.store.Bans()
+		return err == nil && len(saved) == len(ps)
+	})
 	c.stop()
 	if _, err := a.bans.Del(ps[0], time.Now()); err != nil {
 		t.Fatal(err)
