@@ -124,7 +124,7 @@ probe() { # $1 label, $2 mode, $3 family (4|6), $4 pps, $5 warm-up (more than se
 # from each last knock's kernel timestamp to its grant's commit), which a
 # fresh daemon per row keeps to that row's knocks.
 own() {
-	"$work/moat" --config "$work/moat.toml" status --json | grant_latency_row "$1" knock_grant_latency >>"$work/own"
+	"$work/moat" --config "$work/moat.toml" status --json | grant_latency_row "$1" knock_grant_latency knock_read_latency >>"$work/own"
 }
 # daemon_row: probe's arguments, against a daemon started for the row.
 daemon_row() {
@@ -203,8 +203,8 @@ if [ -s "$work/own" ]; then
 	echo
 	echo "Daemon mode, moat's own figure (moat status: each last knock's kernel timestamp to its grant's commit):"
 	echo
-	echo "| tool | mode | grants timed | p50 / p90 / p99 / max |"
-	echo "|---|---|---|---|"
+	echo "| tool | mode | grants timed | p50 / p90 / p99 / max | of which before moat read the packet: p50 / p90 / p99 / max |"
+	echo "|---|---|---|---|---|"
 	cat "$work/own"
 fi
 echo

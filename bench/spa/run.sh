@@ -90,7 +90,7 @@ stop_moat() {
 	pid=""
 }
 own() {
-	"$work/moat" --config "$work/moat.toml" status --json | grant_latency_row "$1" spa.grant_latency >>"$work/own"
+	"$work/moat" --config "$work/moat.toml" status --json | grant_latency_row "$1" spa.grant_latency spa.read_latency >>"$work/own"
 }
 
 # probe LABEL FAMILY PPS [KIND [CLIENT [MODE [PID [FLOOD...]]]]]: KIND
@@ -163,8 +163,8 @@ if [ -s "$work/own" ]; then
 	echo
 	echo "moat's own figure (moat status: each datagram's kernel timestamp to its grant's commit):"
 	echo
-	echo "| tool | mode | grants timed | p50 / p90 / p99 / max |"
-	echo "|---|---|---|---|"
+	echo "| tool | mode | grants timed | p50 / p90 / p99 / max | of which before moat read the packet: p50 / p90 / p99 / max |"
+	echo "|---|---|---|---|---|"
 	cat "$work/own"
 fi
 echo

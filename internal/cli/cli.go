@@ -659,6 +659,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 	}
 	if l := st.KnockGrantLatency; l != nil {
 		fmt.Fprintf(w, "knock to grant: %s\n", latencyText(l))
+		if r := st.KnockReadLatency; r != nil {
+			fmt.Fprintf(w, "  of which before moat read the knock: %s\n", latencyText(r))
+		}
 	}
 	if sp := st.SPA; sp != nil {
 		var refused uint64
@@ -668,6 +671,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 		fmt.Fprintf(w, "spa:       %d accepted, %d refused\n", sp.Accepted, refused)
 		if l := sp.GrantLatency; l != nil {
 			fmt.Fprintf(w, "spa to grant: %s\n", latencyText(l))
+			if r := sp.ReadLatency; r != nil {
+				fmt.Fprintf(w, "  of which before moat read the datagram: %s\n", latencyText(r))
+			}
 		}
 	}
 	if in := st.Intake; in != nil {

@@ -133,6 +133,9 @@ type Status struct {
 	// KnockGrantLatency is a daemon-mode door's last knock to its grant
 	// in the kernel (package latency); nil before the first.
 	KnockGrantLatency *latency.Summary `json:"knock_grant_latency,omitempty"`
+	// KnockReadLatency is the part of KnockGrantLatency before moat read
+	// the last knock from the kernel.
+	KnockReadLatency *latency.Summary `json:"knock_read_latency,omitempty"`
 	// Report is what psad -S and fail2ban-client status show, gathered
 	// (report.go; docs/status.md).
 	Report *ReportStatus `json:"report,omitempty"`

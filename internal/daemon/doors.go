@@ -142,7 +142,7 @@ func (e *doorEngine) open(d *daemonDoor, a netip.Addr, now, at time.Time) {
 		e.log.Error("door could not open", "door", d.cfg.Name, "addr", a, "err", err)
 		return
 	}
-	e.lat.since(at)
+	e.lat.since(at, now)
 	e.book.opened(store.Grant{Door: d.cfg.Name, Addr: a, Ports: doorPorts(d.cfg), Opened: now, Expires: now.Add(d.cfg.OpenFor),
 		StopCommand: d.cfg.StopCommand}, "knock verified by the daemon", now)
 	if !already {

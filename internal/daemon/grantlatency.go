@@ -13,16 +13,21 @@ import (
 // in the daemon, not the engines, so a reload keeps its figures.
 type grantLatency struct {
 	rec   latency.Recorder
+	read  latency.Recorder // the part before moat read the packet
 	clock func() time.Time
 }
 
-// since records the time from at, the packet's arrival, to now; packets
+// since records the time from at, the packet's arrival, to now, and the
+// part of it up to read, when moat read the packet from the kernel: the
+// rest is moat's own work (verifying, the grant's netlink commit), the
+// part before it the kernel's queues and the wait for a CPU. Packets
 // without a timestamp are not timed.
-func (g *grantLatency) since(at time.Time) {
+func (g *grantLatency) since(at, read time.Time) {
 	if g == nil || at.IsZero() {
 		return
 	}
 	g.rec.Observe(g.clock().Sub(at))
+	g.read.Observe(read.Sub(at))
 }
 
 func (g *grantLatency) summary() *latency.Summary {
@@ -30,6 +35,13 @@ func (g *grantLatency) summary() *latency.Summary {
 		return nil
 	}
 	return g.rec.Summary()
+}
+
+func (g *grantLatency) readSummary() *latency.Summary {
+	if g == nil {
+		return nil
+	}
+	return g.read.Summary()
 }
 
 func (g *grantLatency) metric() *metrics.Latency {

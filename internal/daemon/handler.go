@@ -268,7 +268,7 @@ func (d *Daemon) snapshot() Status {
 	st.ConfigFileDiffers = d.configFileDiffers(cur)
 	st.Intake = d.intakeStatus()
 	st.SPA = d.spa.Load().status()
-	st.KnockGrantLatency = d.knockLat.summary()
+	st.KnockGrantLatency, st.KnockReadLatency = d.knockLat.summary(), d.knockLat.readSummary()
 	st.Fleet = d.fleetStatus()
 	var err error
 	if st.TablePresent, err = d.fw.Exists(); err == nil && st.TablePresent {

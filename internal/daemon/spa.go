@@ -45,6 +45,9 @@ type SPAStatus struct {
 	Refused  map[string]uint64 `json:"refused"` // by reason
 	// GrantLatency is datagram to grant in the kernel (package latency).
 	GrantLatency *latency.Summary `json:"grant_latency,omitempty"`
+	// ReadLatency is the part of GrantLatency before moat read the
+	// datagram from the kernel.
+	ReadLatency *latency.Summary `json:"read_latency,omitempty"`
 }
 
 // spaEngine verifies SPA datagrams (internal/spa) and opens what they ask
@@ -262,7 +265,7 @@ func (e *spaEngine) packet(m *nflog.Message, p *packet.Packet, now time.Time) {
 	}
 	err = e.fw.UpdateGrants(nil, grants)
 	if err == nil {
-		e.lat.since(m.Timestamp)
+		e.lat.since(m.Timestamp, now)
 	}
 	// Spent whether or not the grant took (see metaSPAReplay).
 	if serr := e.st.SetMeta(metaSPAReplay, e.v.AppendSnapshot(nil, now)); serr != nil {
@@ -301,7 +304,7 @@ func (e *spaEngine) fwknopPacket(payload []byte, src netip.Addr, now, at time.Ti
 	}
 	err = e.fw.UpdateGrants(nil, grants)
 	if err == nil {
-		e.lat.since(at)
+		e.lat.since(at, now)
 	}
 	// Spent whether or not the grant took, after it as moat's datagrams
 	// (see metaSPAReplay; a start after a crash refuses fwknop packets for
@@ -338,7 +341,7 @@ func (e *spaEngine) status() *SPAStatus {
 	for k, v := range e.refused {
 		st.Refused[k] = v
 	}
-	st.GrantLatency = e.lat.summary()
+	st.GrantLatency, st.ReadLatency = e.lat.summary(), e.lat.readSummary()
 	return st
 }
 

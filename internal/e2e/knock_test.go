@@ -266,8 +266,13 @@ open_for = "2s"
 	if out := h.moat("grant", "list", "--json"); !strings.Contains(out, `"door":"hook","addr":"`+h.link.B4.String()+`"`) {
 		t.Fatalf("grant list:\n%s", out)
 	}
-	if l := h.status(t).KnockGrantLatency; l == nil || l.Count != 1 || l.Max <= 0 || l.Max > 10*time.Second {
+	st := h.status(t)
+	if l := st.KnockGrantLatency; l == nil || l.Count != 1 || l.Max <= 0 || l.Max > 10*time.Second {
 		t.Fatalf("knock to grant latency %+v, want the one opening timed", l)
+	}
+	// The part before moat read the knock: timed too, and a part.
+	if r := st.KnockReadLatency; r == nil || r.Count != 1 || r.Max < 0 || r.Max > st.KnockGrantLatency.Max {
+		t.Fatalf("knock read latency %+v beside %+v, want the same opening's part before the read", r, st.KnockGrantLatency)
 	}
 	h.eventually("the grant to end", h.link.B4, closedPort, netnstest.TimedOut)
 	netnstest.Eventually(t, 5*time.Second, "the stop command", func() bool {
