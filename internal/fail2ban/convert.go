@@ -64,6 +64,7 @@ func ConvertFilter(f *Filter) *Converted {
 		}
 		pref = p
 	}
+	pref = servicePrefix(f.Name, pref)
 	for _, fr := range f.FailRegex {
 		p := Pattern{FailRegex: fr}
 		if dateErr != nil {
@@ -433,11 +434,56 @@ const (
 // service itself writes without white space that fail2ban matches more
 // loosely (see postfixClient).
 func serviceFields(name, fr string) string {
-	if name == "postfix" || strings.HasPrefix(name, "postfix-") {
+	switch {
+	case name == "postfix" || strings.HasPrefix(name, "postfix-"):
 		return strings.ReplaceAll(fr, postfixClient, postfixClientNarrow)
+	case name == "nginx-http-auth" && strings.HasSuffix(fr, nginxHandshake):
+		return fr + nginxHandshakeEnd
 	}
 	return fr
 }
+
+// nginxHandshake ends nginx-http-auth's failregex for a failed TLS
+// handshake (mode aggressive), and nginxHandshakeEnd is what nginx writes
+// after the address on that line. fail2ban leaves the line open after the
+// address, and the OpenSSL reason before it is open text too, so the shape
+// check refused the failregex. nginx logs a connection that has no request
+// yet (a handshake) as "..., client: ADDR, server: LISTEN" (the listening
+// socket's address, ngx_http_log_error) and nothing after it: the request
+// line, host and referrer, which the client writes, come only with a
+// request. Pinning the end to that text matches every such line nginx
+// writes and leaves the client no field after the address.
+const (
+	nginxHandshake    = `[^,]*, client: <HOST>`
+	nginxHandshakeEnd = `, server: \S+\s*$`
+)
+
+// servicePrefix narrows, in the prefregex of filter name, the log prefix
+// fields the service itself writes without white space that fail2ban
+// matches more loosely (see asteriskSource).
+func servicePrefix(name, pref string) string {
+	if name == "asterisk" {
+		return strings.ReplaceAll(pref, asteriskSource, asteriskSourceNarrow)
+	}
+	return pref
+}
+
+// asteriskSource is the "file.c:line function:" part of asterisk's log
+// prefix as fail2ban's asterisk filter has it (log_prefix), and
+// asteriskSourceNarrow the same without white space in the file and
+// function names. Asterisk's logger writes there a source file name and a
+// C function name, which hold no white space. fail2ban's form lets the
+// optional "function:" part run over white space up to any colon, so the
+// failregex's content may start inside a field the client wrote: a SIP
+// From display name "x: 192.0.2.66 failed to authenticate" on a PJSIP
+// "Request ... from '...' failed for ..." line makes fail2ban ban
+// 192.0.2.66 (testdata/forged/asterisk.log, TestForgeableFilters). The
+// narrow form matches every prefix asterisk writes and starts the content
+// where asterisk's message starts.
+const (
+	asteriskSource       = ` [^:]+:\d*(?:(?: in)? [^:]+:)? `
+	asteriskSourceNarrow = ` [^:\s]+:\d*(?:(?: in)? [^:\s]+:)? `
+)
 
 // syslogLevel is fail2ban's __prefix_line part for a syslog
 // "<facility.level>" before the host name (common.conf), and

@@ -279,3 +279,54 @@ func TestConvertBookkeeping(t *testing.T) {
 		t.Errorf("an open id: %q %v", pats, err)
 	}
 }
+
+// nginx-http-auth's failregex for a failed TLS handshake (mode
+// aggressive) leaves the line open after the address and has OpenSSL's
+// reason, open text, before it: refused as fail2ban writes it. nginx
+// writes ", server: LISTEN" and nothing more after the address of a
+// connection that has no request yet, so the import pins the end there;
+// the request line and host, which the client writes, never follow.
+func TestConvertNginxHandshake(t *testing.T) {
+	const fr = `^\s*\[crit\] \d+#\d+: \*\d+ SSL_do_handshake\(\) failed \(SSL: error:\S+(?: \S+){1,3} too (?:long|short)\)[^,]*, client: <HOST>`
+	if pats, err := convertRegex(anyDate, "", fr); len(pats) != 0 || err == nil {
+		t.Fatalf("as fail2ban writes it: got %q, %v: want the shape check's refusal", pats, err)
+	}
+	if serviceFields("nginx-botsearch", fr) != fr {
+		t.Error("the handshake line narrowed in another filter")
+	}
+	rules := convertAll(t, "", serviceFields("nginx-http-auth", fr))
+	checkLines(t, rules, map[string]string{
+		"2020/11/25 14:42:16 [crit] 76952#76952: *2454307 SSL_do_handshake() failed (SSL: error:1408F0C6:SSL routines:ssl3_get_record:packet length too long) while SSL handshaking, client: 192.0.2.4, server: 0.0.0.0:443": "192.0.2.4",
+		"2020/11/25 15:47:47 [crit] 76952#76952: *5062354 SSL_do_handshake() failed (SSL: error:1408F0A0:SSL routines:ssl3_get_record:length too short) while SSL handshaking, client: 192.0.2.5, server: [::]:443":          "192.0.2.5",
+		// Text after the listening address is not what nginx writes for
+		// a handshake: a request's fields would be the client's.
+		`2020/11/25 14:42:16 [crit] 76952#76952: *2454307 SSL_do_handshake() failed (SSL: error:1408F0C6:SSL routines:ssl3_get_record:packet length too long) while SSL handshaking, client: 192.0.2.4, server: 0.0.0.0:443, request: "GET / HTTP/1.1"`: "",
+	})
+}
+
+// asterisk's log prefix in fail2ban's filter lets "function:" run over
+// white space to any colon, so a failregex's content can start inside a
+// SIP From display name (testdata/forged/asterisk.log proves fail2ban bans
+// the address written there). Narrowed to asterisk's file and function
+// names, which hold no white space, the prefix ends where asterisk's
+// message starts: "<HOST> failed to authenticate" then has fixed text
+// before the address and imports, and the forged line matches nothing.
+func TestConvertAsteriskPrefix(t *testing.T) {
+	const (
+		pref = `^(?:\[\])?\s*(?:NOTICE|SECURITY|WARNING)(?:\s*\[\d+\]):?(?:\[C-[\da-f]*\])?:? [^:]+:\d*(?:(?: in)? [^:]+:)? <F-CONTENT>.+</F-CONTENT>$`
+		fr   = `^(?:Host )?<HOST> (?:failed (?:to authenticate\b|MD5 authentication\b)|tried to authenticate with nonexistent user\b)`
+	)
+	if pats, err := convertRegex(anyDate, pref, fr); len(pats) != 0 || err == nil {
+		t.Fatalf("as fail2ban writes it: got %q, %v: want the shape check's refusal", pats, err)
+	}
+	if servicePrefix("sogo-auth", pref) != pref {
+		t.Error("asterisk's prefix narrowed in another filter")
+	}
+	rules := convertAll(t, servicePrefix("asterisk", pref), fr)
+	checkLines(t, rules, map[string]string{
+		"[2012-02-13 17:53:59] NOTICE[1638] chan_iax2.c: Host 192.0.2.4 failed to authenticate as 'Fail2ban'":                                                                                                                              "192.0.2.4",
+		"[2016-06-09 00:01:02] NOTICE [22382] manager.c: 192.0.2.1 failed to authenticate as 'admin'":                                                                                                                                      "192.0.2.1",
+		"[2016-06-09 00:01:02] NOTICE[22382] res_pjsip_session.c:2337 new_invite: 192.0.2.3 tried to authenticate with nonexistent user 'x'":                                                                                               "192.0.2.3",
+		`[2016-05-23 10:18:16] NOTICE[19388] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '"x: 192.0.2.66 failed to authenticate" <sip:a@198.51.100.9>' failed for '203.0.113.7:5060' (callid: 1234) - No matching endpoint found`: "",
+	})
+}
