@@ -255,7 +255,7 @@ func stripAnchors(p string) (flags, body string, start, end bool) {
 // when some branches were imported.
 func convertRegex(date dates, pref, fr string) ([]string, error) {
 	switch {
-	case strings.Contains(fr, "<SKIPLINES>") || strings.Contains(fr, `\n`):
+	case strings.Contains(fr, "<SKIPLINES>") || hasNewline(fr):
 		return nil, errors.New("spans several lines (<SKIPLINES> or \\n): moat rules match one line")
 	}
 	if m := refusedTagRe.FindStringSubmatch(fr); m != nil {
@@ -288,6 +288,23 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 		return out, fmt.Errorf("some alternatives: %w", errors.Join(errs...))
 	}
 	return out, errors.Join(errs...)
+}
+
+// hasNewline reports whether the regex p has a \n escape (a newline:
+// fail2ban joins maxlines lines with one). A backslash escaped by another
+// one is a literal backslash: apache-noscript's (?:\\n)? matches the two
+// characters "\n" apache writes in "Got error 'Primary script unknown\n'",
+// on one line.
+func hasNewline(p string) bool {
+	for i := 0; i < len(p)-1; i++ {
+		if p[i] == '\\' {
+			if p[i+1] == 'n' {
+				return true
+			}
+			i++ // the escaped character, a backslash included
+		}
+	}
+	return false
 }
 
 // reservedGroupRe finds groups whose names mean something to moat: id (the
@@ -470,19 +487,21 @@ func servicePrefix(name, pref string) string {
 
 // asteriskSource is the "file.c:line function:" part of asterisk's log
 // prefix as fail2ban's asterisk filter has it (log_prefix), and
-// asteriskSourceNarrow the same without white space in the file and
-// function names. Asterisk's logger writes there a source file name and a
-// C function name, which hold no white space. fail2ban's form lets the
-// optional "function:" part run over white space up to any colon, so the
+// asteriskSourceNarrow the same without white space in the names.
+// Asterisk's logger writes there a source file name and a C function
+// name, or, for the dialplan's Log() application, "Ext. EXTEN:PRIORITY in
+// @ CONTEXT:" (fail2ban's samples have both): only the "Ext. " and "@ "
+// the logger adds hold a space. fail2ban's form lets the optional
+// "function:" part run over white space up to any colon, so the
 // failregex's content may start inside a field the client wrote: a SIP
 // From display name "x: 192.0.2.66 failed to authenticate" on a PJSIP
 // "Request ... from '...' failed for ..." line makes fail2ban ban
 // 192.0.2.66 (testdata/forged/asterisk.log, TestForgeableFilters). The
-// narrow form matches every prefix asterisk writes and starts the content
+// narrow form matches the prefixes asterisk writes and starts the content
 // where asterisk's message starts.
 const (
 	asteriskSource       = ` [^:]+:\d*(?:(?: in)? [^:]+:)? `
-	asteriskSourceNarrow = ` [^:\s]+:\d*(?:(?: in)? [^:\s]+:)? `
+	asteriskSourceNarrow = ` (?:Ext\. )?[^:\s]+:\d*(?:(?: in)? (?:@ )?[^:\s]+:)? `
 )
 
 // syslogLevel is fail2ban's __prefix_line part for a syslog

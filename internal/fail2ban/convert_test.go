@@ -327,6 +327,32 @@ func TestConvertAsteriskPrefix(t *testing.T) {
 		"[2012-02-13 17:53:59] NOTICE[1638] chan_iax2.c: Host 192.0.2.4 failed to authenticate as 'Fail2ban'":                                                                                                                              "192.0.2.4",
 		"[2016-06-09 00:01:02] NOTICE [22382] manager.c: 192.0.2.1 failed to authenticate as 'admin'":                                                                                                                                      "192.0.2.1",
 		"[2016-06-09 00:01:02] NOTICE[22382] res_pjsip_session.c:2337 new_invite: 192.0.2.3 tried to authenticate with nonexistent user 'x'":                                                                                               "192.0.2.3",
+		"[2013-11-11 14:33:38] WARNING[6756][C-0000001d] Ext. s: 192.0.2.6 failed to authenticate as 'x'":                                                                                                                                  "192.0.2.6",
+		"[2013-11-11 14:33:38] WARNING[1195][C-00000b43]: Ext. s:6 in @ from-sip-external: 192.0.2.7 failed to authenticate as 'x'":                                                                                                        "192.0.2.7",
 		`[2016-05-23 10:18:16] NOTICE[19388] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '"x: 192.0.2.66 failed to authenticate" <sip:a@198.51.100.9>' failed for '203.0.113.7:5060' (callid: 1234) - No matching endpoint found`: "",
+	})
+}
+
+// A \n escape is a newline (a failregex over several lines, refused); an
+// escaped backslash before n is the two characters apache writes.
+func TestHasNewline(t *testing.T) {
+	for p, want := range map[string]bool{
+		`^a\nb`:                   true,
+		`^[^\n]*x`:                true,
+		`unknown(?:\\n)?'`:        false,
+		`a\\\nb`:                  true, // \\ then \n
+		`a\\\\n`:                  false,
+		`no escapes at all`:       false,
+		`trailing backslash \`:    false,
+		`^error '[Pp]rimary \w+'`: false,
+	} {
+		if got := hasNewline(p); got != want {
+			t.Errorf("hasNewline(%s) = %v, want %v", p, got, want)
+		}
+	}
+	rules := convertAll(t, "", `^\s*\[client <HOST>(?::\d+)?\] AH01071: Got error '[Pp]rimary script unknown(?:\\n)?'$`)
+	checkLines(t, rules, map[string]string{
+		`Mar 11 08:56:20 [client 192.0.2.106:50900] AH01071: Got error 'Primary script unknown\n'`: "192.0.2.106",
+		`Mar 11 08:56:20 [client 192.0.2.106:50900] AH01071: Got error 'Primary script unknown'`:   "192.0.2.106",
 	})
 }
