@@ -456,6 +456,8 @@ func serviceFields(name, fr string) string {
 		return strings.ReplaceAll(fr, postfixClient, postfixClientNarrow)
 	case name == "nginx-http-auth" && strings.HasSuffix(fr, nginxHandshake):
 		return fr + nginxHandshakeEnd
+	case name == "domino-smtp":
+		return strings.ReplaceAll(fr, dominoID, dominoIDNarrow)
 	}
 	return fr
 }
@@ -473,6 +475,19 @@ func serviceFields(name, fr string) string {
 const (
 	nginxHandshake    = `[^,]*, client: <HOST>`
 	nginxHandshakeEnd = `, server: \S+\s*$`
+)
+
+// dominoID is a bracketed Domino process and thread id ("[28325:00010-
+// 3735542592]", "[000527:000013-0000001227564800]") as fail2ban's
+// domino-smtp filter matches it, and dominoIDNarrow the same without white
+// space, which Domino does not write there. fail2ban's form makes the
+// start of "SMTP Server [id] Connection from [ADDR] rejected for policy
+// reasons." open text, and the line is open after it (Domino appends the
+// reason), so the shape check refused it although nothing before the
+// address is the client's.
+const (
+	dominoID       = `\[[^\]]+\]`
+	dominoIDNarrow = `\[[^\]\s]+\]`
 )
 
 // servicePrefix narrows, in the prefregex of filter name, the log prefix

@@ -356,3 +356,19 @@ func TestHasNewline(t *testing.T) {
 		`Mar 11 08:56:20 [client 192.0.2.106:50900] AH01071: Got error 'Primary script unknown'`:   "192.0.2.106",
 	})
 }
+
+// Domino's bracketed process and thread ids hold no white space; narrowed,
+// they leave nothing open before the address of "Connection from [ADDR]
+// rejected for policy reasons.", whose end Domino fills with its reason.
+func TestConvertDominoIDs(t *testing.T) {
+	const fr = `^(?:\[[^\]]+\])?\s*SMTP Server(?::|\s+\[[^\]]+\]) Connection from \[?<HOST>\]? rejected for policy reasons\.`
+	if pats, err := convertRegex(anyDate, "", fr); len(pats) != 0 || err == nil {
+		t.Fatalf("as fail2ban writes it: got %q, %v: want the shape check's refusal", pats, err)
+	}
+	rules := convertAll(t, "", serviceFields("domino-smtp", fr))
+	checkLines(t, rules, map[string]string{
+		"2018-09-19 17:25:52   SMTP Server [000527:000013-0000001227564800] Connection from [192.0.2.2] rejected for policy reasons. IP address of connecting host not found in reverse DNS lookup.": "192.0.2.2",
+		"2018-09-19 17:25:52   SMTP Server: Connection from [192.0.2.3] rejected for policy reasons. x Connection from [192.0.2.66] rejected for policy reasons.":                                    "192.0.2.3",
+		"2018-09-19 17:25:52   SMTP Server [a b] Connection from [192.0.2.66] rejected for policy reasons.":                                                                                          "",
+	})
+}
