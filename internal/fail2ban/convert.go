@@ -458,6 +458,9 @@ func serviceFields(name, fr string) string {
 		return fr + nginxHandshakeEnd
 	case name == "domino-smtp":
 		return strings.ReplaceAll(fr, dominoID, dominoIDNarrow)
+	case name == "exim" && strings.HasSuffix(fr, eximAuthEnd):
+		fr = strings.ReplaceAll(fr, eximQuoted, eximQuotedRE2)
+		return strings.ReplaceAll(fr, eximSender, "")
 	}
 	return fr
 }
@@ -488,6 +491,27 @@ const (
 const (
 	dominoID       = `\[[^\]]+\]`
 	dominoIDNarrow = `\[[^\]\s]+\]`
+)
+
+// exim's failregex for "SMTP protocol error in "CMD" HOST AUTH command
+// used when not advertised" (eximAuthEnd) converts with two exact
+// rewrites. Its quoted command, eximQuoted, has a lookahead that RE2
+// lacks; the lookahead only asks that a quote come next, and what comes
+// next in every way through the pattern (another turn of the repetition,
+// or the closing quote) starts with one, so eximQuotedRE2, the same
+// without it, matches the same lines and takes the same address (a way
+// the lookahead would cut fails one character later). And exim writes
+// that line with synprot_error, "SMTP %s error in \"%s\" %s %s" with
+// the command, host_and_ident(TRUE) (H=name (helo) [addr]:port, I=, U=)
+// and the message: never a sender, so fail2ban's optional F=<sender>
+// (eximSender, from exim-common.conf's host suffix, whose local part is
+// open text) is dropped. The line is then fixed text from the address to
+// its end, and the command the client writes stands only before it.
+const (
+	eximAuthEnd   = `\sAUTH command used when not advertised\s*$`
+	eximQuoted    = `(?:"+[^"]*(?="))*?"`
+	eximQuotedRE2 = `(?:"+[^"]*)*?"`
+	eximSender    = `(?: F=(?:<>|[^@]+@\S+))?`
 )
 
 // servicePrefix narrows, in the prefregex of filter name, the log prefix
