@@ -64,6 +64,7 @@ func ConvertFilter(f *Filter) *Converted {
 		}
 		pref = p
 	}
+	pref = servicePrefix(f.Name, pref)
 	for _, fr := range f.FailRegex {
 		p := Pattern{FailRegex: fr}
 		if dateErr != nil {
@@ -254,7 +255,7 @@ func stripAnchors(p string) (flags, body string, start, end bool) {
 // when some branches were imported.
 func convertRegex(date dates, pref, fr string) ([]string, error) {
 	switch {
-	case strings.Contains(fr, "<SKIPLINES>") || strings.Contains(fr, `\n`):
+	case strings.Contains(fr, "<SKIPLINES>") || hasNewline(fr):
 		return nil, errors.New("spans several lines (<SKIPLINES> or \\n): moat rules match one line")
 	}
 	if m := refusedTagRe.FindStringSubmatch(fr); m != nil {
@@ -287,6 +288,23 @@ func convertRegex(date dates, pref, fr string) ([]string, error) {
 		return out, fmt.Errorf("some alternatives: %w", errors.Join(errs...))
 	}
 	return out, errors.Join(errs...)
+}
+
+// hasNewline reports whether the regex p has a \n escape (a newline:
+// fail2ban joins maxlines lines with one). A backslash escaped by another
+// one is a literal backslash: apache-noscript's (?:\\n)? matches the two
+// characters "\n" apache writes in "Got error 'Primary script unknown\n'",
+// on one line.
+func hasNewline(p string) bool {
+	for i := 0; i < len(p)-1; i++ {
+		if p[i] == '\\' {
+			if p[i+1] == 'n' {
+				return true
+			}
+			i++ // the escaped character, a backslash included
+		}
+	}
+	return false
 }
 
 // reservedGroupRe finds groups whose names mean something to moat: id (the
@@ -433,11 +451,97 @@ const (
 // service itself writes without white space that fail2ban matches more
 // loosely (see postfixClient).
 func serviceFields(name, fr string) string {
-	if name == "postfix" || strings.HasPrefix(name, "postfix-") {
+	switch {
+	case name == "postfix" || strings.HasPrefix(name, "postfix-"):
 		return strings.ReplaceAll(fr, postfixClient, postfixClientNarrow)
+	case name == "nginx-http-auth" && strings.HasSuffix(fr, nginxHandshake):
+		return fr + nginxHandshakeEnd
+	case name == "domino-smtp":
+		return strings.ReplaceAll(fr, dominoID, dominoIDNarrow)
+	case name == "exim" && strings.HasSuffix(fr, eximAuthEnd):
+		fr = strings.ReplaceAll(fr, eximQuoted, eximQuotedRE2)
+		return strings.ReplaceAll(fr, eximSender, "")
 	}
 	return fr
 }
+
+// nginxHandshake ends nginx-http-auth's failregex for a failed TLS
+// handshake (mode aggressive), and nginxHandshakeEnd is what nginx writes
+// after the address on that line. fail2ban leaves the line open after the
+// address, and the OpenSSL reason before it is open text too, so the shape
+// check refused the failregex. nginx logs a connection that has no request
+// yet (a handshake) as "..., client: ADDR, server: LISTEN" (the listening
+// socket's address, ngx_http_log_error) and nothing after it: the request
+// line, host and referrer, which the client writes, come only with a
+// request. Pinning the end to that text matches every such line nginx
+// writes and leaves the client no field after the address.
+const (
+	nginxHandshake    = `[^,]*, client: <HOST>`
+	nginxHandshakeEnd = `, server: \S+\s*$`
+)
+
+// dominoID is a bracketed Domino process and thread id ("[28325:00010-
+// 3735542592]", "[000527:000013-0000001227564800]") as fail2ban's
+// domino-smtp filter matches it, and dominoIDNarrow the same without white
+// space, which Domino does not write there. fail2ban's form makes the
+// start of "SMTP Server [id] Connection from [ADDR] rejected for policy
+// reasons." open text, and the line is open after it (Domino appends the
+// reason), so the shape check refused it although nothing before the
+// address is the client's.
+const (
+	dominoID       = `\[[^\]]+\]`
+	dominoIDNarrow = `\[[^\]\s]+\]`
+)
+
+// exim's failregex for "SMTP protocol error in "CMD" HOST AUTH command
+// used when not advertised" (eximAuthEnd) converts with two exact
+// rewrites. Its quoted command, eximQuoted, has a lookahead that RE2
+// lacks; the lookahead only asks that a quote come next, and what comes
+// next in every way through the pattern (another turn of the repetition,
+// or the closing quote) starts with one, so eximQuotedRE2, the same
+// without it, matches the same lines and takes the same address (a way
+// the lookahead would cut fails one character later). And exim writes
+// that line with synprot_error, "SMTP %s error in \"%s\" %s %s" with
+// the command, host_and_ident(TRUE) (H=name (helo) [addr]:port, I=, U=)
+// and the message: never a sender, so fail2ban's optional F=<sender>
+// (eximSender, from exim-common.conf's host suffix, whose local part is
+// open text) is dropped. The line is then fixed text from the address to
+// its end, and the command the client writes stands only before it.
+const (
+	eximAuthEnd   = `\sAUTH command used when not advertised\s*$`
+	eximQuoted    = `(?:"+[^"]*(?="))*?"`
+	eximQuotedRE2 = `(?:"+[^"]*)*?"`
+	eximSender    = `(?: F=(?:<>|[^@]+@\S+))?`
+)
+
+// servicePrefix narrows, in the prefregex of filter name, the log prefix
+// fields the service itself writes without white space that fail2ban
+// matches more loosely (see asteriskSource).
+func servicePrefix(name, pref string) string {
+	if name == "asterisk" {
+		return strings.ReplaceAll(pref, asteriskSource, asteriskSourceNarrow)
+	}
+	return pref
+}
+
+// asteriskSource is the "file.c:line function:" part of asterisk's log
+// prefix as fail2ban's asterisk filter has it (log_prefix), and
+// asteriskSourceNarrow the same without white space in the names.
+// Asterisk's logger writes there a source file name and a C function
+// name, or, for the dialplan's Log() application, "Ext. EXTEN:PRIORITY in
+// @ CONTEXT:" (fail2ban's samples have both): only the "Ext. " and "@ "
+// the logger adds hold a space. fail2ban's form lets the optional
+// "function:" part run over white space up to any colon, so the
+// failregex's content may start inside a field the client wrote: a SIP
+// From display name "x: 192.0.2.66 failed to authenticate" on a PJSIP
+// "Request ... from '...' failed for ..." line makes fail2ban ban
+// 192.0.2.66 (testdata/forged/asterisk.log, TestForgeableFilters). The
+// narrow form matches the prefixes asterisk writes and starts the content
+// where asterisk's message starts.
+const (
+	asteriskSource       = ` [^:]+:\d*(?:(?: in)? [^:]+:)? `
+	asteriskSourceNarrow = ` (?:Ext\. )?[^:\s]+:\d*(?:(?: in)? (?:@ )?[^:\s]+:)? `
+)
 
 // syslogLevel is fail2ban's __prefix_line part for a syslog
 // "<facility.level>" before the host name (common.conf), and

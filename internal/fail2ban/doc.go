@@ -10,7 +10,14 @@
 // construct, what it cannot (lookaround, backreferences). Every converted
 // pattern must then pass moat's hostile-input shape check
 // (authlog.CompileRule): a fail2ban regex that lets client text reach the
-// address is reported, not imported. fail2ban's multi-line bookkeeping
+// address is reported, not imported. Where a filter matches a field of
+// its service more loosely than the service writes it (postfix's client
+// name, asterisk's log prefix, Domino's ids, nginx's and exim's line ends:
+// serviceFields, servicePrefix), the field is narrowed to what the
+// service's source writes; testdata/forged holds the lines, run through
+// the real fail2ban by TestForgeableFilters, that show which refused
+// regexes fail2ban itself can be made to ban an address of the client's
+// choice with. fail2ban's multi-line bookkeeping
 // (<F-MLFID>, <F-NOFAIL>, <F-MLFFORGET>, <F-MLFGAINED>) becomes rules with
 // a connection id and a kind, which package login's guard keeps.
 //
