@@ -137,11 +137,12 @@ type remoteWrites struct {
 
 	// While hold is set (a fleet's replay: HoldRemoteWrites), AddRemote
 	// notes the keys of what it applied in held instead of queueing their
-	// store writes; the manager's mu guards both. releasing counts the
-	// writers of released holds, which Flush waits for.
+	// store writes. releasing has a channel per writer of a released hold,
+	// closed when it is done, for Flush to wait on. The manager's mu
+	// guards the three.
 	hold      bool
 	held      []key
-	releasing sync.WaitGroup
+	releasing []chan struct{}
 }
 
 // remoteWrite is one store write of fleet bans.
@@ -229,8 +230,9 @@ func (m *Manager) ReleaseRemoteWrites(saved func()) {
 	m.mu.Lock()
 	held := m.remote.held
 	m.remote.hold, m.remote.held = false, nil
+	done := make(chan struct{})
 	if len(held) > 0 {
-		m.remote.releasing.Add(1)
+		m.remote.releasing = append(m.remote.releasing, done)
 	}
 	m.mu.Unlock()
 	if len(held) == 0 {
@@ -240,8 +242,11 @@ func (m *Manager) ReleaseRemoteWrites(saved func()) {
 		return
 	}
 	go func() {
-		defer m.remote.releasing.Done()
 		m.writeHeld(held)
+		m.mu.Lock()
+		m.remote.releasing = slices.DeleteFunc(m.remote.releasing, func(c chan struct{}) bool { return c == done })
+		m.mu.Unlock()
+		close(done)
 		if saved != nil {
 			saved()
 		}

@@ -533,7 +533,12 @@ func (m *Manager) OnStoreError(fn func(error)) {
 // (or marked complete) without losing a NoWait ban.
 func (m *Manager) Flush() {
 	m.ReleaseRemoteWrites(nil)
-	m.remote.releasing.Wait()
+	m.mu.Lock()
+	writers := slices.Clone(m.remote.releasing)
+	m.mu.Unlock()
+	for _, c := range writers {
+		<-c
+	}
 	m.waitStore()
 }
 
