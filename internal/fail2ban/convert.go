@@ -388,22 +388,28 @@ func convertBranch(date dates, pref, g string) ([]string, error) {
 		// "- - [18/Nov/2018:...]") reaches the failregex as "[]" there.
 		full = "^" + lflags + lbody[:i] + `\[` + date.mid + `\]` + lbody[i+len(`\[\]`):] + "$"
 	} else {
-		if date.start == "" {
-			return nil, errors.New("the datepattern takes the date from the first [brackets] of the line, and this failregex has no [] where it was")
-		}
-		dated := date.start
-		if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
-			lbody = b
+		// With no "[]" in the failregex, fail2ban's ^[^\[]*\[({DATE})
+		// still cuts the date after the line's first '[', inside what
+		// the failregex's open parts match (apache-badbots' `.*`):
+		// afterFirstBracket writes it there exactly. (Not for
+		// fail2ban's default dates, which it searches anywhere.)
+		var mid string
+		if date.mid != "" && !date.anywhere {
+			if m, ok := afterFirstBracket(lbody, date.mid); ok {
+				mid = lflags + m
+			}
 		}
 		switch {
-		case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
-			lbody = lbody[strings.Index(lbody, ")?")+2:]
-			dated = `(?:\[` + date.start + `\]|` + date.start + `)`
-		case strings.HasPrefix(lbody, `\[\]`):
-			lbody = lbody[len(`\[\]`):]
-			dated = `\[` + date.start + `\]`
+		case date.start == "" && mid == "":
+			return nil, errors.New("the datepattern takes the date from the first [brackets] of the line, and this failregex has no [] where it was")
+		case date.start == "":
+			full = "^" + mid + "$"
+		default:
+			full = "^" + startDated(date.start, lflags, lbody) + "$"
+			if mid != "" {
+				full = "^(?:" + startDated(date.start, lflags, lbody) + "|" + mid + ")$"
+			}
 		}
-		full = "^" + dated + lflags + lbody + "$"
 	}
 	full, err := fTags(narrowPrefix(full))
 	if err != nil {
@@ -446,6 +452,24 @@ const (
 	postfixClient       = `[^[]*\[<HOST>\]`
 	postfixClientNarrow = `[^[\s]*\[<HOST>\]`
 )
+
+// startDated is a failregex body with the date at the line's start, in
+// the brackets fail2ban's <__date_ambit> leaves when it has them.
+func startDated(date, lflags, lbody string) string {
+	dated := date
+	if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
+		lbody = b
+	}
+	switch {
+	case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
+		lbody = lbody[strings.Index(lbody, ")?")+2:]
+		dated = `(?:\[` + date + `\]|` + date + `)`
+	case strings.HasPrefix(lbody, `\[\]`):
+		lbody = lbody[len(`\[\]`):]
+		dated = `\[` + date + `\]`
+	}
+	return dated + lflags + lbody
+}
 
 // serviceFields narrows, in the failregex of filter name, the fields the
 // service itself writes without white space that fail2ban matches more

@@ -211,10 +211,23 @@ func TestConvertBracketDate(t *testing.T) {
 		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /6.6.6.6 - x [18/Nov/2018:21:34:34 +0000] "GET / HTTP/2.0" 401 1" 401 17`: "",
 		`10.0.0.2 - username [] "GET /dashboard/ HTTP/2.0" 401 17`:                                                                       "",
 	})
-	// A failregex without the brackets the date left has nowhere to
-	// take it.
-	if _, err := convertRegex(d, "", `^<HOST> -.*"GET .*" 401$`); err == nil {
-		t.Error("converted a failregex that has no [] for the date")
+	// A failregex without the brackets the date left gets the date
+	// after the line's first '[', where fail2ban cut it
+	// (TestBracketDateRewriteIsExact); one whose lines hold no '[' has
+	// nowhere to take it.
+	pats, err = convertRegex(d, "", `^<HOST> -.*"GET .*" 401$`)
+	if len(pats) != 1 || err != nil {
+		t.Fatalf("got %q, %v", pats, err)
+	}
+	if r, err = authlog.CompileRule(pats[0]); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, []*authlog.Rule{r}, map[string]string{
+		`10.0.0.2 - - [18/Nov/2018:21:34:34 +0000] "GET /x" 401`: "10.0.0.2",
+		`10.0.0.2 - - [x] "GET /x" 401`:                        "",
+	})
+	if _, err := convertRegex(d, "", `^<HOST> -[^\[]*"GET [^\[]*" 401$`); err == nil {
+		t.Error("converted a failregex whose lines hold no '[' for the date")
 	}
 }
 
