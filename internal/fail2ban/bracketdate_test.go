@@ -85,10 +85,10 @@ func TestConvertBadbotsDate(t *testing.T) {
 	}
 	checkLines(t, rules, map[string]string{
 		`1.2.3.4 - - [05/Mar/2007:14:39:21 +0100] "POST /123.html/trackback/ HTTP/1.0" 301 459 "http://www.mydomain.tld/123.html/trackback" "TrackBack/1.02"`: "1.2.3.4",
-		`192.0.2.7 - - [05/Mar/2007:14:39:21 +0100] "GET /x HTTP/1.0" 200 1 "-" "EmailSiphon"`:                                                                 "192.0.2.7",
-		`192.0.2.7 - - [05/Mar/2007:14:39:21 +0100] "GET /\" 1 1 \"-\" \"x\"\n6.6.6.6 - - [05/Mar/2007:14:39:21 +0100] HTTP/1.0" 200 1 "-" "EmailSiphon"`: "192.0.2.7",
+		`192.0.2.7 - - [05/Mar/2007:14:39:21 +0100] "GET /x HTTP/1.0" 200 1 "-" "EmailSiphon"`:                                                                "192.0.2.7",
+		`192.0.2.7 - - [05/Mar/2007:14:39:21 +0100] "GET /\" 1 1 \"-\" \"x\"\n6.6.6.6 - - [05/Mar/2007:14:39:21 +0100] HTTP/1.0" 200 1 "-" "EmailSiphon"`:     "192.0.2.7",
 		// The date must follow the first '[': fail2ban finds none here.
 		`192.0.2.7 - - [x] [05/Mar/2007:14:39:21 +0100] "GET /x HTTP/1.0" 200 1 "-" "EmailSiphon"`: "",
-		`192.0.2.7 - - [05/Mar/2007:14:39:21 +0100] "GET /x HTTP/1.0" 200 1 "-" "Mozilla"`:          "",
+		`192.0.2.7 - - [05/Mar/2007:14:39:21 +0100] "GET /x HTTP/1.0" 200 1 "-" "Mozilla"`:         "",
 	})
 }

@@ -224,7 +224,7 @@ func TestConvertBracketDate(t *testing.T) {
 	}
 	checkLines(t, []*authlog.Rule{r}, map[string]string{
 		`10.0.0.2 - - [18/Nov/2018:21:34:34 +0000] "GET /x" 401`: "10.0.0.2",
-		`10.0.0.2 - - [x] "GET /x" 401`:                        "",
+		`10.0.0.2 - - [x] "GET /x" 401`:                          "",
 	})
 	if _, err := convertRegex(d, "", `^<HOST> -[^\[]*"GET [^\[]*" 401$`); err == nil {
 		t.Error("converted a failregex whose lines hold no '[' for the date")
