@@ -405,9 +405,18 @@ func convertBranch(date dates, pref, g string) ([]string, error) {
 		case date.start == "":
 			full = "^" + mid + "$"
 		default:
-			full = "^" + startDated(date.start, lflags, lbody) + "$"
+			body := startDated(date.start, lflags, lbody)
+			if m := leadingBracket.FindStringSubmatch(lbody); date.anywhere && m != nil {
+				// fail2ban searches its default dates anywhere:
+				// Domino writes "[pid:tid] 22-06-2014 09:56:12 ...",
+				// which reaches the failregex as "[pid:tid]  ...",
+				// taken by its optional leading "(?:\[…\])?\s*".
+				// The date may also follow that bracket.
+				body = "(?:" + body + "|" + lflags + m[1] + `\s*` + date.start + `\s*` + lbody[len(m[0]):] + ")"
+			}
+			full = "^" + body + "$"
 			if mid != "" {
-				full = "^(?:" + startDated(date.start, lflags, lbody) + "|" + mid + ")$"
+				full = "^(?:" + body + "|" + mid + ")$"
 			}
 		}
 	}
@@ -452,6 +461,11 @@ const (
 	postfixClient       = `[^[]*\[<HOST>\]`
 	postfixClientNarrow = `[^[\s]*\[<HOST>\]`
 )
+
+// leadingBracket is a failregex that starts with an optional bracketed
+// field (not the empty "[]" of a date) and white space, (?:\[…\])?\s*,
+// the bracket in group 1.
+var leadingBracket = regexp.MustCompile(`^\(\?:(\\\[[^()|]+\\\])\)\?\\s\*`)
 
 // startDated is a failregex body with the date at the line's start, in
 // the brackets fail2ban's <__date_ambit> leaves when it has them.

@@ -409,3 +409,20 @@ func TestConvertEximAuth(t *testing.T) {
 		`2016-03-18 00:34:06 [7513] SMTP protocol error in "AUTH x" H=(a) [192.0.2.66] F=a" H=(ylmf-pc) [192.0.2.7]:60723 I=[172.89.0.6]:587 U=z@b AUTH command used when not advertised`: "192.0.2.7",
 	})
 }
+
+// fail2ban finds its default dates anywhere in the line; Domino writes its
+// date after the bracketed process and thread ids when it logs them. The
+// date may follow the failregex's optional leading bracket; the address
+// is still the one fixed to the end of the line.
+func TestConvertDominoDateAfterIDs(t *testing.T) {
+	const fr = `^(?:\[[^\]]+\])?\s*smtp: (?:[^\[]+ )*\[?<HOST>\]? authentication failure using internet password\s*$`
+	rules := convertAll(t, "", serviceFields("domino-smtp", fr))
+	checkLines(t, rules, map[string]string{
+		"[28325:00010-3735542592] 22-06-2014 09:56:12   smtp: postmaster [1.2.3.4] authentication failure using internet password":                                                 "1.2.3.4",
+		"08-09-2014 06:14:27   smtp: postmaster [1.2.3.4] authentication failure using internet password":                                                                          "1.2.3.4",
+		"[28325:00010-3735542592] 22-06-2014 09:56:12   smtp: x [6.6.6.6] authentication failure using internet password [1.2.3.4] authentication failure using internet password": "",
+		// One date, before or after the ids, not both or none.
+		"[28325:00010-3735542592]   smtp: postmaster [1.2.3.4] authentication failure using internet password":                                         "",
+		"22-06-2014 09:56:12 [28325:00010-3735542592] 22-06-2014 09:56:12   smtp: postmaster [1.2.3.4] authentication failure using internet password": "",
+	})
+}
