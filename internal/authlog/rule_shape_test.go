@@ -39,14 +39,16 @@ func TestShapeErrorNamesOpenParts(t *testing.T) {
 
 // The delimiter argument for open text on both sides of <HOST>, and why
 // the shape check does not accept it (docs/login-rules.md, "Open text on
-// both sides"). Each pattern below passes that argument: the part after
-// <HOST> cannot hold the delimiter, and every open part before it is
-// followed by the delimiter, which the pattern requires. Yet each takes an
-// address of the client's choice, because the check cannot know on which
-// side the client writes: the argument covers text written before the
-// address only. The test shows the forgery with the pattern compiled past
-// the check (so it fails if the counterexample is wrong) and that
-// CompileRule refuses the pattern.
+// both sides"). The first and third patterns meet that argument's
+// condition: the part after <HOST> cannot hold the delimiter, and every
+// open part before it is followed by the delimiter, which the pattern
+// requires; the second is dovecot's failregex 1 reduced, whose delimiter
+// is optional. Each takes an address of the client's choice: the check
+// cannot know on which side the client writes (the argument covers text
+// written before the address only), nor that a line was written by the
+// message the pattern describes (the third). The test shows each forgery
+// with the pattern compiled past the check (so it fails if a
+// counterexample is wrong) and that CompileRule refuses the pattern.
 func TestShapeDelimiterArgumentIsNotEnough(t *testing.T) {
 	for _, c := range []struct {
 		pattern, line, real, fake string
@@ -66,6 +68,14 @@ func TestShapeDelimiterArgumentIsNotEnough(t *testing.T) {
 			// cannot hold.
 			pattern: `^\S+ imap-login: Disconnected(?:: [^(]+)? \(auth failed\):(?: user=<[^>]*>,)? rip=<HOST>[^>]*$`,
 			line:    `host imap-login: Disconnected: x (auth failed): rip=192.0.2.66, y (auth failed): rip=203.0.113.7, lip=198.51.100.1`,
+			real:    "203.0.113.7", fake: "192.0.2.66",
+		},
+		{
+			// The same with user=<...> required: its ">" follows every
+			// open part, but a line the service writes without a user
+			// name gets its ">" from the client's reason.
+			pattern: `^\S+ imap-login: Disconnected(?:: [^(]+)? \(auth failed\): user=<[^>]*>, rip=<HOST>[^>]*$`,
+			line:    `host imap-login: Disconnected: x (auth failed): user=<y>, rip=192.0.2.66, z (auth failed): rip=203.0.113.7, lip=198.51.100.1`,
 			real:    "203.0.113.7", fake: "192.0.2.66",
 		},
 	} {
