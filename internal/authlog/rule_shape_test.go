@@ -1,6 +1,7 @@
 package authlog
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -33,5 +34,58 @@ func TestShapeErrorNamesOpenParts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "open text") ||
 		!strings.Contains(err.Error(), "before it: `[^\\)]*`") || !strings.Contains(err.Error(), "after it: `(?: [^\\t\\n\\f\\r ]+){0,3}`") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// The delimiter argument for open text on both sides of <HOST>, and why
+// the shape check does not accept it (docs/login-rules.md, "Open text on
+// both sides"). The first and third patterns meet that argument's
+// condition: the part after <HOST> cannot hold the delimiter, and every
+// open part before it is followed by the delimiter, which the pattern
+// requires; the second is dovecot's failregex 1 reduced, whose delimiter
+// is optional. Each takes an address of the client's choice: the check
+// cannot know on which side the client writes (the argument covers text
+// written before the address only), nor that a line was written by the
+// message the pattern describes (the third). The test shows each forgery
+// with the pattern compiled past the check (so it fails if a
+// counterexample is wrong) and that CompileRule refuses the pattern.
+func TestShapeDelimiterArgumentIsNotEnough(t *testing.T) {
+	for _, c := range []struct {
+		pattern, line, real, fake string
+	}{
+		{
+			// The client writes after the address (a session note),
+			// including the delimiter.
+			pattern: `^\S+ app: login failed: <.*> rip=<HOST>[^>]*$`,
+			line:    `host app: login failed: <bob> rip=203.0.113.7, note=x> rip=192.0.2.66`,
+			real:    "203.0.113.7", fake: "192.0.2.66",
+		},
+		{
+			// dovecot's failregex 1 reduced: the delimiter ">" closes
+			// the user name, but the user=<...> part is optional, and a
+			// line without it has only the reason before "(auth
+			// failed...)": open text followed by nothing the right side
+			// cannot hold.
+			pattern: `^\S+ imap-login: Disconnected(?:: [^(]+)? \(auth failed\):(?: user=<[^>]*>,)? rip=<HOST>[^>]*$`,
+			line:    `host imap-login: Disconnected: x (auth failed): rip=192.0.2.66, y (auth failed): rip=203.0.113.7, lip=198.51.100.1`,
+			real:    "203.0.113.7", fake: "192.0.2.66",
+		},
+		{
+			// The same with user=<...> required: its ">" follows every
+			// open part, but a line the service writes without a user
+			// name gets its ">" from the client's reason.
+			pattern: `^\S+ imap-login: Disconnected(?:: [^(]+)? \(auth failed\): user=<[^>]*>, rip=<HOST>[^>]*$`,
+			line:    `host imap-login: Disconnected: x (auth failed): user=<y>, rip=192.0.2.66, z (auth failed): rip=203.0.113.7, lip=198.51.100.1`,
+			real:    "203.0.113.7", fake: "192.0.2.66",
+		},
+	} {
+		re := regexp.MustCompile(strings.Replace(c.pattern, "<HOST>", hostRE, 1))
+		m := re.FindStringSubmatch(c.line)
+		if m == nil || m[re.SubexpIndex("host")] != c.fake {
+			t.Errorf("%s: the counterexample does not forge (%q): fix the test", c.pattern, m)
+		}
+		if _, err := CompileRule(c.pattern); err == nil {
+			t.Errorf("%s: accepted; on %q it takes %s, not %s", c.pattern, c.line, c.fake, c.real)
+		}
 	}
 }

@@ -388,22 +388,37 @@ func convertBranch(date dates, pref, g string) ([]string, error) {
 		// "- - [18/Nov/2018:...]") reaches the failregex as "[]" there.
 		full = "^" + lflags + lbody[:i] + `\[` + date.mid + `\]` + lbody[i+len(`\[\]`):] + "$"
 	} else {
-		if date.start == "" {
-			return nil, errors.New("the datepattern takes the date from the first [brackets] of the line, and this failregex has no [] where it was")
-		}
-		dated := date.start
-		if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
-			lbody = b
+		// With no "[]" in the failregex, fail2ban's ^[^\[]*\[({DATE})
+		// still cuts the date after the line's first '[', inside what
+		// the failregex's open parts match (apache-badbots' `.*`):
+		// afterFirstBracket writes it there exactly. (Not for
+		// fail2ban's default dates, which it searches anywhere.)
+		var mid string
+		if date.mid != "" && !date.anywhere {
+			if m, ok := afterFirstBracket(lbody, date.mid); ok {
+				mid = lflags + m
+			}
 		}
 		switch {
-		case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
-			lbody = lbody[strings.Index(lbody, ")?")+2:]
-			dated = `(?:\[` + date.start + `\]|` + date.start + `)`
-		case strings.HasPrefix(lbody, `\[\]`):
-			lbody = lbody[len(`\[\]`):]
-			dated = `\[` + date.start + `\]`
+		case date.start == "" && mid == "":
+			return nil, errors.New("the datepattern takes the date from the first [brackets] of the line, and this failregex has no [] where it was")
+		case date.start == "":
+			full = "^" + mid + "$"
+		default:
+			body := startDated(date.start, lflags, lbody)
+			if m := leadingBracket.FindStringSubmatch(lbody); date.anywhere && m != nil {
+				// fail2ban searches its default dates anywhere:
+				// Domino writes "[pid:tid] 22-06-2014 09:56:12 ...",
+				// which reaches the failregex as "[pid:tid]  ...",
+				// taken by its optional leading "(?:\[…\])?\s*".
+				// The date may also follow that bracket.
+				body = "(?:" + body + "|" + lflags + m[1] + `\s*` + date.start + `\s*` + lbody[len(m[0]):] + ")"
+			}
+			full = "^" + body + "$"
+			if mid != "" {
+				full = "^(?:" + body + "|" + mid + ")$"
+			}
 		}
-		full = "^" + dated + lflags + lbody + "$"
 	}
 	full, err := fTags(narrowPrefix(full))
 	if err != nil {
@@ -446,6 +461,29 @@ const (
 	postfixClient       = `[^[]*\[<HOST>\]`
 	postfixClientNarrow = `[^[\s]*\[<HOST>\]`
 )
+
+// leadingBracket is a failregex that starts with an optional bracketed
+// field (not the empty "[]" of a date) and white space, (?:\[…\])?\s*,
+// the bracket in group 1.
+var leadingBracket = regexp.MustCompile(`^\(\?:(\\\[[^()|]+\\\])\)\?\\s\*`)
+
+// startDated is a failregex body with the date at the line's start, in
+// the brackets fail2ban's <__date_ambit> leaves when it has them.
+func startDated(date, lflags, lbody string) string {
+	dated := date
+	if b := strings.TrimPrefix(lbody, `\s*`); strings.HasPrefix(b, `(?:\[\])?`) || strings.HasPrefix(b, `(\[\])?`) {
+		lbody = b
+	}
+	switch {
+	case strings.HasPrefix(lbody, `(?:\[\])?`) || strings.HasPrefix(lbody, `(\[\])?`):
+		lbody = lbody[strings.Index(lbody, ")?")+2:]
+		dated = `(?:\[` + date + `\]|` + date + `)`
+	case strings.HasPrefix(lbody, `\[\]`):
+		lbody = lbody[len(`\[\]`):]
+		dated = `\[` + date + `\]`
+	}
+	return dated + lflags + lbody
+}
 
 // serviceFields narrows, in the failregex of filter name, the fields the
 // service itself writes without white space that fail2ban matches more

@@ -211,10 +211,23 @@ func TestConvertBracketDate(t *testing.T) {
 		`10.0.0.2 - username [18/Nov/2018:21:34:34 +0000] "GET /6.6.6.6 - x [18/Nov/2018:21:34:34 +0000] "GET / HTTP/2.0" 401 1" 401 17`: "",
 		`10.0.0.2 - username [] "GET /dashboard/ HTTP/2.0" 401 17`:                                                                       "",
 	})
-	// A failregex without the brackets the date left has nowhere to
-	// take it.
-	if _, err := convertRegex(d, "", `^<HOST> -.*"GET .*" 401$`); err == nil {
-		t.Error("converted a failregex that has no [] for the date")
+	// A failregex without the brackets the date left gets the date
+	// after the line's first '[', where fail2ban cut it
+	// (TestBracketDateRewriteIsExact); one whose lines hold no '[' has
+	// nowhere to take it.
+	pats, err = convertRegex(d, "", `^<HOST> -.*"GET .*" 401$`)
+	if len(pats) != 1 || err != nil {
+		t.Fatalf("got %q, %v", pats, err)
+	}
+	if r, err = authlog.CompileRule(pats[0]); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, []*authlog.Rule{r}, map[string]string{
+		`10.0.0.2 - - [18/Nov/2018:21:34:34 +0000] "GET /x" 401`: "10.0.0.2",
+		`10.0.0.2 - - [x] "GET /x" 401`:                          "",
+	})
+	if _, err := convertRegex(d, "", `^<HOST> -[^\[]*"GET [^\[]*" 401$`); err == nil {
+		t.Error("converted a failregex whose lines hold no '[' for the date")
 	}
 }
 
@@ -394,5 +407,22 @@ func TestConvertEximAuth(t *testing.T) {
 		// (testdata/forged/exim.log, a hold line without one): moat takes
 		// the real address, the quoted command spanning the fake.
 		`2016-03-18 00:34:06 [7513] SMTP protocol error in "AUTH x" H=(a) [192.0.2.66] F=a" H=(ylmf-pc) [192.0.2.7]:60723 I=[172.89.0.6]:587 U=z@b AUTH command used when not advertised`: "192.0.2.7",
+	})
+}
+
+// fail2ban finds its default dates anywhere in the line; Domino writes its
+// date after the bracketed process and thread ids when it logs them. The
+// date may follow the failregex's optional leading bracket; the address
+// is still the one fixed to the end of the line.
+func TestConvertDominoDateAfterIDs(t *testing.T) {
+	const fr = `^(?:\[[^\]]+\])?\s*smtp: (?:[^\[]+ )*\[?<HOST>\]? authentication failure using internet password\s*$`
+	rules := convertAll(t, "", serviceFields("domino-smtp", fr))
+	checkLines(t, rules, map[string]string{
+		"[28325:00010-3735542592] 22-06-2014 09:56:12   smtp: postmaster [1.2.3.4] authentication failure using internet password":                                                 "1.2.3.4",
+		"08-09-2014 06:14:27   smtp: postmaster [1.2.3.4] authentication failure using internet password":                                                                          "1.2.3.4",
+		"[28325:00010-3735542592] 22-06-2014 09:56:12   smtp: x [6.6.6.6] authentication failure using internet password [1.2.3.4] authentication failure using internet password": "",
+		// One date, before or after the ids, not both or none.
+		"[28325:00010-3735542592]   smtp: postmaster [1.2.3.4] authentication failure using internet password":                                         "",
+		"22-06-2014 09:56:12 [28325:00010-3735542592] 22-06-2014 09:56:12   smtp: postmaster [1.2.3.4] authentication failure using internet password": "",
 	})
 }

@@ -12,8 +12,10 @@ import (
 var defaultDates = []string{
 	// ISO 8601 and simple dates: 2005-01-23T21:59:59.981746+01:00, 2005/01/23 21:59:59
 	`\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:T|  ?)\d{1,2}:\d{1,2}:\d{1,2}(?:[.,]\d+)?(?:\s*` + zoneRE + `)?`,
-	// asctime / syslog: (Sun )?Jan 23 21:59:59(.011)?( 2005)?
-	`(?:[A-Za-z]{3} )?[A-Za-z]{3} [ 0-3]?\d  ?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?(?: \d{4})?`,
+	// asctime / syslog: (Sun )?Jan 23 21:59:59(.011)?( 2005)?, and
+	// fail2ban's two later templates, the same after a zone name or
+	// offset ("CEST Aug  6 10:14:52": monit's "[CEST Aug  6 10:14:52]")
+	`(?:` + zoneRE + ` )?(?:[A-Za-z]{3} )?[A-Za-z]{3} [ 0-3]?\d  ?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?(?: \d{4})?`,
 	// Sun Jan 23 2005 21:59:59.011
 	`(?:[A-Za-z]{3} )?[A-Za-z]{3} [ 0-3]?\d \d{4}  ?\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?`,
 	// 23/01/2005 21:59:59, 17-07-2008 17:23:25
@@ -68,11 +70,16 @@ var sepBackref = regexp.MustCompile(`\(\?P<_sep>(\[[^\]]*\])\)`)
 // brackets that fail2ban leaves as "[]" in the middle of the line once it
 // has cut the date out (mid: an access log's "- - [18/Nov/2018:...]").
 // Either may be empty.
-type dates struct{ start, mid string }
+type dates struct {
+	start, mid string
+	// anywhere: fail2ban's default templates, which it searches
+	// anywhere in the line (mid is then only where a failregex has "[]").
+	anywhere bool
+}
 
 // anyDate is fail2ban's default: its templates are searched anywhere in
 // the line.
-var anyDate = dates{start: defaultDate, mid: defaultDate}
+var anyDate = dates{start: defaultDate, mid: defaultDate, anywhere: true}
 
 // bracketDate is a template that takes the date in the first brackets of
 // the line: "^[^\[]*\[(...)" keeps the text up to "[" and cuts the

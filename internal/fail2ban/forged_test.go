@@ -20,7 +20,12 @@ type forgedCase struct {
 	fake, real string
 	// forged: fail2ban takes fake (the proof that its filter is
 	// forgeable). Else the line is an attempt that fails against fail2ban
-	// too (the evidence for a refusal that is only cautious).
+	// too (the evidence for a refusal that is only cautious). A "model"
+	// line is forged too, in a field the shape check must assume the
+	// client may fill (any open text) but that the service was not shown
+	// to fill with the client's text: it proves that no shape check
+	// treating open text as the client's can accept the failregex
+	// (docs/login-rules.md, "Open text on both sides").
 	forged bool
 }
 
@@ -66,12 +71,12 @@ func readForged(t *testing.T, path string) forgedFile {
 			ff.imported = ints(strings.TrimPrefix(c, "imported: "))
 		case ok && strings.HasPrefix(c, "mode: "):
 			ff.mode = strings.TrimPrefix(c, "mode: ")
-		case ok && (strings.HasPrefix(c, "forge ") || strings.HasPrefix(c, "hold ")):
+		case ok && (strings.HasPrefix(c, "forge ") || strings.HasPrefix(c, "hold ") || strings.HasPrefix(c, "model ")):
 			f := strings.Fields(c)
 			if len(f) != 4 || f[2] != "real" {
-				t.Fatalf("%s:%d: want \"# forge|hold FAKE real REAL\", got %q", path, n, line)
+				t.Fatalf("%s:%d: want \"# forge|hold|model FAKE real REAL\", got %q", path, n, line)
 			}
-			pending = &forgedCase{fake: f[1], real: f[3], forged: f[0] == "forge"}
+			pending = &forgedCase{fake: f[1], real: f[3], forged: f[0] != "hold"}
 		case strings.HasPrefix(line, "#"):
 		case pending == nil:
 			t.Fatalf("%s:%d: a log line without a \"# forge\" or \"# hold\" line before it", path, n)
