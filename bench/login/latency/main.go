@@ -75,7 +75,7 @@ type target struct {
 	// ns), for -stamps: a guard that logs its own stages on the same
 	// clock can be lined up with them.
 	stamps []string
-	miss int
+	miss   int
 	// early counts bans seen before the third line was written: the
 	// guard banned on fewer failures than asked, and the run is invalid.
 	early int
