@@ -1,9 +1,8 @@
 // Command floor is the least a login guard can do on the path the latency
 // driver (bench/login/latency) times: it follows a log file and, for every
-// line that names "from <addr>", adds that address to an nftables set with
-// one netlink transaction, and nothing else: no parsing beyond that, no
-// counting (every line bans; the driver's first two lines of an address
-// therefore add it before the third does, see below), no store, no policy.
+// line that names "from <addr>", counts it and on its third line adds that
+// address to an nftables set with one netlink transaction, and nothing
+// else: no parsing beyond that, no evidence check, no store, no log.
 // Run through the driver beside moat, it is the floor of the measurement on
 // this machine: file append -> wake-up -> read -> netlink commit ->
 // notification.
@@ -15,8 +14,8 @@
 // blocking read(2) on a thread of its own: no netpoller and no goroutine
 // hop, the bound of what a Go follower could gain.
 //
-// The driver waits for the ban of the third line of an address; the floor
-// would ban on the first. So the floor counts: an address is added on its
+// The driver waits for the ban of an address's third line and stops if a
+// guard bans before it, so the floor counts: an address is added on its
 // -count'th line (3, as moat's max_retry in the bench), with a map, which
 // costs a lookup per line.
 //
