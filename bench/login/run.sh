@@ -7,7 +7,10 @@
 #      (bench/login/latency): moat; moat with its store on tmpfs (the fsync
 #      share); moat holding 100,000 bans; sshguard. Then, in a second run,
 #      moat holding 100,000 bans with and without 5,000 of them expiring
-#      meanwhile. Plus what sshguard's backend pays per block (one nft run),
+#      meanwhile. Beside them the floor of the measurement on this machine
+#      (bench/login/floor: a file follower that adds the address to an
+#      nftables set, one netlink commit, and does nothing else), with an
+#      empty table and with 100,000 elements in it. Plus what sshguard's backend pays per block (one nft run),
 #      the ban manager's calls timed in process (bench/login/managercost)
 #      and what a reconcile's kernel read does to a ban (reconcilecost),
 #      and the disk's fsync latency right after the run (fsyncprobe);
@@ -45,7 +48,9 @@ ns_e="moat-t-lge$$" # moat, 100k bans, some expiring
 ns_s="moat-t-lgs$$" # sshguard
 ns_r="moat-t-lgr$$" # reconcilecost
 ns_c="moat-t-lgc$$" # where the attackers connect from
-all_ns=("$ns_m" "$ns_t" "$ns_f" "$ns_e" "$ns_s" "$ns_r" "$ns_c")
+ns_p="moat-t-lgp$$" # floor
+ns_q="moat-t-lgq$$" # floor, 100k elements
+all_ns=("$ns_m" "$ns_t" "$ns_f" "$ns_e" "$ns_s" "$ns_r" "$ns_c" "$ns_p" "$ns_q")
 pids=()  # moat daemons
 sgpid="" # sshguard's process group (setsid)
 stop_sshguard() {
@@ -79,7 +84,7 @@ sgver=$(dpkg-query -W -f '${Version}' sshguard 2>/dev/null || sshguard -v)
 
 bin="$work/bin"
 CGO_ENABLED=0 go build -o "$bin/moat" ./cmd/moat
-for p in latency flood countermem managercost reconcilecost fsyncprobe; do go build -o "$bin/$p" "./bench/login/$p"; done
+for p in latency flood countermem managercost reconcilecost fsyncprobe floor; do go build -o "$bin/$p" "./bench/login/$p"; done
 go build -o "$bin/seedstore" ./bench/seedstore
 
 for ns in "${all_ns[@]}"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
@@ -150,6 +155,18 @@ start_moat moat-tmpfs "$ns_t" "$shm/state"
 start_moat full "$ns_f" "$work/full/state" 1h
 mkdir -p "$work/sshguard"
 start_sshguard "$work/sshguard/auth.log"
+# The floors: stopped with the 100k daemons after the first run (they are
+# in pids), each deleting its table as it ends.
+for f in "floor:$ns_p:0" "floor100k:$ns_q:$nseed"; do
+	IFS=: read -r name ns n <<<"$f"
+	mkdir -p "$work/$name"
+	: >"$work/$name/auth.log"
+	ip netns exec "$ns" "$bin/floor" -file "$work/$name/auth.log" -prefill "$n" >"$work/$name/log" 2>&1 &
+	pids+=($!)
+done
+for ns in "$ns_p" "$ns_q"; do
+	for _ in $(seq 100); do ip netns exec "$ns" nft list table inet moatfloor >/dev/null 2>&1 && break; sleep 0.05; done
+done
 sleep 1
 load=$(uptime)
 psi0=$(psi)
@@ -159,7 +176,9 @@ psi0=$(psi)
 	-target "moat=$ns_m:$work/moat/auth.log" -handshake "moat=10.210.241.1:$sshd_port" \
 	-target "moat, store on tmpfs=$ns_t:$work/moat-tmpfs/auth.log" -handshake "moat, store on tmpfs=10.210.242.1:$sshd_port" \
 	-target "moat, ${nseed} bans live=$ns_f:$work/full/auth.log" -handshake "moat, ${nseed} bans live=10.210.243.1:$sshd_port" \
-	-target "sshguard $sgver=$ns_s:$work/sshguard/auth.log" >"$work/latency.md"
+	-target "sshguard $sgver=$ns_s:$work/sshguard/auth.log" \
+	-target "floor: file follower + one netlink add=$ns_p:$work/floor/auth.log" \
+	-target "floor, ${nseed} elements in its table=$ns_q:$work/floor100k/auth.log" >"$work/latency.md"
 psi1=$(psi)
 # The disk under moat's store, right after: its fsync tail is moat's.
 fsync=$("$bin/fsyncprobe" -dir "$work" -for 10s)

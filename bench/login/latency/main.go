@@ -71,7 +71,11 @@ type target struct {
 	errs chan error
 	lat  []time.Duration
 	at   []time.Duration // when each sample's t0 was, since the start
-	miss int
+	// stamps are each sample's address and t0 on the wall clock (Unix
+	// ns), for -stamps: a guard that logs its own stages on the same
+	// clock can be lined up with them.
+	stamps []string
+	miss   int
 	// early counts bans seen before the third line was written: the
 	// guard banned on fewer failures than asked, and the run is invalid.
 	early int
@@ -88,6 +92,7 @@ func main() {
 	gap := flag.Duration("gap", 20*time.Millisecond, "pause after the first two failure lines, so the guards have read them before t0")
 	timeout := flag.Duration("timeout", 10*time.Second, "longest wait for a ban (then counted as not seen)")
 	raw := flag.String("raw", "", "directory to write each target's samples to (NAME.txt: t0 in ms since the start, latency in µs)")
+	stamps := flag.Bool("stamps", false, "with -raw, also write NAME.stamps: address, t0 (wall clock, Unix ns), latency in ns, per sample")
 	var hs targets
 	flag.Var(&hs, "handshake", "NAME=ADDR:PORT: the attacking addresses complete a TCP handshake with ADDR:PORT in NAME's namespace before their lines (repeat)")
 	client := flag.String("client", "", "network namespace the -handshake connections come from (the attacking addresses are local there)")
@@ -100,13 +105,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "latency: -handshake needs -client")
 		os.Exit(2)
 	}
-	if err := run(ts, hs, *client, *n, *warm, *gap, *timeout, *raw); err != nil {
+	if err := run(ts, hs, *client, *n, *warm, *gap, *timeout, *raw, *stamps); err != nil {
 		fmt.Fprintln(os.Stderr, "latency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(specs, hs []string, client string, n, warm int, gap, timeout time.Duration, raw string) error {
+func run(specs, hs []string, client string, n, warm int, gap, timeout time.Duration, raw string, stamps bool) error {
 	sshd := map[string]netip.AddrPort{}
 	for _, h := range hs {
 		name, ap, ok := strings.Cut(h, "=")
@@ -220,6 +225,11 @@ func run(specs, hs []string, client string, n, warm int, gap, timeout time.Durat
 			if err := os.WriteFile(filepath.Join(raw, t.name+".txt"), []byte(b.String()), 0o644); err != nil {
 				return err
 			}
+			if stamps {
+				if err := os.WriteFile(filepath.Join(raw, t.name+".stamps"), []byte(strings.Join(t.stamps, "")), 0o644); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
@@ -255,6 +265,7 @@ func attack(tg []*target, w *writer, a netip.Addr, gap, timeout time.Duration, r
 		case record:
 			t.lat = append(t.lat, d)
 			t.at = append(t.at, t0.Sub(w.start))
+			t.stamps = append(t.stamps, fmt.Sprintln(a, t0.UnixNano(), d.Nanoseconds()))
 		}
 	}
 	return nil
