@@ -2,7 +2,6 @@ package authlog
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"regexp/syntax"
 	"strconv"
@@ -28,8 +27,9 @@ import (
 // would come before RE2's first, which cannot be.) If RE2's way fails
 // the check, a later way might pass it (an optional (?: (?P=email))?
 // that Python skips), and the rule misses a line Python matches: a miss,
-// never a wrong address. Case-insensitive patterns are refused: under
-// (?i) Python compares a backreference ignoring case.
+// never a wrong address. A reference under (?i) is refused: there Python
+// compares ignoring case (the group's own (?i) does not matter: Python
+// compares the text it took).
 
 // backrefGroup names the group that stands for the n-th backreference.
 const backrefGroup = "moatbackref"
@@ -117,9 +117,6 @@ func expandBackrefs(pattern string) (string, []string, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if folds(tree) {
-		return "", nil, errors.New("a backreference (?P=...) in a case-insensitive pattern: Python compares it ignoring case, moat compares bytes; drop (?i) or the backreference")
-	}
 	for i, name := range names {
 		var target, ref *syntax.Regexp
 		count := 0
@@ -142,6 +139,9 @@ func expandBackrefs(pattern string) (string, []string, error) {
 			return "", nil, fmt.Errorf("backreference (?P=%s): %d groups named %s, it must name one", name, count, name)
 		case ref.Cap < target.Cap:
 			return "", nil, fmt.Errorf("backreference (?P=%s) before the group it names: it repeats text already matched", name)
+		case ref.Flags&syntax.FoldCase != 0:
+			// The parser gives each part the flags in effect there.
+			return "", nil, fmt.Errorf("backreference (?P=%s) under (?i): Python compares it ignoring case, moat compares bytes; end (?i) before it", name)
 		case contains(target, ref):
 			return "", nil, fmt.Errorf("backreference (?P=%s) inside the group it names", name)
 		case repeated(tree, ref) || repeated(tree, target):
@@ -212,18 +212,6 @@ func contains(re, part *syntax.Regexp) bool {
 	found := false
 	walk(re, func(s *syntax.Regexp) { found = found || s == part })
 	return found
-}
-
-func folds(re *syntax.Regexp) bool {
-	found := false
-	walk(re, func(s *syntax.Regexp) { found = found || s.Flags&syntax.FoldCase != 0 && foldable(s) })
-	return found
-}
-
-// foldable reports whether FoldCase changes what re matches: the parser
-// sets the flag on every node under (?i), letters or not.
-func foldable(re *syntax.Regexp) bool {
-	return re.Op == syntax.OpLiteral || re.Op == syntax.OpCharClass
 }
 
 // backrefsHold reports whether every copy that took part in the match m

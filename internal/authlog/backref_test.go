@@ -62,7 +62,9 @@ func TestBackrefRefused(t *testing.T) {
 		{`^(?P<a>\w+(?P=a)) <HOST>$`, "inside the group"},
 		{`^(?P<a>\w+) (?P=b) <HOST>$`, "no group named b"},
 		{`^(?P<a>\w+) (?P<a>\w+) (?P=a) <HOST>$`, "2 groups named a"},
-		{`^(?i)(?P<a>\w+) (?P=a) <HOST>$`, "case-insensitive"},
+		{`^(?i)(?P<a>\w+) (?P=a) <HOST>$`, "(?i)"},
+		{`^(?P<a>\w+) (?i:x(?P=a)) <HOST>$`, "(?i)"},
+		{`^(?i:mon|tue) (?P<a>\w+) (?P=a) <HOST>$`, ""},
 		{`^(?P<a>\w+) (?P=a b) <HOST>$`, "not a group name"},
 		// Only the last round of a repetition would be checked:
 		// "b a " would pass for a = "a".
