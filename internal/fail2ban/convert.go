@@ -70,7 +70,7 @@ func ConvertFilter(f *Filter) *Converted {
 		if dateErr != nil {
 			p.Err = dateErr
 		} else {
-			p.Moat, p.Err = convertRegex(date, serviceContent(f.Name, pref, fr), serviceFields(f.Name, fr))
+			p.Moat, p.Err = convertRegex(date, pref, serviceFields(f.Name, fr))
 			p.Moat, p.Marks, p.Err = bookkeeping(p.Moat, p.Err)
 		}
 		out.Patterns = append(out.Patterns, p)
@@ -497,10 +497,6 @@ func serviceFields(name, fr string) string {
 		return fr + nginxHandshakeEnd
 	case name == "domino-smtp":
 		return strings.ReplaceAll(fr, dominoID, dominoIDNarrow)
-	case name == "dovecot" && strings.Contains(fr, dovecotReason):
-		fr = strings.ReplaceAll(fr, dovecotReason, dovecotReasonNarrow)
-		fr = strings.ReplaceAll(fr, dovecotUserTagged, dovecotUserTaggedNarrow)
-		return strings.ReplaceAll(fr, dovecotUser, dovecotUserNarrow)
 	case name == "exim" && strings.HasSuffix(fr, eximAuthEnd):
 		fr = strings.ReplaceAll(fr, eximQuoted, eximQuotedRE2)
 		return strings.ReplaceAll(fr, eximSender, "")
@@ -534,66 +530,6 @@ const (
 const (
 	dominoID       = `\[[^\]]+\]`
 	dominoIDNarrow = `\[[^\]\s]+\]`
-)
-
-// dovecot's failregexes for a login process's disconnect after failed
-// (1) or no (4, mode aggressive) logins, "REASON (EXTRA): user=<NAME>,
-// method=MECH, rip=ADDR, lip=..., ...", leave two open parts before the
-// address: the reason (fail2ban's _bypass_reject_reason, dovecotReason)
-// and the user name (user=<[^>]*>), with open text after it too, so the
-// shape check refused them. The narrow forms keep to what dovecot writes
-// there, per its login-common sources (2.2: client-common.c client_destroy
-// and client_get_extra_disconnect_reason; 2.3: client-common.c
-// client_disconnect, client_idle_disconnect_timeout, client_read,
-// clients_destroy_all, client_destroy_oldest, client_start_tls;
-// imap-login-client.c "Disconnected: Too many invalid commands" and
-// "Aborted login" on LOGOUT): the login process logs
-// reason + " " + client_get_extra_disconnect_reason(), whose text is its
-// own ("(auth failed, %u attempts in %u secs)" and fixed strings), then
-// ": " and log_format_elements. The reasons are fixed strings, except
-// 2.3's "Connection closed: " + the stream's error, io_stream_get_
-// disconnect_reason(): read()'s strerror or OpenSSL's reason strings,
-// library text of which the narrow form takes the common ones by name
-// (others are missed). The IMAP parser's fatal errors
-// ("Disconnected: " + imap_parser_get_error(), lib-imap imap-parser.c)
-// are fixed strings too, but only "Literal size too large" is fatal there.
-// The user name is the client's (%u, str_sanitize()d: control characters
-// only): the narrow form takes it without white space, as dovecot's
-// default auth_username_chars ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@")
-// has it; a line with a space in the name is missed, never taken. So
-// nothing before the address holds white space the client chose, and the
-// unchanged shape check accepts the result on its own terms: it matches
-// a subset of fail2ban's lines, the reason a fixed list, and needs no
-// trust in dovecot to be safe; the list is what makes it match.
-const (
-	dovecotReason       = `(?:: (?:\w+\([^\):]*\) \w+|[^\(]+))*`
-	dovecotReasonNarrow = `(?:: (?:Inactivity(?: during authentication)?|Too many invalid commands\.?|Connection queue full|Shutting down|Input buffer full|TLS initialization failed\.|Literal size too large|` +
-		`Connection closed(?:: (?:(?:read|write)\(size=\d+\) failed|SSL_(?:accept|read|write)\(\) syscall failed): (?:Connection reset by peer|Broken pipe|Connection timed out)` +
-		`|: SSL_accept\(\) failed: error:[0-9A-Fa-f]+:SSL routines:\w*:(?:wrong version number|unknown protocol|unsupported protocol|http request|no shared cipher|version too low|no protocols available))?))?`
-	dovecotUserTagged       = `(?: user=<<F-USER>[^>]*</F-USER>>,)?`
-	dovecotUserTaggedNarrow = `(?: user=<<F-USER>[^>\s]*</F-USER>>,)?`
-	dovecotUser             = `(?: user=<[^>]*>,)?`
-	dovecotUserNarrow       = `(?: user=<[^>\s]*>,)?`
-)
-
-// serviceContent narrows the prefregex pref for the failregex fr of filter
-// name where that failregex's own narrowing needs it: dovecot's prefix
-// has "auth-worker(PID)" and "conn unix:auth-worker (pid=P,uid=U)" parts
-// (auth-worker-server.c), fail2ban's \([^\)]+\), which may hold spaces
-// for it. Only for dovecot's failregexes 1 and 4 (login processes, whose
-// lines never have that prefix): with it narrowed, failregex 3's
-// passdb(\S*,<HOST>) would pass the shape check, and it is forgeable
-// with a non-default auth_username_chars (testdata/forged/dovecot.log).
-func serviceContent(name, pref, fr string) string {
-	if name == "dovecot" && strings.Contains(fr, dovecotReason) {
-		return strings.ReplaceAll(pref, dovecotWorkerParen, dovecotWorkerParenNarrow)
-	}
-	return pref
-}
-
-const (
-	dovecotWorkerParen       = `\([^\)]+\)`
-	dovecotWorkerParenNarrow = `\([^\)\s]+\)`
 )
 
 // exim's failregex for "SMTP protocol error in "CMD" HOST AUTH command
