@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -30,6 +31,9 @@ type Rule struct {
 	// built on first use; nil when the pattern does not suit it.
 	splitOnce sync.Once
 	split     *splitMatcher
+	// refs are the pattern's backreferences (backref.go): a match
+	// counts only where each copy equals its group.
+	refs []backref
 }
 
 // hostRE is what <HOST> stands for: a strict IPv4 address, or something
@@ -61,7 +65,8 @@ const maxIDLen = 256
 // A rule may also mark a connection id with a group named id, (?P<id>...),
 // under the same shape check, with no open text inside; a rule with an id
 // may leave <HOST> out: its address comes from another line of that id
-// (package login keeps the table). See docs/login-rules.md.
+// (package login keeps the table). (?P=name) repeats the text of the
+// group named name, as in Python (backref.go). See docs/login-rules.md.
 func CompileRule(pattern string) (*Rule, error) {
 	ids := len(idGroupRe.FindAllStringIndex(pattern, -1))
 	if ids > 1 {
@@ -78,7 +83,14 @@ func CompileRule(pattern string) (*Rule, error) {
 		strings.Contains(pattern, "(?<host>") || strings.Contains(pattern, "(?<user>") {
 		return nil, fmt.Errorf("login rule %q: the group names host and user are reserved: use <HOST> and <USER>", pattern)
 	}
+	if strings.Contains(pattern, "(?P<"+backrefGroup) || strings.Contains(pattern, "(?<"+backrefGroup) {
+		return nil, fmt.Errorf("login rule %q: group names starting with %s are reserved: moat names its copies of (?P=name) so", pattern, backrefGroup)
+	}
 	expanded := strings.Replace(strings.Replace(pattern, "<HOST>", hostRE, 1), "<USER>", userRE, 1)
+	expanded, refNames, err := expandBackrefs(expanded)
+	if err != nil {
+		return nil, fmt.Errorf("login rule %q: %w", pattern, err)
+	}
 	re, err := regexp.Compile(expanded)
 	if err != nil {
 		return nil, fmt.Errorf("login rule %q: %w", pattern, err)
@@ -102,6 +114,9 @@ func CompileRule(pattern string) (*Rule, error) {
 		case "id":
 			r.id = i
 		}
+	}
+	for i, name := range refNames {
+		r.refs = append(r.refs, backref{group: re.SubexpIndex(name), copy: re.SubexpIndex(backrefGroup + strconv.Itoa(i))})
 	}
 	return r, nil
 }
@@ -139,7 +154,7 @@ func (r *Rule) MatchLine(line []byte, wantUser bool) (RuleMatch, bool) {
 		return RuleMatch{}, false
 	}
 	m := r.re.FindSubmatchIndex(line)
-	if m == nil || m[2*r.id] < 0 {
+	if m == nil || m[2*r.id] < 0 || !backrefsHold(r.refs, m, line) {
 		return RuleMatch{}, false
 	}
 	var out RuleMatch
@@ -376,7 +391,7 @@ func (r *Rule) matchRegexp(line []byte) (netip.Addr, []byte, bool) {
 		return netip.Addr{}, nil, false
 	}
 	m := r.re.FindSubmatchIndex(line)
-	if m == nil || m[2*r.host] < 0 {
+	if m == nil || m[2*r.host] < 0 || !backrefsHold(r.refs, m, line) {
 		return netip.Addr{}, nil, false
 	}
 	a, ok := parseAddr(line[m[2*r.host]:m[2*r.host+1]])

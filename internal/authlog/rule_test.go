@@ -112,6 +112,7 @@ func FuzzRule(f *testing.F) {
 	f.Add(`Failed <HOST>`, "Failed 1.2.3.4")
 	f.Add(`^\S+ app\[(?P<id>\d+)\]: failed for .*$`, "h app[42]: failed for x app[7]")
 	f.Add(`^\S+ app\[(?P<id>\d+)\]: from <HOST>$`, "h app[42]: from 192.0.2.1")
+	f.Add(`^arg1=(?P<e><\S+>), relay=\[<HOST>\], reject=(?: (?P=e)\.)?x$`, "arg1=<a>, relay=[10.0.0.1], reject= <b>.x")
 	f.Fuzz(func(t *testing.T, pattern, line string) {
 		r, err := CompileRule(pattern)
 		if err != nil {

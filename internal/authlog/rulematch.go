@@ -407,7 +407,10 @@ func (r *Rule) matchSplit(m *splitMatcher, line []byte, wantUser bool) (netip.Ad
 	switch {
 	case res == splitNone:
 		return netip.Addr{}, nil, false
-	case res == splitFallback || wantUser && r.user >= 0:
+	case res == splitFallback || wantUser && r.user >= 0 || len(r.refs) > 0:
+		// The automata match the pattern with each (?P=name) as a
+		// copy of its group, which may differ: they refuse, and only
+		// the regexp's captures can accept (backref.go).
 		return r.matchRegexp(line)
 	}
 	a, ok := parseAddr(line[hs:he])

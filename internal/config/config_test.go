@@ -230,6 +230,7 @@ func TestParseErrors(t *testing.T) {
 		// bounded repetitions slipped past the daemon's shape check.
 		{"rule open on both sides", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* from <HOST>.*$'\n", `line 4: login.rule[0].pattern "^.* from <HOST>.*$": open text`},
 		{"rule bounded repetition", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^.* myapp: login failed from <HOST>(?: \\S+){0,3}$'\n", `line 4: login.rule[0].pattern "^.* myapp: login failed from <HOST>(?: \\S+){0,3}$": open text`},
+		{"rule backreference before its group", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^(?P=a) (?P<a>\\w+) <HOST>$'\n", `line 4: login.rule[0].pattern "^(?P=a) (?P<a>\\w+) <HOST>$": backreference (?P=a) before the group it names`},
 		{"rule find_time", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nfind_time = \"10\"\n", `line 5: login.rule[0].find_time "10": want a duration`},
 		{"rule ban_time too short", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nban_time = \"10ms\"\n", `line 5: login.rule[0].ban_time "10ms": too short`},
 		{"rule ports", "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x <HOST>$'\nports = [\"tcp/80\", \"http\"]\n", `line 5: login.rule[0].ports[1] "http": want "ssh", "tcp/22"`},

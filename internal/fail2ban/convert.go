@@ -436,6 +436,7 @@ func convertBranch(date dates, pref, g string) ([]string, error) {
 		errs = append(errs, err)
 	}
 	for _, v := range variants {
+		v = restoreBackrefs(v)
 		if _, err := authlog.CompileRule(v); err != nil {
 			msg := err.Error()
 			if i := strings.Index(msg, "\": "); strings.HasPrefix(msg, "login rule \"") && i > 0 {

@@ -7,7 +7,8 @@
 // line with its date cut out; moat's rules are Go (RE2) expressions that
 // match the whole line. The conversion puts the date back as a pattern of
 // its own, translates what RE2 can express and refuses, naming the
-// construct, what it cannot (lookaround, backreferences). Every converted
+// construct, what it cannot (lookbehind, numbered backreferences; named
+// ones, (?P=name), carry over: moat's rules check them). Every converted
 // pattern must then pass moat's hostile-input shape check
 // (authlog.CompileRule): a fail2ban regex that lets client text reach the
 // address is reported, not imported. Where a filter matches a field of

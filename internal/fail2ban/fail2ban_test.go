@@ -94,11 +94,16 @@ func TestTranslatePython(t *testing.T) {
 	if got, err := translatePython(`x(?!y)`); err != nil || !strings.HasPrefix(got, "x(?P<"+lookaheadName) {
 		t.Errorf("x(?!y): got %q, %v", got, err)
 	}
+	// A named backreference stands as an empty group until the
+	// conversion writes it back for moat's rule (authlog's backref.go).
+	if got, err := translatePython(`(?P<a>x)(?P=a)`); err != nil || restoreBackrefs(got) != `(?P<a>x)(?P=a)` {
+		t.Errorf("(?P<a>x)(?P=a): got %q, %v", got, err)
+	}
 	refused := []struct{ in, construct string }{
 		{`(?<=x)y`, "lookbehind"},
 		{`(?<!x)y`, "lookbehind"},
 		{`(a)\1`, `backreference \1`},
-		{`(?P<a>x)(?P=a)`, "backreference"},
+		{`(?P<a>x)(?P=a b)`, "backreference"},
 		{`(?(1)a|b)`, "conditional"},
 		{`(?x) a b`, "verbose"},
 		{`a*+`, "possessive"},

@@ -113,7 +113,15 @@ func translatePython(p string) (string, error) {
 				fmt.Fprintf(&b, "(?P<%s%d>", positiveName, lookaheadSeq.Add(1))
 				i += 2
 			case strings.HasPrefix(rest, "P="):
-				return "", &UnsupportedError{Construct: "backreference (?P=...)", Offset: i}
+				// moat's rules have (?P=name) (authlog's backref.go);
+				// Go's parser, which the conversion uses, has not: an
+				// empty group stands for it until restoreBackrefs.
+				end := strings.IndexByte(rest, ')')
+				if end < 0 || !isName(rest[2:end]) {
+					return "", &UnsupportedError{Construct: "backreference (?P=...)", Offset: i}
+				}
+				fmt.Fprintf(&b, "(?P<%s%d_%s>)", backrefName, lookaheadSeq.Add(1), rest[2:end])
+				i += 2 + end
 			case strings.HasPrefix(rest, "("):
 				return "", &UnsupportedError{Construct: "conditional (?(...)...)", Offset: i}
 			case strings.HasPrefix(rest, ">"):
@@ -171,6 +179,28 @@ func translatePython(p string) (string, error) {
 }
 
 var openBoundRe = regexp.MustCompile(`^\{,\d+\}`)
+
+// backrefName starts the groups that stand for backreferences while a
+// failregex is converted.
+const backrefName = "moatbrf"
+
+// backrefPlaceholder is one of them: the number, the name referred to.
+var backrefPlaceholder = regexp.MustCompile(`\(\?P<` + backrefName + `\d+_(\w+)>\)`)
+
+// restoreBackrefs writes the backreferences back as moat's rules have
+// them, (?P=name).
+func restoreBackrefs(p string) string {
+	return backrefPlaceholder.ReplaceAllString(p, "(?P=$1)")
+}
+
+func isName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isLetterOrDigit(s[i]) && s[i] != '_' {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // lookaheadSeq numbers the groups that stand for (?!...): Go wants
 // group names unique, and a prefregex and its failregex are joined.

@@ -1,0 +1,231 @@
+package authlog
+
+import (
+	"bytes"
+	"fmt"
+	"regexp/syntax"
+	"strconv"
+	"strings"
+)
+
+// Backreferences: (?P=name) in a rule repeats the text the group named
+// name matched, as in Python's re (fail2ban's filters use it:
+// sendmail-reject's arg1=(?P<email><\S+@\S+>) ... (?P=email)...). Go's
+// RE2 has none, so a rule's (?P=name) becomes a new capture group holding
+// a copy of the named group's pattern, and a match counts only when each
+// copy that took part in it captured the same bytes as the named group.
+//
+// That check can only refuse, and what it accepts is Python's answer: a
+// backtracking matcher (Python's) and RE2 order the ways a pattern can
+// match a line alike (leftmost, preferring what the pattern prefers), and
+// Python's answer is the first way in that order whose copies equal their
+// groups. RE2 returns the first way of all. If that way passes the check,
+// no earlier way exists at all, so it is Python's too, with the same
+// captures: the same address. (A way Python tried first would differ
+// from RE2's at a choice outside the copies, where both read the same
+// text: lifted to the copy pattern with the copies read as in RE2's, it
+// would come before RE2's first, which cannot be.) If RE2's way fails
+// the check, a later way might pass it (an optional (?: (?P=email))?
+// that Python skips), and the rule misses a line Python matches: a miss,
+// never a wrong address. A reference under (?i) is refused: there Python
+// compares ignoring case (the group's own (?i) does not matter: Python
+// compares the text it took).
+
+// backrefGroup names the group that stands for the n-th backreference.
+const backrefGroup = "moatbackref"
+
+// backref is one (?P=name) of a compiled rule: the submatch indexes of
+// the group it names and of its copy.
+type backref struct{ group, copy int }
+
+// scanBackrefs returns pattern with each (?P=name) outside character
+// classes and escapes replaced by what repl returns for (the index of the
+// reference, name), and the number of references.
+func scanBackrefs(pattern string, repl func(int, string) string) (string, int) {
+	var b strings.Builder
+	n := 0
+	inClass := false
+	for i := 0; i < len(pattern); i++ {
+		c := pattern[i]
+		switch {
+		case c == '\\' && i+1 < len(pattern):
+			b.WriteString(pattern[i : i+2])
+			i++
+			continue
+		case inClass:
+			if c == ']' {
+				inClass = false
+			} else if strings.HasPrefix(pattern[i:], "[:") {
+				// [:alpha:] inside a class.
+				if end := strings.Index(pattern[i+2:], ":]"); end >= 0 {
+					b.WriteString(pattern[i : i+2+end+2])
+					i += 2 + end + 1
+					continue
+				}
+			}
+		case c == '[':
+			inClass = true
+			b.WriteByte(c)
+			// "]" first in a class (after an optional "^") is a literal.
+			if strings.HasPrefix(pattern[i+1:], "^]") {
+				b.WriteString("^]")
+				i += 2
+			} else if strings.HasPrefix(pattern[i+1:], "]") {
+				b.WriteString("]")
+				i++
+			}
+			continue
+		case strings.HasPrefix(pattern[i:], "(?P="):
+			end := strings.IndexByte(pattern[i:], ')')
+			if end > 0 {
+				name := pattern[i+4 : i+end]
+				if repl != nil {
+					b.WriteString(repl(n, name))
+				}
+				n++
+				i += end
+				continue
+			}
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), n
+}
+
+// expandBackrefs rewrites an expanded rule pattern's backreferences as
+// copies (see above) and returns the pattern to compile and the names
+// the references name, the i-th copy's group being backrefGroup+i. It refuses a
+// reference to a group that is not there exactly once, inside itself or
+// before it, and a case-insensitive pattern.
+func expandBackrefs(pattern string) (string, []string, error) {
+	var names []string
+	var bad error
+	marked, n := scanBackrefs(pattern, func(i int, name string) string {
+		if !isGroupName(name) && bad == nil {
+			bad = fmt.Errorf("backreference (?P=%s): not a group name", name)
+		}
+		names = append(names, name)
+		return "(?P<" + backrefGroup + strconv.Itoa(i) + ">)"
+	})
+	if bad != nil {
+		return "", nil, bad
+	}
+	if n == 0 {
+		return pattern, nil, nil
+	}
+	tree, err := syntax.Parse(marked, syntax.Perl)
+	if err != nil {
+		return "", nil, err
+	}
+	for i, name := range names {
+		var target, ref *syntax.Regexp
+		count := 0
+		walk(tree, func(re *syntax.Regexp) {
+			if re.Op != syntax.OpCapture {
+				return
+			}
+			switch re.Name {
+			case name:
+				target = re
+				count++
+			case backrefGroup + strconv.Itoa(i):
+				ref = re
+			}
+		})
+		switch {
+		case count == 0:
+			return "", nil, fmt.Errorf("backreference (?P=%s): no group named %s", name, name)
+		case count > 1:
+			return "", nil, fmt.Errorf("backreference (?P=%s): %d groups named %s, it must name one", name, count, name)
+		case ref.Cap < target.Cap:
+			return "", nil, fmt.Errorf("backreference (?P=%s) before the group it names: it repeats text already matched", name)
+		case ref.Flags&syntax.FoldCase != 0:
+			// The parser gives each part the flags in effect there.
+			return "", nil, fmt.Errorf("backreference (?P=%s) under (?i): Python compares it ignoring case, moat compares bytes; end (?i) before it", name)
+		case contains(target, ref):
+			return "", nil, fmt.Errorf("backreference (?P=%s) inside the group it names", name)
+		case repeated(tree, ref) || repeated(tree, target):
+			// RE2 reports a group's last round only: a copy
+			// repeated would be checked in its last round alone.
+			return "", nil, fmt.Errorf("backreference (?P=%s) or its group inside a repetition (*, +, {m,n}): moat checks one copy once", name)
+		}
+		ref.Sub = []*syntax.Regexp{uncaptured(target.Sub[0])}
+	}
+	return tree.String(), names, nil
+}
+
+// isGroupName reports whether s is a name Go accepts for a group.
+func isGroupName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c != '_' && !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// uncaptured returns a copy of re whose groups only group: a copy must
+// not add another <HOST>, <USER> or id.
+func uncaptured(re *syntax.Regexp) *syntax.Regexp {
+	if re.Op == syntax.OpCapture {
+		return uncaptured(re.Sub[0])
+	}
+	c := *re
+	c.Sub = make([]*syntax.Regexp, len(re.Sub))
+	for i, s := range re.Sub {
+		c.Sub[i] = uncaptured(s)
+	}
+	c.Rune = append([]rune(nil), re.Rune...)
+	return &c
+}
+
+func walk(re *syntax.Regexp, f func(*syntax.Regexp)) {
+	f(re)
+	for _, s := range re.Sub {
+		walk(s, f)
+	}
+}
+
+// repeated reports whether part is inside a repetition of re other than
+// an optional part (?, {0,1}).
+func repeated(re, part *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpStar, syntax.OpPlus:
+		return contains(re, part)
+	case syntax.OpRepeat:
+		if re.Max != 1 {
+			return contains(re, part)
+		}
+	}
+	for _, s := range re.Sub {
+		if repeated(s, part) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(re, part *syntax.Regexp) bool {
+	found := false
+	walk(re, func(s *syntax.Regexp) { found = found || s == part })
+	return found
+}
+
+// backrefsHold reports whether every copy that took part in the match m
+// (submatch indexes of line) captured what its group did.
+func backrefsHold(refs []backref, m []int, line []byte) bool {
+	for _, r := range refs {
+		cs, ce := m[2*r.copy], m[2*r.copy+1]
+		if cs < 0 {
+			continue // its optional part was not taken
+		}
+		gs, ge := m[2*r.group], m[2*r.group+1]
+		if gs < 0 || !bytes.Equal(line[cs:ce], line[gs:ge]) {
+			return false
+		}
+	}
+	return true
+}
