@@ -273,7 +273,7 @@ func benchJoin(t *testing.T, l *fleetLab, p *benchPublisher, n int) {
 	})
 	took := time.Since(t0)
 	r := st.LastReplay
-	t.Logf("BENCH join: d replayed %d keys, applied %d: replay %s (bucket read and kernel and store), `moat run` to done (polled every 1s) <= %s",
+	t.Logf("BENCH join: d replayed %d keys, applied %d: replay %s (bucket read and kernel; the store follows), `moat run` to done (polled every 1s) <= %s",
 		r.Keys, r.Applied, time.Duration(r.Took).Round(time.Millisecond), took.Round(time.Millisecond))
 	ds := d.status(t)
 	t.Logf("BENCH join: d holds %d bans; d's peak RSS %d MB, CPU time %s; read of the bucket %s", ds.Bans, vmHWM(t, d.proc.Pid())>>20,
