@@ -103,6 +103,63 @@ type Applier struct {
 	// replay, see Expect), by family unknown: the next install makes room
 	// for them in both host sets.
 	reserve int
+	// delOp is the message element deletes go in (see deleteOp); 0 until
+	// the kernel was asked.
+	delOp uint16
+}
+
+// deleteOp returns the message set element deletes are sent in: a destroy
+// (Linux 6.3 and later), which does not fail on an element already gone
+// (a timeout took it, or someone's nft), or, on an older kernel such as
+// Debian 12's stock 6.1, a plain delete, with the retry of deleteEach. The
+// kernel is asked once, with a destroy of an element of a set that does
+// not exist: a kernel that knows the message answers that the set is not
+// there (ENOENT), one that does not refuses the message (EINVAL). a.mu
+// must be held.
+func (a *Applier) deleteOp() uint16 {
+	if a.delOp != 0 {
+		return a.delOp
+	}
+	s, err := a.rawWriter()
+	if err != nil {
+		return msgDestroySetElem // not asked: the change's own commit reports the socket
+	}
+	var t txn
+	t.reset()
+	t.elem(msgDestroySetElem, "moat-probe-destroy", make([]byte, 4), false, false, 0)
+	err = s.commit(t.finish())
+	switch {
+	case errors.Is(err, unix.EINVAL):
+		a.delOp = msgDelSetElem
+	case err == nil || errors.Is(err, unix.ENOENT):
+		a.delOp = msgDestroySetElem
+	default:
+		a.dropWriter()
+		return msgDestroySetElem // asked again next time
+	}
+	return a.delOp
+}
+
+// commitDeletes commits a.tx, built with deletes in op and then fill's
+// additions. A plain delete (op msgDelSetElem) of an element already gone
+// fails the whole transaction with ENOENT: then the deletes go one
+// transaction each, those already gone skipped, and the additions after
+// them. a.mu must be held.
+func (a *Applier) commitDeletes(op uint16, ndel int, deleteOne func(i int), fill func()) error {
+	err := a.commitRaw()
+	if err == nil || op != msgDelSetElem || ndel == 0 || !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	for i := range ndel {
+		a.tx.reset()
+		deleteOne(i)
+		if err := a.commitRaw(); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	a.tx.reset()
+	fill()
+	return a.commitRaw()
 }
 
 // minHostSet is the least size of a host set. The kernel sizes a hash set
@@ -414,8 +471,9 @@ func (a *Applier) Update(kind SetKind, del, add []Element) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	op := a.deleteOp()
 	a.tx.reset()
-	a.tx.elements(msgDestroySetElem, kind, del)
+	a.tx.elements(op, kind, del)
 	a.tx.elements(msgNewSetElem, kind, add)
 	if kind == Bans {
 		for _, e := range del {
@@ -429,7 +487,9 @@ func (a *Applier) Update(kind SetKind, del, add []Element) error {
 			}
 		}
 	}
-	if err := a.commitRaw(); err != nil {
+	err := a.commitDeletes(op, len(del), func(i int) { a.tx.element(op, kind, del[i]) },
+		func() { a.tx.elements(msgNewSetElem, kind, add) })
+	if err != nil {
 		return explain(fmt.Errorf("nftables: update %s sets: %w", kindName(kind), err))
 	}
 	return nil
@@ -785,21 +845,20 @@ func (a *Applier) updateTriples(what string, setFor func(v6 bool) *nftables.Set,
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.tx.reset()
-	for _, v6 := range []bool{false, true} {
-		name := setFor(v6).Name
-		for _, g := range del {
-			if g.Addr.Unmap().Is6() == v6 {
-				a.tx.elem(msgDestroySetElem, name, grantKey(g), false, false, 0)
-			}
-		}
+	op := a.deleteOp()
+	name := func(g Grant) string { return setFor(g.Addr.Unmap().Is6()).Name }
+	adds := func() {
 		for _, g := range add {
-			if g.Addr.Unmap().Is6() == v6 {
-				a.tx.elem(msgNewSetElem, name, grantKey(g), false, false, g.Timeout)
-			}
+			a.tx.elem(msgNewSetElem, name(g), grantKey(g), false, false, g.Timeout)
 		}
 	}
-	if err := a.commitRaw(); err != nil {
+	a.tx.reset()
+	for _, g := range del {
+		a.tx.elem(op, name(g), grantKey(g), false, false, 0)
+	}
+	adds()
+	err := a.commitDeletes(op, len(del), func(i int) { a.tx.elem(op, name(del[i]), grantKey(del[i]), false, false, 0) }, adds)
+	if err != nil {
 		return explain(fmt.Errorf("nftables: update %s: %w", what, err))
 	}
 	return nil

@@ -34,6 +34,7 @@ const (
 	msgNewSetElem        = nftSubsys | unix.NFT_MSG_NEWSETELEM
 	msgGetSetElem        = nftSubsys | unix.NFT_MSG_GETSETELEM
 	msgDestroySetElem    = nftSubsys | 30 // NFT_MSG_DESTROYSETELEM (Linux 6.3): no error if absent
+	msgDelSetElem        = nftSubsys | unix.NFT_MSG_DELSETELEM
 	nlmsgHdrLen          = unix.SizeofNlMsghdr
 	nfgenLen             = 4
 	familyINet           = unix.NFPROTO_INET

@@ -1,0 +1,67 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/moat-fw/moat/internal/config"
+	"github.com/moat-fw/moat/internal/netnstest"
+)
+
+// This kernel has NFT_MSG_DESTROYSETELEM (6.3 or later): the probe says
+// so. Then, with the plain delete a 6.1 kernel gets forced, deletes of
+// bans and grants go through, those already gone (a timeout took them)
+// skipped, and the additions of the same change land.
+func TestDeletesWithoutDestroy(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t)
+	a := NewApplier(nftables.WithNetNSFd(ns.Fd()))
+	door := config.Door{Name: "d", Sequence: []config.PortSpec{{Proto: config.TCP, From: 1, To: 1}}, SeqTimeout: time.Second,
+		Open: []config.PortSpec{{Proto: config.TCP, From: 22, To: 22}}, OpenFor: time.Minute, MaxPending: 16}
+	if err := a.Apply(Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil, door), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	op := a.deleteOp()
+	a.mu.Unlock()
+	if op != msgDestroySetElem {
+		t.Fatalf("the probe says this kernel has no destroy (op %#x)", op)
+	}
+
+	a.delOp = msgDelSetElem // as on Debian 12's stock kernel
+	el := func(s string) Element { return Element{Prefix: netip.MustParsePrefix(s), Timeout: time.Hour} }
+	if err := a.Update(Bans, nil, []Element{el("10.210.1.1/32"), el("10.210.2.0/24"), el("fd00:210::1/128")}); err != nil {
+		t.Fatal(err)
+	}
+	// 10.210.9.9 was never there: a plain delete of it fails the batch.
+	if err := a.Update(Bans, []Element{el("10.210.1.1/32"), el("10.210.9.9/32"), el("10.210.2.0/24")}, []Element{el("10.210.3.3/32")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Elements(Bans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.210.3.3/32"), netip.MustParsePrefix("fd00:210::1/128")}
+	slices.SortFunc(got, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	if !slices.Equal(got, want) {
+		t.Fatalf("bans %v, want %v", got, want)
+	}
+
+	g := Grant{Addr: netip.MustParseAddr("10.210.1.2"), Proto: 6, Port: 22, Timeout: time.Minute}
+	gone := Grant{Addr: netip.MustParseAddr("fd00:210::2"), Proto: 6, Port: 22}
+	next := Grant{Addr: netip.MustParseAddr("10.210.1.3"), Proto: 6, Port: 22, Timeout: time.Minute}
+	if err := a.UpdateGrants(nil, []Grant{g}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UpdateGrants([]Grant{g, gone}, []Grant{next}); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := a.Grants()
+	if err != nil || len(gs) != 1 || gs[0].Addr != next.Addr {
+		t.Fatalf("grants %+v %v, want only %s", gs, err, next.Addr)
+	}
+}
