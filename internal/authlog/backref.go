@@ -3,9 +3,12 @@ package authlog
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"regexp/syntax"
 	"strconv"
 	"strings"
+	"sync"
+	"unicode/utf8"
 )
 
 // Backreferences: (?P=name) in a rule repeats the text the group named
@@ -34,9 +37,12 @@ import (
 // backrefGroup names the group that stands for the n-th backreference.
 const backrefGroup = "moatbackref"
 
-// backref is one (?P=name) of a compiled rule: the submatch indexes of
-// the group it names and of its copy.
-type backref struct{ group, copy int }
+// backref is one (?P=name) of a compiled rule: the group's name, and the
+// submatch indexes of the group and of its copy.
+type backref struct {
+	name        string
+	group, copy int
+}
 
 // scanBackrefs returns pattern with each (?P=name) outside character
 // classes and escapes replaced by what repl returns for (the index of the
@@ -228,4 +234,123 @@ func backrefsHold(refs []backref, m []int, line []byte) bool {
 		}
 	}
 	return true
+}
+
+// submatch returns the submatch indexes of r's match of line, or nil:
+// RE2's first way to match when its copies hold, else the way
+// pinnedMatch finds.
+func (r *Rule) submatch(line []byte) []int {
+	m := r.re.FindSubmatchIndex(line)
+	if m == nil || backrefsHold(r.refs, m, line) {
+		return m
+	}
+	return r.pinnedMatch(line, m)
+}
+
+// maxPins bounds the pinned patterns a rule compiles: each distinct text
+// a failing group took costs a compile, and a hostile log could offer
+// many. Past it, such lines are missed.
+const maxPins = 16
+
+// pins caches a rule's pinned patterns by the texts pinned.
+type pins struct {
+	mu sync.Mutex
+	re map[string]*regexp.Regexp // nil value: that pinning cannot be built
+}
+
+// pinnedMatch looks for another way to match line when RE2's first way
+// (m) fails a copy: Python's matcher backtracks into the group's
+// neighbours until the copy can repeat the group, as selinux-ssh's
+// acct=(?P<q>"?)\S+(?P=q) needs on acct="root" (RE2's greedy \S+ takes the
+// closing quote and leaves the copy empty). Each named group is pinned to
+// the text it took in m, as a literal, and so is its copy: the pattern
+// then matches exactly the ways where the group takes that text and the
+// copy repeats it. Such a way is a way of the original pattern whose copy
+// equals its group, so what it takes is the rule's answer, from a way
+// Python could take too (not always the one it takes first: the address
+// still comes from where the shape check puts it). A group whose pattern
+// holds an assertion (^, $, \b) or a capture is not pinned: a literal
+// does not carry the assertion to another place, and a capture dropped
+// would shift the submatch indexes.
+func (r *Rule) pinnedMatch(line []byte, m []int) []int {
+	texts := make([]string, len(r.refs))
+	for i, b := range r.refs {
+		gs, ge := m[2*b.group], m[2*b.group+1]
+		if gs < 0 || !utf8.Valid(line[gs:ge]) {
+			return nil
+		}
+		texts[i] = string(line[gs:ge])
+	}
+	key := strings.Join(texts, "\x00")
+	r.pins.mu.Lock()
+	re, ok := r.pins.re[key]
+	if !ok && len(r.pins.re) < maxPins {
+		re = r.pin(texts)
+		if r.pins.re == nil {
+			r.pins.re = map[string]*regexp.Regexp{}
+		}
+		r.pins.re[key] = re
+	}
+	r.pins.mu.Unlock()
+	if re == nil {
+		return nil
+	}
+	m = re.FindSubmatchIndex(line)
+	if m == nil || !backrefsHold(r.refs, m, line) {
+		return nil
+	}
+	return m
+}
+
+// pin compiles r's pattern with each backreference's group and copy
+// pinned to texts[i], or returns nil where that cannot be done exactly.
+func (r *Rule) pin(texts []string) *regexp.Regexp {
+	tree, err := syntax.Parse(r.re.String(), syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	for i, b := range r.refs {
+		var group, cp *syntax.Regexp
+		walk(tree, func(re *syntax.Regexp) {
+			if re.Op == syntax.OpCapture {
+				switch re.Name {
+				case b.name:
+					group = re
+				case backrefGroup + strconv.Itoa(i):
+					cp = re
+				}
+			}
+		})
+		if group == nil || cp == nil || !pinnable(group.Sub[0]) {
+			return nil
+		}
+		group.Sub = []*syntax.Regexp{literal(texts[i])}
+		cp.Sub = []*syntax.Regexp{literal(texts[i])}
+	}
+	re, err := regexp.Compile(tree.String())
+	if err != nil || re.NumSubexp() != r.re.NumSubexp() {
+		return nil
+	}
+	return re
+}
+
+// pinnable reports whether re may stand as the literal text it matched:
+// no assertion, no capture inside.
+func pinnable(re *syntax.Regexp) bool {
+	ok := true
+	walk(re, func(s *syntax.Regexp) {
+		switch s.Op {
+		case syntax.OpCapture, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText,
+			syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+			ok = false
+		}
+	})
+	return ok
+}
+
+func literal(s string) *syntax.Regexp {
+	if s == "" {
+		return &syntax.Regexp{Op: syntax.OpEmptyMatch}
+	}
+	return &syntax.Regexp{Op: syntax.OpLiteral, Rune: []rune(s)}
 }

@@ -32,8 +32,10 @@ type Rule struct {
 	splitOnce sync.Once
 	split     *splitMatcher
 	// refs are the pattern's backreferences (backref.go): a match
-	// counts only where each copy equals its group.
+	// counts only where each copy equals its group. pins holds the
+	// pattern with groups pinned to texts (see pinnedMatch).
 	refs []backref
+	pins pins
 }
 
 // hostRE is what <HOST> stands for: a strict IPv4 address, or something
@@ -116,7 +118,7 @@ func CompileRule(pattern string) (*Rule, error) {
 		}
 	}
 	for i, name := range refNames {
-		r.refs = append(r.refs, backref{group: re.SubexpIndex(name), copy: re.SubexpIndex(backrefGroup + strconv.Itoa(i))})
+		r.refs = append(r.refs, backref{name: name, group: re.SubexpIndex(name), copy: re.SubexpIndex(backrefGroup + strconv.Itoa(i))})
 	}
 	return r, nil
 }
@@ -153,8 +155,8 @@ func (r *Rule) MatchLine(line []byte, wantUser bool) (RuleMatch, bool) {
 	if !r.re.Match(line) {
 		return RuleMatch{}, false
 	}
-	m := r.re.FindSubmatchIndex(line)
-	if m == nil || m[2*r.id] < 0 || !backrefsHold(r.refs, m, line) {
+	m := r.submatch(line)
+	if m == nil || m[2*r.id] < 0 {
 		return RuleMatch{}, false
 	}
 	var out RuleMatch
@@ -390,8 +392,8 @@ func (r *Rule) matchRegexp(line []byte) (netip.Addr, []byte, bool) {
 	if !r.re.Match(line) {
 		return netip.Addr{}, nil, false
 	}
-	m := r.re.FindSubmatchIndex(line)
-	if m == nil || m[2*r.host] < 0 || !backrefsHold(r.refs, m, line) {
+	m := r.submatch(line)
+	if m == nil || m[2*r.host] < 0 {
 		return netip.Addr{}, nil, false
 	}
 	a, ok := parseAddr(line[m[2*r.host]:m[2*r.host+1]])

@@ -383,7 +383,9 @@ func convertBranch(date dates, pref, g string) ([]string, error) {
 	// reaches the regex as "[] x", which filters match with
 	// <__date_ambit>, (?:\[\])?. Put the date back between the brackets.
 	var full string
-	if i := strings.Index(lbody, `\[\]`); date.mid != "" && i > 0 && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(?:\[\])?`) && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(\[\])?`) {
+	if b, ok := auditDated(lbody); date.epoch && ok {
+		full = "^" + lflags + b + "$"
+	} else if i := strings.Index(lbody, `\[\]`); date.mid != "" && i > 0 && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(?:\[\])?`) && !strings.HasPrefix(strings.TrimPrefix(lbody, `\s*`), `(\[\])?`) {
 		// A date in the middle of the line (an access log's
 		// "- - [18/Nov/2018:...]") reaches the failregex as "[]" there.
 		full = "^" + lflags + lbody[:i] + `\[` + date.mid + `\]` + lbody[i+len(`\[\]`):] + "$"

@@ -75,6 +75,10 @@ type dates struct {
 	// anywhere: fail2ban's default templates, which it searches
 	// anywhere in the line (mid is then only where a failregex has "[]").
 	anywhere bool
+	// epoch: the datepattern is EPOCH, whose fail2ban template also takes
+	// the date inside an audit record's "audit(EPOCH:SERIAL)" (see
+	// auditDated).
+	epoch bool
 }
 
 // anyDate is fail2ban's default: its templates are searched anywhere in
@@ -97,6 +101,7 @@ func dateRegex(datepattern string) (dates, error) {
 		return anyDate, nil
 	}
 	var alts, mids []string
+	epoch := false
 	for _, t := range strings.Split(datepattern, "\n") {
 		t = strings.TrimSpace(t)
 		if t == "" {
@@ -118,6 +123,7 @@ func dateRegex(datepattern string) (dates, error) {
 			continue
 		case "EPOCH", "LEPOCH":
 			alts = append(alts, epochRE)
+			epoch = epoch || strings.EqualFold(t, "EPOCH")
 			continue
 		case "TAI64N":
 			alts = append(alts, tai64RE)
@@ -148,7 +154,24 @@ func dateRegex(datepattern string) (dates, error) {
 		}
 		alts = append(alts, g)
 	}
-	return dates{start: oneOf(alts), mid: oneOf(mids)}, nil
+	return dates{start: oneOf(alts), mid: oneOf(mids), epoch: epoch && len(alts) == 1 && len(mids) == 0}, nil
+}
+
+// auditDated puts an EPOCH date back where fail2ban cut it from an audit
+// record: its EPOCH template (datetemplate.py, DateEpoch) takes the date
+// at the line's start, after a leading '[', or right after "audit(" when
+// ":SERIAL)" follows, and the failregex then sees "audit(:SERIAL)", which
+// selinux-common.conf's failregex spells `audit\(:\d+\)`. The date is
+// searched from the line's left, and an audit record's first ten-digit
+// number is its timestamp: nothing before "audit(" has one. ok is false
+// when lbody has no such place.
+func auditDated(lbody string) (string, bool) {
+	const at = `audit\(:`
+	i := strings.Index(lbody, at)
+	if i < 0 || strings.Contains(lbody[i+len(at):], at) {
+		return "", false
+	}
+	return lbody[:i] + `audit\(` + epochRE + `:` + lbody[i+len(at):], true
 }
 
 // oneOf is an alternation of regexps, "" for none.
