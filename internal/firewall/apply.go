@@ -81,10 +81,11 @@ type Applier struct {
 	// installs and removals, so a read that raced one is not called drift.
 	shape *shape
 	gen   uint64
-	// w is the socket for small changes (grants), kept open (guarded
-	// by mu): dialing one per change cost a door 200-700 µs of
-	// knock-to-grant in the daemon (a fresh socket, its buffers, its
-	// poller registration) where the transaction itself takes ~20 µs.
+	// w is the google/nftables socket for small changes made through
+	// its types (blocklist sets), kept open (guarded by mu): dialing one
+	// per change cost a door 200-700 µs of knock-to-grant in the daemon
+	// (a fresh socket, its buffers, its poller registration) when grants
+	// went through it; they now go through raw, below.
 	w *nftables.Conn
 	// raw is the socket ban and allow changes and installs go through,
 	// encoded by txn (see nlraw.go), and tx the buffer they are built in,
@@ -111,7 +112,7 @@ type Applier struct {
 // deleteOp returns the message set element deletes are sent in: a destroy
 // (Linux 6.3 and later), which does not fail on an element already gone
 // (a timeout took it, or someone's nft), or, on an older kernel such as
-// Debian 12's stock 6.1, a plain delete, with the retry of deleteEach. The
+// Debian 12's stock 6.1, a plain delete, with commitDeletes' retry. The
 // kernel is asked once, with a destroy of an element of a set that does
 // not exist: a kernel that knows the message answers that the set is not
 // there (ENOENT), one that does not refuses the message (EINVAL). a.mu

@@ -34,13 +34,18 @@ func craftedSYNRule(fw config.Firewall) Rule {
 		counterObj(CounterClosed), closedReply(config.TCP, fw.ClosedResponse == "reject"))
 }
 
-// Warm opens the long-lived socket small changes go through, if it is not
-// open yet. Opening it costs about half a millisecond, which the first
-// ban after a start would otherwise pay: nmap's first burst of probes is
-// over within a millisecond.
+// Warm opens the long-lived socket bans and grants go through (raw), if
+// it is not open yet, and asks the kernel how deletes go (deleteOp).
+// Opening it costs about half a millisecond, which the first ban after a
+// start would otherwise pay: nmap's first burst of probes is over within
+// a millisecond. (It opened google/nftables' socket, which bans stopped
+// using when they moved to the raw one.)
 func (a *Applier) Warm() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_, err := a.writer()
-	return err
+	if _, err := a.rawWriter(); err != nil {
+		return err
+	}
+	a.deleteOp()
+	return nil
 }
