@@ -215,3 +215,32 @@ json.dump(out, sys.stdout)
 		}
 	}
 }
+
+// A log whose lines fail a backreference's check with ever new group
+// texts costs at most maxPins compiles of the rule: past them, such
+// lines are missed, not compiled for.
+func TestPinnedPatternsBounded(t *testing.T) {
+	r, err := CompileRule(`^(?P<q>"?)[a-z0-9"]+(?P=q) <HOST>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pinned retry takes these (RE2's greedy class took the quote).
+	if a, ok := r.Match([]byte(`"ab" 192.0.2.1`)); !ok || a.String() != "192.0.2.1" {
+		t.Fatalf("quoted: %v %v, want the pinned retry to take 192.0.2.1", a, ok)
+	}
+	r2, err := CompileRule(`^(?P<w>[a-z0-9]+)-[a-z0-9-]*(?P=w) <HOST>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 * maxPins {
+		// The group takes wNNN and the copy another text: a failing
+		// check with a new group text each time.
+		r2.Match(fmt.Appendf(nil, "w%d-x-y%d 192.0.2.2", i, i))
+	}
+	r2.pins.mu.Lock()
+	n := len(r2.pins.re)
+	r2.pins.mu.Unlock()
+	if n == 0 || n > maxPins {
+		t.Fatalf("%d pinned patterns compiled, want 1 to %d", n, maxPins)
+	}
+}
