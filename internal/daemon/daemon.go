@@ -25,6 +25,7 @@ import (
 	"github.com/moat-fw/moat/internal/control"
 	"github.com/moat-fw/moat/internal/events"
 	"github.com/moat-fw/moat/internal/firewall"
+	"github.com/moat-fw/moat/internal/login"
 	"github.com/moat-fw/moat/internal/nflog"
 	"github.com/moat-fw/moat/internal/sdnotify"
 	"github.com/moat-fw/moat/internal/sshd"
@@ -579,7 +580,7 @@ func (d *Daemon) switchTo(ld *Loaded, sshConn string, force bool, confirm time.D
 		d.log.Warn("state_dir and socket changes take effect at the next start")
 	}
 	// A bad rule pattern refuses the whole config before anything changes.
-	if _, err := compileRules(ld.Cfg.Login); err != nil {
+	if _, err := login.CompileRules(ld.Cfg.Login); err != nil {
 		return err
 	}
 	// SPA's keys load before anything changes: a config whose key files
@@ -776,7 +777,7 @@ func (d *Daemon) startLogin(ctx context.Context, cfg config.Login) error {
 	if !cfg.Enabled {
 		return nil
 	}
-	rules, err := compileRules(cfg)
+	rules, err := login.CompileRules(cfg)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moat-fw/moat/internal/authlog"
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/login"
@@ -146,7 +147,7 @@ func TestLoginRuleTwoLineBan(t *testing.T) {
 			rule("note", `^app\[(?P<id>\d+)\]: connect from <HOST>$`),
 			rule("", `^app\[(?P<id>\d+)\]: auth failed for \S+$`),
 		}}
-	rules, err := compileRules(cfg)
+	rules, err := login.CompileRules(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,4 +168,11 @@ func TestLoginRuleTwoLineBan(t *testing.T) {
 	if len(bans.reqs) != 1 || bans.reqs[0].Prefix != netip.MustParsePrefix("192.0.2.1/32") {
 		t.Fatalf("requests %+v, want one ban of 192.0.2.1", bans.reqs)
 	}
+}
+
+// rule takes a one-line failure of rule name for a, as a followed file's
+// line that rule matched would.
+func (g *loginGuard) rule(name string, a netip.Addr, now time.Time) {
+	m := login.RuleLine{Rule: name, Kind: config.RuleFailure, RuleMatch: authlog.RuleMatch{Addr: a}}
+	g.ruleLine(&m, now)
 }

@@ -195,7 +195,6 @@ func (g *loginGuard) sshd(ev *authlog.Event, now time.Time) {
 	g.observe(login.SSHD, ev, now)
 }
 
-// rule handles a line that [[login.rule]] name matched, naming a.
 // ruleLine takes a [[login.rule]]'s match: the guard's bookkeeping of
 // connection ids says which failure, if any, it stands for.
 func (g *loginGuard) ruleLine(m *login.RuleLine, now time.Time) {
@@ -205,12 +204,6 @@ func (g *loginGuard) ruleLine(m *login.RuleLine, now time.Time) {
 	if ok {
 		g.observe(m.Rule, &ev, now)
 	}
-}
-
-// rule takes a one-line failure of rule name for a, through ruleLine.
-func (g *loginGuard) rule(name string, a netip.Addr, now time.Time) {
-	m := login.RuleLine{Rule: name, Kind: config.RuleFailure, RuleMatch: authlog.RuleMatch{Addr: a}}
-	g.ruleLine(&m, now)
 }
 
 func (g *loginGuard) observe(rule string, ev *authlog.Event, now time.Time) {
@@ -376,11 +369,6 @@ func (d *Daemon) followLogin(ctx context.Context, g *loginGuard, sources []strin
 	}
 	wg.Wait()
 	return nil
-}
-
-// compileRules compiles cfg's [[login.rule]] patterns, as explain does.
-func compileRules(cfg config.Login) (*login.RuleSet, error) {
-	return login.CompileRules(cfg)
 }
 
 // positionSaveEvery bounds how many lines a crash can replay.
