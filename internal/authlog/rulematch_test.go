@@ -32,7 +32,7 @@ func importedRules(tb testing.TB, name string) []*authlog.Rule {
 		tb.Fatalf("filter %s: %v", name, err)
 	}
 	var rules []*authlog.Rule
-	for _, p := range fail2ban.ConvertFilter(f).Patterns {
+	for _, p := range fail2ban.ConvertFilter(f, fail2ban.StaticSettings{DovecotViews: fail2ban.DovecotDefaults()}).Patterns {
 		// One failregex may become several patterns, one per place its
 		// alternatives put the address; a refused one has none.
 		for _, pat := range p.Moat {

@@ -13,7 +13,7 @@ import (
 // tables: TOML on stdout (or -o FILE), the per-filter account of what did
 // not convert on stderr.
 func (a *app) importFail2banCmd() *cobra.Command {
-	var outFile string
+	var outFile, dovecotConfig string
 	cmd := &cobra.Command{
 		Use:   "fail2ban [DIR]",
 		Short: "Print fail2ban's enabled jails as moat [[login.rule]] tables (default /etc/fail2ban)",
@@ -22,6 +22,8 @@ func (a *app) importFail2banCmd() *cobra.Command {
 			"tables named after the jail, with its maxretry, findtime, bantime and ports.\n" +
 			"A failregex that Go's RE2 cannot express, or that lets client text reach the address\n" +
 			"(moat's shape check), is not imported; stderr says which and why, filter by filter.\n" +
+			"Three of dovecot's failregexes are safe only with some of dovecot's settings: the import\n" +
+			"asks doveconf (--dovecot-config names dovecot.conf) and refuses them if it cannot tell.\n" +
 			"sshd's jail is not imported: moat reads sshd with its own parser. Check the result with\n" +
 			"`moat config check`; see docs/fail2ban-import.md.",
 		Args: cobra.MaximumNArgs(1),
@@ -30,7 +32,7 @@ func (a *app) importFail2banCmd() *cobra.Command {
 			if len(args) == 1 {
 				dir = args[0]
 			}
-			res, err := fail2ban.Import(dir, "/etc/services")
+			res, err := fail2ban.Import(dir, "/etc/services", &fail2ban.Doveconf{Config: dovecotConfig})
 			if err != nil {
 				return fmt.Errorf("import fail2ban: %w", err)
 			}
@@ -51,5 +53,6 @@ func (a *app) importFail2banCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&outFile, "output", "o", "", "write the TOML to `FILE` instead of stdout")
+	cmd.Flags().StringVar(&dovecotConfig, "dovecot-config", "", "dovecot's configuration `FILE` for doveconf -c (default: doveconf's own, /etc/dovecot/dovecot.conf)")
 	return cmd
 }

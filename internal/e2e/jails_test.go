@@ -90,7 +90,7 @@ http {
 // startDovecot runs a real dovecot (IMAP, passwords through PAM, as
 // Debian sets it up) in the server namespace, logging where the dovecot
 // jail reads.
-func startDovecot(t *testing.T, h *host) (logPath string) {
+func startDovecot(t *testing.T, h *host) (logPath, confPath string) {
 	t.Helper()
 	// dovecot's login processes run as dovenull and chroot into base_dir:
 	// it must be reachable, unlike the tests' 0700 temporary directories.
@@ -120,20 +120,21 @@ userdb {
   args = uid=nobody gid=nogroup home=%[1]s/home/%%u
 }
 `, dir, logPath, h.link.A4)
-	if err := os.WriteFile(filepath.Join(dir, "dovecot.conf"), []byte(conf), 0o644); err != nil {
+	confPath = filepath.Join(dir, "dovecot.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := h.server.Start(t, "dovecot", "-F", "-c", filepath.Join(dir, "dovecot.conf"))
+	p := h.server.Start(t, "dovecot", "-F", "-c", confPath)
 	netnstest.Eventually(t, 10*time.Second, "dovecot to listen", func() bool {
 		if p.Exited() {
 			t.Fatalf("dovecot exited:\n%s", p.Output())
 		}
 		return h.client.DialTCP(t, h.link.B4, netip.AddrPortFrom(h.link.A4, imapPort), time.Second) == netnstest.Connected
 	})
-	return logPath
+	return logPath, confPath
 }
 
 // banOf returns addr's ban in the list.
@@ -157,11 +158,16 @@ func TestFail2banJailsBanOnTheirPorts(t *testing.T) {
 	netnstest.RequireCommands(t, "nginx", "dovecot", "curl")
 	h := newHost(t, "")
 	nginxLog := startNginx(t, h)
-	dovecotLog := startDovecot(t, h)
+	dovecotLog, dovecotConf := startDovecot(t, h)
 	rules := filepath.Join(h.dir, "jails.toml")
-	h.moat("import", "fail2ban", "-o", rules, fail2banJails(t, nginxLog, dovecotLog))
+	report := h.moat("import", "fail2ban", "--dovecot-config", dovecotConf, "-o", rules, fail2banJails(t, nginxLog, dovecotLog))
+	// The running dovecot keeps its default log format and user names:
+	// doveconf says so, and dovecot's gated failregexes import.
+	if !strings.Contains(report, "filter dovecot): 4 of 4 failregexes imported") {
+		t.Fatalf("the import did not take dovecot's four failregexes:\n%s", report)
+	}
 	imported := readFile(t, rules)
-	for _, want := range []string{`name = "nginx-http-auth"`, `ports = ["tcp/80", "tcp/443"]`, `name = "dovecot"`, `"tcp/143"`} {
+	for _, want := range []string{`name = "nginx-http-auth"`, `ports = ["tcp/80", "tcp/443"]`, `name = "dovecot"`, `"tcp/143"`, `Disconnected`} {
 		if !strings.Contains(imported, want) {
 			t.Fatalf("the import lacks %s:\n%s", want, imported)
 		}
@@ -169,8 +175,8 @@ func TestFail2banJailsBanOnTheirPorts(t *testing.T) {
 	h.writeConfig(fmt.Sprintf("open = [\"tcp/%d\", \"tcp/%d\", \"tcp/%d\"]\n\n[login]\nsources = []\n\n%s", httpPort, imapPort, openPort, imported))
 	h.start()
 
-	web, mail, bystander := h.link.B4, h.link.Host4(3), h.link.Host4(4)
-	for _, a := range []netip.Addr{mail, bystander} {
+	web, mail, bystander, forger := h.link.B4, h.link.Host4(3), h.link.Host4(4), h.link.Host4(5)
+	for _, a := range []netip.Addr{mail, bystander, forger} {
 		h.client.AddAddr(t, h.link.BIf, netip.PrefixFrom(a, 24))
 	}
 	curl := func(src netip.Addr, url, user string) string {
@@ -188,8 +194,23 @@ func TestFail2banJailsBanOnTheirPorts(t *testing.T) {
 			t.Fatalf("nginx with a wrong password: %q", got)
 		}
 	}
-	// PAM delays each failure by about 2s: the three logins at once.
+	// A client aims the imported disconnect failregex at the bystander:
+	// its user name writes ", method=PLAIN, rip=BYSTANDER, ..." into
+	// dovecot's "Disconnected (auth failed, ...): user=<NAME>" line.
+	// Dovecot's ">, method=..., rip=FORGER" after the name keeps it from
+	// counting (testdata/forged/dovecot.log in internal/fail2ban); the
+	// lines come before the mail attacker's in the one followed file, so
+	// they have been read when that ban is seen.
+	forged := fmt.Sprintf("a>, method=PLAIN, rip=%s, lip=%s, session=<q", bystander, h.link.A4)
 	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { curl(forger, imapURL, forged+":wrong") })
+	}
+	wg.Wait()
+	if log := readFile(t, dovecotLog); !strings.Contains(log, "rip="+bystander.String()+", lip=") {
+		t.Fatalf("dovecot did not write the forged name:\n%s", log)
+	}
+	// PAM delays each failure by about 2s: the three logins at once.
 	for range 3 {
 		wg.Go(func() { curl(mail, imapURL, "root:wrong") })
 	}
@@ -209,7 +230,7 @@ func TestFail2banJailsBanOnTheirPorts(t *testing.T) {
 		t.Fatalf("IMAP attacker's ban: %+v", b)
 	}
 	if _, ok := banOf(bans, bystander.String()); ok || len(bans) != 2 {
-		t.Fatalf("bans %+v: want exactly the two attackers", bans)
+		t.Fatalf("bans %+v: want exactly the two attackers (not the bystander the forger aimed at)", bans)
 	}
 	dial := func(src netip.Addr, port uint16, want netnstest.Result) {
 		t.Helper()

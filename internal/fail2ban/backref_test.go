@@ -21,7 +21,7 @@ func TestSendmailBackref(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ConvertFilter(f)
+	c := ConvertFilter(f, defaultSettings)
 	var rules []*authlog.Rule
 	for _, p := range c.Patterns[0].Moat {
 		if !strings.Contains(p, "(?P=email)") {

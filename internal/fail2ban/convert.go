@@ -47,7 +47,11 @@ type Converted struct {
 // with the failregex at its <F-CONTENT>, translated to RE2 with
 // fail2ban's tags replaced by moat's, then checked by
 // authlog.CompileRule, the check the daemon runs.
-func ConvertFilter(f *Filter) *Converted {
+//
+// Some narrowings are safe only under a service's own settings
+// (ServiceSettings, dovecot's); s answers for this host, and a nil s
+// refuses them.
+func ConvertFilter(f *Filter, s ServiceSettings) *Converted {
 	out := &Converted{Filter: f}
 	if len(f.IgnoreRegex) > 0 {
 		out.Notes = append(out.Notes, fmt.Sprintf("ignoreregex not carried over (%d patterns): moat rules have no ignore patterns, so lines fail2ban would drop are counted", len(f.IgnoreRegex)))
@@ -65,15 +69,26 @@ func ConvertFilter(f *Filter) *Converted {
 		pref = p
 	}
 	pref = servicePrefix(f.Name, pref)
-	for _, fr := range f.FailRegex {
+	var gated []string
+	for i, fr := range f.FailRegex {
 		p := Pattern{FailRegex: fr}
-		if dateErr != nil {
+		need, gateErr := serviceGate(f.Name, s, fr)
+		switch {
+		case dateErr != nil:
 			p.Err = dateErr
-		} else {
-			p.Moat, p.Err = convertRegex(date, pref, serviceFields(f.Name, fr))
+		case gateErr != nil:
+			p.Err = fmt.Errorf("imported only where %s's %s keep it from taking an address the client wrote; here: %w", f.Name, need, gateErr)
+		default:
+			if need != "" {
+				gated = append(gated, fmt.Sprintf("%d (%s)", i, need))
+			}
+			p.Moat, p.Err = convertRegex(date, serviceContent(f.Name, pref, fr), serviceFields(f.Name, fr))
 			p.Moat, p.Marks, p.Err = bookkeeping(p.Moat, p.Err)
 		}
 		out.Patterns = append(out.Patterns, p)
+	}
+	if len(gated) > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("failregexes %s imported because %s's settings here keep them from taking an address the client wrote: import again after changing them", strings.Join(gated, ", "), f.Name))
 	}
 	out.dropUnusedIDs()
 	return out
@@ -499,6 +514,10 @@ func serviceFields(name, fr string) string {
 		return fr + nginxHandshakeEnd
 	case name == "domino-smtp":
 		return strings.ReplaceAll(fr, dominoID, dominoIDNarrow)
+	case name == "dovecot" && strings.Contains(fr, dovecotReason):
+		fr = strings.ReplaceAll(fr, dovecotReason, dovecotReasonNarrow)
+		fr = strings.ReplaceAll(fr, dovecotUserTagged, dovecotUserTaggedNarrow)
+		return strings.ReplaceAll(fr, dovecotUser, dovecotUserNarrow)
 	case name == "exim" && strings.HasSuffix(fr, eximAuthEnd):
 		fr = strings.ReplaceAll(fr, eximQuoted, eximQuotedRE2)
 		return strings.ReplaceAll(fr, eximSender, "")
@@ -532,6 +551,78 @@ const (
 const (
 	dominoID       = `\[[^\]]+\]`
 	dominoIDNarrow = `\[[^\]\s]+\]`
+)
+
+// dovecot's failregexes for a login process's disconnect after failed
+// (1) or no (4, mode aggressive) logins, "REASON (EXTRA): user=<NAME>,
+// method=MECH, rip=ADDR, lip=..., ...", leave two open parts before the
+// address: the reason (fail2ban's _bypass_reject_reason, dovecotReason)
+// and the user name (user=<[^>]*>), with open text after it too, so the
+// shape check refused them. The narrow forms keep to what dovecot writes
+// there, per its login-common sources (2.2: client-common.c client_destroy
+// and client_get_extra_disconnect_reason; 2.3: client-common.c
+// client_disconnect, client_idle_disconnect_timeout, client_read,
+// clients_destroy_all, client_destroy_oldest, client_start_tls;
+// imap-login-client.c "Disconnected: Too many invalid commands" and
+// "Aborted login" on LOGOUT): the login process logs
+// reason + " " + client_get_extra_disconnect_reason(), whose text is its
+// own ("(auth failed, %u attempts in %u secs)" and fixed strings), then
+// ": " and log_format_elements. The reasons are fixed strings, except
+// 2.3's "Connection closed: " + the stream's error, io_stream_get_
+// disconnect_reason(): read()'s strerror or OpenSSL's reason strings,
+// library text of which the narrow form takes the common ones by name
+// (others are missed). The IMAP parser's fatal errors
+// ("Disconnected: " + imap_parser_get_error(), lib-imap imap-parser.c)
+// are fixed strings too, but only "Literal size too large" is fatal there.
+// The user name is the client's (%u, str_sanitize()d: control characters
+// only, so ">", "," and spaces stay): the narrow form takes it without
+// white space, which makes a name with spaces miss; but a client can end
+// a short name with ">" itself and go on with ", method=..., rip=FAKE".
+// What stops that fake is what dovecot writes after the name, which
+// depends on login_log_format_elements: ConvertFilter imports the
+// narrowed failregexes only where dovecotLogSafe accepts this host's
+// setting (see dovecotGate).
+const (
+	dovecotReason       = `(?:: (?:\w+\([^\):]*\) \w+|[^\(]+))*`
+	dovecotReasonNarrow = `(?:: (?:Inactivity(?: during authentication)?|Too many invalid commands\.?|Connection queue full|Shutting down|Input buffer full|TLS initialization failed\.|Literal size too large|` +
+		`Connection closed(?:: (?:(?:read|write)\(size=\d+\) failed|SSL_(?:accept|read|write)\(\) syscall failed): (?:Connection reset by peer|Broken pipe|Connection timed out)` +
+		`|: SSL_accept\(\) failed: error:[0-9A-Fa-f]+:SSL routines:\w*:(?:wrong version number|unknown protocol|unsupported protocol|http request|no shared cipher|version too low|no protocols available))?))?`
+	dovecotUserTagged       = `(?: user=<<F-USER>[^>]*</F-USER>>,)?`
+	dovecotUserTaggedNarrow = `(?: user=<<F-USER>[^>\s]*</F-USER>>,)?`
+	dovecotUser             = `(?: user=<[^>]*>,)?`
+	dovecotUserNarrow       = `(?: user=<[^>\s]*>,)?`
+)
+
+// serviceContent narrows the prefregex pref for the failregex fr of filter
+// name where that failregex's own narrowing needs it: dovecot's prefix
+// has "auth-worker(PID)" and "conn unix:auth-worker (pid=P,uid=U)" parts
+// (auth-worker-server.c), fail2ban's \([^\)]+\), which may hold spaces
+// for it. Narrowed, failregex 3's passdb(\S*,<HOST>) passes the shape
+// check, and the \S* name is the client's: it is imported only where
+// dovecotNamesSafe accepts this host's auth_username_* settings.
+func serviceContent(name, pref, fr string) string {
+	if name == "dovecot" {
+		return strings.ReplaceAll(pref, dovecotWorkerParen, dovecotWorkerParenNarrow)
+	}
+	return pref
+}
+
+// serviceGate says which of the service's own settings a failregex's
+// narrowing relies on ("" for none), and whether this host has them so.
+func serviceGate(name string, s ServiceSettings, fr string) (need string, err error) {
+	if name != "dovecot" {
+		return "", nil
+	}
+	return dovecotGate(s, fr)
+}
+
+const (
+	// dovecotPassdb marks failregex 3: the auth process's
+	// "passdb(user,addr[,session]): unknown user|...".
+	dovecotPassdb = `\(\S*,<HOST>(?:,\S*)?\): (?:[Uu]nknown user`
+
+	dovecotWorkerParen       = `\([^\)]+\)`
+	dovecotWorkerParenNarrow = `\([^\)\s]+\)`
 )
 
 // exim's failregex for "SMTP protocol error in "CMD" HOST AUTH command
@@ -840,8 +931,9 @@ type Result struct {
 }
 
 // Import reads dir (a fail2ban configuration directory) and converts
-// every enabled jail. servicesFile resolves port names ("/etc/services").
-func Import(dir, servicesFile string) (*Result, error) {
+// every enabled jail. servicesFile resolves port names ("/etc/services");
+// settings answers for the services' own settings (ConvertFilter).
+func Import(dir, servicesFile string, settings ServiceSettings) (*Result, error) {
 	jails, err := LoadJails(dir)
 	if err != nil {
 		return nil, err
@@ -869,7 +961,7 @@ func Import(dir, servicesFile string) (*Result, error) {
 			res.Jails = append(res.Jails, jr)
 			continue
 		}
-		jr.Converted = ConvertFilter(f)
+		jr.Converted = ConvertFilter(f, settings)
 		var sources []string
 		switch {
 		case strings.HasPrefix(j.Backend, "systemd"):

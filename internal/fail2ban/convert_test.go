@@ -426,3 +426,49 @@ func TestConvertDominoDateAfterIDs(t *testing.T) {
 		"22-06-2014 09:56:12 [28325:00010-3735542592] 22-06-2014 09:56:12   smtp: postmaster [1.2.3.4] authentication failure using internet password": "",
 	})
 }
+
+// dovecot's disconnect after failed logins: narrowed to the reasons the
+// login process writes and a user name without white space, failregex 1
+// leaves nothing open before the address. A reason or user name holding
+// the client's words matches nothing. Whether the narrowed failregexes
+// are used at all depends on dovecot's settings (TestConvertDovecotGate):
+// the shape check alone accepts failregex 3 once the prefregex's
+// auth-worker parts are narrowed, and its spaceless name takes the last
+// address, the auth process's.
+func TestConvertDovecotDisconnect(t *testing.T) {
+	const pref = `^\s*(?:\S+ )?(?:dovecot: )?(?:auth(?:-worker)?(?:\([^\)]+\))?: )?(?:(?:pop3|imap|managesieve|submission)-login: )?(?:Info: )?(?:conn \w+:auth(?:-worker)? \([^\)]+\): auth(?:-worker)?<\d+>: )?<F-CONTENT>.+</F-CONTENT>$`
+	const fr = `^(?:Aborted login|Disconnected|Remote closed connection|Client has quit the connection)(?:: (?:\w+\([^\):]*\) \w+|[^\(]+))* \((?:auth failed, \d+ attempts(?: in \d+ secs)?|tried to use (?:disabled|disallowed) \S+ auth|proxy dest auth failed)\):(?: user=<<F-USER>[^>]*</F-USER>>,)?(?: method=\S+,)? rip=<HOST>(?:[^>]*(?:, session=<\S+>)?)\s*$`
+	const fr3 = `^[a-z\-]{3,15}\(\S*,<HOST>(?:,\S*)?\): (?:[Uu]nknown user|[Ii]nvalid credentials|[Pp]assword mismatch)`
+	p, err := translatePython(pref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pats, err := convertRegex(anyDate, p, fr); len(pats) != 0 || err == nil {
+		t.Fatalf("as fail2ban writes it: got %q, %v: want the shape check's refusal", pats, err)
+	}
+	if serviceFields("postfix", fr) != fr || serviceContent("postfix", pref, fr) != pref {
+		t.Error("dovecot's fields narrowed in another filter")
+	}
+	if pats, err := convertRegex(anyDate, p, fr3); len(pats) != 0 || err == nil {
+		t.Errorf("failregex 3 with fail2ban's prefregex: got %q, %v: want the shape check's refusal", pats, err)
+	}
+	checkLines(t, convertAll(t, serviceContent("dovecot", pref, fr3), fr3), map[string]string{
+		"Jan 29 09:33:58 h dovecot: auth-worker(1234): passwd-file(grace,192.0.2.3,<Lsz0Oo7WXti3b7xe>): unknown user":       "192.0.2.3",
+		"Jan 29 09:33:58 h dovecot: auth: passwd-file(x,192.0.2.66,192.0.2.4): Password mismatch":                           "192.0.2.4",
+		"Jan 29 09:33:58 h dovecot: auth: passwd-file(x,192.0.2.66,192.0.2.5,<Lsz0Oo7WXti3b7xe>): unknown user":             "192.0.2.5",
+		"Jan 29 09:33:58 h dovecot: auth: passwd-file(x,192.0.2.66):,192.0.2.6): unknown user":                              "192.0.2.6",
+		"Jan 29 09:33:58 h dovecot: auth-worker(1 2): passwd-file(x,192.0.2.66,<a>): unknown user,192.0.2.7): unknown user": "",
+	})
+	rules := convertAll(t, serviceContent("dovecot", pref, fr), serviceFields("dovecot", fr))
+	checkLines(t, rules, map[string]string{
+		"Jan 29 09:33:58 h dovecot: pop3-login: Info: Aborted login (auth failed, 1 attempts in 2 secs): user=<grace>, method=PLAIN, rip=192.0.2.3":                                                                                                             "192.0.2.3",
+		"Jan 29 09:33:58 h dovecot: imap-login: Disconnected: Connection closed: read(size=1003) failed: Connection reset by peer (auth failed, 1 attempts in 0 secs): user=<t@example.com>, rip=192.0.2.4, lip=127.0.0.19, session=<Lsz0Oo7WXti3b7xe>":         "192.0.2.4",
+		"Jan 29 09:33:58 h dovecot: managesieve-login: Disconnected: Too many invalid commands. (auth failed, 1 attempts in 2 secs): user=<me>, method=PLAIN, rip=192.0.2.5, lip=0.0.0.0, TLS, TLSv1.3 with cipher TLS_CHACHA20_POLY1305_SHA256 (256/256 bits)": "192.0.2.5",
+		"Jan 29 09:33:58 h dovecot: imap-login: Disconnected (auth failed, 1 attempts): method=PLAIN, rip=192.0.2.6, lip=198.51.100.1, TLS: Disconnected":                                                                                                       "192.0.2.6",
+		// The reason as the client's words (the model in
+		// testdata/forged/dovecot.log): not one of dovecot's.
+		"Jan 29 09:33:58 h dovecot: imap-login: Disconnected: x (auth failed, 1 attempts): rip=192.0.2.66, lip=y (auth failed, 1 attempts): method=PLAIN, rip=203.0.113.7, lip=198.51.100.1, TLS": "",
+		// A user name with spaces: the narrowed name cannot hold it.
+		"Jan 29 09:33:58 h dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<x, method=PLAIN, rip=192.0.2.66, lip=z, session=<a>, method=PLAIN, rip=203.0.113.7, lip=198.51.100.1": "",
+	})
+}

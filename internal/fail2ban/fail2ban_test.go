@@ -145,7 +145,7 @@ func TestExtractOptions(t *testing.T) {
 // an include, a .local with %(known/...)s, [Init], a jail.d override, a
 // filter argument selecting the mode and a refused regex of each kind.
 func TestImportFixture(t *testing.T) {
-	res, err := Import("testdata/etc", "testdata/services")
+	res, err := Import("testdata/etc", "testdata/services", defaultSettings)
 	if err != nil {
 		t.Fatal(err)
 	}

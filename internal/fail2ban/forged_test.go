@@ -27,6 +27,10 @@ type forgedCase struct {
 	// treating open text as the client's can accept the failregex
 	// (docs/login-rules.md, "Open text on both sides").
 	forged bool
+	// when is the dovecot setting the service must have to write the
+	// line ("key = value"; "" for its defaults): moat's import under
+	// that setting must not take the fake either.
+	when string
 }
 
 // forgedFile is a testdata/forged/<filter>.log: its cases and what moat's
@@ -72,11 +76,12 @@ func readForged(t *testing.T, path string) forgedFile {
 		case ok && strings.HasPrefix(c, "mode: "):
 			ff.mode = strings.TrimPrefix(c, "mode: ")
 		case ok && (strings.HasPrefix(c, "forge ") || strings.HasPrefix(c, "hold ") || strings.HasPrefix(c, "model ")):
+			c, when, _ := strings.Cut(c, " when ")
 			f := strings.Fields(c)
 			if len(f) != 4 || f[2] != "real" {
-				t.Fatalf("%s:%d: want \"# forge|hold|model FAKE real REAL\", got %q", path, n, line)
+				t.Fatalf("%s:%d: want \"# forge|hold|model FAKE real REAL [when SETTING = VALUE]\", got %q", path, n, line)
 			}
-			pending = &forgedCase{fake: f[1], real: f[3], forged: f[0] != "hold"}
+			pending = &forgedCase{fake: f[1], real: f[3], forged: f[0] != "hold", when: when}
 		case strings.HasPrefix(line, "#"):
 		case pending == nil:
 			t.Fatalf("%s:%d: a log line without a \"# forge\" or \"# hold\" line before it", path, n)
@@ -130,8 +135,7 @@ func TestForgeableFilters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := ConvertFilter(f)
-			var rules []*authlog.Rule
+			c := ConvertFilter(f, defaultSettings)
 			for i, p := range c.Patterns {
 				switch {
 				case slices.Contains(ff.refused, i) && p.Err == nil:
@@ -139,20 +143,20 @@ func TestForgeableFilters(t *testing.T) {
 				case slices.Contains(ff.imported, i) && (p.Err != nil || len(p.Moat) == 0):
 					t.Errorf("failregex %d is refused (%v), the file says moat imports it: %s", i, p.Err, p.FailRegex)
 				}
-				for _, pat := range p.Moat {
-					r, err := authlog.CompileRule(pat)
-					if err != nil {
-						t.Fatalf("an imported pattern does not compile: %v", err)
-					}
-					rules = append(rules, r)
-				}
 			}
 			for _, i := range append(slices.Clone(ff.refused), ff.imported...) {
 				if i >= len(c.Patterns) {
 					t.Fatalf("the filter has %d failregexes, the file names %d", len(c.Patterns), i)
 				}
 			}
+			rulesWhen := map[string][]*authlog.Rule{"": compiled(t, c)}
 			for _, fc := range ff.cases {
+				if _, ok := rulesWhen[fc.when]; !ok {
+					rulesWhen[fc.when] = compiled(t, ConvertFilter(f, dovecotWhen(t, fc.when)))
+				}
+			}
+			for _, fc := range ff.cases {
+				rules := rulesWhen[fc.when]
 				took := fail2banTakes(t, bin, filterArg, fc.line)
 				switch {
 				case fc.forged && !slices.Contains(took, fc.fake):
@@ -181,4 +185,43 @@ func fail2banTakes(t *testing.T, bin, filter, line string) []string {
 		t.Fatalf("fail2ban-regex: %v\n%s", err, out)
 	}
 	return strings.Fields(string(out))
+}
+
+// compiled compiles what c imported.
+func compiled(t *testing.T, c *Converted) []*authlog.Rule {
+	t.Helper()
+	var rules []*authlog.Rule
+	for _, p := range c.Patterns {
+		for _, pat := range p.Moat {
+			r, err := authlog.CompileRule(pat)
+			if err != nil {
+				t.Fatalf("an imported pattern does not compile: %v", err)
+			}
+			rules = append(rules, r)
+		}
+	}
+	return rules
+}
+
+// dovecotWhen is dovecot's defaults with the setting "key = value" in
+// every protocol.
+func dovecotWhen(t *testing.T, when string) StaticSettings {
+	t.Helper()
+	k, v, ok := strings.Cut(when, " =")
+	v = strings.TrimSpace(v)
+	fields := map[string]func(*DovecotView){
+		"login_log_format_elements": func(d *DovecotView) { d.LoginLogFormatElements = v },
+		"auth_username_chars":       func(d *DovecotView) { d.AuthUsernameChars = v },
+		"auth_username_translation": func(d *DovecotView) { d.AuthUsernameTranslation = v },
+		"auth_username_format":      func(d *DovecotView) { d.AuthUsernameFormat = v },
+	}
+	set, known := fields[k]
+	if !ok || !known {
+		t.Fatalf("\"when %s\": want one of dovecot's settings checked at import, as \"KEY = VALUE\"", when)
+	}
+	views := DovecotDefaults()
+	for i := range views {
+		set(&views[i])
+	}
+	return StaticSettings{DovecotViews: views}
 }

@@ -163,7 +163,7 @@ func measureFilter(t *testing.T, name string) *sampleStats {
 			st.reasons["load: "+err.Error()]++
 			return v
 		}
-		c := ConvertFilter(f)
+		c := ConvertFilter(f, defaultSettings)
 		if len(cache) == 1 {
 			st.imported, st.failregexes = c.Imported(), len(c.Patterns)
 		}
