@@ -40,6 +40,10 @@ type Converted struct {
 	Filter   *Filter
 	Patterns []Pattern
 	Notes    []string // what does not carry over, for the whole filter
+	// Relies says which of the service's own settings on this host the
+	// imported failregexes rely on ("" for none): the rules carry it as
+	// a comment, as it holds only until those settings change.
+	Relies string
 }
 
 // ConvertFilter turns each failregex of f into moat patterns: the
@@ -77,10 +81,11 @@ func ConvertFilter(f *Filter, s ServiceSettings) *Converted {
 		case dateErr != nil:
 			p.Err = dateErr
 		case gateErr != nil:
-			p.Err = fmt.Errorf("imported only where %s's %s keep it from taking an address the client wrote; here: %w", f.Name, need, gateErr)
+			p.Err = fmt.Errorf("it is safe from addresses the client writes only under some of %s's settings (%s); here: %w", f.Name, need, gateErr)
 		default:
 			if need != "" {
-				gated = append(gated, fmt.Sprintf("%d (%s)", i, need))
+				// Numbered from 1, as the report numbers them.
+				gated = append(gated, fmt.Sprintf("%d (%s)", i+1, need))
 			}
 			p.Moat, p.Err = convertRegex(date, serviceContent(f.Name, pref, fr), serviceFields(f.Name, fr))
 			p.Moat, p.Marks, p.Err = bookkeeping(p.Moat, p.Err)
@@ -88,7 +93,7 @@ func ConvertFilter(f *Filter, s ServiceSettings) *Converted {
 		out.Patterns = append(out.Patterns, p)
 	}
 	if len(gated) > 0 {
-		out.Notes = append(out.Notes, fmt.Sprintf("failregexes %s imported because %s's settings here keep them from taking an address the client wrote: import again after changing them", strings.Join(gated, ", "), f.Name))
+		out.Relies = fmt.Sprintf("failregexes %s are imported because %s's settings on this host keep them from taking an address the client wrote: import again after changing those settings", strings.Join(gated, ", "), f.Name)
 	}
 	out.dropUnusedIDs()
 	return out
@@ -1089,6 +1094,9 @@ func (r *Result) TOML() string {
 			fmt.Fprintf(&b, ": filter %s, %d of %d failregexes imported", j.Jail.Filter, j.Converted.Imported(), len(j.Converted.Patterns))
 		}
 		b.WriteString("\n")
+		if j.Converted != nil && j.Converted.Relies != "" {
+			fmt.Fprintf(&b, "# note: %s\n", j.Converted.Relies)
+		}
 		for _, n := range j.Notes {
 			fmt.Fprintf(&b, "# note: %s\n", n)
 		}
@@ -1129,8 +1137,10 @@ func (r *Result) Report() string {
 		fmt.Fprintf(&b, "jail %s", j.Jail.Name)
 		if c := j.Converted; c != nil {
 			fmt.Fprintf(&b, " (filter %s): %d of %d failregexes imported, %d rules\n", j.Jail.Filter, c.Imported(), len(c.Patterns), len(j.Rules))
-			for _, n := range c.Notes {
-				fmt.Fprintf(&b, "  note: %s\n", n)
+			for _, n := range append(slices.Clone(c.Notes), c.Relies) {
+				if n != "" {
+					fmt.Fprintf(&b, "  note: %s\n", n)
+				}
 			}
 			for i, p := range c.Patterns {
 				if p.Err == nil {

@@ -93,7 +93,7 @@ func (d *Doveconf) Dovecot() ([]DovecotView, error) {
 func (d *Doveconf) read() ([]DovecotView, error) {
 	bin, err := exec.LookPath("doveconf")
 	if err != nil {
-		return nil, fmt.Errorf("doveconf is not installed here (run the import on the host dovecot runs on, or give --dovecot-config): %w", err)
+		return nil, fmt.Errorf("doveconf is not installed here (run the import on the host dovecot runs on): %w", err)
 	}
 	var out []DovecotView
 	for _, p := range dovecotProtocols {

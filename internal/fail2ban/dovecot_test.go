@@ -1,6 +1,7 @@
 package fail2ban
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,9 +115,14 @@ func TestConvertDovecotGate(t *testing.T) {
 					t.Errorf("failregex %d refused: %v", i, p.Err)
 				}
 			}
-			note := strings.Join(c.Notes, "\n")
-			if tc.refused == nil && !strings.Contains(note, "1 (login_log_format_elements), 3 (auth_username_chars") {
-				t.Errorf("no note on what the import relies on: %q", note)
+			switch {
+			case tc.refused == nil && !strings.Contains(c.Relies, "failregexes 2 (login_log_format_elements), 4 (auth_username_chars, auth_username_translation and auth_username_format), 5 (login_log_format_elements)"):
+				t.Errorf("no note on what the import relies on: %q", c.Relies)
+			}
+			for i := range tc.refused {
+				if strings.Contains(c.Relies, fmt.Sprintf(" %d (", i+1)) {
+					t.Errorf("the note names failregex %d, which was refused: %q", i, c.Relies)
+				}
 			}
 		})
 	}
