@@ -242,8 +242,14 @@ func checkPlace(re *syntax.Regexp, name, what string) error {
 			after = openText(s)
 		}
 	}
+	if before == nil {
+		before = spacedTokens(re.Sub[:hostAt], false)
+	}
+	if after == nil {
+		after = spacedTokens(re.Sub[hostAt+1:], true)
+	}
 	if before != nil && after != nil {
-		return fmt.Errorf("open text (.*, .+, <USER>, or any repetition that can span spaces) "+
+		return fmt.Errorf("open text (.*, .+, <USER>, any repetition that can span spaces, or an optional group of two tokens with only white space between them) "+
 			"stands on both sides of %s: the client could write a line where a fake one "+
 			"sits in either part. Make one side fixed text: write what the service itself "+
 			"prints between %s and the end of the line (or the start) (open before it: %s; after it: %s)",
@@ -299,6 +305,111 @@ func openText(re *syntax.Regexp) *syntax.Regexp {
 		}
 	}
 	return nil
+}
+
+// spacedTokens finds, in the parts, an optional group holding a token
+// that can hold a word (a repetition of a class with letters) followed,
+// across nothing but white space, by a token that can hold an address
+// (digits and "." or ":"). No repetition spans a space there, yet the
+// service may write the group or leave it out, so a client that fills
+// its two tokens writes "from 6.6.6.6" where the rule then ends:
+// `^.* from <HOST>(?: \S+ \S+)?$` takes the fake on "x from 203.0.113.7
+// from 6.6.6.6". Mandatory tokens cannot do that (the rule needs as many
+// after the fake address as the service wrote after the real one), and
+// a single token next to <HOST> is left to the service, as the rest of
+// the check leaves it (docs/login-rules.md, "What the check cannot
+// know"). Before <HOST> (after false) only a lazy group counts: a greedy
+// one is taken whenever it can be, and with the client's words in it,
+// it can, leaving <HOST> the service's address. It returns the address
+// token, or nil.
+func spacedTokens(parts []*syntax.Regexp, after bool) *syntax.Regexp {
+	for _, re := range parts {
+		optional := re.Op == syntax.OpQuest || re.Op == syntax.OpStar || re.Op == syntax.OpRepeat && re.Min == 0
+		if optional && (after || re.Flags&syntax.NonGreedy != 0) {
+			if found, _ := spaced(re.Sub, false); found != nil {
+				return found
+			}
+		}
+		if found := spacedTokens(re.Sub, after); found != nil {
+			return found
+		}
+	}
+	return nil
+}
+
+// spaced walks parts with word: whether a word token may stand just
+// before, with only white space since. It returns the address token
+// found after one, and whether a word token may stand at the end.
+func spaced(parts []*syntax.Regexp, word bool) (*syntax.Regexp, bool) {
+	for _, re := range parts {
+		var found *syntax.Regexp
+		found, word = spacedOne(re, word)
+		if found != nil {
+			return found, word
+		}
+	}
+	return nil, word
+}
+
+func spacedOne(re *syntax.Regexp, word bool) (*syntax.Regexp, bool) {
+	switch re.Op {
+	case syntax.OpStar, syntax.OpPlus, syntax.OpRepeat:
+		if c := re.Sub[0]; c.Op == syntax.OpCharClass || c.Op == syntax.OpAnyChar || c.Op == syntax.OpAnyCharNotNL {
+			if onlySpace(c) {
+				return nil, word
+			}
+			if word && classHas(c, '0') && (classHas(c, '.') || classHas(c, ':')) {
+				return re, true
+			}
+			return nil, classHas(c, 'a') || classHas(c, 'A')
+		}
+		// A repeated group: twice through, for a word at the end of one
+		// round and an address at the start of the next; it may also
+		// not be there.
+		found, w := spaced(re.Sub, word)
+		if found == nil {
+			found, w = spaced(re.Sub, w)
+		}
+		return found, w || word
+	case syntax.OpQuest:
+		found, w := spaced(re.Sub, word)
+		return found, w || word
+	case syntax.OpCapture, syntax.OpConcat:
+		return spaced(re.Sub, word)
+	case syntax.OpAlternate:
+		any := false
+		for _, s := range re.Sub {
+			found, w := spaced([]*syntax.Regexp{s}, word)
+			if found != nil {
+				return found, w
+			}
+			any = any || w
+		}
+		return nil, any
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText, syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return nil, word
+	}
+	if onlySpace(re) {
+		return nil, word
+	}
+	return nil, false
+}
+
+// classHas reports whether the single-character re matches c.
+func classHas(re *syntax.Regexp, c rune) bool {
+	switch re.Op {
+	case syntax.OpAnyChar:
+		return true
+	case syntax.OpAnyCharNotNL:
+		return c != '\n'
+	case syntax.OpCharClass:
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			if re.Rune[i] <= c && c <= re.Rune[i+1] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // onlySpace reports whether re matches nothing but ASCII white space.

@@ -89,3 +89,39 @@ func TestShapeDelimiterArgumentIsNotEnough(t *testing.T) {
 		}
 	}
 }
+
+// An optional group of two tokens, a word then an address, with only
+// white space between them holds a client's "from 6.6.6.6" though no
+// repetition in it spans a space: the shape check counts it as open.
+// Each forgery is shown with the pattern compiled past the check. Two
+// mandatory tokens, or one optional token, cannot move the address (the
+// rule needs as many tokens after the fake as the service wrote after
+// the real one), nor can a greedy group before <HOST> (taken whenever it
+// can be): those patterns stay accepted.
+func TestShapeOptionalTokenPair(t *testing.T) {
+	for _, c := range []struct{ pattern, line string }{
+		{`^.* from <HOST>(?: \S+ \S+)?$`, "x from 203.0.113.7 from 192.0.2.66"},
+		{`^.* from <HOST>(?:\s+\w+\s+[^\]]+)?$`, "x from 203.0.113.7 from 192.0.2.66"},
+		{`^(?:\S+ \S+ )??<HOST> failed .*$`, "192.0.2.66 failed 203.0.113.7 failed x"},
+		{`^x(?: (?:\w+) (?:\S+))*? <HOST> failed .*$`, "x 192.0.2.66 failed 203.0.113.7 failed x"},
+	} {
+		re := regexp.MustCompile(strings.Replace(c.pattern, "<HOST>", hostRE, 1))
+		if m := re.FindStringSubmatch(c.line); m == nil || m[re.SubexpIndex("host")] != "192.0.2.66" {
+			t.Errorf("%s: the counterexample does not forge (%q): fix the test", c.pattern, m)
+		}
+		if _, err := CompileRule(c.pattern); err == nil || !strings.Contains(err.Error(), "optional group of two tokens") {
+			t.Errorf("%s: %v; on %q it takes 192.0.2.66, not 203.0.113.7", c.pattern, err, c.line)
+		}
+	}
+	for _, p := range []string{
+		`^.* from <HOST>\s+\w+\s+\S+$`,
+		`^.* from <HOST>(?: user \S+)?$`,
+		`^.* from <HOST> port \d+(?: \S+ \d+)?$`,
+		`^\S+ \S+ \S+ \S+ app: from <HOST>(?: user \S+)?$`,
+		`^(?:\S+ \S+ )?<HOST> failed .*$`,
+	} {
+		if _, err := CompileRule(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
