@@ -446,15 +446,8 @@ func onlySpace(re *syntax.Regexp) bool {
 // matchesSpace reports whether re can match a string containing ' '.
 func matchesSpace(re *syntax.Regexp) bool {
 	switch re.Op {
-	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
-		return true
-	case syntax.OpCharClass:
-		for i := 0; i+1 < len(re.Rune); i += 2 {
-			if re.Rune[i] <= ' ' && ' ' <= re.Rune[i+1] {
-				return true
-			}
-		}
-		return false
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL, syntax.OpCharClass:
+		return classHas(re, ' ')
 	case syntax.OpLiteral:
 		for _, r := range re.Rune {
 			if r == ' ' {

@@ -1137,10 +1137,11 @@ func (r *Result) Report() string {
 		fmt.Fprintf(&b, "jail %s", j.Jail.Name)
 		if c := j.Converted; c != nil {
 			fmt.Fprintf(&b, " (filter %s): %d of %d failregexes imported, %d rules\n", j.Jail.Filter, c.Imported(), len(c.Patterns), len(j.Rules))
-			for _, n := range append(slices.Clone(c.Notes), c.Relies) {
-				if n != "" {
-					fmt.Fprintf(&b, "  note: %s\n", n)
-				}
+			for _, n := range c.Notes {
+				fmt.Fprintf(&b, "  note: %s\n", n)
+			}
+			if c.Relies != "" {
+				fmt.Fprintf(&b, "  note: %s\n", c.Relies)
 			}
 			for i, p := range c.Patterns {
 				if p.Err == nil {

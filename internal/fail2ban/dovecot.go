@@ -125,24 +125,42 @@ func (d *Doveconf) read() ([]DovecotView, error) {
 
 // parseDoveconf reads doveconf's "key = value" lines for dovecotKeys.
 func parseDoveconf(text []byte) (DovecotView, error) {
-	got := map[string]string{}
+	var v DovecotView
+	seen := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " = ")
+		k, val, ok := strings.Cut(sc.Text(), " = ")
 		if !ok {
 			k, ok = strings.CutSuffix(sc.Text(), " =")
 		}
-		if ok && slices.Contains(dovecotKeys, k) {
-			got[k] = v
+		if ok && v.set(k, val) {
+			seen[k] = true
 		}
 	}
 	for _, k := range dovecotKeys {
-		if _, ok := got[k]; !ok {
+		if !seen[k] {
 			return DovecotView{}, fmt.Errorf("no %s in its output (a dovecot without this setting?)", k)
 		}
 	}
-	return DovecotView{LoginLogFormatElements: got[dovecotKeys[0]], AuthUsernameChars: got[dovecotKeys[1]],
-		AuthUsernameTranslation: got[dovecotKeys[2]], AuthUsernameFormat: got[dovecotKeys[3]]}, nil
+	return v, nil
+}
+
+// set sets the setting named key (one of dovecotKeys) to value; false
+// for another key.
+func (v *DovecotView) set(key, value string) bool {
+	switch key {
+	case "login_log_format_elements":
+		v.LoginLogFormatElements = value
+	case "auth_username_chars":
+		v.AuthUsernameChars = value
+	case "auth_username_translation":
+		v.AuthUsernameTranslation = value
+	case "auth_username_format":
+		v.AuthUsernameFormat = value
+	default:
+		return false
+	}
+	return true
 }
 
 // dovecotLogElements are the login_log_format_elements whose text is

@@ -208,20 +208,11 @@ func compiled(t *testing.T, c *Converted) []*authlog.Rule {
 func dovecotWhen(t *testing.T, when string) StaticSettings {
 	t.Helper()
 	k, v, ok := strings.Cut(when, " =")
-	v = strings.TrimSpace(v)
-	fields := map[string]func(*DovecotView){
-		"login_log_format_elements": func(d *DovecotView) { d.LoginLogFormatElements = v },
-		"auth_username_chars":       func(d *DovecotView) { d.AuthUsernameChars = v },
-		"auth_username_translation": func(d *DovecotView) { d.AuthUsernameTranslation = v },
-		"auth_username_format":      func(d *DovecotView) { d.AuthUsernameFormat = v },
-	}
-	set, known := fields[k]
-	if !ok || !known {
-		t.Fatalf("\"when %s\": want one of dovecot's settings checked at import, as \"KEY = VALUE\"", when)
-	}
 	views := DovecotDefaults()
 	for i := range views {
-		set(&views[i])
+		if !ok || !views[i].set(k, strings.TrimSpace(v)) {
+			t.Fatalf("\"when %s\": want one of dovecot's settings checked at import, as \"KEY = VALUE\"", when)
+		}
 	}
 	return StaticSettings{DovecotViews: views}
 }
