@@ -96,6 +96,7 @@ func TestConvertDovecotGate(t *testing.T) {
 		{"defaults", defaultSettings, nil},
 		{"nil", nil, map[int]string{1: "not read", 3: "not read", 4: "not read"}},
 		{"no doveconf", StaticSettings{DovecotErr: exec.ErrNotFound}, map[int]string{1: "not found", 3: "not found", 4: "not found"}},
+		{"no views", StaticSettings{DovecotViews: []DovecotView{}}, map[int]string{1: "returned nothing", 3: "returned nothing", 4: "returned nothing"}},
 		{"name last", with("imap", func(v *DovecotView) { v.LoginLogFormatElements = "user=<%u>" }), map[int]string{1: "protocol imap", 4: "protocol imap"}},
 		{"any name", with("", func(v *DovecotView) { v.AuthUsernameChars = "" }), map[int]string{3: "auth_username_chars"}},
 	} {
