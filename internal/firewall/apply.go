@@ -129,16 +129,27 @@ func (a *Applier) deleteOp() uint16 {
 	t.reset()
 	t.elem(msgDestroySetElem, "moat-probe-destroy", make([]byte, 4), false, false, 0)
 	err = s.commit(t.finish())
+	op, known := deleteOpFor(err)
+	if !known {
+		if !errors.As(err, new(replyError)) {
+			a.dropWriter()
+		}
+		return op // asked again next time
+	}
+	a.delOp = op
+	return op
+}
+
+// deleteOpFor reads the kernel's answer to deleteOp's probe: the message
+// to send deletes in, and whether the answer settles it.
+func deleteOpFor(err error) (op uint16, known bool) {
 	switch {
 	case errors.Is(err, unix.EINVAL):
-		a.delOp = msgDelSetElem
+		return msgDelSetElem, true
 	case err == nil || errors.Is(err, unix.ENOENT):
-		a.delOp = msgDestroySetElem
-	default:
-		a.dropWriter()
-		return msgDestroySetElem // asked again next time
+		return msgDestroySetElem, true
 	}
-	return a.delOp
+	return msgDestroySetElem, false
 }
 
 // commitDeletes commits a.tx, built with deletes in op and then fill's
@@ -272,13 +283,16 @@ func (a *Applier) rawWriter() (*rawSock, error) {
 }
 
 // commitRaw commits the transaction in a.tx on the long-lived socket; a.mu
-// must be held. A big buffer (a full install's) is not kept past it.
+// must be held. A big buffer (a full install's) is not kept past it. The
+// sockets are dropped after a send or receive error, not after the
+// kernel's answer (an element already gone, on commitDeletes' path), whose
+// replies commit has all read.
 func (a *Applier) commitRaw() error {
 	s, err := a.rawWriter()
 	if err == nil {
 		err = s.commit(a.tx.finish())
 	}
-	if err != nil {
+	if err != nil && !errors.As(err, new(replyError)) {
 		a.dropWriter()
 	}
 	a.tx.release()

@@ -379,9 +379,18 @@ func (s *rawSock) Close() error { return s.c.Close() }
 // of the changes made on it.
 func (s *rawSock) PID() uint32 { return s.c.PID() }
 
-// commit sends a batch built by txn and returns the kernel's first error.
-// The kernel handles a batch to the end (commit or abort) while the send
-// is in progress, so every reply is queued when it returns.
+// replyError is an error the kernel answered a batch with. commit has read
+// every reply by then, so the socket stays usable, unlike after an error
+// of the send or the receive (see commitRaw).
+type replyError struct{ errno unix.Errno }
+
+func (e replyError) Error() string { return e.errno.Error() }
+func (e replyError) Unwrap() error { return e.errno }
+
+// commit sends a batch built by txn and returns the kernel's first error
+// (a replyError). The kernel handles a batch to the end (commit or abort)
+// while the send is in progress, so every reply is queued when it
+// returns, and read before commit does.
 func (s *rawSock) commit(b []byte) error {
 	if need := len(b) + 4096; need > s.sndb {
 		if err := s.setsockopt(unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, need); err != nil {
@@ -408,7 +417,7 @@ func (s *rawSock) commit(b []byte) error {
 			}
 			if typ := binary.NativeEndian.Uint16(m[4:]); typ == unix.NLMSG_ERROR && l >= nlmsgHdrLen+4 {
 				if code := int32(binary.NativeEndian.Uint32(m[nlmsgHdrLen:])); code != 0 && first == nil {
-					first = unix.Errno(-code)
+					first = replyError{unix.Errno(-code)}
 				}
 			}
 			m = m[nlmsgAlign(l):]
