@@ -837,42 +837,63 @@ func tripleSet(name string, v6 bool) *nftables.Set {
 // grantKey is the concatenation addr . proto . port, each field padded to
 // four bytes as the kernel's registers hold them.
 func grantKey(g Grant) []byte {
-	k := g.Addr.Unmap().AsSlice()
+	var k [24]byte
+	return appendGrantKey(k[:0], g)
+}
+
+// appendGrantKey appends g's key to k: with a buffer on the caller's
+// stack, a grant on the knock-to-door path allocates nothing for it.
+func appendGrantKey(k []byte, g Grant) []byte {
+	a := g.Addr.Unmap()
+	if a.Is4() {
+		a4 := a.As4()
+		k = append(k, a4[:]...)
+	} else {
+		a16 := a.As16()
+		k = append(k, a16[:]...)
+	}
 	return append(k, g.Proto, 0, 0, 0, byte(g.Port>>8), byte(g.Port), 0, 0)
 }
 
 // UpdateGrants deletes then adds grants in one transaction (daemon-mode
 // doors; kernel-mode doors add their own from the packet path).
 func (a *Applier) UpdateGrants(del, add []Grant) error {
-	return a.updateTriples("grants", grantSet, del, add)
+	return a.updateTriples("grants", [2]string{SetGrant4, SetGrant6}, del, add)
 }
 
 // updateTriples deletes then adds addr . proto . port elements of the
-// v4/v6 pair of sets setFor names, in one transaction, on the raw socket
+// v4/v6 pair of sets names, in one transaction, on the raw socket
 // bans use (nlraw.go): a door's grant is on the path from the knock to
 // the door opening, and google/nftables' Flush costs about twice the raw
 // commit there (the attribute trees it builds, a read per reply). A delete
 // is a destroy, which does not fail on an element its timeout already
 // took.
-func (a *Applier) updateTriples(what string, setFor func(v6 bool) *nftables.Set, del, add []Grant) error {
+func (a *Applier) updateTriples(what string, names [2]string, del, add []Grant) error {
 	if len(del) == 0 && len(add) == 0 {
 		return nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	op := a.deleteOp()
-	name := func(g Grant) string { return setFor(g.Addr.Unmap().Is6()).Name }
+	var kb [24]byte
+	one := func(op uint16, g Grant, timeout time.Duration) {
+		name := names[0]
+		if g.Addr.Unmap().Is6() {
+			name = names[1]
+		}
+		a.tx.elem(op, name, appendGrantKey(kb[:0], g), false, false, timeout)
+	}
 	adds := func() {
 		for _, g := range add {
-			a.tx.elem(msgNewSetElem, name(g), grantKey(g), false, false, g.Timeout)
+			one(msgNewSetElem, g, g.Timeout)
 		}
 	}
 	a.tx.reset()
 	for _, g := range del {
-		a.tx.elem(op, name(g), grantKey(g), false, false, 0)
+		one(op, g, 0)
 	}
 	adds()
-	err := a.commitDeletes(op, len(del), func(i int) { a.tx.elem(op, name(del[i]), grantKey(del[i]), false, false, 0) }, adds)
+	err := a.commitDeletes(op, len(del), func(i int) { one(op, del[i], 0) }, adds)
 	if err != nil {
 		return explain(fmt.Errorf("nftables: update %s: %w", what, err))
 	}

@@ -43,7 +43,7 @@ func portBanSet(v6 bool) *nftables.Set {
 // UpdatePortBans deletes then adds port-limited ban elements in one
 // transaction.
 func (a *Applier) UpdatePortBans(del, add []PortBan) error {
-	return a.updateTriples("port bans", portBanSet, del, add)
+	return a.updateTriples("port bans", [2]string{SetPortBan4, SetPortBan6}, del, add)
 }
 
 // PortBans reads the port-limited ban elements the kernel holds, with the
