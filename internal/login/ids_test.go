@@ -231,6 +231,38 @@ func TestMultiLineTableBounded(t *testing.T) {
 	}
 }
 
+// Ids that have aged out leave the table when the next id comes: the
+// table holds what lives, not what a quiet hour ago filled it with.
+func TestMultiLineTableAges(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rules = appRules("/l")
+	f := newIDFeed(t, cfg)
+	for i := range 100 {
+		f.line("/l", fmt.Sprintf("app[%d]: connect from 198.51.100.%d", i, i+1), t0)
+	}
+	f.line("/l", "app[500]: connect from 192.0.2.5", t0.Add(cfg.FindTime+time.Second))
+	if n := f.g.IDs(); n != 1 {
+		t.Errorf("the table holds %d ids after the others aged out, want 1", n)
+	}
+}
+
+// A forget line of an id the table does not hold makes no entry, even
+// with an address: else a later connection reusing the id (a PID) would
+// have its failures counted for that address.
+func TestForgetUnknownIDRecordsNothing(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rules = append(appRules("/l"), config.LoginRule{Name: "app", Source: "/l", Kind: "note", Forget: true,
+		Pattern: `^app\[(?P<id>\d+)\]: closed by <HOST>$`})
+	f := newIDFeed(t, cfg)
+	f.line("/l", "app[5]: closed by 192.0.2.5", t0)
+	if n := f.g.IDs(); n != 0 {
+		t.Errorf("the table holds %d ids after a forget line, want 0", n)
+	}
+	if got := f.line("/l", "app[5]: auth failed for bob", t0); got != "" {
+		t.Errorf("a failure of a reused id counted for %s, the address of a forget line", got)
+	}
+}
+
 // Two-line failures earn a ban through Observe, like one-line ones; a
 // rule's line counts once for its jail however many of its patterns
 // match it.
