@@ -929,3 +929,17 @@ func TestSocketPathLimit(t *testing.T) {
 		t.Fatalf("108-byte socket path: %v; want it to name the limit", err)
 	}
 }
+
+// A note that forgets may stand without <HOST>: it ends a connection
+// (fail2ban's <F-NOFAIL><F-MLFFORGET> lines, imported so). Without
+// forget, a note without an address is refused (the table above).
+func TestForgetNoteWithoutHost(t *testing.T) {
+	src := "[[login.rule]]\nname = \"x\"\nsource = \"/var/log/x.log\"\npattern = '^x\\[(?P<id>\\d+)\\]: bye$'\nkind = \"note\"\nforget = true\n"
+	c, err := Parse([]byte(src), "moat.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Login.Rules; len(r) != 1 || !r[0].Forget || r[0].RuleKind() != RuleNote {
+		t.Fatalf("rules %+v", r)
+	}
+}
