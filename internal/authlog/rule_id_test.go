@@ -59,6 +59,18 @@ func TestRuleMatchLineID(t *testing.T) {
 	if _, ok := r.MatchLine([]byte(long), true); ok {
 		t.Error("took an id longer than maxIDLen")
 	}
+	// An empty id names no connection: one rule's lines with it would
+	// all share one entry.
+	e, err := CompileRule(`^\S+ app\[(?P<id>\d*)\]: failed for <USER>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := e.MatchLine([]byte(`h app[]: failed for x`), true); ok {
+		t.Errorf("took an empty id: %+v", m)
+	}
+	if m, ok := e.MatchLine([]byte(`h app[9]: failed for x`), true); !ok || string(m.ID) != "9" {
+		t.Errorf("got %+v %v", m, ok)
+	}
 	h, err := CompileRule(`^\S+ app\[(?P<id>\d+)\]: connect from <HOST> user .*$`)
 	if err != nil {
 		t.Fatal(err)
