@@ -254,8 +254,29 @@ const maxPins = 16
 
 // pins caches a rule's pinned patterns by the texts pinned.
 type pins struct {
-	mu sync.Mutex
-	re map[string]*regexp.Regexp // nil value: that pinning cannot be built
+	// off is set at compile time when a backreference's group cannot be
+	// pinned (pinnable): then no line is retried, and no line of a hostile
+	// log costs a key, the lock or a compile.
+	off bool
+	mu  sync.Mutex
+	re  map[string]*regexp.Regexp // nil value: that pinning cannot be built
+}
+
+// canPin reports whether every backreference's group of the expanded
+// pattern tree may be pinned.
+func canPin(tree *syntax.Regexp, refs []backref) bool {
+	ok := true
+	walk(tree, func(re *syntax.Regexp) {
+		if re.Op != syntax.OpCapture {
+			return
+		}
+		for _, b := range refs {
+			if re.Name == b.name && !pinnable(re.Sub[0]) {
+				ok = false
+			}
+		}
+	})
+	return ok
 }
 
 // pinnedMatch looks for another way to match line when RE2's first way
@@ -273,6 +294,9 @@ type pins struct {
 // does not carry the assertion to another place, and a capture dropped
 // would shift the submatch indexes.
 func (r *Rule) pinnedMatch(line []byte, m []int) []int {
+	if r.pins.off {
+		return nil
+	}
 	texts := make([]string, len(r.refs))
 	for i, b := range r.refs {
 		gs, ge := m[2*b.group], m[2*b.group+1]
@@ -321,7 +345,7 @@ func (r *Rule) pin(texts []string) *regexp.Regexp {
 				}
 			}
 		})
-		if group == nil || cp == nil || !pinnable(group.Sub[0]) {
+		if group == nil || cp == nil { // canPin checked the group itself
 			return nil
 		}
 		group.Sub = []*syntax.Regexp{literal(texts[i])}

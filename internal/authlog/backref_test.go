@@ -244,3 +244,37 @@ func TestPinnedPatternsBounded(t *testing.T) {
 		t.Fatalf("%d pinned patterns compiled, want 1 to %d", n, maxPins)
 	}
 }
+
+// A group that holds an assertion (\b here) cannot stand as the literal it
+// took: the rule never retries, so a hostile log whose every line fails
+// the check costs no compile, no cache slot, no lock. Text that is not
+// UTF-8 is not pinned either (a literal of it would hold U+FFFD, not the
+// line's bytes).
+func TestUnpinnable(t *testing.T) {
+	r, err := CompileRule(`^(?P<w>\b[a-z]+)-[a-z-]*(?P=w) <HOST>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.pins.off {
+		t.Fatal("a group with \\b is taken as pinnable")
+	}
+	for i := range 4 {
+		r.Match(fmt.Appendf(nil, "w%c-x-y 192.0.2.2", 'a'+i))
+	}
+	q, err := CompileRule(`^(?P<w>[^ -]+)-[a-z-]*(?P=w) <HOST>$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.pins.off {
+		t.Fatal("a plain group is taken as unpinnable")
+	}
+	q.Match([]byte("w\xff-x-y 192.0.2.2"))
+	for _, c := range []*Rule{r, q} {
+		c.pins.mu.Lock()
+		n := len(c.pins.re)
+		c.pins.mu.Unlock()
+		if n != 0 {
+			t.Errorf("%s: %d pinned patterns tried, want none", c, n)
+		}
+	}
+}

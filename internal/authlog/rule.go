@@ -120,6 +120,7 @@ func CompileRule(pattern string) (*Rule, error) {
 	for i, name := range refNames {
 		r.refs = append(r.refs, backref{name: name, group: re.SubexpIndex(name), copy: re.SubexpIndex(backrefGroup + strconv.Itoa(i))})
 	}
+	r.pins.off = !canPin(tree, r.refs)
 	return r, nil
 }
 
