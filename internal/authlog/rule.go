@@ -57,6 +57,11 @@ var errUnanchored = errors.New("it must match the whole line, from ^ to $: " +
 // idGroupRe finds the connection id's group, (?P<id>...) or (?<id>...).
 var idGroupRe = regexp.MustCompile(`\(\?P?<id>`)
 
+// HasIDGroup reports whether a rule pattern marks a connection id,
+// (?P<id>...): config's checks of kind and forget ask it before the
+// pattern compiles.
+func HasIDGroup(pattern string) bool { return idGroupRe.MatchString(pattern) }
+
 // maxIDLen bounds an id: a longer one is not taken (see MatchLine).
 const maxIDLen = 256
 

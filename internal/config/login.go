@@ -217,9 +217,6 @@ func (d *decoder) tables(path string, v any, keys []key, add func()) {
 // text an attacker controls cannot sit around <HOST> unchecked.
 var anchoredRe = regexp.MustCompile(`^\^.*\$$`)
 
-// ruleIDRe finds a rule pattern's connection id group.
-var ruleIDRe = regexp.MustCompile(`\(\?P?<id>`)
-
 func (l *Login) problems() []problem {
 	var out []problem
 	bad := func(path, value, format string, args ...any) {
@@ -284,7 +281,7 @@ func (l *Login) problems() []problem {
 		if r.BanTime != 0 && r.BanTime < time.Second {
 			bad(joinKey(p, "ban_time"), q(r.BanTime.String()), `too short; want at least "1s"`)
 		}
-		hosts, hasID := strings.Count(r.Pattern, "<HOST>"), ruleIDRe.MatchString(r.Pattern)
+		hosts, hasID := strings.Count(r.Pattern, "<HOST>"), authlog.HasIDGroup(r.Pattern)
 		kind := r.RuleKind()
 		switch {
 		case !slices.Contains(loginRuleKindValues, kind):
