@@ -344,13 +344,16 @@ func explain(in io.Reader, out io.Writer, o explainOptions, now time.Time) error
 			continue
 		}
 		ms = set.Match("", line, true, ms[:0])
+		var t time.Time // the line's, read once for all its rules
 		for i := range ms {
 			m := &ms[i]
 			r := byName[m.Rule]
 			if r == nil {
 				continue // not the --rule asked for
 			}
-			t := lineTime(kernlog.Time(line, now))
+			if t.IsZero() {
+				t = lineTime(kernlog.Time(line, now))
+			}
 			ev, ok := g.Attribute(m, t)
 			if !ok {
 				r.notes++
