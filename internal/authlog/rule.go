@@ -153,15 +153,7 @@ func (r *Rule) MatchLine(line []byte, wantUser bool) (RuleMatch, bool) {
 		a, user, ok := r.match(line, wantUser)
 		return RuleMatch{Addr: a, User: user}, ok
 	}
-	for _, n := range r.need {
-		if !bytes.Contains(line, n) {
-			return RuleMatch{}, false
-		}
-	}
-	if !r.re.Match(line) {
-		return RuleMatch{}, false
-	}
-	m := r.submatch(line)
+	m := r.indexes(line)
 	if m == nil || m[2*r.id] < 0 {
 		return RuleMatch{}, false
 	}
@@ -487,22 +479,27 @@ func (r *Rule) MatchUser(line []byte) (netip.Addr, []byte, bool) {
 }
 
 // matchRegexp is MatchUser by the whole pattern's regexp.
+// indexes returns the submatch indexes of r's match of line (as
+// submatch), or nil. A line without the pattern's required text is
+// refused by substring searches; then Match: it does not allocate, and
+// most lines do not match.
+func (r *Rule) indexes(line []byte) []int {
+	for _, n := range r.need {
+		if !bytes.Contains(line, n) {
+			return nil
+		}
+	}
+	if !r.re.Match(line) {
+		return nil
+	}
+	return r.submatch(line)
+}
+
 func (r *Rule) matchRegexp(line []byte) (netip.Addr, []byte, bool) {
 	if r.host < 0 {
 		return netip.Addr{}, nil, false // an id only: see MatchLine
 	}
-	// A line without the pattern's required text is refused by
-	// substring searches; then Match: it does not allocate, and most
-	// lines do not match.
-	for _, n := range r.need {
-		if !bytes.Contains(line, n) {
-			return netip.Addr{}, nil, false
-		}
-	}
-	if !r.re.Match(line) {
-		return netip.Addr{}, nil, false
-	}
-	m := r.submatch(line)
+	m := r.indexes(line)
 	if m == nil || m[2*r.host] < 0 {
 		return netip.Addr{}, nil, false
 	}
