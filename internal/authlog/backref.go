@@ -46,8 +46,8 @@ type backref struct {
 
 // scanBackrefs returns pattern with each (?P=name) outside character
 // classes and escapes replaced by what repl returns for (the index of the
-// reference, name), and the number of references.
-func scanBackrefs(pattern string, repl func(int, string) string) (string, int) {
+// reference, name).
+func scanBackrefs(pattern string, repl func(int, string) string) string {
 	var b strings.Builder
 	n := 0
 	inClass := false
@@ -85,9 +85,7 @@ func scanBackrefs(pattern string, repl func(int, string) string) (string, int) {
 			end := strings.IndexByte(pattern[i:], ')')
 			if end > 0 {
 				name := pattern[i+4 : i+end]
-				if repl != nil {
-					b.WriteString(repl(n, name))
-				}
+				b.WriteString(repl(n, name))
 				n++
 				i += end
 				continue
@@ -95,7 +93,7 @@ func scanBackrefs(pattern string, repl func(int, string) string) (string, int) {
 		}
 		b.WriteByte(c)
 	}
-	return b.String(), n
+	return b.String()
 }
 
 // expandBackrefs rewrites an expanded rule pattern's backreferences as
@@ -106,7 +104,7 @@ func scanBackrefs(pattern string, repl func(int, string) string) (string, int) {
 func expandBackrefs(pattern string) (string, []string, error) {
 	var names []string
 	var bad error
-	marked, n := scanBackrefs(pattern, func(i int, name string) string {
+	marked := scanBackrefs(pattern, func(i int, name string) string {
 		if !isGroupName(name) && bad == nil {
 			bad = fmt.Errorf("backreference (?P=%s): not a group name", name)
 		}
@@ -116,7 +114,7 @@ func expandBackrefs(pattern string) (string, []string, error) {
 	if bad != nil {
 		return "", nil, bad
 	}
-	if n == 0 {
+	if len(names) == 0 {
 		return pattern, nil, nil
 	}
 	tree, err := syntax.Parse(marked, syntax.Perl)
