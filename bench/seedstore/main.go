@@ -51,9 +51,7 @@ func main() {
 		case *mixed:
 			p = million.Prefix(i)
 		case *v6:
-			b := netip.MustParseAddr("fd00:210:5eed::").As16()
-			b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-			a, exp = netip.AddrFrom16(b), now.Add(24*time.Hour)
+			a, exp = million.Seed6(i), now.Add(24*time.Hour)
 		case i < 65000:
 			a = netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)})
 		default:

@@ -49,6 +49,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/moat-fw/moat/bench/scale/million"
 )
 
 func main() {
@@ -124,9 +126,7 @@ func newBanner(prefill, count int, ttl time.Duration) (*banner, error) {
 	if prefill > 0 {
 		els := make([]nftables.SetElement, prefill)
 		for i := range els {
-			a := netip.MustParseAddr("fd00:210:5eed::").As16()
-			a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-			els[i] = nftables.SetElement{Key: a[:], Timeout: 24 * time.Hour}
+			els[i] = nftables.SetElement{Key: million.Seed6(i).AsSlice(), Timeout: 24 * time.Hour}
 		}
 		if err := c.SetAddElements(b.ban6, els); err != nil {
 			return nil, err

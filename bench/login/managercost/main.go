@@ -18,6 +18,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/moat-fw/moat/bench/scale/million"
 	"github.com/moat-fw/moat/internal/ban"
 	"github.com/moat-fw/moat/internal/firewall"
 	"github.com/moat-fw/moat/internal/store"
@@ -50,12 +51,9 @@ func run(n, calls int) error {
 	}
 	defer st.Close()
 	now := time.Now()
-	base := netip.MustParseAddr("fd00:210:5eed::").As16()
 	es := make([]store.Entry, 0, n)
 	for i := range n {
-		a := base
-		a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-		es = append(es, store.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom16(a), 128), Origin: "login",
+		es = append(es, store.Entry{Prefix: netip.PrefixFrom(million.Seed6(i), 128), Origin: "login",
 			Created: now, Expires: now.Add(24 * time.Hour)})
 	}
 	if _, err := st.PutBans(es); err != nil {

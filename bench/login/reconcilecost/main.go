@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/moat-fw/moat/bench/scale/million"
 	"github.com/moat-fw/moat/internal/config"
 	"github.com/moat-fw/moat/internal/firewall"
 )
@@ -49,12 +50,9 @@ func run(ns string, n, tries int) error {
 	if err != nil {
 		return err
 	}
-	base := netip.MustParseAddr("fd00:210:5eed::").As16()
 	bans := make([]firewall.Element, 0, n)
 	for i := range n {
-		b := base
-		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-		bans = append(bans, firewall.Element{Prefix: netip.PrefixFrom(netip.AddrFrom16(b), 128), Timeout: 24 * time.Hour})
+		bans = append(bans, firewall.Element{Prefix: netip.PrefixFrom(million.Seed6(i), 128), Timeout: 24 * time.Hour})
 	}
 	if err := a.Apply(firewall.Build(cfg.Firewall, []uint16{22}), bans, nil); err != nil {
 		return err

@@ -21,3 +21,10 @@ func Prefix(i int) netip.Prefix {
 	}
 	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 13: byte(h >> 16), 14: byte(h >> 8), 15: byte(h)}), 128)
 }
+
+// Seed6 returns the i-th address of the login benchmarks' seeded bans,
+// fd00:210:5eed::/96 plus i (bench/seedstore -v6, and the tables the login
+// latency benches prefill to match it).
+func Seed6(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0xfd, 0, 2, 0x10, 0x5e, 0xed, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+}
