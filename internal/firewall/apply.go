@@ -458,6 +458,10 @@ func (a *Applier) ApplyEach(rs *Ruleset, bans, allows Seq, grants ...Grant) erro
 		return explain(fmt.Errorf("nftables: install table inet %s: %w", TableName, err))
 	}
 	a.remember(rs)
+	// Asked now, on the socket the install used, so that the first unban
+	// or grant of a daemon without a scan guard (which calls Warm) does
+	// not pay the round trip.
+	a.deleteOp()
 	return nil
 }
 

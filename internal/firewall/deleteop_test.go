@@ -27,13 +27,21 @@ func TestDeletesWithoutDestroy(t *testing.T) {
 	if err := a.Apply(Build(config.Firewall{ClosedResponse: "drop", LogRate: 1, LogBurst: 1}, nil, door), nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The install asked the kernel how deletes go.
+	a.mu.Lock()
+	op := a.delOp
+	a.mu.Unlock()
+	if op != msgDestroySetElem {
+		t.Fatalf("after the install: delete op %#x, want destroy found on this kernel", op)
+	}
 	// Warm opens the socket bans and grants use and asks the kernel, so
 	// the first ban pays neither.
 	if err := a.Warm(); err != nil {
 		t.Fatal(err)
 	}
 	a.mu.Lock()
-	raw, op := a.raw, a.delOp
+	raw := a.raw
+	op = a.delOp
 	a.mu.Unlock()
 	if raw == nil || op != msgDestroySetElem {
 		t.Fatalf("after Warm: raw socket %v, delete op %#x; want the raw socket open and destroy found on this kernel", raw != nil, op)
