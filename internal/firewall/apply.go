@@ -491,9 +491,10 @@ func (a *Applier) Update(kind SetKind, del, add []Element) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	op := a.deleteOp()
+	adds := func() { a.tx.elements(msgNewSetElem, kind, add) }
 	a.tx.reset()
 	a.tx.elements(op, kind, del)
-	a.tx.elements(msgNewSetElem, kind, add)
+	adds()
 	if kind == Bans {
 		for _, e := range del {
 			if e.Prefix.IsSingleIP() {
@@ -506,8 +507,7 @@ func (a *Applier) Update(kind SetKind, del, add []Element) error {
 			}
 		}
 	}
-	err := a.commitDeletes(op, len(del), func(i int) { a.tx.element(op, kind, del[i]) },
-		func() { a.tx.elements(msgNewSetElem, kind, add) })
+	err := a.commitDeletes(op, len(del), func(i int) { a.tx.element(op, kind, del[i]) }, adds)
 	if err != nil {
 		return explain(fmt.Errorf("nftables: update %s sets: %w", kindName(kind), err))
 	}
