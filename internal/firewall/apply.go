@@ -848,15 +848,7 @@ func grantKey(g Grant) []byte {
 // appendGrantKey appends g's key to k: with a buffer on the caller's
 // stack, a grant on the knock-to-door path allocates nothing for it.
 func appendGrantKey(k []byte, g Grant) []byte {
-	a := g.Addr.Unmap()
-	if a.Is4() {
-		a4 := a.As4()
-		k = append(k, a4[:]...)
-	} else {
-		a16 := a.As16()
-		k = append(k, a16[:]...)
-	}
-	return append(k, g.Proto, 0, 0, 0, byte(g.Port>>8), byte(g.Port), 0, 0)
+	return append(appendAddr(k, g.Addr.Unmap()), g.Proto, 0, 0, 0, byte(g.Port>>8), byte(g.Port), 0, 0)
 }
 
 // UpdateGrants deletes then adds grants in one transaction (daemon-mode

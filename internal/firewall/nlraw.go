@@ -251,16 +251,8 @@ func (t *txn) each(op uint16, kind SetKind, els iter.Seq[Element]) {
 // as the end) to the interval set.
 func (t *txn) element(op uint16, kind SetKind, e Element) {
 	p := e.Prefix.Masked()
-	a := p.Addr()
 	var kb [16]byte
-	key := kb[:0]
-	if a.Is4() {
-		a4 := a.As4()
-		key = append(key, a4[:]...)
-	} else {
-		a16 := a.As16()
-		key = append(key, a16[:]...)
-	}
+	key := appendAddr(kb[:0], p.Addr())
 	set := kind.setFor(p)
 	if kind == Bans && p.IsSingleIP() {
 		t.elem(op, set, key, false, false, e.Timeout)
@@ -269,16 +261,18 @@ func (t *txn) element(op uint16, kind SetKind, e Element) {
 	next := lastAddr(p).Next()
 	t.elem(op, set, key, false, !next.IsValid(), e.Timeout)
 	if next.IsValid() {
-		key = key[:0]
-		if next.Is4() {
-			n4 := next.As4()
-			key = append(key, n4[:]...)
-		} else {
-			n16 := next.As16()
-			key = append(key, n16[:]...)
-		}
-		t.elem(op, set, key, true, false, 0)
+		t.elem(op, set, appendAddr(key[:0], next), true, false, 0)
 	}
+}
+
+// appendAddr appends a's 4 or 16 bytes to k.
+func appendAddr(k []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		a4 := a.As4()
+		return append(k, a4[:]...)
+	}
+	a16 := a.As16()
+	return append(k, a16[:]...)
 }
 
 func (t *txn) finish() []byte {
